@@ -1,0 +1,52 @@
+# lenssearch: `make run` sets everything up and runs the demo pipeline; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Offline by default: no telemetry, nothing downloaded at run time.
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := false
+export TF_CPP_MIN_LOG_LEVEL := 2
+export HF_HUB_OFFLINE := 1
+export PATH := $(BIN):$(PATH)
+
+MLFLOW_PORT ?= 5000
+
+.PHONY: install run test bench ui paper clean help
+
+help:
+	@echo "make run    - set up .venv and run the demo pipeline (dvc repro)"
+	@echo "make test   - set up .venv and run the tests"
+	@echo "make bench  - run the speed benchmarks"
+	@echo "make ui     - MLflow UI on http://127.0.0.1:$(MLFLOW_PORT)"
+	@echo "make paper  - run the pipeline at the paper's scale (configs/paper.yaml), for a GPU machine"
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -q -r requirements.lock
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	dvc repro
+
+test: install
+	$(VENV)/bin/python -m pytest
+
+bench: install
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
+
+ui: install
+	mlflow ui --backend-store-uri sqlite:///mlflow.db --artifacts-destination ./mlartifacts \
+		--host 127.0.0.1 --port $(MLFLOW_PORT)
+
+paper: install
+	eval dvc exp run --name paper $$(lenssearch profile-args configs/paper.yaml)
+
+clean:
+	rm -rf $(VENV) .pytest_cache
