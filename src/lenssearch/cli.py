@@ -95,6 +95,371 @@ def profile_args_cmd(profile: Path) -> None:
     typer.echo(" ".join(f"-S '{k}={json.dumps(v)}'" for k, v in pairs.items()))
 
 
+@app.command("lenstool-check")
+@verb
+def lenstool_check_cmd(
+    parfile: Annotated[Path, typer.Argument(help="LensTool parameter file (e.g. best.par).")],
+    multfile: Annotated[Path, typer.Argument(help="Multiple-image catalogue 'id RA Dec a b theta z mag'.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the per-family table here (ECSV).")] = None,
+    params: Annotated[
+        Optional[Path], typer.Option("--params", help="Parameter file to validate (the cosmology is the par file's).")
+    ] = None,
+) -> None:
+    """Ray-trace the multiple images of a LensTool model: source-plane scatter and image-plane rms (arcsec)."""
+    from lenssearch.io import atomic_path
+    from lenssearch.lensing.lenstool_check import lenstool_check
+
+    if params is not None:
+        load(params, None)
+    result = lenstool_check(parfile, multfile)
+    typer.echo("\n".join(result.families.pformat(max_lines=-1, max_width=-1)))
+    if out is not None:
+        with atomic_path(out) as tmp:
+            result.families.write(tmp, format="ascii.ecsv")
+        typer.echo(f"wrote {out}")
+    typer.echo(f"total source-plane scatter: {result.total_source_scatter_arcsec:.4f} arcsec")
+    typer.echo(f"total image-plane rms: {result.total_image_rms_arcsec:.4f} arcsec")
+
+
+FieldsRootOption = Annotated[Path, typer.Option("--fields", help="Fields root (data/fields) of the field stage.")]
+ReportsOption = Annotated[Optional[Path], typer.Option("--reports", help="Metrics and figures folder.")]
+
+
+@app.command("simulate")
+@verb
+def simulate_cmd(
+    fields: FieldsRootOption,
+    out: Annotated[Path, typer.Option("--out", help="Cutout set of the mocks (cutouts.h5 + metadata.ecsv).")],
+    reports: ReportsOption = None,
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Inject mock galaxy-galaxy lenses at secondary caustics of the cluster members."""
+    import json
+
+    from lenssearch.simulate.inject import run_simulate
+
+    cfg = load(params, profile)
+    metrics = run_simulate(cfg, fields, out, reports)
+    typer.echo(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
+    typer.echo(f"wrote {out}")
+
+
+@app.command("negatives")
+@verb
+def negatives_cmd(
+    fields: FieldsRootOption,
+    out: Annotated[Path, typer.Option("--out", help="Cutout set of the non-lenses (cutouts.h5 + metadata.ecsv).")],
+    reports: ReportsOption = None,
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Cut non-lens cutouts centred on cluster members (edges, bright stars and known lenses excluded)."""
+    import json
+
+    from lenssearch.simulate.negatives import run_negatives
+
+    cfg = load(params, profile)
+    metrics = run_negatives(cfg, fields, out, reports)
+    typer.echo(json.dumps({"n_negatives": metrics["n_negatives"], "excluded": metrics["excluded"]}))
+    typer.echo(f"wrote {out}")
+
+
+FieldOption = Annotated[Optional[Path], typer.Option("--field", help="Field directory with image_<BAND>.fits.")]
+ImagesOption = Annotated[
+    Optional[list[str]], typer.Option("--image", help="BAND=path of a band image (instead of --field); repeat per band.")
+]
+StackOption = Annotated[Optional[Path], typer.Option("--stack", help="Stack of cutouts (FITS cube or HDF5) to score.")]
+TrackingOption = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow store (default sqlite:///mlflow.db).")]
+
+
+@app.command("search")
+@verb
+def search_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Output folder (candidates.ecsv, gallery/, metrics.json, ...).")],
+    field: FieldOption = None,
+    image: ImagesOption = None,
+    catalogue: Annotated[
+        Optional[Path], typer.Option("--catalogue", help="Positions to score (ECSV/FITS, ra/dec); default: sep detections.")
+    ] = None,
+    stack: StackOption = None,
+    planted: Annotated[
+        Optional[Path], typer.Option("--planted", help="Planted lenses (ra, dec) of a synthetic field: the truth.")
+    ] = None,
+    stars: Annotated[Optional[Path], typer.Option("--stars", help="Bright stars (ra, dec, mag); default <field>/stars.ecsv.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model URI; default search.model_uri.")] = None,
+    tracking_uri: TrackingOption = None,
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Score a field (or a stack of cutouts) with the champion, clean false positives, write the candidates."""
+    from lenssearch.search.pipeline import open_input, read_planted, run_search
+
+    cfg = load(params, profile)
+    with open_input(cfg, field=field, images=image, catalogue=catalogue, stack=stack, stars=stars) as inp:
+        result = run_search(cfg.search, inp, out, model_uri=model, planted=read_planted(planted), tracking_uri=tracking_uri)
+    typer.echo("\n".join(result.counts.pformat(max_lines=-1, max_width=-1)))
+    typer.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.metrics.items()))
+    typer.echo(f"wrote {out}")
+
+
+@app.command("known-lenses")
+@verb
+def known_lenses_cmd(
+    known: Annotated[Path, typer.Option("--known", help="Known lenses: ra, dec, label (secure / uncertain / no).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (known_lenses.ecsv, known_lenses_totals.ecsv).")],
+    field: FieldOption = None,
+    image: ImagesOption = None,
+    stack: StackOption = None,
+    default_label: Annotated[
+        Optional[str], typer.Option("--default-label", help="Label of rows without one (planted lenses: secure).")
+    ] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="Model URI(s); default search.model_uri.")] = None,
+    tracking_uri: TrackingOption = None,
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Classify known lenses with each network (Angora et al. 2023, Table A.6): TP / qTP / FN and totals."""
+    from lenssearch.search.pipeline import open_input, run_known_lenses
+
+    cfg = load(params, profile)
+    with open_input(cfg, field=field, images=image, catalogue=known, stack=stack, known=True, default_label=default_label) as inp:
+        table, totals = run_known_lenses(cfg.search, inp, out, model or [cfg.search.model_uri], tracking_uri=tracking_uri)
+    typer.echo("\n".join(totals.pformat(max_lines=-1, max_width=-1)))
+    typer.echo(f"wrote {out}")
+
+
+@app.command("kb")
+@verb
+def kb_cmd(
+    mocks: Annotated[Path, typer.Option("--mocks", help="Cutout set of the simulate stage.")],
+    negatives: Annotated[Path, typer.Option("--negatives", help="Cutout set of the negatives stage.")],
+    out: Annotated[Path, typer.Option("--out", help="The knowledge base file (HDF5).")],
+    fields: Annotated[
+        Optional[Path], typer.Option("--fields", help="Fields root: adds z_lens and expected noise per cutout.")
+    ] = None,
+    reports: Annotated[Optional[Path], typer.Option("--reports", help="Metrics and figures folder.")] = None,
+    track: Annotated[bool, typer.Option("--track/--no-track", help="Log the KB run to MLflow.")] = True,
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Assemble mocks and negatives into the HDF5 knowledge base with stratified folds."""
+    import json
+
+    from lenssearch.kb.build import build_kb
+
+    cfg = load(params, profile)
+    summary = build_kb(mocks, negatives, out, cfg, fields_dir=fields)
+    if reports is not None:
+        from lenssearch.kb.report import write_kb_reports
+
+        write_kb_reports(out, reports, cfg, summary, fields_dir=fields, track=track)
+    typer.echo(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}))
+    typer.echo(f"wrote {out}")
+
+
+@app.command("validate")
+@verb
+def validate_cmd(
+    kb: Annotated[Path, typer.Option("--kb", help="The knowledge base file (HDF5).")],
+    out: Annotated[Path, typer.Option("--out", help="Report folder (summary.json, data_docs/).")],
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Validate the knowledge base with the great-expectations suite; non-zero exit on failure."""
+    from lenssearch.kb.validation import validate_kb
+
+    cfg = load(params, profile)
+    result = validate_kb(kb, out, cfg)
+    n = len(result.expectations)
+    if not result.success:
+        fail(f"{kb}: knowledge base validation failed ({out / 'summary.json'}, data docs {result.data_docs})\n"
+             + result.message())
+    typer.echo(f"{kb}: all {n} expectations met on {result.passed.size} cutouts; data docs {result.data_docs}")
+
+
+PredictionsOption = Annotated[
+    Path, typer.Option("--predictions", help="Folder of <network>/predictions.ecsv (the train stage's reports).")
+]
+CommitteesOption = Annotated[
+    Optional[Path], typer.Option("--committees", help="best.json of the committee stage (selected committees).")
+]
+MlflowFlag = Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Record the runs in MLflow.")]
+
+
+@app.command("evaluate")
+@verb
+def evaluate_cmd(
+    predictions: PredictionsOption,
+    out: Annotated[Path, typer.Option("--out", help="Folder of tables, figures and metrics.json.")],
+    report: Annotated[Path, typer.Option("--report", help="Markdown report (an .html twin is written beside it).")],
+    kb: Annotated[Optional[Path], typer.Option("--kb", help="Knowledge base (HDF5) with the metadata table.")] = None,
+    tracking_uri: TrackingOption = None,
+    mlflow: MlflowFlag = True,
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Tables A.1-A.5 and Figs. 6, 8, 9, 11, A.1 of Angora et al. 2023 from out-of-fold predictions."""
+    from lenssearch.evaluate.stages import run_evaluate
+
+    cfg = load(params, profile)
+    result = run_evaluate(cfg, predictions, kb, out, report, tracking_uri=tracking_uri, log_mlflow=mlflow)
+    typer.echo(" ".join(f"{k}={v}" for k, v in result.items()))
+    typer.echo(f"wrote {out} and {report}")
+
+
+@app.command("committee")
+@verb
+def committee_cmd(
+    predictions: PredictionsOption,
+    out: Annotated[Path, typer.Option("--out", help="Folder of committees.ecsv, best.json, figures.")],
+    tracking_uri: TrackingOption = None,
+    mlflow: MlflowFlag = True,
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Committees of networks by mean and product (HOLISMOKES XVI); the best logged as pyfunc models."""
+    from lenssearch.evaluate.stages import run_committee
+
+    cfg = load(params, profile)
+    best = run_committee(cfg, predictions, out, tracking_uri=tracking_uri, log_mlflow=mlflow)
+    typer.echo(best["note"])
+    for c in best["committees"]:
+        typer.echo(f"{c['name']}: gate {c['gate']:.4f} auc {c['auc']:.4f} model {c['model_uri']}")
+    typer.echo(f"best: {best['best']}; wrote {out}")
+
+
+@app.command("tune")
+@verb
+def tune_cmd(
+    predictions: PredictionsOption,
+    out: Annotated[Path, typer.Option("--out", help="thresholds.json")],
+    storage: Annotated[Path, typer.Option("--storage", help="Optuna sqlite database file.")],
+    plots: Annotated[Path, typer.Option("--plots", help="Folder of the Optuna study plots.")],
+    committees: CommitteesOption = None,
+    tracking_uri: TrackingOption = None,
+    mlflow: MlflowFlag = True,
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Optuna-tuned decision threshold and qTP lower bound of every network and selected committee."""
+    from lenssearch.evaluate.stages import run_tune
+
+    cfg = load(params, profile)
+    doc = run_tune(cfg, predictions, committees, out, storage, plots, tracking_uri=tracking_uri, log_mlflow=mlflow)
+    for name, r in doc["models"].items():
+        typer.echo(f"{name}: threshold {r['threshold']:.4f} (purity {r['purity']}, completeness "
+                   f"{r['completeness']}), qTP lower bound {r['qtp_lower']:.4f}")
+    typer.echo(f"wrote {out}")
+
+
+@app.command("promote")
+@verb
+def promote_cmd(
+    predictions: PredictionsOption,
+    thresholds: Annotated[Path, typer.Option("--thresholds", help="thresholds.json of the tune stage.")],
+    out: Annotated[Path, typer.Option("--out", help="promotion.json (the decision and the comparison).")],
+    committees: CommitteesOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the comparison; register nothing.")] = False,
+    tracking_uri: TrackingOption = None,
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Register the best network or committee; move the champion alias only if it beats the champion."""
+    from lenssearch.evaluate.stages import run_promote
+
+    cfg = load(params, profile)
+    run_promote(cfg, predictions, committees, thresholds, out, dry_run=dry_run, tracking_uri=tracking_uri,
+                echo=typer.echo)
+
+
+@app.command("hpsearch")
+@verb
+def hpsearch_cmd(
+    kb: Annotated[Path, typer.Option("--kb", help="Knowledge base (HDF5).")],
+    work: Annotated[Path, typer.Option("--work", help="Scratch folder of the trials (models, predictions).")],
+    n_trials: Annotated[Optional[int], typer.Option("--n-trials", help="Override hpsearch.n_trials.")] = None,
+    tracking_uri: TrackingOption = None,
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Optuna search over network hyper-parameters, one nested MLflow run per trial (not in dvc repro)."""
+    from lenssearch.evaluate.hpsearch import run_hpsearch
+
+    cfg = load(params, profile)
+    best = run_hpsearch(cfg, kb, work, params, profile, n_trials=n_trials, tracking_uri=tracking_uri)
+    typer.echo(f"best trial {best['number']}: {best['value']:.4f} with {best['params']}")
+
+
+@app.command("field")
+@verb
+def field_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Fields root: one directory <out>/<name>/ per field.")],
+    metrics: Annotated[
+        Optional[Path], typer.Option("--metrics", help="JSON metrics: secondary critical lines per field and z_s.")
+    ] = None,
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Build only this field (repeatable).")] = None,
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Build the cluster fields: deflection maps, secondary critical lines and caustics, images where any."""
+    import json
+
+    from lenssearch.fields.lenstool import build_lenstool_field, critical_line_metrics
+    from lenssearch.fields.synthetic import build_synthetic_field
+    from lenssearch.fields.user import build_user_field
+    from lenssearch.io import atomic_path
+
+    cfg = load(params, profile)
+    # kind -> (entries of the config, builder(entry, cfg, out_dir) -> field directory); a new kind adds a line
+    kinds = {
+        "lenstool": (cfg.field.lenstool, build_lenstool_field),
+        "synthetic": (cfg.field.synthetic.fields, build_synthetic_field),
+        "user": (cfg.field.user, build_user_field),
+    }
+    names = [e.name for entries, _ in kinds.values() for e in entries]
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise LensSearchError(f"--only: no field named {unknown} in {params} (fields: {names})")
+    results = {}
+    for kind, (entries, build) in kinds.items():
+        for entry in entries:
+            if only and entry.name not in only:
+                continue
+            typer.echo(f"field {entry.name} ({kind})")
+            path = build(entry, cfg, out)
+            results[entry.name] = critical_line_metrics(path)
+            typer.echo(f"  -> {path}: " + ", ".join(f"{z}: {m['n_lines']} lines" for z, m in results[entry.name].items()))
+    if metrics is not None:
+        with atomic_path(metrics) as tmp:
+            tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+
+@app.command("train")
+@verb
+def train_cmd(
+    network: Annotated[str, typer.Argument(help="vgg, sc_vgg, f435w, f606w or f814w.")],
+    kb: Annotated[Path, typer.Option("--kb", help="The knowledge base file (HDF5).")],
+    models: Annotated[Path, typer.Option("--models", help="Checkpoints and fold models: models/<network>.")],
+    reports: Annotated[Path, typer.Option("--reports", help="Predictions, metrics and plots: reports/<network>.")],
+    tracking_uri: TrackingOption = None,
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Stratified k-fold training of one network, then its run model, tracked and registered in MLflow."""
+    import json
+
+    from lenssearch.train.kfold import train_network
+
+    cfg = load(params, profile)
+    summary = train_network(network, kb, models, reports, cfg, tracking_uri=tracking_uri)
+    oof = summary.metrics["oof"]
+    typer.echo(json.dumps({"network": network, "oof_auc": oof["auc"], "oof_accuracy": oof["accuracy"],
+                           "registered": f"lenssearch-{network}/{summary.registered_version}",
+                           "trained": summary.trained_splits}))
+    typer.echo(f"wrote {reports / 'predictions.ecsv'}")
+
+
 def main() -> None:
     """Entry point for ``python -m lenssearch`` and the console script."""
     app(prog_name="lenssearch")

@@ -15,7 +15,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -66,11 +66,381 @@ class LensToolFieldConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class HaloConfig:
+    """A cluster-scale dPIE halo (LensTool profil 81) of a synthetic field, placed relative to the field centre."""
+
+    sigma_kms: float
+    core_radius_kpc: float
+    cut_radius_kpc: float
+    emass: float
+    angle_deg: float
+    x_arcsec: float
+    y_arcsec: float
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticFieldEntry:
+    """One synthetic HST/ACS cluster field (``fields/synthetic.py``)."""
+
+    name: str
+    z_lens: float
+    center_radec: tuple[float, float]
+    size_arcsec: float
+    n_members: int  # including the BCG
+    depth: str  # key of field.synthetic.depths
+    halos: tuple[HaloConfig, ...]
+    shear_gamma: float
+    shear_angle_deg: float
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberPopulationConfig:
+    """Cluster members: Schechter luminosity function, red sequence, sizes and the LensTool mass scaling."""
+
+    m_star_F814W: float  # apparent Schechter m* at z_ref (shifted with the distance modulus)
+    z_ref: float
+    schechter_alpha: float
+    bright_offset_mag: float  # brightest non-BCG member at m* - this
+    mag_limit_F814W: float
+    bcg_offset_mag: float  # BCG at m* - this
+    sigma_star_kms: float  # sigma = sigma* (L/L*)^(1/4)
+    core_radius_star_kpc: float  # r_core = r_core* (L/L*)^(1/2)
+    cut_radius_star_kpc: float  # r_cut = r_cut* (L/L*)^(1/2)
+    re_star_kpc: float  # R_e = R_e* (L/L*)^slope, log-normal scatter
+    re_luminosity_slope: float
+    re_scatter_dex: float
+    sersic_n_range: tuple[float, float]  # faint -> bright
+    axis_ratio_range: tuple[float, float]
+    red_sequence_slope: float  # d(colour)/d(m_F814W)
+    red_sequence_scatter_mag: float
+    core_radius_arcsec: float  # projected number density ~ 1 / (1 + r^2 / r_c^2)
+    edge_margin_arcsec: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ICLConfig:
+    """Intracluster light: a smooth Sersic around the BCG."""
+
+    fraction_of_bcg_flux: float
+    re_kpc: float
+    sersic_n: float
+    axis_ratio: float
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldGalaxyConfig:
+    """Foreground and background field galaxies (ellipticals and blue spiral discs)."""
+
+    density_per_arcmin2: float  # between the magnitude limits
+    mag_bright_F814W: float
+    mag_limit_F814W: float
+    counts_slope: float  # d log10 N / dm
+    spiral_fraction: float
+    z_range: tuple[float, float]
+    re_arcsec_at_mag22: float
+    size_mag_slope: float  # d log10 R_e / dm
+
+
+@dataclasses.dataclass(frozen=True)
+class StarConfig:
+    """Stars: PSF-shaped point sources, the bright ones with diffraction-like spikes."""
+
+    density_per_arcmin2: float
+    mag_bright_F814W: float
+    mag_limit_F814W: float
+    spike_mag_limit: float
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticConfig:
+    """Synthetic HST/ACS cluster fields (``field.synthetic``)."""
+
+    fields: tuple[SyntheticFieldEntry, ...]
+    depths: dict[str, dict[str, float]]  # preset -> band -> 5-sigma point-source AB depth
+    psf_size_pixels: int
+    psf_fwhm_arcsec: dict[str, float]  # modelled bands (F814W uses the empirical ACS PSF)
+    deflection_pixel_arcsec: float
+    source_poisson: bool
+    exposure_time_s: dict[str, float]  # for the sources' Poisson noise
+    members: MemberPopulationConfig
+    icl: ICLConfig
+    field_galaxies: FieldGalaxyConfig
+    stars: StarConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class UserFieldConfig:
+    """A user's field: one FITS image per band, a deflection FITS or a LensTool file, a member catalogue."""
+
+    name: str
+    images: dict[str, str]  # band -> FITS path
+    members: str  # ECSV/CSV/FITS table with ra, dec, z and mag_<band>
+    z_lens: float
+    deflection: Optional[str] = None
+    lenstool: Optional[str] = None
+    psfs: Optional[dict[str, str]] = None  # band -> FITS path; modelled/empirical PSFs when absent
+
+
+@dataclasses.dataclass(frozen=True)
 class FieldConfig:
     """The ``field`` stage: cluster fields, their deflection maps and critical lines."""
 
     critical_lines: CriticalLinesConfig
     lenstool: tuple[LensToolFieldConfig, ...]
+    synthetic: SyntheticConfig
+    user: tuple[UserFieldConfig, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class KBConfig:
+    """The ``kb`` stage: one HDF5 knowledge base with stratified folds (Angora et al. 2023, Sect. 3.2)."""
+
+    n_folds: int  # stratified k-fold cross-validation part
+    validation_fraction: float  # held-out validation split (fold -1)
+    mocks_per_negative: float  # class ratio; the larger class is subsampled to it
+    cutout_pixels: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidateConfig:
+    """The ``validate`` stage: great-expectations suite over the KB (``kb/validation.py``)."""
+
+    min_finite_fraction: float
+    noise_ratio_range: tuple[float, float]  # measured / expected background sigma
+    background_max_sigma: float  # |background level| in units of the expected sigma
+    mock_fraction_range: tuple[float, float]
+    theta_e_range_arcsec: tuple[float, float]
+    dz_min: float  # z_s >= z_lens + dz_min
+    mag_max: float
+    fold_balance_tolerance: float  # relative deviation of fold sizes and label fractions
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """Architecture and input preparation shared by the VGG-like networks (Angora et al. 2023, Sect. 2)."""
+
+    input_pixels: int  # side of the raw cutouts the registered models take (the KB's cutouts)
+    binning: int  # average-pooling factor inside the model (2: 128 -> 64 pixels, same 3.84" field)
+    filters: tuple[int, ...]  # one convolution block per entry, each closed by a 2x2 max pooling
+    sc_vgg_filters: tuple[int, ...]  # filters of each of SC-VGG's three branches (same depth as filters)
+    convs_per_block: int
+    dense_units: tuple[int, int]  # the two dense layers before the sigmoid output
+    dropout: float
+    leaky_relu_slope: float
+    normalisation_softening: float  # asinh stretch turns logarithmic above this many noise sigmas
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The ``train`` stage: stratified k-fold training of one network (folds come from the KB)."""
+
+    network: NetworkConfig
+    batch_size: dict[str, int]  # per network (the paper: 32 for VGG, 16 for SC-VGG)
+    learning_rate: float  # Adadelta (Zeiler 2012: 1.0)
+    max_epochs: int
+    warmup_epochs: int  # epochs before early stopping and the LR schedule start watching the validation loss
+    early_stopping_patience: int
+    reduce_lr_patience: int
+    reduce_lr_factor: float
+    min_learning_rate: float
+    examples_per_class: int  # balanced training examples per class and epoch; 0: the majority class's count
+    deterministic: bool  # tf.config.experimental.enable_op_determinism
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchDetectionConfig:
+    """Source detection with sep when a field is searched without a catalogue (tiled: bounded memory)."""
+
+    band: str
+    thresh_sigma: float
+    minarea_pix: int
+    tile_pix: int
+    margin_pix: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchCleaningConfig:
+    """False-positive cleaning of the candidates (HOLISMOKES XVI, Schuldt et al. 2025, Sect. 3.1 and 4)."""
+
+    detect_thresh_sigma: float  # sep detection threshold, units of the band's pixel noise
+    detect_minarea_pix: int
+    background_box_pix: int  # sep background mesh
+    background_max_sigma: float  # residual |background| in any band, units of the pixel noise
+    crowded_max_fraction: float  # detected pixels in any band (HOLISMOKES XVI: 0.99)
+    masked_max_fraction: float  # no-data (zero) pixels
+    star_mag_max: float  # stars brighter than this (stars.ecsv) reject nearby cutouts
+    star_radius_arcsec: float
+    duplicate_radius_arcsec: float  # HOLISMOKES XVI: 2"
+    kron_band: str  # duplicates keep the largest Kron radius in this band
+    center_radius_arcsec: float  # the central source is the detection nearest the centre within this
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchGalleryConfig:
+    """HTML gallery of the candidates (Lupton RGB stamps)."""
+
+    max_candidates: int
+    stamp_arcsec: float
+    context_arcsec: float
+    lupton_q: float
+    stretch_sigma: float  # Lupton linear stretch in units of the pixel noise
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """The ``search`` stage and the ``known-lenses`` verb (Angora et al. 2023, Sect. 5; HOLISMOKES XVI)."""
+
+    model_uri: str
+    threshold: Optional[float]  # null: the registered version's tuned threshold tag, else 0.5
+    cutout_pixels: int
+    batch_size: int
+    prefetch_batches: int  # batches cut and validated ahead of the model (bounded queue)
+    noise_ratio_range: tuple[float, float]  # plausible cutout noise / band noise
+    tp_min: float  # Table A.6: TP p >= 0.5
+    qtp_min: float  # qTP 0.2 <= p < 0.5, FN p < 0.2
+    match_radius_arcsec: float  # planted/known lens <-> catalogue position
+    detection: SearchDetectionConfig
+    cleaning: SearchCleaningConfig
+    gallery: SearchGalleryConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class GateConfig:
+    """A threshold-free score ranking models (``lenssearch.evaluate.metrics.GATE_METRICS``; larger is better)."""
+
+    metric: Literal["completeness_at_purity", "auc", "max_f1", "tpr_at_fpr"]
+    purity_min: float  # for completeness_at_purity
+    fpr: float  # for tpr_at_fpr; must be >= 1 / N_neg to be measurable
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """The ``evaluate`` stage: Tables A.1-A.5 and Figs. 6, 8, 9, 11, A.1 of Angora et al. 2023."""
+
+    networks: tuple[str, ...]
+    threshold: float  # Angora et al. 2023, Sect. 4.1: 0.5
+    adversarial_source_mag_F814W: float  # Table A.1 notes: sources fainter than this ...
+    adversarial_theta_e_max_arcsec: float  # ... and lenses smaller than this are adversarial
+    adversarial_rule: Literal["or", "and"]  # "or": either condition marks an adversarial example
+    fp_lens_mag_split: float  # Table A.4 rows
+    fp_colour_split: float
+    fn_source_mag_splits: tuple[float, ...]  # Table A.5 rows
+    fn_theta_e_split_arcsec: float
+    fn_z_s_splits: tuple[float, ...]
+    red_sequence_clip_sigma: float  # LTS_LINEFIT clipping (Cappellari et al. 2013: 2.6)
+    red_sequence_lts_fraction: float  # h / N of the LTS subset
+    histogram_bins: int
+    purity_min: float  # completeness at purity >= this, logged for every model
+    fprs: tuple[float, ...]  # TPR at these FPRs (HOLISMOKES XVI: 1e-2, 1e-3, 1e-4)
+    experiment: str  # MLflow experiment holding networks and committees on the same metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class CommitteeConfig:
+    """The ``committee`` stage: committees of networks by mean or product (HOLISMOKES XVI, Sect. 2)."""
+
+    members: tuple[str, ...]  # candidate members; every combination of min_size..max_size is evaluated
+    min_size: int
+    max_size: int
+    rules: tuple[Literal["mean", "product"], ...]
+    select: GateConfig  # ranks the committees
+    log_models: bool  # log the best committee of each rule as a pyfunc model wrapping its members
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneConfig:
+    """The ``tune`` stage: Optuna-tuned decision threshold and qTP lower bound per network and committee."""
+
+    objective: Literal["f1", "completeness_at_purity", "crossing"]
+    purity_min: float  # for completeness_at_purity
+    qtp_band_purity_min: float  # lens fraction required in the qTP band [qtp_lower, threshold)
+    n_trials: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PromoteConfig:
+    """The ``promote`` stage: register the best model and move the alias only when it beats the champion."""
+
+    registered_model: str  # models:/<registered_model>@<alias>
+    alias: str
+    gate: GateConfig
+    min_improvement: float  # the challenger must beat the champion's gate value by more than this
+
+
+@dataclasses.dataclass(frozen=True)
+class HPSearchDimension:
+    """One dimension of the hyper-parameter search: a dotted params key and its range or choices."""
+
+    key: str  # e.g. train.learning_rate
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    choices: Optional[tuple[Any, ...]] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class HPSearchConfig:
+    """Optuna search over network hyper-parameters (MLproject entry point ``hpsearch``, not in dvc repro)."""
+
+    network: str
+    n_trials: int
+    gate: GateConfig  # objective: the gate metric of the trial's out-of-fold predictions
+    space: tuple[HPSearchDimension, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SourcePopulationConfig:
+    """Background sources of the mocks (Angora et al. 2023, Sect. 3.1, Table 2; see simulate/sources.py)."""
+
+    mag_min: float
+    mag_limit: float
+    counts_mag_nodes: tuple[float, ...]
+    counts_log10_per_deg2_per_mag: tuple[float, ...]
+    z_bin_mag_edges: tuple[float, ...]
+    z_bin_forms: tuple[str, ...]
+    z_bin_z0: tuple[float, ...]
+    z_max: float
+    dz_min: float
+    re_const_kpc: float
+    re_z_pivot: float
+    re_norm_kpc: float
+    re_slope: float
+    re_scatter_kpc: float
+    re_scatter_range_sigma: tuple[float, float]
+    sersic_n_range: tuple[float, float]
+    axis_ratio_range: tuple[float, float]
+    position_angle_range_deg: tuple[float, float]
+    sed: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulateConfig:
+    """The ``simulate`` stage: mock GGSLs injected at secondary caustics (simulate/inject.py)."""
+
+    n_mocks: int
+    cutout_pixels: int
+    supersampling: int
+    psf_pad_pixels: int
+    buffer_re_fraction: float
+    lens_grid_radius_arcsec: float
+    lens_grid_step_arcsec: float
+    image_min_abs_magnification: float
+    max_rounds: int
+    sources: SourcePopulationConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class NegativesConfig:
+    """The ``negatives`` stage: member cutouts without injection (simulate/negatives.py)."""
+
+    n_negatives: int
+    cutout_pixels: int
+    edge_margin_pixels: int
+    max_bad_pixel_fraction: float
+    star_exclusion_radius_arcsec: float
+    star_mag_limit: float
+    strong_lens_theta_e_min_arcsec: float
+    strong_lens_source_redshift: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +449,17 @@ class Config:
 
     base: BaseConfig
     field: FieldConfig
+    simulate: SimulateConfig
+    negatives: NegativesConfig
+    kb: KBConfig
+    validate: ValidateConfig
+    train: TrainConfig
+    search: SearchConfig
+    evaluate: EvaluateConfig
+    committee: CommitteeConfig
+    tune: TuneConfig
+    promote: PromoteConfig
+    hpsearch: HPSearchConfig
 
 
 # --------------------------------------------------------------------------------------------------- loading

@@ -74,7 +74,11 @@ class Cosmology:
         z1, z2 = float(z1), float(z2)
         if z2 <= z1:
             return 0.0
-        return float(self._astropy.angular_diameter_distance_z1z2(z1, z2).value)
+        try:  # astropy >= 8: angular_diameter_distance(z1, z2); older: angular_diameter_distance_z1z2
+            distance = self._astropy.angular_diameter_distance(z1, z2)
+        except TypeError:  # pragma: no cover - astropy < 8
+            distance = self._astropy.angular_diameter_distance_z1z2(z1, z2)
+        return float(distance.value)
 
     def _kpc_per_arcsec(self, z: float) -> float:
         """Proper transverse size in kpc of one arcsec at redshift ``z``."""

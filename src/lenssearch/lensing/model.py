@@ -24,6 +24,9 @@ from lenssearch.lensing.profiles import PROFILES
 
 #: Points per call of the compiled kernels (bounds the memory of temporaries for huge grids).
 CHUNK_POINTS = 1 << 20
+#: Below this many points the single-threaded kernels are used (a thread pool costs more than it saves, and on a
+#: busy machine waiting for the second thread dominates the Newton iterations of lenstool-check).
+SERIAL_POINTS = 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,12 +142,14 @@ class LensModel:
         x, y = np.broadcast_arrays(x, y)
         return x.shape, np.ascontiguousarray(x.ravel()), np.ascontiguousarray(y.ravel())
 
-    def _kernel_sum(self, kernel, x, y, n_out):
+    def _kernel_sum(self, kernel, serial_kernel, x, y, n_out):
         """Run a compiled kernel over chunks of points; returns ``n_out`` flat arrays."""
         packed, _ = self._split()
         out = [np.zeros(x.size) for _ in range(n_out)]
         if packed.shape[0] == 0 or x.size == 0:
             return out
+        if x.size < SERIAL_POINTS:
+            return list(serial_kernel(x, y, packed))
         for start in range(0, x.size, CHUNK_POINTS):
             stop = min(start + CHUNK_POINTS, x.size)
             res = kernel(x[start:stop], y[start:stop], packed)
@@ -165,9 +170,9 @@ class LensModel:
         """
         shape, xf, yf = self._flat(x, y)
         if fast:
-            from lenssearch.lensing.profiles._kernels import dpie_deflection
+            from lenssearch.lensing.profiles._kernels import dpie_deflection, dpie_deflection_serial
 
-            ax, ay = self._kernel_sum(dpie_deflection, xf, yf, 2)
+            ax, ay = self._kernel_sum(dpie_deflection, dpie_deflection_serial, xf, yf, 2)
             components = self._split()[1]
         else:
             ax, ay = np.zeros(xf.size), np.zeros(xf.size)
@@ -182,9 +187,9 @@ class LensModel:
         """Total hessian ``(f_xx, f_xy, f_yy)`` of the lensing potential at ``D_ds / D_s = 1``."""
         shape, xf, yf = self._flat(x, y)
         if fast:
-            from lenssearch.lensing.profiles._kernels import dpie_hessian
+            from lenssearch.lensing.profiles._kernels import dpie_hessian, dpie_hessian_serial
 
-            f_xx, f_xy, f_yy = self._kernel_sum(dpie_hessian, xf, yf, 3)
+            f_xx, f_xy, f_yy = self._kernel_sum(dpie_hessian, dpie_hessian_serial, xf, yf, 3)
             components = self._split()[1]
         else:
             f_xx, f_xy, f_yy = (np.zeros(xf.size) for _ in range(3))
@@ -236,5 +241,5 @@ class LensModel:
 
     def without(self, names: Sequence[str]) -> "LensModel":
         """A model without the named components (e.g. a member, to isolate its own contribution)."""
-        return LensModel([c for c in self.components if c.name not in set(names)], self.z_lens, self.cosmology,
-                         self.members)
+        drop = set(names)
+        return LensModel([c for c in self.components if c.name not in drop], self.z_lens, self.cosmology, self.members)

@@ -167,7 +167,10 @@ class DPIE(MassProfile):
             z = t05 * (_ci05(xp, yp, eps, rc) - _ci05(xp, yp, eps, rcut))
             ax, ay = z.real, z.imag
         else:
-            a, _ = _circular_a_and_derivative(xp * xp + yp * yp, rc, rcut, t05)
+            u = xp * xp + yp * yp
+            with np.errstate(divide="ignore", invalid="ignore"):
+                a, _ = _circular_a_and_derivative(u, rc, rcut, t05)
+            a = np.where(u > 0, a, 0.0)  # LensTool returns 0 at the very centre (matters only for r_core = 0)
             ax, ay = a * xp, a * yp
         return rotate_from_frame(ax, ay, theta)
 

@@ -7,7 +7,8 @@ counter-clockwise from ``+x``) and centred on ``(x_centre, y_centre)``,
 
 i.e. the potential ``psi = gamma/2 (x'^2 - y'^2) = gamma/2 r^2 cos 2(phi - theta)``: the shear components are
 ``gamma_1 = gamma cos 2 theta``, ``gamma_2 = gamma sin 2 theta`` (Schneider 2006, eq. 2.30 conventions). The image
-of a circular source is stretched along the direction ``theta + 90 deg``. The ``kappa`` of the LensTool block is
+of a circular source is stretched along ``theta`` (the Jacobian has its smaller eigenvalue,
+``1 - kappa - gamma``, along that direction). The ``kappa`` of the LensTool block is
 a uniform mass sheet added here (``alpha = kappa (x, y)``); LensTool models use ``kappa 0``.
 """
 

@@ -1,0 +1,619 @@
+"""Read LensTool parameter files, multiple-image catalogues and member catalogues.
+
+LensTool (Jullo et al. 2007, https://projets.lam.fr/projects/lenstool) describes a cluster mass model in a ``.par``
+file made of blocks ``<name> [argument] ... end`` closed by ``fini``. This reader builds a
+:class:`~lenssearch.lensing.model.LensModel` from the blocks that define the mass model and reads the rest only to
+skip it:
+
+- ``runmode``: ``reference 3 RA Dec`` (decimal degrees) or ``reference 1 hh:mm:ss dd:mm:ss`` gives the origin of
+  the relative frame (LensTool ``r_runmode.c``);
+- ``potentiel <name>``: ``profil 81`` (dPIE, :class:`~lenssearch.lensing.profiles.dpie.DPIE`), ``profil 14``
+  (external shear) and ``profil 1`` with zero ellipticity (SIS, ``theta_E = 4 pi sigma^2 / c^2``); keys as
+  LensTool's ``r_potentiel.c`` (``x_centre``, ``y_centre`` or ``x_centre_wcs``, ``y_centre_wcs``,
+  ``ellipticite``/``ellipticity``/``gamma``, ``ellip_pot``, ``angle_pos``, ``core_radius[_kpc]``,
+  ``cut_radius[_kpc]``, ``v_disp``, ``z_lens``). As in LensTool's ``set_lens.c``, a radius given in kpc takes
+  precedence over the one in arcsec and is converted with the cosmology at ``z_lens``;
+- ``potfile``: galaxy-scale dPIEs for the members of a catalogue (``filein 3 members.cat``) scaled with
+  luminosity, following LensTool's ``set_potfile.c`` (``scale_pot``): with ``L/L* = 10^(-0.4 (mag - mag0))``,
+  ``sigma = sigma* (L/L*)^(1/vdslope)``, ``r_cut = r_cut* (L/L*)^(2/slope)``, ``r_core = r_core* (L/L*)^(1/2)``
+  (``slope`` and ``vdslope`` default to 4, i.e. ``r_cut ~ L^(1/2)`` and Faber-Jackson ``sigma ~ L^(1/4)``);
+  ellipticity ``(a^2 - b^2)/(a^2 + b^2)`` and angle from the catalogue;
+- ``cosmologie``: ``H0``, ``omegaM``, ``omegaX`` (defaults 70, 0.3, 0.7; flat LambdaCDM only).
+
+Every other block (``grille``, ``cline``, ``grande``, ``champ``, ``image``, ``source``, ``limit`` ...) is skipped.
+Malformed input raises :class:`lenssearch.errors.LensToolError` naming the file and the line.
+
+Coordinates: LensTool's relative frame, ``x = -(RA - RA0) cos(Dec0) 3600``, ``y = (Dec - Dec0) 3600`` (arcsec,
+``x`` to the West), see :func:`radec_to_xy` and :func:`xy_to_radec`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lenssearch.errors import LensToolError
+from lenssearch.lensing.cosmology import Cosmology
+from lenssearch.lensing.model import LensComponent, LensModel
+from lenssearch.lensing.profiles.dpie import PIA_C2
+
+#: Keys that open a block at top level; met inside a block they mean that its ``end`` is missing.
+_BLOCK_OPENERS_FORBIDDEN_INSIDE = {"potentiel", "potential", "potfile", "cosmologie", "cosmology", "runmode", "fini"}
+
+#: LensTool's default ``slope`` and ``vdslope`` of a potfile (r_cut ~ L^(2/4), sigma ~ L^(1/4)).
+POTFILE_DEFAULT_SLOPE = 4.0
+POTFILE_DEFAULT_VDSLOPE = 4.0
+
+
+# --------------------------------------------------------------------------------------------- coordinates
+def radec_to_xy(ra_deg, dec_deg, ra0_deg: float, dec0_deg: float):
+    """LensTool relative coordinates (arcsec): ``x = -(RA - RA0) cos(Dec0) 3600``, ``y = (Dec - Dec0) 3600``.
+
+    ``RA - RA0`` is wrapped into [-180, 180) degrees. This is the linear convention of LensTool
+    (``set_potfile.c``, ``r_potentiel.c``), not a gnomonic projection.
+    """
+    dra = (np.asarray(ra_deg, dtype=float) - ra0_deg + 180.0) % 360.0 - 180.0
+    x = -dra * math.cos(math.radians(dec0_deg)) * 3600.0
+    y = (np.asarray(dec_deg, dtype=float) - dec0_deg) * 3600.0
+    return x, y
+
+
+def xy_to_radec(x_arcsec, y_arcsec, ra0_deg: float, dec0_deg: float):
+    """Inverse of :func:`radec_to_xy`: ``RA = RA0 - x / (3600 cos Dec0)``, ``Dec = Dec0 + y / 3600`` (degrees)."""
+    ra = ra0_deg - np.asarray(x_arcsec, dtype=float) / (3600.0 * math.cos(math.radians(dec0_deg)))
+    dec = dec0_deg + np.asarray(y_arcsec, dtype=float) / 3600.0
+    return ra % 360.0, dec
+
+
+# --------------------------------------------------------------------------------------------- tokenising
+@dataclasses.dataclass
+class _Entry:
+    key: str
+    values: list[str]
+    line: int
+
+
+@dataclasses.dataclass
+class _Block:
+    name: str
+    argument: str
+    line: int
+    entries: list[_Entry]
+
+    def get(self, key: str) -> _Entry | None:
+        """The last entry with this key (LensTool keeps the last value read)."""
+        found = None
+        for entry in self.entries:
+            if entry.key == key:
+                found = entry
+        return found
+
+
+def _strip_comment(line: str) -> str:
+    return line.split("#", 1)[0].strip()
+
+
+def _split_blocks(path: Path, text: str) -> list[_Block]:
+    """Split a parameter file into blocks; raise LensToolError for a truncated block."""
+    blocks: list[_Block] = []
+    current: _Block | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = _strip_comment(raw)
+        if not line:
+            continue
+        tokens = line.split()
+        key = tokens[0].lower()
+        if current is None:
+            if key == "fini":
+                return blocks
+            if key == "end":
+                raise LensToolError(f"{path}, line {number}: 'end' outside of any block")
+            current = _Block(key, " ".join(tokens[1:]), number, [])
+            continue
+        if key == "end":
+            blocks.append(current)
+            current = None
+            continue
+        if key in _BLOCK_OPENERS_FORBIDDEN_INSIDE:
+            raise LensToolError(
+                f"{path}, line {number}: '{tokens[0]}' inside block '{current.name} {current.argument}'".rstrip()
+                + f" opened at line {current.line}: missing 'end'"
+            )
+        current.entries.append(_Entry(key, tokens[1:], number))
+    if current is not None:
+        raise LensToolError(
+            f"{path}, line {current.line}: block '{current.name} {current.argument}'".rstrip()
+            + " is truncated: no 'end' before the end of the file"
+        )
+    return blocks
+
+
+def _number(path: Path, entry: _Entry, index: int = 0, kind: type = float) -> Any:
+    """Value ``index`` of an entry as a number, or LensToolError naming file, line and key."""
+    if len(entry.values) <= index:
+        raise LensToolError(
+            f"{path}, line {entry.line}: key '{entry.key}' expects at least {index + 1} value(s), got "
+            f"{len(entry.values)}"
+        )
+    token = entry.values[index]
+    try:
+        value = kind(token)
+    except ValueError:
+        expected = "an integer" if kind is int else "a number"
+        raise LensToolError(f"{path}, line {entry.line}: key '{entry.key}' expects {expected}, got '{token}'") from None
+    if kind is float and not math.isfinite(value):
+        raise LensToolError(f"{path}, line {entry.line}: key '{entry.key}' must be finite, got '{token}'")
+    return value
+
+
+# --------------------------------------------------------------------------------------------- blocks
+def _parse_reference(path: Path, block: _Block) -> tuple[int, tuple[float, float] | None]:
+    entry = block.get("reference")
+    if entry is None:
+        return 0, None
+    mode = _number(path, entry, 0, int)
+    if mode == 0:
+        return 0, None
+    if mode == 3:
+        return 3, (_number(path, entry, 1), _number(path, entry, 2))
+    if mode == 1:
+        if len(entry.values) < 3:
+            raise LensToolError(f"{path}, line {entry.line}: 'reference 1' expects hh:mm:ss dd:mm:ss")
+        try:
+            hh, mm, ss = (float(v) for v in entry.values[1].split(":"))
+            dd_text, nn, tt = entry.values[2].split(":")
+            dd = float(dd_text)
+            nn, tt = float(nn), float(tt)
+        except ValueError:
+            raise LensToolError(
+                f"{path}, line {entry.line}: 'reference 1' expects hh:mm:ss dd:mm:ss, got "
+                f"'{' '.join(entry.values[1:3])}'"
+            ) from None
+        ra = (hh + mm / 60.0 + ss / 3600.0) * 15.0
+        sign = -1.0 if dd_text.strip().startswith("-") else 1.0
+        dec = sign * (abs(dd) + nn / 60.0 + tt / 3600.0)
+        return 3, (ra, dec)
+    raise LensToolError(
+        f"{path}, line {entry.line}: 'reference {mode}' is not supported (use 3 RA Dec in decimal degrees, "
+        "or 1 hh:mm:ss dd:mm:ss)"
+    )
+
+
+def _parse_cosmology(path: Path, block: _Block | None) -> Cosmology:
+    h0, om, ox = 70.0, 0.3, 0.7
+    if block is not None:
+        if (e := block.get("h0")) is not None:
+            h0 = _number(path, e)
+        if (e := block.get("omegam")) is not None:
+            om = _number(path, e)
+        if (e := block.get("omegax")) is not None:
+            ox = _number(path, e)
+        if (e := block.get("wx")) is not None and abs(_number(path, e) + 1.0) > 1e-9:
+            raise LensToolError(f"{path}, line {e.line}: only a cosmological constant (wX = -1) is supported")
+        if (e := block.get("wa")) is not None and abs(_number(path, e)) > 1e-9:
+            raise LensToolError(f"{path}, line {e.line}: only a cosmological constant (wa = 0) is supported")
+        if abs(om + ox - 1.0) > 1e-6:
+            line = block.line
+            raise LensToolError(
+                f"{path}, line {line}: only flat cosmologies are supported, got omegaM + omegaX = {om + ox:g}"
+            )
+    try:
+        return Cosmology(H0=h0, Om0=om)
+    except Exception as exc:  # LensSearchError with the value
+        raise LensToolError(f"{path}, line {block.line if block else 1}: {exc}") from None
+
+
+def _potential_component(path: Path, block: _Block, cosmo: Cosmology, reference) -> tuple[LensComponent, float]:
+    """One ``potentiel`` block as a LensComponent; returns it with the block's ``z_lens``."""
+    where = f"{path}, line {block.line}: potentiel '{block.argument}'"
+
+    def num(key: str, default: float | None = None, aliases: tuple[str, ...] = ()) -> float | None:
+        entry = None
+        for k in (key, *aliases):
+            e = block.get(k)
+            if e is not None and (entry is None or e.line > entry.line):
+                entry = e
+        if entry is None:
+            return default
+        return _number(path, entry)
+
+    profil_entry = block.get("profil") or block.get("profile")
+    if profil_entry is None:
+        raise LensToolError(f"{where}: missing required key 'profil'")
+    profil = _number(path, profil_entry, 0, int)
+    z_lens = num("z_lens")
+    if z_lens is None:
+        raise LensToolError(f"{where}: missing required key 'z_lens'")
+    if not z_lens > 0:
+        raise LensToolError(f"{path}, line {block.get('z_lens').line}: z_lens must be positive, got {z_lens}")
+
+    x = num("x_centre", 0.0)
+    y = num("y_centre", 0.0)
+    for key in ("x_centre_wcs", "y_centre_wcs"):
+        if block.get(key) is not None and reference is None:
+            raise LensToolError(f"{path}, line {block.get(key).line}: '{key}' needs 'reference 3 RA Dec' in runmode")
+    if block.get("x_centre_wcs") is not None:
+        x = float(radec_to_xy(num("x_centre_wcs"), reference[1], *reference)[0])
+    if block.get("y_centre_wcs") is not None:
+        y = float(radec_to_xy(reference[0], num("y_centre_wcs"), *reference)[1])
+    emass = num("ellipticite", None, aliases=("ellipticity", "gamma"))
+    epot = num("ellip_pot")
+    angle = num("angle_pos", 0.0)
+    name = block.argument or (block.get("nid").values[0] if block.get("nid") else "")
+
+    if profil == 81:
+        if emass in (None, 0.0) and epot not in (None, 0.0):
+            emass = 2.0 * epot / (1.0 + epot * epot)  # LensTool set_lens.c
+        emass = 0.0 if emass is None else emass
+        sigma = num("v_disp", None, aliases=("sigma_e",))
+        if sigma is None:
+            raise LensToolError(f"{where}: missing required key 'v_disp'")
+        kpc = cosmo.kpc_per_arcsec(z_lens)
+        rc_kpc = num("core_radius_kpc", 0.0, aliases=("scale_radius_kpc", "re_kpc"))
+        rc = rc_kpc / kpc if rc_kpc else num("core_radius", 0.0, aliases=("scale_radius", "re"))
+        rcut_kpc = num("cut_radius_kpc", None, aliases=("virial_radius_kpc", "r200_kpc"))
+        rcut = rcut_kpc / kpc if rcut_kpc is not None else num("cut_radius", None, aliases=("virial_radius", "r200"))
+        if rcut is None:
+            raise LensToolError(f"{where}: missing required key 'cut_radius' (or 'cut_radius_kpc')")
+        params = dict(
+            sigma_kms=sigma, core_radius_arcsec=rc, cut_radius_arcsec=rcut, emass=emass, angle_deg=angle,
+            center_x=x, center_y=y,
+        )
+        profile = "dpie"
+    elif profil == 14:
+        gamma = emass
+        if gamma is None:
+            raise LensToolError(f"{where}: missing required key 'gamma'")
+        kappa = num("kappa", 0.0)
+        if kappa != 0.0:
+            raise LensToolError(
+                f"{path}, line {block.get('kappa').line}: profil 14 with kappa = {kappa:g} is not supported "
+                "(LensTool ignores kappa; set it to 0 or add a mass sheet explicitly)"
+            )
+        params = dict(gamma=gamma, angle_deg=angle, kappa=0.0, center_x=x, center_y=y)
+        profile = "shear"
+    elif profil == 1:
+        if (emass or 0.0) != 0.0 or (epot or 0.0) != 0.0:
+            raise LensToolError(
+                f"{where}: profil 1 with non-zero ellipticity (an elliptical potential) is not supported; "
+                "supported: 81 (dPIE), 14 (shear), 1 (SIS, ellipticity 0)"
+            )
+        sigma = num("v_disp", None, aliases=("sigma_e",))
+        if sigma is None:
+            raise LensToolError(f"{where}: missing required key 'v_disp'")
+        params = dict(theta_e_arcsec=4.0 * PIA_C2 * sigma * sigma, center_x=x, center_y=y)
+        profile = "sis"
+    else:
+        raise LensToolError(
+            f"{path}, line {profil_entry.line}: unsupported profil {profil} in potentiel '{block.argument}' "
+            "(supported: 81 dPIE, 14 external shear, 1 SIS)"
+        )
+    try:
+        return LensComponent(profile, params, name), z_lens
+    except Exception as exc:
+        raise LensToolError(f"{where}: {exc}") from None
+
+
+def _potfile_components(path: Path, block: _Block, cosmo: Cosmology, reference) -> tuple[list[LensComponent], float]:
+    """The dPIEs of a ``potfile`` block (LensTool ``r_potfile.c``, ``set_potfile.c``)."""
+    where = f"{path}, line {block.line}: potfile"
+    filein = block.get("filein")
+    if filein is None:
+        raise LensToolError(f"{where}: missing required key 'filein'")
+    ftype = _number(path, filein, 0, int)
+    if len(filein.values) < 2:
+        raise LensToolError(f"{path}, line {filein.line}: 'filein' expects a type and a file name")
+    if ftype not in (1, 3):
+        raise LensToolError(f"{path}, line {filein.line}: potfile filein type {ftype} is not supported (1 or 3)")
+    cat_path = Path(filein.values[1])
+    if not cat_path.is_absolute():
+        cat_path = path.parent / cat_path
+    ptype = _number(path, block.get("type"), 0, int) if block.get("type") is not None else 81
+    if ptype != 81:
+        raise LensToolError(f"{path}, line {block.get('type').line}: potfile type {ptype} is not supported (81)")
+
+    def value(key: str, flagged: bool, required: bool, default: float | None = None) -> float | None:
+        entry = block.get(key)
+        if entry is None:
+            if required and default is None:
+                raise LensToolError(f"{where}: missing required key '{key}'")
+            return default
+        # keys read by LensTool as "%d%lf%lf" (flag, value1, value2) use value1
+        if flagged:
+            _number(path, entry, 0, int)
+            return _number(path, entry, 1)
+        return _number(path, entry, 0)
+
+    zlens_entry = block.get("zlens") or block.get("z_lens")
+    if zlens_entry is None:
+        raise LensToolError(f"{where}: missing required key 'zlens'")
+    z_lens = _number(path, zlens_entry)
+    mag0 = value("mag0", False, True)
+    sigma0 = value("sigma", True, True)
+    kpc = cosmo.kpc_per_arcsec(z_lens)
+    if block.get("cut") is not None:
+        cut0 = value("cut", True, True)
+    elif block.get("cutkpc") is not None:
+        cut0 = value("cutkpc", True, True) / kpc
+    else:
+        raise LensToolError(f"{where}: missing required key 'cut' (or 'cutkpc')")
+    if block.get("core") is not None:
+        core0 = value("core", False, True)
+    elif block.get("corekpc") is not None:
+        core0 = value("corekpc", False, True) / kpc
+    else:
+        raise LensToolError(f"{where}: missing required key 'core' (or 'corekpc')")
+    slope = value("slope", True, False, POTFILE_DEFAULT_SLOPE)
+    vdslope = value("vdslope", True, False, POTFILE_DEFAULT_VDSLOPE)
+    if slope == 0 or vdslope == 0:
+        raise LensToolError(f"{where}: slope and vdslope must be non-zero")
+
+    members = read_member_catalogue(cat_path, reference)
+    components = []
+    for row in members:
+        lum_ratio_mag = 0.4 * (mag0 - row["mag"])  # log10(L/L*)
+        sigma = sigma0 * 10.0 ** (lum_ratio_mag / vdslope)
+        rcut = cut0 * 10.0 ** (lum_ratio_mag * 2.0 / slope)
+        rcore = core0 * 10.0 ** (lum_ratio_mag / 2.0)
+        a, b = row["a"], row["b"]
+        emass = (a * a - b * b) / (a * a + b * b) if a * a + b * b > 0 else 0.0
+        if emass < 0:
+            raise LensToolError(f"{cat_path}: member '{row['id']}' has b > a (negative ellipticity)")
+        try:
+            components.append(
+                LensComponent(
+                    "dpie",
+                    dict(
+                        sigma_kms=sigma, core_radius_arcsec=rcore, cut_radius_arcsec=rcut, emass=emass,
+                        angle_deg=row["theta"], center_x=row["x"], center_y=row["y"],
+                    ),
+                    str(row["id"]),
+                )
+            )
+        except Exception as exc:
+            raise LensToolError(f"{cat_path}: member '{row['id']}': {exc}") from None
+    return components, z_lens
+
+
+# --------------------------------------------------------------------------------------------- catalogues
+def _read_lines(path: Path) -> list[str]:
+    path = Path(path)
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        raise LensToolError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LensToolError(f"{path}: cannot read ({exc})") from None
+
+
+def _catalogue_reference(path: Path, number: int, line: str):
+    """Parse a ``#REFERENCE n [RA Dec]`` header: returns ``(mode, (ra0, dec0) or None)``."""
+    tokens = line.lstrip("#").split()
+    try:
+        mode = int(tokens[1])
+        if mode == 0:
+            return 0, None
+        if mode == 3:
+            return 3, (float(tokens[2]), float(tokens[3]))
+    except (IndexError, ValueError):
+        pass
+    raise LensToolError(f"{path}, line {number}: header '{line.strip()}' not understood (expected "
+                        "'#REFERENCE 0' or '#REFERENCE 3 RA Dec')")
+
+
+def _read_table_lines(path: Path, columns: tuple[str, ...], what: str):
+    """Rows of a whitespace catalogue with a first string column and numeric others, plus its reference."""
+    lines = _read_lines(path)
+    ref_mode, ref = 0, None
+    rows: list[tuple] = []
+    numbers: list[int] = []
+    for number, raw in enumerate(lines, start=1):
+        stripped = raw.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("#"):
+            if stripped.lstrip("#").strip().upper().startswith("REFERENCE"):
+                ref_mode, ref = _catalogue_reference(path, number, stripped)
+            continue
+        tokens = stripped.split("#", 1)[0].split()
+        if len(tokens) < len(columns):
+            raise LensToolError(
+                f"{path}, line {number}: a {what} expects {len(columns)} columns ({' '.join(columns)}), got "
+                f"{len(tokens)}"
+            )
+        values: list[Any] = [tokens[0]]
+        for name, token in zip(columns[1:], tokens[1 : len(columns)]):
+            try:
+                val = float(token)
+            except ValueError:
+                raise LensToolError(f"{path}, line {number}: column '{name}' expects a number, got '{token}'") from None
+            if not math.isfinite(val):
+                raise LensToolError(f"{path}, line {number}: column '{name}' must be finite, got '{token}'")
+            values.append(val)
+        rows.append(tuple(values))
+        numbers.append(number)
+    if not rows:
+        raise LensToolError(f"{path}: no rows found (expected a {what}: {' '.join(columns)})")
+    return rows, numbers, ref_mode, ref
+
+
+def read_multiple_images(path: str | Path, reference: tuple[float, float] | None = None):
+    """Read a LensTool multiple-image catalogue ``id RA Dec a b theta z mag`` into an astropy Table.
+
+    Parameters
+    ----------
+    path
+        The catalogue; ``#`` starts a comment. Positions are absolute RA, Dec in degrees unless a
+        ``#REFERENCE 3 RA0 Dec0`` header says they are LensTool relative arcsec.
+    reference
+        Optional model reference ``(RA0, Dec0)``; when given, columns ``x``, ``y`` (arcsec, model frame) are added.
+
+    Returns
+    -------
+    astropy.table.Table
+        Columns ``id``, ``family`` (the id before its last dot), ``ra``, ``dec`` (deg), ``a``, ``b``, ``theta``,
+        ``z``, ``mag``, ``line`` (line number in the file) and, with ``reference``, ``x``, ``y``.
+    """
+    from astropy.table import Table
+
+    path = Path(path)
+    columns = ("id", "ra", "dec", "a", "b", "theta", "z", "mag")
+    rows, numbers, ref_mode, ref = _read_table_lines(path, columns, "multiple-image catalogue")
+    table = Table(rows=rows, names=columns, dtype=(str, float, float, float, float, float, float, float))
+    if ref_mode == 3:
+        table["ra"], table["dec"] = xy_to_radec(table["ra"], table["dec"], *ref)
+    table["family"] = [i.rsplit(".", 1)[0] if "." in i else i for i in table["id"]]
+    table["line"] = numbers
+    for i, (z, number) in enumerate(zip(table["z"], numbers)):
+        if not z > 0:
+            raise LensToolError(f"{path}, line {number}: image '{table['id'][i]}' needs a redshift z > 0, got {z}")
+    if reference is not None:
+        table["x"], table["y"] = radec_to_xy(table["ra"], table["dec"], *reference)
+    table.meta["source_file"] = str(path)
+    return table
+
+
+def read_member_catalogue(path: str | Path, reference: tuple[float, float] | None = None):
+    """Read a LensTool member (potfile) catalogue ``id x y a b theta mag lum``.
+
+    A ``#REFERENCE 3 RA0 Dec0`` header means ``x, y`` are relative arcsec around ``(RA0, Dec0)``; without it (or
+    with ``#REFERENCE 0``) they are absolute RA, Dec in degrees (LensTool ``set_potfile.c``).
+
+    Parameters
+    ----------
+    reference
+        The model's reference ``(RA0, Dec0)``: positions are returned in that frame. Without it, the
+        catalogue's own reference is used (and is required).
+
+    Returns
+    -------
+    astropy.table.Table
+        Columns ``id``, ``x``, ``y`` (arcsec, model frame), ``ra``, ``dec`` (deg), ``a``, ``b``, ``theta`` (deg),
+        ``mag``, ``lum``.
+    """
+    from astropy.table import Table
+
+    path = Path(path)
+    columns = ("id", "x", "y", "a", "b", "theta", "mag", "lum")
+    rows, _, ref_mode, ref = _read_table_lines(path, columns, "member catalogue")
+    table = Table(rows=rows, names=columns, dtype=(str, float, float, float, float, float, float, float))
+    if ref_mode == 3:
+        ra, dec = xy_to_radec(table["x"], table["y"], *ref)
+    else:
+        ra, dec = np.array(table["x"], dtype=float), np.array(table["y"], dtype=float)
+    frame = reference if reference is not None else ref
+    if frame is None:
+        raise LensToolError(f"{path}: absolute coordinates need a model reference (runmode 'reference 3 RA Dec')")
+    x, y = radec_to_xy(ra, dec, *frame)
+    table["x"], table["y"] = x, y
+    table["ra"], table["dec"] = ra, dec
+    table = table["id", "x", "y", "ra", "dec", "a", "b", "theta", "mag", "lum"]
+    table.meta["source_file"] = str(path)
+    return table
+
+
+# --------------------------------------------------------------------------------------------- models
+@dataclasses.dataclass
+class LensToolModel:
+    """A LensTool mass model read from a parameter file.
+
+    Attributes
+    ----------
+    model
+        The :class:`LensModel` (deflections at ``D_ds / D_s = 1``), with ``members`` attached.
+    reference_radec
+        ``(RA0, Dec0)`` in degrees of the relative frame, or None when the file has no reference.
+    cosmology
+        From the ``cosmologie`` block (LensTool defaults otherwise).
+    z_lens
+        Lens redshift (common to every potential).
+    members
+        Member catalogue (see :func:`read_member_catalogue`) with a column ``component`` naming the model
+        component of each member ('' when none), or None.
+    path
+        The parameter file.
+    """
+
+    model: LensModel
+    reference_radec: tuple[float, float] | None
+    cosmology: Cosmology
+    z_lens: float
+    members: Any
+    path: Path
+
+    def radec_to_xy(self, ra_deg, dec_deg):
+        """Positions in the model frame (arcsec)."""
+        return radec_to_xy(ra_deg, dec_deg, *self._reference())
+
+    def xy_to_radec(self, x_arcsec, y_arcsec):
+        """Sky positions (deg) of model-frame positions."""
+        return xy_to_radec(x_arcsec, y_arcsec, *self._reference())
+
+    def _reference(self) -> tuple[float, float]:
+        if self.reference_radec is None:
+            raise LensToolError(f"{self.path}: no 'reference 3 RA Dec' in runmode, sky positions are undefined")
+        return self.reference_radec
+
+
+def read_parfile(path: str | Path, members: str | Path | None = None) -> LensToolModel:
+    """Read a LensTool parameter file into a :class:`LensToolModel`.
+
+    Parameters
+    ----------
+    path
+        The ``.par`` file (e.g. a ``best.par``).
+    members
+        Optional member catalogue to attach as ``members`` (e.g. ``ref_potential_w_clumpNE.cat``); by default the
+        catalogue of the first ``potfile`` block, if any.
+
+    Raises
+    ------
+    LensToolError
+        Malformed or unsupported content, naming the file and the line.
+    """
+    path = Path(path)
+    lines = _read_lines(path)
+    text = "\n".join(lines)
+    if not text.strip():
+        raise LensToolError(f"{path}, line 1: empty parameter file")
+    blocks = _split_blocks(path, text)
+    runmode = next((b for b in blocks if b.name == "runmode"), None)
+    _, reference = _parse_reference(path, runmode) if runmode is not None else (0, None)
+    cosmo = _parse_cosmology(path, next((b for b in blocks if b.name in ("cosmologie", "cosmology")), None))
+
+    components: list[LensComponent] = []
+    redshifts: list[tuple[float, str]] = []
+    potfile_catalogue = None
+    for block in blocks:
+        if block.name in ("potentiel", "potential"):
+            comp, z = _potential_component(path, block, cosmo, reference)
+            components.append(comp)
+            redshifts.append((z, f"line {block.line}"))
+        elif block.name == "potfile":
+            comps, z = _potfile_components(path, block, cosmo, reference)
+            components.extend(comps)
+            redshifts.append((z, f"line {block.line}"))
+            if potfile_catalogue is None:
+                filein = block.get("filein").values[1]
+                potfile_catalogue = Path(filein) if Path(filein).is_absolute() else path.parent / filein
+    if not components:
+        raise LensToolError(f"{path}, line 1: no 'potentiel' or 'potfile' block defines a mass model")
+    z_lens = redshifts[0][0]
+    for z, where in redshifts[1:]:
+        if abs(z - z_lens) > 1e-6:
+            raise LensToolError(
+                f"{path}, {where}: z_lens {z} differs from {z_lens} (multi-plane models are not supported)"
+            )
+
+    member_table = None
+    member_path = Path(members) if members is not None else potfile_catalogue
+    if member_path is not None:
+        member_table = read_member_catalogue(member_path, reference)
+        names = {c.name for c in components}
+        member_table["component"] = [str(i) if str(i) in names else "" for i in member_table["id"]]
+    model = LensModel(components, z_lens, cosmo, members=member_table)
+    return LensToolModel(model, reference, cosmo, z_lens, member_table, path)

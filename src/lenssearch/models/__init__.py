@@ -1,0 +1,15 @@
+"""Network builders (VGG, SC-VGG, single-band VGGs) and the layers that keep input preparation inside them."""
+
+from lenssearch.models.layers import BandSelect, RobustNormalization
+from lenssearch.models.vgg import BANDS, MODELS, build_model, build_sc_vgg, build_vgg, network_bands
+
+__all__ = [
+    "BANDS",
+    "MODELS",
+    "BandSelect",
+    "RobustNormalization",
+    "build_model",
+    "build_sc_vgg",
+    "build_vgg",
+    "network_bands",
+]

@@ -1,0 +1,140 @@
+"""VGG-like classifiers of Angora et al. (2023, Sect. 2): VGG, SC-VGG and the single-band VGGs.
+
+- **VGG**: blocks of 3x3 convolutions (LeakyReLU) each closed by a 2x2 max pooling; the feature maps feed two
+  dense layers (LeakyReLU, dropout) and a sigmoid output, the probability that the cutout is a galaxy-galaxy
+  strong lens (Simonyan & Zisserman 2014; Angora et al. 2020).
+- **SC-VGG** (single-channel VGG): three parallel VGGs, one per band; their three probabilities are averaged and
+  the loss is computed on the average.
+- **single band** (F435W, F606W, F814W): the VGG fed one band (Angora et al. 2023, Table A.3).
+
+Every network starts with the input preparation (2x2 binning if ``cfg.binning == 2``, then the per-band robust
+normalisation of :mod:`lenssearch.models.layers`), so it takes raw calibrated cutouts,
+N x ``cfg.input_pixels`` x ``cfg.input_pixels`` x n_bands float32 in electrons/s.
+
+Builders share one signature, ``build(input_shape, cfg, name) -> keras.Model``, with ``cfg`` the
+``train.network`` section of the configuration (:class:`lenssearch.config.NetworkConfig`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import keras
+
+from lenssearch.models.layers import BandSelect, RobustNormalization
+
+#: Band order of every cutout (docs/architecture.md).
+BANDS: tuple[str, ...] = ("F435W", "F606W", "F814W")
+
+
+def _prepare(inputs, cfg: Any, prefix: str):
+    """Binning then robust normalisation: the layers that make a network accept raw cutouts."""
+    x = inputs
+    if cfg.binning > 1:
+        x = keras.layers.AveragePooling2D(cfg.binning, name=f"{prefix}binning")(x)
+    return RobustNormalization(cfg.normalisation_softening, name=f"{prefix}normalisation")(x)
+
+
+def _vgg_head(x, cfg: Any, prefix: str, filter_counts: tuple[int, ...]):
+    """Convolution/pooling blocks, two dense layers and the sigmoid output, on prepared inputs."""
+    for block, filters in enumerate(filter_counts, start=1):
+        for conv in range(1, cfg.convs_per_block + 1):
+            x = keras.layers.Conv2D(filters, 3, padding="same", name=f"{prefix}block{block}_conv{conv}")(x)
+            x = keras.layers.LeakyReLU(cfg.leaky_relu_slope, name=f"{prefix}block{block}_act{conv}")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"{prefix}block{block}_pool")(x)
+    x = keras.layers.Flatten(name=f"{prefix}flatten")(x)
+    for layer, units in enumerate(cfg.dense_units, start=1):
+        x = keras.layers.Dense(units, name=f"{prefix}dense{layer}")(x)
+        x = keras.layers.LeakyReLU(cfg.leaky_relu_slope, name=f"{prefix}dense{layer}_act")(x)
+        if cfg.dropout > 0:
+            x = keras.layers.Dropout(cfg.dropout, name=f"{prefix}dense{layer}_dropout")(x)
+    return keras.layers.Dense(1, activation="sigmoid", name=f"{prefix}probability")(x)
+
+
+def _check_shape(input_shape: tuple[int, ...], cfg: Any, name: str) -> None:
+    height, width, _ = input_shape
+    if height != width or height % cfg.binning:
+        raise ValueError(f"{name}: input {input_shape} must be square and divisible by binning {cfg.binning}")
+    side = height // cfg.binning
+    if len(cfg.sc_vgg_filters) != len(cfg.filters):
+        raise ValueError(f"{name}: train.network.sc_vgg_filters must have as many blocks as filters")
+    if side % 2 ** len(cfg.filters):
+        raise ValueError(
+            f"{name}: a {side}x{side} binned input cannot go through {len(cfg.filters)} 2x2 poolings; "
+            "change train.network.filters or train.network.binning"
+        )
+
+
+def build_vgg(input_shape: tuple[int, int, int], cfg: Any, name: str = "vgg") -> keras.Model:
+    """The VGG: all bands enter the first convolution together.
+
+    Parameters
+    ----------
+    input_shape
+        ``(pixels, pixels, n_bands)`` of the raw cutouts.
+    cfg
+        The ``train.network`` configuration (filters, convolutions per block, dense units, dropout, LeakyReLU
+        slope, binning, normalisation softening).
+    name
+        The model's name.
+    """
+    _check_shape(input_shape, cfg, name)
+    inputs = keras.Input(shape=input_shape, name="cutouts")
+    outputs = _vgg_head(_prepare(inputs, cfg, ""), cfg, "", cfg.filters)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_sc_vgg(input_shape: tuple[int, int, int], cfg: Any, name: str = "sc_vgg") -> keras.Model:
+    """SC-VGG: one VGG per band, the output is the mean of their probabilities (the loss acts on the mean).
+
+    Each branch has ``cfg.sc_vgg_filters`` filters per block (the paper profile uses the VGG's own; the demo
+    halves them so that the three branches cost about one VGG on a CPU).
+
+    The branch outputs are the layers named ``<band>_probability`` (``band_<i>_probability`` beyond the known
+    bands), so that their average can be checked.
+    """
+    _check_shape(input_shape, cfg, name)
+    inputs = keras.Input(shape=input_shape, name="cutouts")
+    prepared = _prepare(inputs, cfg, "")
+    branches = []
+    for index in range(input_shape[-1]):
+        band = BANDS[index] if input_shape[-1] == len(BANDS) else f"band_{index}"
+        band_input = BandSelect(index, name=f"{band}_select")(prepared)
+        branches.append(_vgg_head(band_input, cfg, f"{band}_", cfg.sc_vgg_filters))
+    outputs = keras.layers.Average(name="probability")(branches)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _single_band(band: str) -> Callable[..., keras.Model]:
+    def build(input_shape: tuple[int, int, int], cfg: Any, name: str = band.lower()) -> keras.Model:
+        if input_shape[-1] != 1:
+            raise ValueError(f"{name}: a single-band network takes one band, got input shape {input_shape}")
+        return build_vgg(input_shape, cfg, name=name)
+
+    build.__name__ = f"build_{band.lower()}"
+    build.__doc__ = f"The VGG fed the {band} band alone (Angora et al. 2023, Table A.3)."
+    return build
+
+
+#: Network name -> builder ``(input_shape, cfg, name) -> keras.Model``.
+MODELS: dict[str, Callable[..., keras.Model]] = {
+    "vgg": build_vgg,
+    "sc_vgg": build_sc_vgg,
+    **{band.lower(): _single_band(band) for band in BANDS},
+}
+
+
+def network_bands(network: str, bands: tuple[str, ...] = BANDS) -> tuple[int, ...]:
+    """Indices, in the knowledge base's band order ``bands``, of the bands that ``network`` takes."""
+    if network not in MODELS:
+        raise KeyError(f"unknown network '{network}' (known: {sorted(MODELS)})")
+    upper = [b.upper() for b in bands]
+    if network.upper() in upper:
+        return (upper.index(network.upper()),)
+    return tuple(range(len(bands)))
+
+
+def build_model(network: str, cfg: Any, bands: tuple[str, ...] = BANDS) -> keras.Model:
+    """Build ``network`` for raw cutouts of ``cfg.input_pixels`` pixels a side in the given band order."""
+    n_bands = len(network_bands(network, bands))
+    return MODELS[network]((cfg.input_pixels, cfg.input_pixels, n_bands), cfg, name=network)

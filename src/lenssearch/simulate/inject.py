@@ -1,0 +1,411 @@
+"""The ``simulate`` stage: mock galaxy-galaxy strong lenses injected at secondary caustics.
+
+Angora et al. (2023), Sect. 3.1: for each mock
+
+1. a source is drawn from the population of :mod:`lenssearch.simulate.sources` (F814W magnitude, redshift with
+   ``z_s >= z_cluster + dz_min``, size, Sersic shape) with colours from :mod:`lenssearch.simulate.colours`;
+2. a secondary critical line is drawn with probability proportional to ``theta_E`` in
+   ``[theta_e_min, theta_e_max]`` (``field.critical_lines``) from the field's catalogue whose source redshift is
+   nearest to ``z_s`` (:func:`lenssearch.lensing.critical.draw_secondary`); this picks the lens member;
+3. the member's critical line and caustic are recomputed at the exact ``z_s`` on a local grid
+   (:class:`lenssearch.simulate.local.LocalLens`); if the line does not exist or leaves the ``theta_E`` range at
+   that redshift, the candidate is dropped and redrawn (counted in the metrics);
+4. the source centre is drawn uniformly inside the caustic grown by ``buffer_re_fraction * R_e``;
+5. the lensed source is ray-traced on the 128 x 128 cutout centred on the member with ``supersampling^2``
+   samples per pixel (surface brightness conserved), scaled to each band's flux (AB magnitude and zero point),
+   convolved with the band's PSF and added to the field's cutout (:mod:`lenssearch.simulate.render`).
+
+Per mock the metadata (``metadata.ecsv``) holds the field, member, ``theta_E`` at ``z_s``, the source's
+magnitudes per band, ``R_e`` (kpc and arcsec), ``n``, ``q``, angle, its source-plane position, the total
+magnification (lensed / intrinsic F814W flux before the PSF, summed over the cutout at the sub-pixel resolution
+and over the local lens grid outside it), the number of images (point-source lens equation on the local grid,
+images with ``|mu| >= image_min_abs_magnification``), the lens magnitude and colour and the cutout centre.
+
+Randomness: one generator per field, ``default_rng([base.seed, SIMULATE_STREAM, field index])``; every
+candidate also draws its own placement seed, so the result does not depend on the order in which candidates are
+processed (they are grouped by member to reuse the member's deflection field).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lenssearch.errors import LensSearchError
+
+#: Stream offset of the ``simulate`` stage in the seed sequence ``[base.seed, stream, ...]``.
+SIMULATE_STREAM = 101
+
+REJECTION_REASONS = ("no_critical_line_at_z_s", "theta_e_out_of_range_at_z_s", "placement_failed")
+
+METADATA_COLUMNS = (
+    "id", "label", "field", "member_id", "line_id", "z_lens", "theta_e_arcsec", "theta_e_catalogue_arcsec",
+    "z_s_catalogue", "z_s", "source_mag_F435W", "source_mag_F606W", "source_mag_F814W", "source_re_kpc",
+    "source_re_arcsec", "sersic_n", "axis_ratio", "position_angle_deg", "source_x_arcsec", "source_y_arcsec",
+    "magnification", "magnification_in_cutout", "n_images", "lens_mag_F814W", "lens_color_F606W_F814W",
+    "cutout_ra", "cutout_dec", "cutout_row0", "cutout_col0",
+)
+
+
+#: Integer metadata columns (-1 where they do not apply).
+INTEGER_COLUMNS = ("label", "line_id", "n_images", "cutout_row0", "cutout_col0")
+
+
+@dataclasses.dataclass
+class Candidate:
+    """A drawn (source, member) pair waiting to be placed."""
+
+    index: int
+    source: dict
+    member_id: str
+    line_id: int
+    theta_e_catalogue: float
+    z_catalogue: float
+    seed: int
+
+
+@dataclasses.dataclass
+class MemberLens:
+    """Everything about one lens member that all its mocks share."""
+
+    member_id: str
+    row0: int
+    col0: int
+    centre_xy: tuple[float, float]
+    centre_radec: tuple[float, float]
+    alpha_x: np.ndarray  # sub-pixel grid of the renderer, float32
+    alpha_y: np.ndarray
+    grid: object  # LensGrid
+    outside_cutout: np.ndarray  # lens-grid nodes outside the cutout square
+
+
+def field_generator(seed: int, stream: int, field_index: int) -> np.random.Generator:
+    """The generator of one field in one stage."""
+    return np.random.default_rng([int(seed), int(stream), int(field_index)])
+
+
+def split_counts(total: int, n_parts: int) -> list[int]:
+    """``total`` split as evenly as possible over ``n_parts`` (the first parts get the remainder)."""
+    base, rest = divmod(int(total), int(n_parts))
+    return [base + (1 if i < rest else 0) for i in range(n_parts)]
+
+
+class MockFactory:
+    """Makes the mocks of one field (see the module docstring).
+
+    Parameters
+    ----------
+    scene
+        The :class:`lenssearch.simulate.scene.FieldScene` (with its lens).
+    cfg
+        The whole configuration.
+    colours
+        A :class:`lenssearch.simulate.colours.ColourModel` for ``base.bands``.
+    """
+
+    def __init__(self, scene, cfg, colours) -> None:
+        from lenssearch.lensing.cosmology import Cosmology
+        from lenssearch.simulate.render import Renderer
+        from lenssearch.simulate.sources import SourcePopulation
+
+        self.scene = scene
+        self.cfg = cfg
+        self.sim = cfg.simulate
+        self.colours = colours
+        self.cosmology = Cosmology.from_config(cfg.base.cosmology)
+        self.population = SourcePopulation.from_config(self.sim.sources)
+        self.z_lens = float(scene.field.z_lens)
+        self.n = int(self.sim.cutout_pixels)
+        self.theta_min = cfg.field.critical_lines.theta_e_min_arcsec
+        self.theta_max = cfg.field.critical_lines.theta_e_max_arcsec
+        if abs(scene.pixel_scale_arcsec - cfg.base.pixel_scale_arcsec) > 1e-9:
+            raise LensSearchError(
+                f"{scene.field.path}: pixel scale {scene.pixel_scale_arcsec} differs from base.pixel_scale_arcsec "
+                f"{cfg.base.pixel_scale_arcsec}"
+            )
+        self.renderer = Renderer(self.n, scene.pixel_scale_arcsec, self.sim.supersampling, scene.psfs(),
+                                 self.sim.psf_pad_pixels)
+        self.exclude_centres = scene.cluster_centres()
+        self.catalogues = self._catalogues()
+
+    # ------------------------------------------------------------------------------------------ catalogues
+    def _catalogues(self) -> dict[float, object]:
+        from astropy.table import Table
+
+        paths = self.scene.field.critical_line_paths
+        if not paths:
+            raise LensSearchError(f"{self.scene.field.path}: no critical_lines_zs<z>.ecsv catalogue in field "
+                                  f"'{self.scene.name}'")
+        valid = self.valid_members()
+        out = {}
+        for z_s, path in paths.items():
+            try:
+                table = Table.read(path, format="ascii.ecsv")
+            except Exception as exc:  # astropy raises many types for malformed ECSV
+                raise LensSearchError(f"{path}: not a readable critical-line catalogue ({exc})") from None
+            for col in ("member_id", "theta_e_arcsec"):
+                if col not in table.colnames:
+                    raise LensSearchError(f"{path}: missing column '{col}' (have {table.colnames})")
+            if "line_id" not in table.colnames:
+                table["line_id"] = np.arange(len(table))
+            table["member_id"] = np.array([str(v) for v in table["member_id"]], dtype=str)
+            theta = np.asarray(table["theta_e_arcsec"], float)
+            keep = (np.isin(table["member_id"], list(valid)) & (theta > self.theta_min) & (theta < self.theta_max))
+            if keep.any():
+                out[float(z_s)] = table[keep]
+        if not out:
+            raise LensSearchError(
+                f"{self.scene.field.path}: no secondary critical line with {self.theta_min} < theta_E < "
+                f"{self.theta_max}\" around a member whose cutout is complete"
+            )
+        return out
+
+    def valid_members(self) -> set[str]:
+        """Members whose cutout (with the renderer's padding) lies inside the frame with full coverage."""
+        if hasattr(self, "_valid"):
+            return self._valid
+        out = set()
+        m = self.scene.members
+        for mid, col, row in zip(m["member_id"], m["pix_col"], m["pix_row"]):
+            r0, c0 = self.scene.window(col, row, self.n)
+            if self.scene.window_problem(r0, c0, self.n) is None:
+                out.add(str(mid))
+        self._valid = out
+        return out
+
+    # ------------------------------------------------------------------------------------------ drawing
+    def draw_candidates(self, rng: np.random.Generator, n: int, start_index: int) -> list[Candidate]:
+        """Draw ``n`` sources and their lens members (in a fixed order of draws)."""
+        from lenssearch.lensing.critical import draw_secondary
+
+        sources = self.population.sample(rng, self.z_lens, self.cosmology.kpc_per_arcsec, size=n)
+        z_bins = np.array(sorted(self.catalogues))
+        out = []
+        for k in range(n):
+            src = {c: float(sources[c][k]) for c in sources.colnames}
+            zb = float(z_bins[np.argmin(np.abs(z_bins - src["z_s"]))])
+            row = draw_secondary(self.catalogues[zb], rng, self.theta_min, self.theta_max)
+            seed = int(rng.integers(0, 2**63 - 1))
+            out.append(Candidate(start_index + k, src, str(row["member_id"]), int(row["line_id"]),
+                                 float(row["theta_e_arcsec"]), zb, seed))
+        return out
+
+    # ------------------------------------------------------------------------------------------ lens
+    def member_lens(self, member_id: str) -> MemberLens:
+        """The member's window, deflections on the renderer's sub-pixel grid, and its local lens grid."""
+        from lenssearch.simulate.local import LocalLens
+
+        row = self.scene.member_row(member_id)
+        r0, c0 = self.scene.window(row["pix_col"], row["pix_row"], self.n)
+        centre_xy, centre_radec = self.scene.window_centre(r0, c0, self.n)
+        pix = self.scene.pixel_scale_arcsec
+        half = max(self.sim.lens_grid_radius_arcsec, (self.n / 2 + self.sim.psf_pad_pixels + 1) * pix)
+        lens = LocalLens((float(row["x_model"]), float(row["y_model"])), half, self.scene.model,
+                         self.scene.deflection_map, self.exclude_centres, source=str(self.scene.field.path))
+        ax, ay = lens.deflection_on_grid(self.renderer.xs + centre_xy[0], self.renderer.ys + centre_xy[1])
+        grid = lens.grid(self.sim.lens_grid_radius_arcsec, self.sim.lens_grid_step_arcsec)
+        half_cut = self.n / 2 * pix
+        outside = (np.abs(grid.xx - centre_xy[0]) > half_cut) | (np.abs(grid.yy - centre_xy[1]) > half_cut)
+        return MemberLens(member_id, r0, c0, centre_xy, centre_radec, ax.astype(np.float32),
+                          ay.astype(np.float32), grid, outside)
+
+    # ------------------------------------------------------------------------------------------ one mock
+    def make(self, cand: Candidate, ml: MemberLens):
+        """Render one mock: ``(cutout, metadata dict)`` or ``(None, rejection reason)``."""
+        from lenssearch.simulate.local import count_images, sample_in_caustic
+        from lenssearch.simulate.render import SersicSource, flux_from_ab, sersic_sum
+
+        src = cand.source
+        z_s = src["z_s"]
+        line = ml.grid.critical_line(z_s)
+        if line is None:
+            return None, "no_critical_line_at_z_s"
+        if not self.theta_min < line.theta_e_arcsec < self.theta_max:
+            return None, "theta_e_out_of_range_at_z_s"
+        rng = np.random.default_rng(cand.seed)
+        pos = sample_in_caustic(rng, line.caustic_x, line.caustic_y, self.sim.buffer_re_fraction * src["re_arcsec"])
+        if pos is None:
+            return None, "placement_failed"
+        shape = dict(re_arcsec=src["re_arcsec"], sersic_n=src["sersic_n"], axis_ratio=src["axis_ratio"],
+                     angle_deg=src["position_angle_deg"])
+        xc, yc = ml.centre_xy
+        source_rel = SersicSource(pos[0] - xc, pos[1] - yc, **shape)
+        mags = self.colours.magnitudes(src["mag_F814W"], z_s)
+        fluxes = [float(flux_from_ab(mags[b], zp)) for b, zp in zip(self.scene.bands, self.scene.zeropoints)]
+        f = self.cosmology.dds_over_ds(self.z_lens, z_s)
+        injected, unit = self.renderer.render(source_rel, ml.alpha_x, ml.alpha_y, f, fluxes)
+        cutout = self.scene.cutout(ml.row0, ml.col0, self.n) + injected
+
+        # magnification: sub-pixel render inside the cutout + the lens grid outside it
+        mu_in = float(self.renderer.crop(unit).sum())
+        grid = ml.grid
+        bx, by = grid.source_positions(z_s)
+        outside = ml.outside_cutout
+        source_abs = SersicSource(pos[0], pos[1], **shape)
+        mu_out = sersic_sum(source_abs, bx, by, outside) * source_abs.amplitude_for_flux(1.0) * grid.step**2
+        images = count_images(bx, by, grid.x_axis, grid.y_axis, pos[0], pos[1], grid.magnification(z_s),
+                              self.sim.image_min_abs_magnification)
+        member = self.scene.member_row(cand.member_id)
+        lens_mag = float(member["mag_F814W"]) if "mag_F814W" in member.colnames else np.nan
+        lens_col = (float(member["mag_F606W"]) - lens_mag) if "mag_F606W" in member.colnames else np.nan
+        meta = {
+            "member_id": cand.member_id, "line_id": cand.line_id, "z_lens": self.z_lens,
+            "theta_e_arcsec": line.theta_e_arcsec, "theta_e_catalogue_arcsec": cand.theta_e_catalogue,
+            "z_s_catalogue": cand.z_catalogue, "z_s": z_s,
+            **{f"source_mag_{b}": float(mags[b]) for b in ("F435W", "F606W", "F814W") if b in mags},
+            "source_re_kpc": src["re_kpc"], "source_re_arcsec": src["re_arcsec"], "sersic_n": src["sersic_n"],
+            "axis_ratio": src["axis_ratio"], "position_angle_deg": src["position_angle_deg"],
+            "source_x_arcsec": pos[0], "source_y_arcsec": pos[1],
+            "magnification": mu_in + mu_out, "magnification_in_cutout": mu_in, "n_images": int(len(images[0])),
+            "lens_mag_F814W": lens_mag, "lens_color_F606W_F814W": lens_col,
+            "cutout_ra": ml.centre_radec[0], "cutout_dec": ml.centre_radec[1],
+            "cutout_row0": ml.row0, "cutout_col0": ml.col0,
+        }
+        return cutout, meta
+
+
+def simulate_field(scene, cfg, n_mocks: int, field_index: int, colours, progress: bool = True):
+    """All mocks of one field: ``(cutouts (n, 128, 128, n_bands), list of metadata dicts, rejection counts)``."""
+    from tqdm import tqdm
+
+    factory = MockFactory(scene, cfg, colours)
+    rng = field_generator(cfg.base.seed, SIMULATE_STREAM, field_index)
+    rejected = {r: 0 for r in REJECTION_REASONS}
+    results: list[tuple[int, np.ndarray, dict]] = []
+    next_index = 0
+    bar = tqdm(total=n_mocks, desc=f"simulate {scene.name}", unit="mock", disable=not progress, leave=False)
+    for _ in range(cfg.simulate.max_rounds):
+        need = n_mocks - len(results)
+        if need <= 0:
+            break
+        cands = factory.draw_candidates(rng, need, next_index)
+        next_index += need
+        order: dict[str, list[Candidate]] = {}
+        for c in cands:
+            order.setdefault(c.member_id, []).append(c)
+        round_results = []
+        for member_id, group in order.items():
+            ml = factory.member_lens(member_id)
+            for c in group:
+                cutout, meta = factory.make(c, ml)
+                if cutout is None:
+                    rejected[meta] += 1
+                    continue
+                round_results.append((c.index, cutout, meta))
+                bar.update(1)
+        results.extend(sorted(round_results, key=lambda t: t[0]))
+    bar.close()
+    if len(results) < n_mocks:
+        raise LensSearchError(
+            f"field '{scene.name}': placed only {len(results)} of {n_mocks} mocks in {cfg.simulate.max_rounds} "
+            f"rounds (rejections: {rejected})"
+        )
+    for k, (_, _, meta) in enumerate(results):
+        meta["id"] = f"mock-{scene.name}-{k:05d}"
+        meta["field"] = scene.name
+        meta["label"] = 1
+    cutouts = np.stack([r[1] for r in results]) if results else np.zeros((0, factory.n, factory.n, len(scene.bands)),
+                                                                        np.float32)
+    return cutouts, [r[2] for r in results], rejected
+
+
+def metadata_table(rows: list[dict]):
+    """The metadata rows as an astropy Table with the columns of :data:`METADATA_COLUMNS`.
+
+    Absent values are NaN (floats), -1 (integers: ``line_id``, ``n_images`` of a negative) or ``""``.
+    """
+    from astropy.table import Table
+
+    cols = {}
+    for name in METADATA_COLUMNS:
+        if name in ("id", "field", "member_id"):
+            cols[name] = np.array([str(r.get(name, "")) for r in rows], dtype=str)
+        elif name in INTEGER_COLUMNS:
+            cols[name] = np.array([r.get(name, -1) for r in rows], dtype=np.int64)
+        else:
+            cols[name] = np.array([r.get(name, np.nan) for r in rows], dtype=np.float64)
+    table = Table(cols)
+    units = {"theta_e_arcsec": "arcsec", "theta_e_catalogue_arcsec": "arcsec", "source_re_kpc": "kpc",
+             "source_re_arcsec": "arcsec", "position_angle_deg": "deg", "source_x_arcsec": "arcsec",
+             "source_y_arcsec": "arcsec", "cutout_ra": "deg", "cutout_dec": "deg"}
+    for name, unit in units.items():
+        table[name].unit = unit
+    return table
+
+
+def run_simulate(cfg, fields_dir: str | Path, out_dir: str | Path, reports_dir: str | Path | None = None,
+                 progress: bool = True) -> dict:
+    """The ``simulate`` stage: write ``out_dir`` (a cutout set, :mod:`lenssearch.simulate.store`) and reports.
+
+    Returns the metrics (also written to ``reports_dir/metrics.json`` with the figures).
+    """
+    from lenssearch.fields.layout import list_fields
+    from lenssearch.simulate.colours import ColourModel
+    from lenssearch.simulate.scene import FieldScene, check_fields
+    from lenssearch.simulate.store import write_cutout_set
+
+    t0 = time.perf_counter()
+    fields = list_fields(fields_dir)
+    check_fields(fields, str(fields_dir))
+    bands = tuple(cfg.base.bands)
+    colours = ColourModel.build(bands, cfg.simulate.sources.sed, "F814W", cfg.simulate.sources.z_max + 0.5)
+    counts = split_counts(cfg.simulate.n_mocks, len(fields))
+    all_cutouts, all_rows, rejected, zeropoints = [], [], {}, {}
+    for i, (field, n) in enumerate(zip(fields, counts)):
+        scene = FieldScene(field, bands, with_lens=True)
+        zeropoints[scene.name] = dict(zip(bands, scene.zeropoints))
+        if n == 0:
+            continue
+        cut, rows, rej = simulate_field(scene, cfg, n, i, colours, progress)
+        all_cutouts.append(cut)
+        all_rows.extend(rows)
+        rejected[scene.name] = rej
+    cutouts = np.concatenate(all_cutouts) if all_cutouts else np.zeros((0, 1, 1, len(bands)), np.float32)
+    table = metadata_table(all_rows)
+    table.meta["stage"] = "simulate"
+    table.meta["seed"] = int(cfg.base.seed)
+    write_cutout_set(out_dir, cutouts, table, bands=bands, pixel_scale_arcsec=cfg.base.pixel_scale_arcsec,
+                     kind="mock", seed=cfg.base.seed, zeropoints_ab=zeropoints)
+    metrics = simulate_metrics(table, rejected)
+    if reports_dir is not None:
+        from lenssearch.simulate.figures import population_figures
+
+        write_metrics(Path(reports_dir) / "metrics.json", metrics)
+        population_figures(cfg, reports_dir, table)
+    if progress:
+        print(f"simulate: {len(table)} mocks from {len(fields)} fields in {time.perf_counter() - t0:.1f} s")
+    return metrics
+
+
+def simulate_metrics(table, rejected: dict) -> dict:
+    """Summary numbers of the mocks (deterministic: no timings)."""
+    def stats(col):
+        v = np.asarray(table[col], float)
+        v = v[np.isfinite(v)]
+        return {"median": float(np.median(v)), "min": float(v.min()), "max": float(v.max())} if v.size else None
+
+    n = len(table)
+    return {
+        "n_mocks": n,
+        "per_field": {str(f): int(np.sum(table["field"] == f)) for f in sorted(set(table["field"]))},
+        "rejected": rejected,
+        "theta_e_arcsec": stats("theta_e_arcsec"),
+        "z_s": stats("z_s"),
+        "source_mag_F814W": stats("source_mag_F814W"),
+        "magnification": stats("magnification"),
+        "fraction_multiple_images": float(np.mean(np.asarray(table["n_images"]) >= 2)) if n else None,
+        "fraction_mag_gt_28": float(np.mean(np.asarray(table["source_mag_F814W"]) > 28)) if n else None,
+        "fraction_theta_e_lt_0p5": float(np.mean(np.asarray(table["theta_e_arcsec"]) < 0.5)) if n else None,
+    }
+
+
+def write_metrics(path: str | Path, metrics: dict) -> None:
+    """Write a metrics JSON atomically (sorted keys: deterministic bytes)."""
+    from lenssearch.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,248 @@
+"""The knowledge base in memory and the ``tf.data`` pipelines that feed the networks.
+
+Reads ``data/kb/kb.h5`` (layout in docs/architecture.md, "Knowledge base") once into one float32 array, copies it
+once into a TensorFlow variable, and serves every fold from it by index: the pipelines are datasets of index
+batches whose map gathers the cutouts, selects the network's bands and, for training, applies a random
+flip/90-degree rotation (the eight symmetries of the square; Angora et al. 2020, 2023). No fold copies the
+cutouts, so the paper-profile KB (~1.7 GB) costs its own size once in memory.
+
+Class balance follows the paper (Sect. 3.2): each training epoch draws ``examples_per_class`` cutouts of each
+class (the majority count by default), so the minority class is oversampled; cutouts are drawn without
+replacement within a class until all have been seen, then a new permutation starts. Every draw is seeded by
+``(seed, epoch)`` and every augmentation by ``(seed, batch number)``, so an epoch's batches are the same
+whether the training ran straight through or resumed from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from lenssearch.errors import InputFileError
+
+REQUIRED_DATASETS = ("cutouts", "labels", "ids", "fold")
+
+
+@dataclasses.dataclass
+class KnowledgeBase:
+    """The arrays of ``kb.h5`` needed for training (the metadata table stays on disk).
+
+    Attributes
+    ----------
+    cutouts
+        N x H x W x n_bands float32, electrons/s, band order ``bands``.
+    labels
+        N int8, 1 = galaxy-galaxy strong lens, 0 = non-lens.
+    ids
+        N unique cutout ids (str).
+    fold
+        N int16: 0..n_folds-1 for the cross-validation part, -1 for the validation split.
+    """
+
+    path: Path
+    cutouts: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray
+    fold: np.ndarray
+    bands: tuple[str, ...]
+    n_folds: int
+
+    @property
+    def validation_indices(self) -> np.ndarray:
+        """Rows of the validation split (``fold == -1``), used for early stopping and the LR schedule."""
+        return np.flatnonzero(self.fold == -1)
+
+    @property
+    def cv_indices(self) -> np.ndarray:
+        """Rows of the cross-validation part (``fold >= 0``): each gets one out-of-fold probability."""
+        return np.flatnonzero(self.fold >= 0)
+
+    def fold_indices(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
+        """(training rows, test rows) of ``fold``: train on the other folds, test on this one."""
+        return np.flatnonzero((self.fold >= 0) & (self.fold != fold)), np.flatnonzero(self.fold == fold)
+
+
+def _decode(values) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(values)]
+
+
+def read_knowledge_base(path: str | Path) -> KnowledgeBase:
+    """Read the cutouts, labels, ids and folds of a knowledge base, checking its layout.
+
+    Raises
+    ------
+    InputFileError
+        Missing file or dataset, wrong shapes or dtypes, labels other than 0/1, folds outside -1..n_folds-1,
+        duplicate ids, no validation rows, or a fold without both classes; the message names the file and key.
+    """
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: knowledge base not found (run the kb stage)")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputFileError(f"{path}: not a readable HDF5 file ({exc})") from None
+    with handle:
+        for key in REQUIRED_DATASETS:
+            if key not in handle:
+                raise InputFileError(f"{path}: dataset '{key}' missing (expected {', '.join(REQUIRED_DATASETS)})")
+        source = handle["cutouts"]
+        if source.ndim != 4:
+            raise InputFileError(f"{path}: 'cutouts' must be N x H x W x bands, got shape {source.shape}")
+        cutouts = np.empty(source.shape, dtype=np.float32)
+        source.read_direct(cutouts)
+        labels = handle["labels"][()].astype(np.int8)
+        ids = np.asarray(_decode(handle["ids"][()]))
+        fold = handle["fold"][()].astype(np.int16)
+        attrs = handle.attrs
+        bands = tuple(_decode(attrs["bands"])) if "bands" in attrs else None
+        n_folds = int(attrs["n_folds"]) if "n_folds" in attrs else int(fold.max()) + 1
+    n = cutouts.shape[0]
+    for key, values in (("labels", labels), ("ids", ids), ("fold", fold)):
+        if values.shape != (n,):
+            raise InputFileError(f"{path}: '{key}' has shape {values.shape}, expected ({n},) like 'cutouts'")
+    if bands is None or len(bands) != cutouts.shape[-1]:
+        raise InputFileError(f"{path}: attribute 'bands' {bands} does not match {cutouts.shape[-1]} cutout bands")
+    bad = np.flatnonzero((labels != 0) & (labels != 1))
+    if bad.size:
+        raise InputFileError(f"{path}: 'labels' row {bad[0]} is {labels[bad[0]]}, expected 0 or 1")
+    bad = np.flatnonzero((fold < -1) | (fold >= n_folds))
+    if bad.size:
+        raise InputFileError(f"{path}: 'fold' row {bad[0]} is {fold[bad[0]]}, expected -1..{n_folds - 1}")
+    unique, counts = np.unique(ids, return_counts=True)
+    if unique.size != n:
+        raise InputFileError(f"{path}: 'ids' not unique ('{unique[counts > 1][0]}' repeats)")
+    if not np.any(fold == -1):
+        raise InputFileError(f"{path}: no validation rows (fold == -1); early stopping needs them")
+    for k in range(n_folds):
+        classes = set(labels[fold == k].tolist())
+        if classes != {0, 1}:
+            raise InputFileError(f"{path}: fold {k} holds classes {sorted(classes)}, expected both 0 and 1")
+    if not np.all(np.isfinite(cutouts)):
+        row = int(np.flatnonzero(~np.isfinite(cutouts).reshape(n, -1).all(axis=1))[0])
+        raise InputFileError(f"{path}: 'cutouts' row {row} (id {ids[row]}) has non-finite pixels")
+    return KnowledgeBase(path, cutouts, labels, ids, fold, bands, n_folds)
+
+
+def balanced_epoch(
+    labels: np.ndarray, rows: np.ndarray, examples_per_class: int, seed: int, epoch: int
+) -> np.ndarray:
+    """Rows for one training epoch: ``examples_per_class`` of each class, shuffled.
+
+    Within a class the rows are drawn as successive random permutations (each row once before any repeats), so
+    the minority class is oversampled evenly. ``examples_per_class == 0`` means the majority class's count.
+    The draw depends only on ``(seed, epoch)``.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    per_class = [rows[labels[rows] == c] for c in (0, 1)]
+    if any(len(r) == 0 for r in per_class):
+        raise ValueError("balanced_epoch: the training rows must hold both classes")
+    n = examples_per_class or max(len(r) for r in per_class)
+    drawn = []
+    for class_rows in per_class:
+        repeats = -(-n // len(class_rows))
+        drawn.append(np.concatenate([rng.permutation(class_rows) for _ in range(repeats)])[:n])
+    return rng.permutation(np.concatenate(drawn))
+
+
+def dihedral_augment(images, seed):
+    """Apply one of the eight symmetries of the square to each image of a batch (seeded, stateless).
+
+    A transpose, a vertical flip and a horizontal flip, each with probability 1/2, compose to every flip and
+    90-degree rotation with equal probability.
+    """
+    import tensorflow as tf
+
+    batch = tf.shape(images)[0]
+    draws = tf.random.stateless_uniform([3, batch], seed=seed, minval=0, maxval=2, dtype=tf.int32)
+    masks = [tf.reshape(tf.cast(d, tf.bool), [-1, 1, 1, 1]) for d in tf.unstack(draws)]
+    images = tf.where(masks[0], tf.transpose(images, [0, 2, 1, 3]), images)
+    images = tf.where(masks[1], tf.reverse(images, axis=[1]), images)
+    return tf.where(masks[2], tf.reverse(images, axis=[2]), images)
+
+
+class CutoutPipelines:
+    """``tf.data`` pipelines over one in-memory copy of the knowledge base.
+
+    Parameters
+    ----------
+    cutouts, labels
+        The KB's arrays; ``cutouts`` is copied once into a non-trainable TensorFlow variable (the caller may
+        drop its own reference afterwards).
+    band_indices
+        The bands (channels) the network takes.
+    """
+
+    def __init__(self, cutouts: np.ndarray, labels: np.ndarray, band_indices: tuple[int, ...]):
+        import tensorflow as tf
+
+        self.labels_np = np.asarray(labels)
+        with tf.device("/CPU:0"):
+            self.images = tf.Variable(cutouts, trainable=False, name="kb_cutouts")
+            self.labels = tf.constant(self.labels_np.astype(np.float32))
+        self.band_indices = tf.constant(band_indices, dtype=tf.int32)
+        self.all_bands = tuple(band_indices) == tuple(range(cutouts.shape[-1]))
+
+    def _gather(self, rows):
+        import tensorflow as tf
+
+        images = tf.gather(self.images, rows)
+        if not self.all_bands:
+            images = tf.gather(images, self.band_indices, axis=-1)
+        return images, tf.gather(self.labels, rows)
+
+    def training(
+        self,
+        rows: np.ndarray,
+        batch_size: int,
+        examples_per_class: int,
+        seed: int,
+        start_epoch: int,
+        epochs: int,
+    ):
+        """Balanced, augmented batches for epochs ``start_epoch .. epochs-1``, and the steps per epoch.
+
+        Returns
+        -------
+        dataset, steps_per_epoch
+            ``dataset`` yields ``(images, labels)`` batches, exactly ``steps_per_epoch`` per epoch.
+        """
+        import tensorflow as tf
+
+        per_epoch = []
+        for epoch in range(start_epoch, epochs):
+            order = balanced_epoch(self.labels_np, rows, examples_per_class, seed, epoch)
+            steps = len(order) // batch_size
+            if steps == 0:
+                raise ValueError(f"batch size {batch_size} is larger than an epoch ({len(order)} examples)")
+            per_epoch.append(order[: steps * batch_size].reshape(steps, batch_size))
+        steps_per_epoch = per_epoch[0].shape[0] if per_epoch else 0
+        batches = np.concatenate(per_epoch) if per_epoch else np.zeros((0, batch_size), dtype=np.int64)
+        first_batch = start_epoch * steps_per_epoch
+        numbers = np.arange(first_batch, first_batch + len(batches), dtype=np.int64)
+
+        def load(batch_rows, number):
+            images, labels = self._gather(batch_rows)
+            seed_pair = tf.stack([tf.constant(seed, tf.int64), number])
+            return dihedral_augment(images, seed_pair), labels
+
+        dataset = tf.data.Dataset.from_tensor_slices((batches.astype(np.int64), numbers))
+        dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return dataset.prefetch(tf.data.AUTOTUNE), steps_per_epoch
+
+    def evaluation(self, rows: np.ndarray, batch_size: int, with_labels: bool = True):
+        """Un-augmented batches of ``rows`` in order (validation and out-of-fold prediction)."""
+        import tensorflow as tf
+
+        dataset = tf.data.Dataset.from_tensor_slices(np.asarray(rows, dtype=np.int64)).batch(batch_size)
+        if with_labels:
+            dataset = dataset.map(self._gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        else:
+            dataset = dataset.map(
+                lambda r: self._gather(r)[0], num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+            )
+        return dataset.prefetch(tf.data.AUTOTUNE)

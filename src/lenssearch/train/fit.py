@@ -1,0 +1,191 @@
+"""Fitting one network on one split, with epoch checkpoints that let a killed training resume.
+
+Binary cross-entropy, Adadelta (Zeiler 2012), early stopping on the validation loss with the best weights restored
+(Prechelt 1997) and learning-rate reduction on plateau (Angora et al. 2023, Sect. 2), both watching the
+validation loss only after ``warmup_epochs`` (Adadelta's first epochs sit on a plateau of the loss).
+
+After every epoch the model (with its optimiser state), the best weights so far, the callbacks' counters and the
+history are written to ``<split_dir>/checkpoint/`` as one folder renamed into place, so a process killed at any
+moment leaves either the previous epoch's checkpoint or the new one. Re-running resumes from it; the training
+batches of an epoch depend only on ``(seed, epoch)``, so a resumed training sees the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lenssearch.io import atomic_path
+
+CHECKPOINT = "checkpoint"
+EVAL_BATCH_SIZE = 128
+
+
+def _callbacks_module():
+    import keras
+
+    class EpochCheckpoint(keras.callbacks.Callback):
+        """Save the training state after each epoch; restore the callbacks' counters when resuming."""
+
+        def __init__(self, folder: Path, state: dict, early_stopping, plateau, warmup_epochs: int, progress=None):
+            super().__init__()
+            self.warmup_epochs = warmup_epochs
+            self.folder = Path(folder)
+            self.state = state
+            self.early_stopping = early_stopping
+            self.plateau = plateau
+            self.progress = progress
+
+        def on_train_begin(self, logs=None):
+            # Keras' callbacks reset their counters here; put back those of the interrupted training
+            saved = self.state.get("callbacks")
+            if not saved:
+                # a fresh training: keep the LR schedule quiet during the warm-up (EarlyStopping has its own
+                # start_from_epoch); cooldown epochs reset ReduceLROnPlateau's wait counter
+                self.plateau.cooldown_counter = self.warmup_epochs
+                return
+            es, rl = self.early_stopping, self.plateau
+            es.wait, es.best, es.best_epoch = saved["es_wait"], saved["es_best"], saved["es_best_epoch"]
+            best = self.folder / "best.weights.npz"
+            if best.exists():
+                with np.load(best) as data:
+                    es.best_weights = [data[f"arr_{i}"] for i in range(len(data.files))]
+            rl.wait, rl.best, rl.cooldown_counter = saved["rl_wait"], saved["rl_best"], saved["rl_cooldown"]
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
+            for key, value in logs.items():
+                self.state["history"].setdefault(key, []).append(float(value))
+            es, rl = self.early_stopping, self.plateau
+            self.state.update(
+                epoch=epoch + 1,
+                stopped=bool(self.model.stop_training),
+                callbacks={
+                    "es_wait": es.wait, "es_best": None if es.best is None else float(es.best),
+                    "es_best_epoch": es.best_epoch, "rl_wait": rl.wait,
+                    "rl_best": None if rl.best is None else float(rl.best), "rl_cooldown": rl.cooldown_counter,
+                },
+            )
+            with atomic_path(self.folder) as tmp:
+                tmp.mkdir()
+                self.model.save(tmp / "model.keras")
+                if es.best_weights is not None:
+                    np.savez(tmp / "best.weights.npz", *es.best_weights)
+                (tmp / "state.json").write_text(json.dumps(self.state))
+            if self.progress is not None:
+                self.progress.update(1)
+                self.progress.set_postfix(loss=f"{logs.get('loss', np.nan):.3f}",
+                                          val_loss=f"{logs.get('val_loss', np.nan):.3f}")
+
+    return EpochCheckpoint
+
+
+def fit_split(
+    network: str,
+    cfg: Any,
+    bands: tuple[str, ...],
+    pipelines,
+    train_rows: np.ndarray,
+    validation_rows: np.ndarray,
+    split_dir: str | Path,
+    seed: int,
+    progress: bool = True,
+    description: str = "",
+):
+    """Train ``network`` on ``train_rows`` (balanced, augmented), stopping on the loss of ``validation_rows``.
+
+    Parameters
+    ----------
+    network
+        A key of :data:`lenssearch.models.MODELS`.
+    cfg
+        The ``train`` configuration (:class:`lenssearch.config.TrainConfig`).
+    bands
+        The knowledge base's band order.
+    pipelines
+        :class:`lenssearch.train.data.CutoutPipelines` over the knowledge base.
+    train_rows, validation_rows
+        Rows of the knowledge base.
+    split_dir
+        Folder of this split's checkpoint; a checkpoint found there is resumed.
+    seed
+        Seeds the weights, the dropout, the class balancing and the augmentation of this split.
+
+    Returns
+    -------
+    model, history
+        The model with its best weights, and the per-epoch history (``loss``, ``val_loss``, ``accuracy``,
+        ``val_accuracy``, ``learning_rate``) over all sessions of the training.
+    """
+    import keras
+    from tqdm.auto import tqdm
+
+    from lenssearch.models import build_model
+
+    split_dir = Path(split_dir)
+    folder = split_dir / CHECKPOINT
+    keras.utils.set_random_seed(seed)
+    if (folder / "state.json").exists():
+        state = json.loads((folder / "state.json").read_text())
+        model = keras.models.load_model(folder / "model.keras")
+    else:
+        if folder.exists():
+            shutil.rmtree(folder)
+        state = {"epoch": 0, "stopped": False, "history": {}}
+        model = build_model(network, cfg.network, bands)
+        model.compile(
+            optimizer=keras.optimizers.Adadelta(learning_rate=cfg.learning_rate),
+            loss=keras.losses.BinaryCrossentropy(),
+            metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
+        )
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=True,
+        start_from_epoch=cfg.warmup_epochs,
+    )
+    plateau = keras.callbacks.ReduceLROnPlateau(
+        monitor="val_loss", factor=cfg.reduce_lr_factor, patience=cfg.reduce_lr_patience,
+        min_lr=cfg.min_learning_rate,
+    )
+    start = int(state["epoch"])
+    if state["stopped"] or start >= cfg.max_epochs:
+        best = folder / "best.weights.npz"
+        if best.exists():
+            with np.load(best) as data:
+                model.set_weights([data[f"arr_{i}"] for i in range(len(data.files))])
+        return model, state["history"]
+    batch_size = cfg.batch_size[network] if network in cfg.batch_size else None
+    if batch_size is None:
+        raise KeyError(f"train.batch_size has no entry for network '{network}'")
+    dataset, steps = pipelines.training(
+        train_rows, batch_size, cfg.examples_per_class, seed, start, cfg.max_epochs
+    )
+    validation = pipelines.evaluation(validation_rows, EVAL_BATCH_SIZE)
+    bar = tqdm(total=cfg.max_epochs, initial=start, desc=description or network, unit="epoch",
+               disable=not progress, leave=False)
+    checkpoint = _callbacks_module()(folder, state, early_stopping, plateau, cfg.warmup_epochs, bar)
+    try:
+        model.fit(
+            dataset,
+            validation_data=validation,
+            epochs=cfg.max_epochs,
+            initial_epoch=start,
+            steps_per_epoch=steps,
+            callbacks=[early_stopping, plateau, checkpoint],
+            verbose=0,
+        )
+    finally:
+        bar.close()
+    return model, state["history"]
+
+
+def predict_rows(model, pipelines, rows: np.ndarray) -> np.ndarray:
+    """The model's lens probability for knowledge-base ``rows`` (no augmentation), as float64."""
+    if len(rows) == 0:
+        return np.zeros(0)
+    dataset = pipelines.evaluation(rows, EVAL_BATCH_SIZE, with_labels=False)
+    return np.asarray(model.predict(dataset, verbose=0), dtype=np.float64).reshape(-1)

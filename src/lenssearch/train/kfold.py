@@ -1,0 +1,345 @@
+"""Stratified k-fold training of one network, then its "run" model, tracked in MLflow (Angora et al. 2023,
+Sects. 2, 4 and 5).
+
+Inputs: the knowledge base (its ``fold`` column: 0..k-1 for the cross-validation part, -1 for the validation
+split used for early stopping). Outputs:
+
+``models/<network>/``
+    ``fold_<k>/`` and ``run/``: ``model.keras`` (best weights), ``predictions.ecsv`` (the fold's out-of-fold
+    probabilities), ``history.json``, ``result.json`` (written last: its presence marks a finished split), and
+    while training ``checkpoint/``. ``fingerprint.json`` identifies the configuration and KB they belong to;
+    a different fingerprint discards them. ``mlflow.json`` remembers the parent run, so a resumed training
+    continues it.
+``reports/<network>/``
+    ``predictions.ecsv`` (``id``, ``fold``, ``network``, ``label``, ``probability``: exactly one out-of-fold
+    probability per cross-validation cutout), ``metrics.json`` (pooled out-of-fold metrics, per-fold median/Q1/
+    Q3/IQR, the run model's validation metrics), ``roc.csv`` and ``confusion.csv`` (for ``dvc plots``),
+    ``roc.png``, ``confusion.png``, ``folds_boxplot.png``.
+
+A training killed at any point resumes when re-run: finished folds are reused (their predictions are read back,
+their MLflow runs kept), an unfinished one continues from its last epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lenssearch.errors import LensSearchError
+from lenssearch.io import atomic_path
+from lenssearch.train import metrics as M
+from lenssearch.train.data import CutoutPipelines, read_knowledge_base
+from lenssearch.train.fit import fit_split, predict_rows
+
+RUN_SPLIT = "run"
+#: Bump when the meaning of files under models/<network>/ changes, so that old checkpoints are not reused.
+LAYOUT_VERSION = 1
+
+
+@dataclasses.dataclass
+class TrainingSummary:
+    """What :func:`train_network` produced."""
+
+    network: str
+    parent_run_id: str
+    fold_run_ids: dict[str, str]
+    registered_version: str
+    metrics: dict[str, Any]
+    trained_splits: list[str]
+
+
+def fold_seed(base_seed: int, split: str) -> int:
+    """The seed of one split (``fold_<k>`` or ``run``): independent of the order in which splits are trained."""
+    return int.from_bytes(hashlib.sha256(f"{base_seed}:{split}".encode()).digest()[:4], "little") % (2**31 - 1)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _fingerprint(network: str, cfg, kb_hash: str) -> str:
+    from lenssearch.config import as_dict
+
+    identity = {
+        "layout": LAYOUT_VERSION,
+        "network": network,
+        "seed": cfg.base.seed,
+        "train": as_dict(cfg.train),
+        "kb_md5": kb_hash,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def _prepare_models_dir(models_dir: Path, fingerprint: str) -> None:
+    """Keep the folder's splits only if they were made by the same configuration and KB."""
+    marker = models_dir / "fingerprint.json"
+    if models_dir.exists():
+        old = json.loads(marker.read_text()).get("fingerprint") if marker.exists() else None
+        if old != fingerprint:
+            for child in models_dir.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    models_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(marker, {"fingerprint": fingerprint})
+
+
+def _split_table(kb, rows: np.ndarray, network: str, probabilities: np.ndarray):
+    from astropy.table import Table
+
+    return Table(
+        {
+            "id": kb.ids[rows].astype(str),
+            "fold": kb.fold[rows].astype(np.int16),
+            "network": np.full(len(rows), network),
+            "label": kb.labels[rows].astype(np.int8),
+            "probability": probabilities.astype(np.float64),
+        }
+    )
+
+
+def _write_table(table, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        table.write(tmp, format="ascii.ecsv")
+
+
+def _train_or_reuse(network, cfg, kb, pipelines, split, train_rows, test_rows, models_dir, progress):
+    """Train one split (or read it back if finished); returns (result dict, probabilities of test_rows, trained)."""
+    from astropy.table import Table
+
+    split_dir = models_dir / split
+    result_path = split_dir / "result.json"
+    if result_path.exists():
+        result = json.loads(result_path.read_text())
+        table = Table.read(split_dir / "predictions.ecsv", format="ascii.ecsv")
+        if list(table["id"]) != list(kb.ids[test_rows]):
+            raise LensSearchError(f"{split_dir / 'predictions.ecsv'}: ids differ from the KB's rows of {split}")
+        return result, np.asarray(table["probability"], dtype=float), False
+    validation_rows = kb.validation_indices
+    model, history = fit_split(
+        network, cfg.train, kb.bands, pipelines, train_rows, validation_rows, split_dir,
+        fold_seed(cfg.base.seed, split), progress=progress, description=f"{network} {split}",
+    )
+    probabilities = predict_rows(model, pipelines, test_rows)
+    metrics = M.classification_metrics(kb.labels[test_rows], probabilities)
+    model.save(split_dir / "model.keras")
+    _write_table(_split_table(kb, test_rows, network, probabilities), split_dir / "predictions.ecsv")
+    _write_json(split_dir / "history.json", history)
+    val_loss = history.get("val_loss", [])
+    result = {
+        "split": split,
+        "metrics": metrics,
+        "confusion": M.confusion_counts(kb.labels[test_rows], probabilities),
+        "n_train": int(len(train_rows)),
+        "n_test": int(len(test_rows)),
+        "epochs": len(val_loss),
+        "best_epoch": int(np.argmin(val_loss)) if val_loss else -1,
+    }
+    _write_json(result_path, result)
+    shutil.rmtree(split_dir / "checkpoint", ignore_errors=True)
+    return result, probabilities, True
+
+
+def _split_artifacts(split_dir: Path, labels, probabilities, result, title: str) -> list[Path]:
+    """ROC (CSV, PNG) and confusion matrix (PNG) of one split, written beside its model."""
+    from lenssearch.train.plots import plot_confusion, plot_roc
+
+    figures = split_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    roc = M.roc_curve_table(labels, probabilities)
+    with atomic_path(figures / "roc.csv") as tmp:
+        roc.write(tmp, format="ascii.csv")
+    return [
+        figures / "roc.csv",
+        plot_roc(roc, result["metrics"]["auc"], title, figures / "roc.png"),
+        plot_confusion(result["confusion"], title, figures / "confusion.png"),
+    ]
+
+
+def train_network(
+    network: str,
+    kb_path: str | Path,
+    models_dir: str | Path,
+    reports_dir: str | Path,
+    cfg,
+    *,
+    tracking_uri: str | None = None,
+    stop_after_folds: int | None = None,
+    progress: bool = True,
+) -> TrainingSummary | None:
+    """Cross-validate ``network`` on the KB's folds, train its run model, record everything in MLflow.
+
+    Parameters
+    ----------
+    network
+        A key of :data:`lenssearch.models.MODELS` (``vgg``, ``sc_vgg``, ``f435w``, ``f606w``, ``f814w``).
+    kb_path
+        The knowledge base (``data/kb/kb.h5``).
+    models_dir, reports_dir
+        ``models/<network>`` and ``reports/<network>`` (see the module docstring).
+    cfg
+        The whole configuration (:class:`lenssearch.config.Config`; sections ``base`` and ``train``).
+    tracking_uri
+        MLflow store; default ``$MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db``.
+    stop_after_folds
+        Stop (returning None) once this many folds are finished, before the reports and the run model: the
+        state a killed training leaves behind (for tests of resuming).
+    progress
+        Show tqdm progress bars.
+    """
+    import tensorflow as tf
+    from astropy.table import vstack
+    from tqdm.auto import tqdm
+
+    from lenssearch import tracking
+    from lenssearch.config import as_dict, flatten
+    from lenssearch.models import MODELS, network_bands
+
+    if network not in MODELS:
+        raise LensSearchError(f"unknown network '{network}' (known: {', '.join(MODELS)})")
+    models_dir, reports_dir = Path(models_dir), Path(reports_dir)
+    kb = read_knowledge_base(kb_path)
+    if kb.cutouts.shape[1] != cfg.train.network.input_pixels or kb.cutouts.shape[2] != cfg.train.network.input_pixels:
+        raise LensSearchError(
+            f"{kb_path}: cutouts are {kb.cutouts.shape[1]}x{kb.cutouts.shape[2]} pixels but "
+            f"train.network.input_pixels is {cfg.train.network.input_pixels}"
+        )
+    kb_hash = tracking.kb_dvc_hash(kb_path)
+    fingerprint = _fingerprint(network, cfg, kb_hash)
+    _prepare_models_dir(models_dir, fingerprint)
+    if cfg.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+    bands = network_bands(network, kb.bands)
+    input_example = np.ascontiguousarray(kb.cutouts[kb.validation_indices[:1]][..., list(bands)])
+    pipelines = CutoutPipelines(kb.cutouts, kb.labels, bands)
+    kb.cutouts = None  # the pipelines hold the one copy that training needs
+
+    run_file = models_dir / "mlflow.json"
+    previous = json.loads(run_file.read_text()) if run_file.exists() else {}
+    params = {
+        "network": network,
+        "n_folds": kb.n_folds,
+        "n_cutouts": len(kb.labels),
+        "n_validation": len(kb.validation_indices),
+        "bands": ",".join(kb.bands[b] for b in bands),
+        **{f"base.{k}": v for k, v in flatten(as_dict(cfg.base)).items()},
+        **{f"train.{k}": v for k, v in flatten(as_dict(cfg.train)).items()},
+    }
+    tags = {"kb_dvc_md5": kb_hash, "git_commit": tracking.git_commit(), "fingerprint": fingerprint,
+            "kb_path": str(kb_path)}
+    trained: list[str] = []
+    with tracking.network_run(network, params, tags, run_id=previous.get("parent_run_id"),
+                              tracking_uri=tracking_uri) as parent_run_id:
+        if previous.get("parent_run_id") != parent_run_id:
+            previous = {"parent_run_id": parent_run_id, "splits": {}}
+            _write_json(run_file, previous)
+        logged = previous.setdefault("splits", {})
+
+        def log_split(split, result, labels, probabilities, history):
+            if tracking.run_exists(logged.get(split), tracking_uri):
+                return logged[split]
+            artifacts = _split_artifacts(models_dir / split, labels, probabilities, result, f"{network} {split}")
+            run_id = tracking.log_fold_run(
+                split, {f"epoch_{k}": v for k, v in history.items()}, result["metrics"], artifacts,
+                tags={"n_train": result["n_train"], "n_test": result["n_test"], "best_epoch": result["best_epoch"]},
+            )
+            logged[split] = run_id
+            _write_json(run_file, previous)
+            return run_id
+
+        tables, per_fold = [], []
+        folds = range(kb.n_folds)
+        for k in tqdm(folds, desc=f"{network} folds", unit="fold", disable=not progress):
+            split = f"fold_{k}"
+            train_rows, test_rows = kb.fold_indices(k)
+            result, probabilities, was_trained = _train_or_reuse(
+                network, cfg, kb, pipelines, split, train_rows, test_rows, models_dir, progress
+            )
+            if was_trained:
+                trained.append(split)
+            history = json.loads((models_dir / split / "history.json").read_text())
+            log_split(split, result, kb.labels[test_rows], probabilities, history)
+            tables.append(_split_table(kb, test_rows, network, probabilities))
+            per_fold.append(result["metrics"])
+            if stop_after_folds is not None and k + 1 >= stop_after_folds and k + 1 < kb.n_folds:
+                return None
+
+        # ------------------------------------------------------------------ out-of-fold reports
+        # one row per cross-validation cutout, in the KB's order
+        predictions = vstack(tables)[np.argsort(np.concatenate([kb.fold_indices(k)[1] for k in folds]))]
+        labels = np.asarray(predictions["label"])
+        probabilities = np.asarray(predictions["probability"])
+        pooled = M.classification_metrics(labels, probabilities)
+        counts = M.confusion_counts(labels, probabilities)
+        summary = M.fold_summary(per_fold)
+        reports_dir.mkdir(parents=True, exist_ok=True)
+        _write_table(predictions, reports_dir / "predictions.ecsv")
+        roc = M.roc_curve_table(labels, probabilities)
+        with atomic_path(reports_dir / "roc.csv") as tmp:
+            roc.write(tmp, format="ascii.csv")
+        with atomic_path(reports_dir / "confusion.csv") as tmp:
+            names = np.array(["non-lens", "lens"])
+            from astropy.table import Table
+
+            Table({"actual": names[labels], "predicted": names[(probabilities >= 0.5).astype(int)]}).write(
+                tmp, format="ascii.csv"
+            )
+        from lenssearch.train.plots import plot_confusion, plot_fold_boxes, plot_roc
+
+        figures = [
+            plot_roc(roc, pooled["auc"], f"{network}: out-of-fold", reports_dir / "roc.png"),
+            plot_confusion(counts, f"{network}: out-of-fold", reports_dir / "confusion.png"),
+            plot_fold_boxes(per_fold, f"{network}: {kb.n_folds} folds", reports_dir / "folds_boxplot.png"),
+        ]
+
+        # ------------------------------------------------------------------ the run model (Sect. 5)
+        run_result, run_probabilities, was_trained = _train_or_reuse(
+            network, cfg, kb, pipelines, RUN_SPLIT, kb.cv_indices, kb.validation_indices, models_dir, progress
+        )
+        if was_trained:
+            trained.append(RUN_SPLIT)
+        run_history = json.loads((models_dir / RUN_SPLIT / "history.json").read_text())
+        log_split(RUN_SPLIT, run_result, kb.labels[kb.validation_indices], run_probabilities, run_history)
+
+        metrics = {
+            "network": network,
+            "n_folds": kb.n_folds,
+            "n_cv": int(len(kb.cv_indices)),
+            "oof": pooled,
+            "oof_confusion": counts,
+            "folds": summary,
+            "run_model_validation": run_result["metrics"],
+        }
+        _write_json(reports_dir / "metrics.json", metrics)
+        tracking.log_summary(
+            {**{f"oof_{k}": v for k, v in pooled.items()}, **summary,
+             **{f"run_validation_{k}": v for k, v in run_result["metrics"].items()}},
+            [reports_dir / "predictions.ecsv", reports_dir / "metrics.json", reports_dir / "roc.csv", *figures],
+        )
+        version = previous.get("registered_version")
+        if not version or not tracking.run_exists(previous.get("registered_run"), tracking_uri):
+            import keras
+
+            run_model = keras.models.load_model(models_dir / RUN_SPLIT / "model.keras")
+            version = tracking.log_registered_keras_model(
+                run_model, input_example, f"lenssearch-{network}",
+                tags={"network": network, "kb_dvc_md5": kb_hash, "git_commit": tags["git_commit"],
+                      "oof_auc": pooled["auc"]},
+            )
+            previous.update(registered_version=version, registered_run=parent_run_id)
+            _write_json(run_file, previous)
+    return TrainingSummary(network, parent_run_id, dict(logged), str(version), metrics, trained)

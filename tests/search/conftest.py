@@ -1,0 +1,36 @@
+"""Fixtures of the search tests (helpers in ``search_helpers.py``): a tiny Keras model and a tmp MLflow registry."""
+
+from __future__ import annotations
+
+import pytest
+from search_helpers import build_keras_model
+
+
+@pytest.fixture(scope="session")
+def keras_model():
+    return build_keras_model()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    """A tmp sqlite MLflow store with the tiny model registered as ``lenssearch`` (alias champion, threshold)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from lenssearch._runtime import apply_offline_env
+
+    apply_offline_env()
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        exp = mlflow.create_experiment("search-tests", artifact_location=(root / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=exp):
+            info = mlflow.tensorflow.log_model(build_keras_model(), name="model", registered_model_name="lenssearch")
+        client = MlflowClient(uri)
+        client.set_registered_model_alias("lenssearch", "champion", info.registered_model_version)
+        client.set_model_version_tag("lenssearch", info.registered_model_version, "threshold", "0.5")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return uri

@@ -1,0 +1,244 @@
+"""End-to-end search and known-lens run on a tiny field with a real registered Keras model (tmp MLflow store)."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from search_helpers import PARAMS, BANDS, CENTER, expected_score, make_field, make_wcs, positions_table
+
+from lenssearch.config import load_config
+from lenssearch.errors import LensSearchError
+from lenssearch.search.inputs import FieldImages
+from lenssearch.search.pipeline import open_field, open_input, run_known_lenses, run_search, stream_scores
+from lenssearch.search.scoring import ModelOutputError, Scorer
+
+SHAPE = (500, 500)
+# x, y, F814W amplitude (e-/s), sigma (pixels)
+LENSES = [(150, 150, 0.5, 4.0), (350, 150, 0.5, 4.0), (250, 400, 0.5, 4.0)]
+FAINT = [(100, 300, 0.05, 3.0), (400, 300, 0.05, 3.0)]
+EDGE = (15, 250, 0.5, 4.0)  # bright, but its cutout runs off the image
+STAR = (250, 250, 0.5, 4.0)  # bright, next to a bright star of stars.ecsv
+PAIR = [(420, 380, 0.5, 3.0), (420, 413, 0.5, 6.0)]  # 0.99" apart: duplicates, the second is more extended
+OUTSIDE = (700, 250)
+NAN_AT = (100, 450)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    c = load_config(PARAMS)
+    return dataclasses.replace(c.search, threshold=None, batch_size=4, prefetch_batches=2)
+
+
+@pytest.fixture(scope="module")
+def field(tmp_path_factory):
+    root = tmp_path_factory.mktemp("field")
+    sources = LENSES + FAINT + [EDGE, STAR] + PAIR + [(NAN_AT[0], NAN_AT[1], 0.05, 3.0)]
+    path = make_field(root / "search", sources=sources, shape=SHAPE)
+    with fits.open(path / "image_F435W.fits", mode="update") as hdul:  # a NaN region (chip gap)
+        hdul[0].data[NAN_AT[1] - 5 : NAN_AT[1] + 5, NAN_AT[0] - 30 : NAN_AT[0] + 30] = np.nan
+    xy = [s[:2] for s in sources] + [OUTSIDE]
+    positions_table(path / "members.ecsv", xy, shape=SHAPE, ids=[f"m{i}" for i in range(len(xy))])
+    wcs = make_wcs(SHAPE)
+    ra, dec = wcs.all_pix2world([s[0] for s in LENSES], [s[1] for s in LENSES], 0)
+    Table({"ra": ra, "dec": dec}).write(path / "planted.ecsv", format="ascii.ecsv")
+    sra, sdec = wcs.all_pix2world([STAR[0] + 40.0], [STAR[1]], 0)  # 1.2" from the source
+    Table({"ra": sra, "dec": sdec, "mag": [17.0]}).write(path / "stars.ecsv", format="ascii.ecsv")
+    return path
+
+
+@pytest.fixture(scope="module")
+def searched(field, registry, cfg, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "search"
+    with open_field(BANDS, cfg.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
+        result = run_search(
+            cfg, inp, out, planted=Table.read(field / "planted.ecsv"), tracking_uri=registry,
+            artifact_root=out.parent / "mlartifacts", progress=False,
+        )
+    return result
+
+
+def test_scores_are_the_models_on_the_right_pixels(field, searched):
+    scores = searched.scores
+    raw = np.stack([fits.getdata(field / f"image_{b}.fits") for b in BANDS], axis=-1)
+    for i, (x, y) in enumerate([s[:2] for s in LENSES + FAINT]):
+        cut = raw[y - 64 : y + 64, x - 64 : x + 64][None]
+        assert scores["score"][i] == pytest.approx(expected_score(cut)[0], abs=2e-5)
+
+
+def test_statuses_and_flags(searched):
+    s = {row["id"]: row for row in searched.scores}
+    assert s["m10"]["status"] == "outside" and np.isnan(s["m10"]["score"])
+    assert s["m9"]["status"] == "invalid" and s["m9"]["validation"] == "finite"
+    assert all(s[f"m{i}"]["status"] == "scored" for i in range(9))
+    c = {row["id"]: row for row in searched.candidates}
+    assert set(c) == {"m0", "m1", "m2", "m5", "m6", "m7", "m8"}  # bright ones; the faint are below threshold
+    assert c["m5"]["rejected_by"] == "edge+masked" and c["m6"]["rejected_by"] == "bright_star"
+    assert c["m7"]["duplicate_of"] == "m8" and not c["m7"]["kept"] and c["m8"]["kept"]
+    assert c["m8"]["kron_radius_arcsec"] > c["m7"]["kron_radius_arcsec"]
+    assert [c[f"m{i}"]["kept"] for i in range(3)] == [True, True, True]
+    assert list(searched.candidates["score"]) == sorted(searched.candidates["score"], reverse=True)
+
+
+def test_counts_table_and_metrics(searched):
+    counts = dict(searched.counts.iterrows("stage", "n"))
+    assert counts["catalogue"] == 11 and counts["on_image"] == 10 and counts["valid"] == 9
+    assert counts["score>=0.5"] == 7 and counts["clean:edge"] == 6 and counts["clean:masked"] == 6
+    assert counts["clean:bright_star"] == 5 and counts["clean:crowded"] == 5
+    assert counts["duplicates<2arcsec"] == 4
+    m = searched.metrics
+    assert m["threshold"] == 0.5  # the model version's tag
+    assert m["n_lenses"] == 3 and m["lenses_recovered_fraction"] == 1.0
+    assert m["lenses_wrongly_rejected_by_cleaning"] == 0 and m["n_candidates"] == 4
+    assert m["cleaning_rejected_fraction"] == pytest.approx(2 / 7)
+    assert m["lenses_TP"] == 3 and m["candidates_purity"] == pytest.approx(3 / 4)
+    on_disk = json.loads((searched.out_dir / "metrics.json").read_text())
+    assert on_disk == pytest.approx(m)
+
+
+def test_outputs_written(searched):
+    out = searched.out_dir
+    cand = Table.read(out / "candidates.ecsv")
+    assert cand.meta["model_uri"] == "models:/lenssearch@champion" and len(cand) == 7
+    assert {"flag_edge", "flag_crowded", "class", "is_lens", "kept"} <= set(cand.colnames)
+    html = (out / "gallery" / "index.html").read_text()
+    assert html.count("_stamp.png") == 4 and html.count("_context.png") == 4
+    assert (out / "gallery" / "00001_stamp.png").stat().st_size > 100
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+
+
+def test_mlflow_run_has_the_stage_counts(searched, registry):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(registry)
+    exp = client.get_experiment_by_name("lenssearch-search")
+    runs = client.search_runs([exp.experiment_id], filter_string="attributes.run_name = 'search'")
+    metrics = runs[0].data.metrics
+    assert metrics["count_00_catalogue"] == 11 and metrics["count_09_duplicates_lt_2arcsec"] == 4
+    assert metrics["lenses_recovered_fraction"] == 1.0
+
+
+def test_batching_gives_the_same_scores(field, keras_model, cfg):
+    scorer = Scorer(keras_model.predict_on_batch, "keras:tiny")
+    with open_field(BANDS, cfg.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
+        small = stream_scores(inp, scorer, dataclasses.replace(cfg, batch_size=3), None, progress=False)
+        one = stream_scores(inp, scorer, dataclasses.replace(cfg, batch_size=1000, prefetch_batches=0), None, progress=False)
+    np.testing.assert_allclose(small.score, one.score, rtol=1e-6, equal_nan=True)
+    assert np.isfinite(small.score).sum() == 9
+
+
+def test_unknown_model_uri_is_a_clear_error(field, registry, cfg, tmp_path):
+    with open_field(BANDS, cfg.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
+        with pytest.raises(LensSearchError, match="model URI 'models:/lenssearch-nope@champion' cannot be loaded"):
+            run_search(cfg, inp, tmp_path / "out", model_uri="models:/lenssearch-nope@champion", tracking_uri=registry)
+    assert not (tmp_path / "out").exists()
+
+
+def test_failure_mid_search_leaves_no_catalogue(field, cfg, tmp_path, keras_model):
+    calls = []
+
+    def predict(x):
+        calls.append(len(x))
+        return keras_model.predict_on_batch(x) * (3.0 if len(calls) == 2 else 1.0)  # not a probability
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "candidates.ecsv").write_text("previous run\n")
+    with open_field(BANDS, cfg.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
+        with pytest.raises(ModelOutputError, match="not a probability"):
+            run_search(cfg, inp, out, model_uri=Scorer(predict, "keras:bad"), log_mlflow=False, progress=False)
+    assert (out / "candidates.ecsv").read_text() == "previous run\n"
+    assert sorted(p.name for p in out.iterdir()) == ["candidates.ecsv"]
+
+
+def test_empty_catalogue_and_all_outside(field, cfg, tmp_path, keras_model):
+    Table({"ra": np.array([], float), "dec": np.array([], float)}).write(tmp_path / "empty.ecsv")
+    with pytest.raises(LensSearchError, match="empty.ecsv: the catalogue is empty"):
+        open_field(BANDS, cfg.detection, field_dir=field, catalogue=tmp_path / "empty.ecsv")
+    Table({"ra": [CENTER[0] + 1.0], "dec": [CENTER[1]]}).write(tmp_path / "far.ecsv")
+    with open_field(BANDS, cfg.detection, field_dir=field, catalogue=tmp_path / "far.ecsv") as inp:
+        res = run_search(cfg, inp, tmp_path / "out", model_uri=Scorer(keras_model.predict_on_batch, "k"),
+                         log_mlflow=False, progress=False)
+    assert res.metrics["n_outside"] == 1 and res.metrics["n_candidates"] == 0
+    assert Table.read(tmp_path / "out" / "scores.ecsv")["status"][0] == "outside"
+
+
+def test_sep_detections_without_catalogue(field, cfg, tmp_path, keras_model):
+    with open_field(BANDS, cfg.detection, field_dir=field) as inp:
+        assert "detected by sep" in inp.description
+        res = run_search(cfg, inp, tmp_path / "out", model_uri=Scorer(keras_model.predict_on_batch, "k"),
+                         log_mlflow=False, write_gallery=False, progress=False)
+    # every bright source on the image is detected and scored; the three planted lenses are among the candidates
+    assert res.metrics["n_above_threshold"] >= 6
+    with FieldImages.from_field_dir(field, BANDS) as images:
+        x, y = images.world_to_pixel(res.candidates["ra"], res.candidates["dec"])
+    for lx, ly, _, _ in LENSES:
+        assert np.min(np.hypot(x - lx, y - ly)) < 1.0
+
+
+def test_known_lenses_table(field, registry, cfg, tmp_path):
+    wcs = make_wcs(SHAPE)
+    xy = np.array([s[:2] for s in LENSES] + [FAINT[0][:2], FAINT[1][:2]], float)
+    ra, dec = wcs.all_pix2world(xy[:, 0], xy[:, 1], 0)
+    Table({"id": ["A1", "A2", "B1", "C1", "C2"], "ra": ra, "dec": dec,
+           "label": ["secure", "secure", "uncertain", "secure", "no"]}).write(tmp_path / "known.ecsv")
+    load = load_config(PARAMS)
+    with open_input(load, field=field, catalogue=tmp_path / "known.ecsv", known=True) as inp:
+        table, totals = run_known_lenses(cfg, inp, tmp_path / "out", ["models:/lenssearch@champion"],
+                                         tracking_uri=registry, artifact_root=tmp_path / "art")
+    assert list(table["class_lenssearch"]) == ["TP", "TP", "TP", "FN", "TN"]
+    assert list(totals["network"]) == ["lenssearch"]
+    assert (totals["TP"][0], totals["qTP"][0], totals["FN"][0], totals["n_secure"][0]) == (2, 0, 1, 3)
+    assert "N_TP (secure)" in (tmp_path / "out" / "known_lenses.md").read_text()
+
+
+def test_known_lenses_need_labels(field, cfg, tmp_path):
+    Table({"ra": [CENTER[0]], "dec": [CENTER[1]], "label": ["maybe"]}).write(tmp_path / "bad.ecsv")
+    with pytest.raises(LensSearchError, match="bad.ecsv: row 0 has label 'maybe'"):
+        open_input(load_config(PARAMS), field=field, catalogue=tmp_path / "bad.ecsv", known=True)
+
+
+# ------------------------------------------------------------------------------------------------ command line
+def test_cli_search_of_a_stack_with_labels(registry, tmp_path, keras_model):
+    import h5py
+    from typer.testing import CliRunner
+
+    from lenssearch.cli import app
+    from search_helpers import NOISE, gaussian
+
+    rng = np.random.default_rng(5)
+    cube = (rng.normal(0, 1, (6, 128, 128, 3)) * np.asarray(NOISE)).astype(np.float32)
+    for i in (0, 2, 3):
+        cube[i, ..., 2] += gaussian((128, 128), 64, 64, 0.5, 4.0)
+    cube[4, 10:20, 10:20, 1] = np.nan
+    labels = np.array([1, 0, 0, 1, 0, 1], np.int8)
+    with h5py.File(tmp_path / "stack.h5", "w") as h5:
+        h5["cutouts"] = cube
+        h5["labels"] = labels
+        h5["ids"] = np.array([f"c{i}".encode() for i in range(6)])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["search", "--stack", str(tmp_path / "stack.h5"), "--out", str(out),
+                                      "--params", str(PARAMS), "--tracking-uri", registry])
+    assert result.exit_code == 0, result.output
+    scores = Table.read(out / "scores.ecsv")
+    np.testing.assert_allclose(scores["score"][:4], expected_score(cube[:4]), atol=2e-5)
+    assert list(scores["status"]) == ["scored"] * 4 + ["invalid", "scored"]
+    assert list(scores["class"]) == ["TP", "TN", "FP", "TP", "", "FN"]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n_lenses"] == 3 and m["lenses_recovered"] == 2 and m["n_candidates"] == 3
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(field, tmp_path):
+    from typer.testing import CliRunner
+
+    from lenssearch.cli import app
+
+    bad = make_field(tmp_path / "bad", no_wcs_band="F814W")
+    result = CliRunner().invoke(app, ["search", "--field", str(bad), "--out", str(tmp_path / "out"), "--params", str(PARAMS)])
+    assert result.exit_code == 2
+    assert "image_F814W.fits: no celestial WCS" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["search", "--out", str(tmp_path / "out"), "--params", str(PARAMS)])
+    assert result.exit_code == 2 and "nothing to search" in result.output
+    assert not (tmp_path / "out").exists()
