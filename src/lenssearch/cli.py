@@ -197,7 +197,7 @@ def search_cmd(
 
     cfg = load(params, profile)
     with open_input(cfg, field=field, images=image, catalogue=catalogue, stack=stack, stars=stars) as inp:
-        result = run_search(cfg.search, inp, out, model_uri=model, planted=read_planted(planted), tracking_uri=tracking_uri)
+        result = run_search(cfg, inp, out, model_uri=model, planted=read_planted(planted), tracking_uri=tracking_uri)
     typer.echo("\n".join(result.counts.pformat(max_lines=-1, max_width=-1)))
     typer.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.metrics.items()))
     typer.echo(f"wrote {out}")
@@ -224,7 +224,7 @@ def known_lenses_cmd(
 
     cfg = load(params, profile)
     with open_input(cfg, field=field, images=image, catalogue=known, stack=stack, known=True, default_label=default_label) as inp:
-        table, totals = run_known_lenses(cfg.search, inp, out, model or [cfg.search.model_uri], tracking_uri=tracking_uri)
+        table, totals = run_known_lenses(cfg, inp, out, model or [cfg.search.model_uri], tracking_uri=tracking_uri)
     typer.echo("\n".join(totals.pformat(max_lines=-1, max_width=-1)))
     typer.echo(f"wrote {out}")
 

@@ -295,7 +295,7 @@ class SearchConfig:
     cutout_pixels: int
     batch_size: int
     prefetch_batches: int  # batches cut and validated ahead of the model (bounded queue)
-    noise_ratio_range: tuple[float, float]  # plausible cutout noise / band noise
+    ge_chunk_rows: int  # per-cutout statistics rows per great-expectations run (0: inline checks only)
     tp_min: float  # Table A.6: TP p >= 0.5
     qtp_min: float  # qTP 0.2 <= p < 0.5, FN p < 0.2
     match_radius_arcsec: float  # planted/known lens <-> catalogue position

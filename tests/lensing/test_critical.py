@@ -146,6 +146,32 @@ def test_primary_and_merging_lines_are_excluded():
     assert table.meta["cluster_centres"] == [[0.0, 0.0], [-40.0, 0.0]]
 
 
+def test_a_deflection_map_stands_in_for_the_model():
+    """Secondary lines from a 0.1"/pixel deflection FITS grid agree with those of the analytic model."""
+    from lenssearch.lensing.deflection_maps import compute_deflection_map, tan_wcs
+
+    ref = (342.18, -44.53)
+    model = LensModel(
+        [
+            LensComponent("dpie", {"sigma_kms": 550.0, "core_radius_arcsec": 3.0, "cut_radius_arcsec": 300.0,
+                                   "emass": 0.3, "angle_deg": 20.0}, "halo"),
+            LensComponent("dpie", {"sigma_kms": 200.0, "core_radius_arcsec": 0.05, "cut_radius_arcsec": 15.0,
+                                   "emass": 0.1, "angle_deg": 10.0, "center_x": 3.0, "center_y": 16.0}, "101"),
+            sis(0.5, -12.0, -11.0, "102"),
+        ],
+        Z_LENS,
+    )
+    members = members_table([("101", 3.0, 16.0), ("102", -12.0, -11.0)])
+    dmap = compute_deflection_map(model, tan_wcs(ref, (400, 400), 0.1), (400, 400), ref, progress=False)
+    kw = dict(resolution_arcsec=0.02, search_radius_arcsec=4.0, theta_e_min_arcsec=0.2, theta_e_max_arcsec=3.5,
+              progress=False)
+    from_map = cr.secondary_critical_lines(dmap, members, Z_S, reference_radec=ref, **kw)
+    exact = cr.secondary_critical_lines(model, members, Z_S, **kw)
+    assert list(from_map["member_id"]) == list(exact["member_id"]) == ["101", "102"]
+    assert_allclose(from_map["theta_e_arcsec"], exact["theta_e_arcsec"], atol=0.01)
+    assert_allclose(from_map["caustic_area_arcsec2"], exact["caustic_area_arcsec2"], rtol=0.1, atol=0.01)
+
+
 # ------------------------------------------------------------------------------------------------ drawing
 def test_draw_secondary_frequencies_are_proportional_to_theta_e():
     from scipy.stats import chisquare

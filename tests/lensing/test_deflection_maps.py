@@ -20,7 +20,9 @@ Z_LENS = 0.3475
 def model():
     return LensModel(
         [
-            LensComponent("sie", {"theta_e_arcsec": 1.5, "q": 0.7, "angle_deg": 25.0, "center_x": 0.4, "center_y": -0.3}),
+            LensComponent(
+                "sie", {"theta_e_arcsec": 1.5, "q": 0.7, "angle_deg": 25.0, "center_x": 0.4, "center_y": -0.3}
+            ),
             LensComponent("shear", {"gamma": 0.05, "angle_deg": 40.0}),
         ],
         Z_LENS,
@@ -155,7 +157,8 @@ def test_bad_files_raise_errors_naming_the_file(dmap, tmp_path):
     nan_file = tmp_path / "nan.fits"
     header = dmap.wcs.to_header()
     fits.HDUList(
-        [fits.PrimaryHDU(), fits.ImageHDU(dmap.alpha_x, header, name="ALPHA_X"), fits.ImageHDU(bad, header, name="ALPHA_Y")]
+        [fits.PrimaryHDU(), fits.ImageHDU(dmap.alpha_x, header, name="ALPHA_X"),
+         fits.ImageHDU(bad, header, name="ALPHA_Y")]
     ).writeto(nan_file)
     with pytest.raises(InputFileError, match=r"nan\.fits: deflection map contains 1 NaN"):
         dm.read_deflection_fits(nan_file, z_lens=0.3)

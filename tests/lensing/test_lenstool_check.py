@@ -93,7 +93,7 @@ def test_cli_s1063(tmp_path):
     assert not list(out.parent.glob(".*.tmp"))
 
 
-@pytest.mark.parametrize("case", ["unknown_profil", "missing_columns"])
+@pytest.mark.parametrize("case", ["unknown_profil", "truncated", "missing_columns"])
 def test_cli_bad_input_is_one_clear_error(tmp_path, case):
     par, mul = tmp_path / "best.par", tmp_path / "mul.cat"
     par.write_text(f"runmode\n\treference 3 {REF[0]} {REF[1]}\n\tend\n"
@@ -102,6 +102,9 @@ def test_cli_bad_input_is_one_clear_error(tmp_path, case):
     if case == "unknown_profil":
         par.write_text(par.read_text().replace("profil 1", "profil 99"))
         expected = "best.par, line 5: unsupported profil 99"
+    elif case == "truncated":
+        par.write_text(par.read_text().replace("\tend\nfini\n", ""))
+        expected = "best.par, line 4: block 'potentiel A' is truncated"
     else:
         mul.write_text("1.1 342.19 -44.52 0.1 0.1 0.0 1.2 0.0\n1.2 342.18 -44.53 0.1 0.1\n")
         expected = "mul.cat, line 2: a multiple-image catalogue expects 8 columns"

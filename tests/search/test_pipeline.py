@@ -26,10 +26,14 @@ OUTSIDE = (700, 250)
 NAN_AT = (100, 450)
 
 
+def with_search(config, **changes):
+    return dataclasses.replace(config, search=dataclasses.replace(config.search, **changes))
+
+
 @pytest.fixture(scope="module")
 def cfg():
-    c = load_config(PARAMS)
-    return dataclasses.replace(c.search, threshold=None, batch_size=4, prefetch_batches=2)
+    """Small batches; great-expectations off (the ``searched`` run and the CLI runs have it on)."""
+    return with_search(load_config(PARAMS), threshold=None, batch_size=4, prefetch_batches=2, ge_chunk_rows=0)
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +56,9 @@ def field(tmp_path_factory):
 @pytest.fixture(scope="module")
 def searched(field, registry, cfg, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "search"
-    with open_field(BANDS, cfg.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
+    with open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
         result = run_search(
-            cfg, inp, out, planted=Table.read(field / "planted.ecsv"), tracking_uri=registry,
+            with_search(cfg, ge_chunk_rows=20000), inp, out, planted=Table.read(field / "planted.ecsv"), tracking_uri=registry,
             artifact_root=out.parent / "mlartifacts", progress=False,
         )
     return result
@@ -94,6 +98,7 @@ def test_counts_table_and_metrics(searched):
     assert m["lenses_wrongly_rejected_by_cleaning"] == 0 and m["n_candidates"] == 4
     assert m["cleaning_rejected_fraction"] == pytest.approx(2 / 7)
     assert m["lenses_TP"] == 3 and m["candidates_purity"] == pytest.approx(3 / 4)
+    assert m["validation_ge_runs"] == 1 and m["validation_ge_disagreements"] == 0
     on_disk = json.loads((searched.out_dir / "metrics.json").read_text())
     assert on_disk == pytest.approx(m)
 
@@ -122,15 +127,15 @@ def test_mlflow_run_has_the_stage_counts(searched, registry):
 
 def test_batching_gives_the_same_scores(field, keras_model, cfg):
     scorer = Scorer(keras_model.predict_on_batch, "keras:tiny")
-    with open_field(BANDS, cfg.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
-        small = stream_scores(inp, scorer, dataclasses.replace(cfg, batch_size=3), None, progress=False)
-        one = stream_scores(inp, scorer, dataclasses.replace(cfg, batch_size=1000, prefetch_batches=0), None, progress=False)
+    with open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
+        small = stream_scores(inp, scorer, with_search(cfg, batch_size=3), None, progress=False)
+        one = stream_scores(inp, scorer, with_search(cfg, batch_size=1000, prefetch_batches=0), None, progress=False)
     np.testing.assert_allclose(small.score, one.score, rtol=1e-6, equal_nan=True)
     assert np.isfinite(small.score).sum() == 9
 
 
 def test_unknown_model_uri_is_a_clear_error(field, registry, cfg, tmp_path):
-    with open_field(BANDS, cfg.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
+    with open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
         with pytest.raises(LensSearchError, match="model URI 'models:/lenssearch-nope@champion' cannot be loaded"):
             run_search(cfg, inp, tmp_path / "out", model_uri="models:/lenssearch-nope@champion", tracking_uri=registry)
     assert not (tmp_path / "out").exists()
@@ -146,7 +151,7 @@ def test_failure_mid_search_leaves_no_catalogue(field, cfg, tmp_path, keras_mode
     out = tmp_path / "out"
     out.mkdir()
     (out / "candidates.ecsv").write_text("previous run\n")
-    with open_field(BANDS, cfg.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
+    with open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
         with pytest.raises(ModelOutputError, match="not a probability"):
             run_search(cfg, inp, out, model_uri=Scorer(predict, "keras:bad"), log_mlflow=False, progress=False)
     assert (out / "candidates.ecsv").read_text() == "previous run\n"
@@ -156,9 +161,9 @@ def test_failure_mid_search_leaves_no_catalogue(field, cfg, tmp_path, keras_mode
 def test_empty_catalogue_and_all_outside(field, cfg, tmp_path, keras_model):
     Table({"ra": np.array([], float), "dec": np.array([], float)}).write(tmp_path / "empty.ecsv")
     with pytest.raises(LensSearchError, match="empty.ecsv: the catalogue is empty"):
-        open_field(BANDS, cfg.detection, field_dir=field, catalogue=tmp_path / "empty.ecsv")
+        open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=tmp_path / "empty.ecsv")
     Table({"ra": [CENTER[0] + 1.0], "dec": [CENTER[1]]}).write(tmp_path / "far.ecsv")
-    with open_field(BANDS, cfg.detection, field_dir=field, catalogue=tmp_path / "far.ecsv") as inp:
+    with open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=tmp_path / "far.ecsv") as inp:
         res = run_search(cfg, inp, tmp_path / "out", model_uri=Scorer(keras_model.predict_on_batch, "k"),
                          log_mlflow=False, progress=False)
     assert res.metrics["n_outside"] == 1 and res.metrics["n_candidates"] == 0
@@ -166,7 +171,7 @@ def test_empty_catalogue_and_all_outside(field, cfg, tmp_path, keras_model):
 
 
 def test_sep_detections_without_catalogue(field, cfg, tmp_path, keras_model):
-    with open_field(BANDS, cfg.detection, field_dir=field) as inp:
+    with open_field(BANDS, cfg.search.detection, field_dir=field) as inp:
         assert "detected by sep" in inp.description
         res = run_search(cfg, inp, tmp_path / "out", model_uri=Scorer(keras_model.predict_on_batch, "k"),
                          log_mlflow=False, write_gallery=False, progress=False)
@@ -184,8 +189,7 @@ def test_known_lenses_table(field, registry, cfg, tmp_path):
     ra, dec = wcs.all_pix2world(xy[:, 0], xy[:, 1], 0)
     Table({"id": ["A1", "A2", "B1", "C1", "C2"], "ra": ra, "dec": dec,
            "label": ["secure", "secure", "uncertain", "secure", "no"]}).write(tmp_path / "known.ecsv")
-    load = load_config(PARAMS)
-    with open_input(load, field=field, catalogue=tmp_path / "known.ecsv", known=True) as inp:
+    with open_input(cfg, field=field, catalogue=tmp_path / "known.ecsv", known=True) as inp:
         table, totals = run_known_lenses(cfg, inp, tmp_path / "out", ["models:/lenssearch@champion"],
                                          tracking_uri=registry, artifact_root=tmp_path / "art")
     assert list(table["class_lenssearch"]) == ["TP", "TP", "TP", "FN", "TN"]

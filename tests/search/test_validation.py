@@ -1,53 +1,85 @@
-"""Per-cutout checks before scoring: each failure is flagged on its own cutout."""
+"""Per-cutout validation: inline checks with the KB suite's semantics, and the great-expectations suite itself."""
 
 import numpy as np
 import pytest
-from search_helpers import NOISE, gaussian
+from search_helpers import NOISE, PARAMS, gaussian
 
-from lenssearch.search.validation import CHECKS, ValidationContext, cutout_noise, failure_labels, validate_batch
+from lenssearch.config import load_config
+from lenssearch.kb.validation import background_level_and_noise
+from lenssearch.search.validation import (
+    CHECKS,
+    ValidationContext,
+    cutout_statistics,
+    failure_labels,
+    run_expectations,
+    validate_batch,
+)
+
+BANDS = ("F435W", "F606W", "F814W")
 
 
-def ctx(size=64):
-    return ValidationContext(size=size, n_bands=3, noise_sigma=np.asarray(NOISE), noise_ratio_min=0.5, noise_ratio_max=2.0)
+@pytest.fixture(scope="module")
+def vcfg():
+    return load_config(PARAMS).validate
 
 
-def batch(n=6, size=64, seed=0):
+def ctx(vcfg, size=128):
+    return ValidationContext.from_config(vcfg, size, BANDS, NOISE)
+
+
+def batch(n=7, size=128, seed=0):
     rng = np.random.default_rng(seed)
     out = rng.normal(0.0, 1.0, (n, size, size, 3)) * np.asarray(NOISE)
     out[..., 2] += gaussian((size, size), size / 2, size / 2, 0.5, 4.0)  # a bright galaxy does not bias the noise
     return out.astype(np.float32)
 
 
-def test_noise_estimate_ignores_smooth_light():
-    np.testing.assert_allclose(np.median(cutout_noise(batch(20, 128)), axis=0), NOISE, rtol=0.05)
+def test_statistics_agree_with_the_kb_suite(vcfg):
+    cut = batch(4)
+    stats = cutout_statistics(cut, ctx(vcfg))
+    for i in range(4):
+        for b, band in enumerate(BANDS):
+            level, sigma = background_level_and_noise(cut[i, ..., b])
+            assert stats[f"bg_level_{band}"][i] == pytest.approx(level, rel=1e-5, abs=1e-9)
+            assert stats[f"bg_sigma_{band}"][i] == pytest.approx(sigma, rel=1e-5)
+    np.testing.assert_allclose(np.median([stats[f"noise_ratio_{b}"] for b in BANDS], axis=1), 1.0, atol=0.05)
 
 
-def test_each_failure_flags_only_its_cutout():
+def test_each_failure_flags_only_its_cutout(vcfg):
     cut = batch()
     cut[1, 10:20, 10:20, 0] = np.nan  # NaN region
     cut[2, :, :, 1] = 0.0  # a band without data
     cut[3] *= 5.0  # noise five times too high
-    cut[4] *= 0.1  # implausibly low noise
-    failed = validate_batch(cut, ctx())
+    cut[4] *= 0.3  # implausibly low noise
+    cut[5, ..., 0] += (vcfg.background_max_sigma + 2) * NOISE[0]  # an unsubtracted sky in one band
+    stats, failed = validate_batch(cut, ctx(vcfg))
     assert list(failed) == list(CHECKS)
-    assert failure_labels(failed) == ["", "finite", "coverage", "noise", "noise", ""]
+    assert failure_labels(failed) == ["", "finite", "noise", "noise", "noise", "background", ""]
 
 
-def test_wrong_shape_flags_every_cutout():
-    failed = validate_batch(batch(size=32), ctx(64))
-    assert failed["shape"].all()
-    assert set(failure_labels(failed)) == {"shape"}
+def test_wrong_shape_and_dtype(vcfg):
+    _, failed = validate_batch(batch(2, size=64), ctx(vcfg))
+    assert failure_labels(failed) == ["shape", "shape"]
+    _, failed = validate_batch(batch(2).astype(np.float64), ctx(vcfg))
+    assert failure_labels(failed) == ["shape", "shape"]
 
 
-def test_edge_padding_does_not_fail_noise():
+def test_edge_padding_is_judged_on_the_data(vcfg):
     cut = batch(2)
-    cut[0, :, :40, :] = 0.0  # 62% off the image: zero padding
-    assert failure_labels(validate_batch(cut, ctx())) == ["", ""]
-    np.testing.assert_allclose(cutout_noise(cut)[0], NOISE, rtol=0.15)
+    cut[0, :, :40, :] = 0.0  # a third of the cutout off the image (zero padding)
+    stats, failed = validate_batch(cut, ctx(vcfg))
+    assert failure_labels(failed) == ["", ""]
+    np.testing.assert_allclose([stats[f"noise_ratio_{b}"][0] for b in BANDS], 1.0, atol=0.1)
 
 
-@pytest.mark.parametrize("bad", [np.inf, -np.inf])
-def test_infinite_pixels(bad):
-    cut = batch(2)
-    cut[0, 5, 5, 2] = bad
-    assert failure_labels(validate_batch(cut, ctx())) == ["finite", ""]
+def test_great_expectations_flags_the_same_rows(vcfg):
+    cut = batch()
+    cut[1, 10:20, 10:20, 0] = np.nan
+    cut[3] *= 5.0
+    cut[5, ..., 0] += (vcfg.background_max_sigma + 2) * NOISE[0]
+    c = ctx(vcfg)
+    stats, failed = validate_batch(cut, c)
+    inline_ok = ~np.any(np.column_stack(list(failed.values())), axis=1)
+    passed, failures = run_expectations(stats, c, vcfg)
+    assert passed.tolist() == inline_ok.tolist() == [True, False, True, False, True, False, True]
+    assert {f["column"] for f in failures} >= {"finite_fraction", "noise_ratio_F435W", "bg_level_sigma_F435W"}

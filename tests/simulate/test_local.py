@@ -53,8 +53,12 @@ def test_map_only_local_lens(model, dmap):
     x, y = np.random.default_rng(2).uniform(-3, 3, (2, 200))
     ax, ay = lens.deflection(x, y)
     ex, ey = dmap.deflection(x, y)
-    np.testing.assert_allclose(ax, ex, atol=1e-6)
-    np.testing.assert_allclose(ay, ey, atol=1e-6)
+    # both are bicubic interpolations of the map (on a window / on the whole map)
+    np.testing.assert_allclose(ax, ex, atol=1e-4)
+    np.testing.assert_allclose(ay, ey, atol=1e-4)
+    fx, fy = model.deflection(x, y)
+    # map-only fields pay for it near the members (0.1" map pixels): why the near components are exact
+    assert np.max(np.hypot(ax - fx, ay - fy)) < 0.1
 
 
 def test_map_that_does_not_cover_the_region_is_an_error(model):
@@ -77,7 +81,8 @@ def test_sis_critical_line_caustic_and_images():
     assert np.max(np.hypot(line.caustic_x, line.caustic_y)) < 0.01
     bx, by = grid.source_positions(z_s)
     beta = 0.3
-    x, y, mu = count_images(bx, by, grid.x_axis, grid.y_axis, beta, 0.0, grid.magnification(z_s), 0.0)
+    # the singular centre of the SIS maps onto a circle: the |mu| cut removes that spurious solution
+    x, y, mu = count_images(bx, by, grid.x_axis, grid.y_axis, beta, 0.0, grid.magnification(z_s), 0.1)
     assert len(x) == 2
     np.testing.assert_allclose(np.sort(x), [beta - f, beta + f], atol=0.02)
     # a source outside the caustic-free SIS cross-section (beta > theta_E) has one image

@@ -114,7 +114,7 @@ def open_storage(url: str):
     return storage
 
 
-def _run_study(storage, name: str, seed: int, objective, enqueue: dict, n_trials: int):
+def _run_study(storage, name: str, seed: int, objective, enqueue: list[dict], n_trials: int):
     """Optimise in memory with a seeded TPE sampler, then store the study (all trials) in ``storage``.
 
     Sampling against the sqlite storage directly costs ~0.1 s per trial (a transaction per call); the trials
@@ -125,7 +125,8 @@ def _run_study(storage, name: str, seed: int, objective, enqueue: dict, n_trials
     study = optuna.create_study(
         study_name=name, sampler=optuna.samplers.TPESampler(seed=seed), direction="maximize"
     )
-    study.enqueue_trial(enqueue)
+    for params in enqueue:
+        study.enqueue_trial(params)
     study.optimize(objective, n_trials=n_trials)
     try:
         optuna.delete_study(study_name=name, storage=storage)
@@ -178,7 +179,7 @@ def tune_threshold(
     study = _run_study(
         storage, f"{name}/threshold", seed,
         lambda tr: fn(labels, scores, tr.suggest_float("threshold", lo, hi), purity_min),
-        {"threshold": start}, n_trials,
+        [{"threshold": start}], n_trials,
     )
     t = float(study.best_params["threshold"])
     studies = [study]
@@ -186,7 +187,8 @@ def tune_threshold(
         q_study = _run_study(
             storage, f"{name}/qtp", seed + 1,
             lambda tr: qtp_objective(labels, scores, tr.suggest_float("qtp_lower", lo, t), t, qtp_band_purity_min),
-            {"qtp_lower": max(lo, 0.4 * t)}, n_trials,
+            # an empty band (lower bound = threshold) is always feasible: the fallback when no band is pure enough
+            [{"qtp_lower": t}, {"qtp_lower": max(lo, 0.4 * t)}], n_trials,
         )
         tq = float(q_study.best_params["qtp_lower"])
         studies.append(q_study)

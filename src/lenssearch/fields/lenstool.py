@@ -147,7 +147,9 @@ def build_lenstool_field(entry, cfg, out_dir: str | Path, *, progress: bool = Tr
         )
     lt = read_parfile(entry.parfile, entry.members)
     if lt.reference_radec is None:
-        raise InputFileError(f"{entry.parfile}: no 'reference 3 RA Dec' in runmode; the map cannot be placed on the sky")
+        raise InputFileError(
+            f"{entry.parfile}: no 'reference 3 RA Dec' in runmode; the map cannot be placed on the sky"
+        )
     if lt.members is None or len(lt.members) == 0:
         raise InputFileError(f"{entry.members}: no members")
 

@@ -51,6 +51,8 @@ from lenssearch.fields.photometry import mag_to_flux, pixel_sigma_from_depth, te
 C_KMS = 299792.458
 #: Velocity dispersion of the members along the line of sight (km/s) for their redshifts.
 MEMBER_VELOCITY_DISPERSION_KMS = 1000.0
+#: Margin (arcsec) by which the deflection map extends beyond the image on every side.
+MAP_MARGIN_ARCSEC = 8.0
 
 
 def field_rng(seed: int, name: str, stream: int = 0) -> np.random.Generator:
@@ -458,8 +460,10 @@ def build_synthetic_field(entry, cfg, out_dir: str | Path, *, with_critical_line
     psfs = band_psfs(bands, scale, synth.psf_size_pixels, synth.psf_fwhm_arcsec)
     images, stars, galaxies, depths, sigma = render_field(entry, cfg, members, psfs, rng, reference, wcs, shape)
 
-    # deflection map a little larger than the image, so that interpolation never runs off its edge
-    n_map = int(np.ceil((entry.size_arcsec + 4.0) / synth.deflection_pixel_arcsec))
+    # deflection map larger than the image: local lens grids around members near the edge (critical lines,
+    # injection) and interpolation never run off its edge
+    margin = max(MAP_MARGIN_ARCSEC, cfg.field.critical_lines.search_radius_arcsec + 2.0)
+    n_map = int(np.ceil((entry.size_arcsec + 2.0 * margin) / synth.deflection_pixel_arcsec))
     map_wcs = tan_wcs(reference, (n_map, n_map), synth.deflection_pixel_arcsec)
     dmap = compute_deflection_map(model, map_wcs, (n_map, n_map), reference, z_lens=entry.z_lens,
                                   cosmology=cosmology)

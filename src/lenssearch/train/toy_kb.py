@@ -21,34 +21,41 @@ GALAXY_COLOUR = np.array([0.15, 0.45, 1.0])  # red lens galaxy: relative flux pe
 ARC_COLOUR = np.array([1.0, 0.8, 0.6])  # bluer lensed source
 
 
-def _galaxy(x, y, rng):
+def _galaxy(x, y, rng, scale):
     q = rng.uniform(0.5, 1.0)
     angle = rng.uniform(0, np.pi)
     c, s = np.cos(angle), np.sin(angle)
     xr, yr = c * x + s * y, -s * x + c * y
     r = np.sqrt(q * xr**2 + yr**2 / q)
-    return np.exp(-r / rng.uniform(4.0, 10.0))
+    return np.exp(-r / (scale * rng.uniform(4.0, 10.0)))
 
 
-def toy_cutouts(labels: np.ndarray, rng: np.random.Generator, size: int = 128) -> np.ndarray:
-    """N x size x size x 3 float32 cutouts (e-/s) for the given labels (1 adds a ring or arc)."""
+def toy_cutouts(
+    labels: np.ndarray, rng: np.random.Generator, size: int = 128, arc_snr_range: tuple[float, float] = (1.0, 10.0)
+) -> np.ndarray:
+    """N x size x size x 3 float32 cutouts (e-/s) for the given labels (1 adds a ring or arc).
+
+    Sizes other than 128 shrink the field (the galaxy scale and the ring radii scale with ``size / 128``);
+    ``arc_snr_range`` bounds the arcs' peak surface brightness in noise sigmas (drawn log-uniformly).
+    """
+    scale = size / 128.0
     y, x = np.mgrid[:size, :size] - (size - 1) / 2.0
     out = np.empty((len(labels), size, size, len(BANDS)), dtype=np.float32)
     for i, label in enumerate(labels):
         peak = 10 ** rng.uniform(-0.5, 1.5)  # peak F814W of the galaxy, e-/s
-        image = peak * _galaxy(x, y, rng)[..., None] * GALAXY_COLOUR
+        image = peak * _galaxy(x, y, rng, scale)[..., None] * GALAXY_COLOUR
         if rng.random() < 0.3:  # a neighbour
-            dx, dy = rng.uniform(-50, 50, size=2)
-            image += 0.3 * peak * _galaxy(x - dx, y - dy, rng)[..., None] * GALAXY_COLOUR
+            dx, dy = rng.uniform(-50, 50, size=2) * scale
+            image += 0.3 * peak * _galaxy(x - dx, y - dy, rng, scale)[..., None] * GALAXY_COLOUR
         if label:
-            radius = rng.uniform(0.3, 1.5) / PIXEL_SCALE_ARCSEC
+            radius = rng.uniform(0.3, 1.5) / PIXEL_SCALE_ARCSEC * scale
             phi = np.arctan2(y, x)
             width = rng.uniform(1.0, 2.5)
             ring = np.exp(-0.5 * ((np.hypot(x, y) - radius) / width) ** 2)
             if rng.random() < 0.6:  # an arc rather than a full ring
                 centre, extent = rng.uniform(-np.pi, np.pi), rng.uniform(0.4, 1.2)
                 ring *= np.exp(-0.5 * (np.angle(np.exp(1j * (phi - centre))) / extent) ** 2)
-            snr = 10 ** rng.uniform(0.0, 1.0)  # peak surface brightness of the arc, in noise sigmas
+            snr = 10 ** rng.uniform(*np.log10(arc_snr_range))  # peak surface brightness, noise sigmas
             image += snr * ring[..., None] * ARC_COLOUR * NOISE_E_PER_S
         out[i] = image + rng.normal(size=image.shape) * NOISE_E_PER_S
     return out
@@ -73,6 +80,7 @@ def write_toy_kb(
     validation_fraction: float = 0.15,
     seed: int = 0,
     size: int = 128,
+    arc_snr_range: tuple[float, float] = (1.0, 10.0),
 ) -> Path:
     """Write a toy knowledge base (datasets ``cutouts``, ``labels``, ``ids``, ``fold``, ``metadata``; attributes
     ``bands``, ``pixel_scale_arcsec``, ``zeropoints_ab``, ``n_folds``, ``seed``) and return its path."""
@@ -81,7 +89,7 @@ def write_toy_kb(
 
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.r_[np.ones(n_lenses), np.zeros(n_nonlenses)]).astype(np.int8)
-    cutouts = toy_cutouts(labels, rng, size)
+    cutouts = toy_cutouts(labels, rng, size, arc_snr_range)
     fold = stratified_folds(labels, n_folds, validation_fraction, rng)
     ids = np.array([f"toy-{i:05d}" for i in range(len(labels))], dtype="S16")
     path = Path(path)

@@ -1,0 +1,54 @@
+"""The evaluate verb end to end: tables beside the paper's values, figures, metrics, MLflow runs, bad input."""
+
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from lenssearch.cli import app
+
+from .conftest import REPO
+
+
+def test_evaluate_verb_writes_report_beside_the_paper(synthetic, mlflow_store, tmp_path):
+    import mlflow
+
+    preds, kb = synthetic
+    out, report = tmp_path / "evaluation", tmp_path / "evaluation.md"
+    res = CliRunner().invoke(app, ["evaluate", "--predictions", str(preds), "--kb", str(kb), "--out", str(out),
+                                   "--report", str(report), "--tracking-uri", mlflow_store,
+                                   "--params", str(REPO / "params.yaml")])
+    assert res.exit_code == 0, res.output
+    text = report.read_text()
+    # our value, then the paper's in parentheses, row for row (Table A.1: VGG GGSL purity 93.4)
+    line = next(x for x in text.splitlines() if x.startswith("| GGSL pur |"))
+    assert "(93.4)" in line and "(87.5)" in line and "(93.1)" in line
+    assert "| colour_lt_-0.5 |" in text and "(0.333)" in text  # Table A.4
+    assert "| z_s_ge_5 |" in text and "(0.282)" in text  # Table A.5
+    assert "not measurable" in text  # TPR at FPR 1e-3 with ~200 negatives
+    assert (tmp_path / "evaluation.html").read_text().count("<table>") >= 6
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["networks"]) == {"vgg", "sc_vgg", "f435w", "f606w", "f814w"}
+    assert metrics["networks"]["vgg"]["tpr_at_fpr_1e-03"] is None
+    assert abs(metrics["red_sequence"]["slope"] + 0.04) < 0.02
+    for name in ("fig6_roc", "fig6_boxplots", "fig8_false_positives", "fig9_false_negatives", "figA1_rates_2d",
+                 "fig11_purity_completeness", "red_sequence"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000
+    for key in ("A1", "A2", "A3", "A4", "A5"):
+        assert (out / "tables" / f"table_{key}.ecsv").exists()
+    runs = mlflow.search_runs(experiment_names=["lenssearch-evaluation"], filter_string="tags.kind = 'network'")
+    assert len(runs) == 5
+    vgg = runs[runs["tags.network"] == "vgg"].iloc[0]
+    assert np.isclose(vgg["metrics.auc"], metrics["networks"]["vgg"]["auc"])
+    assert "tpr_at_fpr_1e-03" in vgg["tags.not_measurable"]
+
+
+def test_bad_input_exits_non_zero_with_one_line(tmp_path):
+    (tmp_path / "vgg").mkdir()
+    (tmp_path / "vgg" / "predictions.ecsv").write_text("not an ecsv\n")
+    res = CliRunner().invoke(app, ["evaluate", "--predictions", str(tmp_path), "--out", str(tmp_path / "o"),
+                                   "--report", str(tmp_path / "r.md"), "--no-mlflow",
+                                   "--params", str(REPO / "params.yaml")])
+    assert res.exit_code == 2
+    assert "error:" in res.output and "predictions.ecsv" in res.output
+    assert not (tmp_path / "o").exists()

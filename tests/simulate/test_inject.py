@@ -1,0 +1,142 @@
+"""The simulate stage end to end on a small field: constraints, physics, repeatability, bad input."""
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+
+from lenssearch.errors import LensSearchError
+from lenssearch.simulate.inject import run_simulate, split_counts
+from lenssearch.simulate.store import CUTOUTS, METADATA, read_cutout_set
+
+from conftest import Z_LENS, build_field
+
+
+@pytest.fixture(scope="module")
+def mocks(cfg, test_fields, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim") / "mocks"
+    reports = out.parent / "reports"
+    metrics = run_simulate(cfg, test_fields, out, reports, progress=False)
+    return out, reports, metrics
+
+
+def test_outputs_and_metadata_constraints(cfg, mocks, test_fields):
+    out, reports, metrics = mocks
+    cutouts, meta, attrs = read_cutout_set(out)
+    n = cfg.simulate.n_mocks
+    assert cutouts.shape == (n, 128, 128, 3) and cutouts.dtype == np.float32
+    assert attrs["bands"] == ["F435W", "F606W", "F814W"] and attrs["kind"] == "mock"
+    assert len(set(meta["id"])) == n and np.all(meta["label"] == 1)
+    theta = cfg.field.critical_lines
+    assert np.all((meta["theta_e_arcsec"] > theta.theta_e_min_arcsec) & (meta["theta_e_arcsec"] < theta.theta_e_max_arcsec))
+    assert np.all(meta["z_s"] >= Z_LENS + cfg.simulate.sources.dz_min)
+    assert np.all(meta["source_mag_F814W"] <= cfg.simulate.sources.mag_limit)
+    assert np.all(meta["n_images"] >= 1) and np.mean(meta["n_images"] >= 2) > 0.5
+    assert np.all(meta["magnification"] > 1.0)
+    assert np.all(meta["magnification_in_cutout"] <= meta["magnification"] + 1e-9)
+    assert np.all(np.isfinite(meta["lens_mag_F814W"]))
+    assert set(meta["member_id"]) <= {"TEST-M0000", "TEST-M0001"}
+    assert metrics["n_mocks"] == n
+    for name in ("metrics.json", "source_counts_pz.png", "size_redshift.png"):
+        assert (reports / name).exists()
+
+
+def test_injected_light_is_the_source(cfg, mocks, test_fields):
+    """Cutout minus the field = lensed source; its F814W flux = intrinsic flux x magnification (in the cutout)."""
+    from lenssearch.fields.layout import list_fields
+    from lenssearch.simulate.scene import FieldScene
+
+    out, _, _ = mocks
+    cutouts, meta, _ = read_cutout_set(out)
+    scene = FieldScene(list_fields(test_fields)[0], cfg.base.bands, with_lens=False)
+    zp = dict(zip(scene.bands, scene.zeropoints))
+    for k in range(len(meta)):
+        row = meta[k]
+        field = scene.cutout(int(row["cutout_row0"]), int(row["cutout_col0"]), 128)
+        injected = cutouts[k].astype(float) - field
+        intrinsic = 10 ** (-0.4 * (row["source_mag_F814W"] - zp["F814W"]))
+        # the PSF spreads a little light out of (and in from the padding into) the cutout
+        assert injected[..., 2].sum() == pytest.approx(intrinsic * row["magnification_in_cutout"], rel=0.1, abs=1e-3)
+        if row["z_s"] >= 4.0:
+            # dropouts: (nearly) nothing in F435W compared with F814W (e-/s, zero points included)
+            ratio = injected[..., 0].sum() / injected[..., 2].sum()
+            assert ratio < 0.05 * 10 ** (0.4 * (zp["F435W"] - zp["F814W"]))
+
+
+def test_z_ge_4_mocks_drop_out_of_f435w(cfg, test_fields, tmp_path):
+    """Force high-redshift sources (bins pushed to z > 4) and check the F435W light."""
+    src = dataclasses.replace(cfg.simulate.sources, dz_min=4.0)
+    c = dataclasses.replace(cfg, simulate=dataclasses.replace(cfg.simulate, sources=src, n_mocks=4))
+    out = tmp_path / "hz"
+    run_simulate(c, test_fields, out, None, progress=False)
+    cutouts, meta, _ = read_cutout_set(out)
+    from lenssearch.fields.layout import list_fields
+    from lenssearch.simulate.scene import FieldScene
+
+    scene = FieldScene(list_fields(test_fields)[0], cfg.base.bands, with_lens=False)
+    assert np.all(meta["z_s"] >= Z_LENS + 4.0)
+    for k in range(len(meta)):
+        field = scene.cutout(int(meta["cutout_row0"][k]), int(meta["cutout_col0"][k]), 128)
+        injected = cutouts[k].astype(float) - field
+        f435 = np.abs(injected[..., 0]).sum()
+        f814 = injected[..., 2].sum()
+        assert f814 > 0 and f435 < 0.05 * f814
+
+
+def test_same_seed_same_bytes(cfg, test_fields, tmp_path):
+    c = dataclasses.replace(cfg, simulate=dataclasses.replace(cfg.simulate, n_mocks=3))
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_simulate(c, test_fields, a, tmp_path / "ra", progress=False)
+    run_simulate(c, test_fields, b, tmp_path / "rb", progress=False)
+    for name in (CUTOUTS, METADATA):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+    assert (tmp_path / "ra" / "metrics.json").read_bytes() == (tmp_path / "rb" / "metrics.json").read_bytes()
+    other = dataclasses.replace(c, base=dataclasses.replace(c.base, seed=c.base.seed + 1))
+    run_simulate(other, test_fields, tmp_path / "c", None, progress=False)
+    assert (a / METADATA).read_bytes() != (tmp_path / "c" / METADATA).read_bytes()
+
+
+def test_member_catalogue_without_radec_is_a_clear_error(cfg, tmp_path):
+    build_field(tmp_path / "fields", drop_member_radec=True)
+    out = tmp_path / "mocks"
+    with pytest.raises(LensSearchError, match=r"members.ecsv: member catalogue lacks column\(s\) \['ra', 'dec'\]"):
+        run_simulate(cfg, tmp_path / "fields", out, None, progress=False)
+    assert not out.exists()
+
+
+def test_deflection_map_covering_the_cutout_but_not_the_lens_grid_is_completed_by_the_model(cfg, tmp_path):
+    build_field(tmp_path / "fields", map_size=8.0)
+    c = dataclasses.replace(cfg, simulate=dataclasses.replace(cfg.simulate, n_mocks=2))
+    run_simulate(c, tmp_path / "fields", tmp_path / "mocks", None, progress=False)
+    assert len(read_cutout_set(tmp_path / "mocks")[1]) == 2
+
+
+def test_deflection_map_not_covering_the_cutout_is_a_clear_error(cfg, tmp_path):
+    build_field(tmp_path / "fields", map_size=3.0)
+    out = tmp_path / "mocks"
+    with pytest.raises(LensSearchError, match="deflection.fits: the deflection map .* does not cover"):
+        run_simulate(cfg, tmp_path / "fields", out, None, progress=False)
+    assert not out.exists()
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path):
+    from typer.testing import CliRunner
+
+    from lenssearch.cli import app
+
+    build_field(tmp_path / "fields", drop_member_radec=True)
+    result = CliRunner().invoke(app, ["simulate", "--fields", str(tmp_path / "fields"), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert "lacks column" in result.output and "Traceback" not in result.output
+
+
+def test_no_fields_is_an_error(cfg, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LensSearchError, match="no field directories"):
+        run_simulate(cfg, tmp_path / "empty", tmp_path / "m", None, progress=False)
+
+
+def test_split_counts():
+    assert split_counts(600, 2) == [300, 300]
+    assert split_counts(7, 3) == [3, 2, 2]
