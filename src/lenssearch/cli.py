@@ -173,6 +173,21 @@ StackOption = Annotated[Optional[Path], typer.Option("--stack", help="Stack of c
 TrackingOption = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow store (default sqlite:///mlflow.db).")]
 
 
+@app.command("search-field")
+@verb
+def search_field_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder of the held-out search field (data/search_field).")],
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Build the demo's held-out synthetic field with planted lenses (never seen by training)."""
+    from lenssearch.search.demo import build_search_field
+
+    cfg = load(params, profile)
+    path = build_search_field(cfg, out)
+    typer.echo(f"wrote {path}")
+
+
 @app.command("search")
 @verb
 def search_cmd(
@@ -406,14 +421,22 @@ def field_cmd(
     import json
 
     from lenssearch.fields.lenstool import build_lenstool_field, critical_line_metrics
+    from lenssearch.fields.painted import add_synthetic_light
     from lenssearch.fields.synthetic import build_synthetic_field
     from lenssearch.fields.user import build_user_field
     from lenssearch.io import atomic_path
 
     cfg = load(params, profile)
+
+    def build_lenstool_field_with_light(entry, cfg, out_dir):
+        path = build_lenstool_field(entry, cfg, out_dir)
+        if entry.light_depth is not None:  # synthetic HST light at the real model's members
+            add_synthetic_light(path, cfg, entry.light_depth, entry.image_size_arcsec, entry.lenstool_mag_band)
+        return path
+
     # kind -> (entries of the config, builder(entry, cfg, out_dir) -> field directory); a new kind adds a line
     kinds = {
-        "lenstool": (cfg.field.lenstool, build_lenstool_field),
+        "lenstool": (cfg.field.lenstool, build_lenstool_field_with_light),
         "synthetic": (cfg.field.synthetic.fields, build_synthetic_field),
         "user": (cfg.field.user, build_user_field),
     }

@@ -63,6 +63,9 @@ class LensToolFieldConfig:
     members: str
     map_size_arcsec: float
     map_pixel_arcsec: float
+    light_depth: Optional[str] = None  # a field.synthetic.depths preset: paint synthetic HST light (fields/painted.py)
+    image_size_arcsec: float = 100.0  # side of the painted images, centred on the model's reference
+    lenstool_mag_band: str = "F160W"  # band of the member catalogue's magnitudes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,6 +290,16 @@ class SearchGalleryConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SearchDemoConfig:
+    """The held-out synthetic field of the demo search (``search-field`` stage, ``search/demo.py``)."""
+
+    name: str  # a new field name: a fresh realisation of the template cluster (its own random stream)
+    template: str  # an entry of field.synthetic.fields
+    n_planted: int  # lenses planted with the simulate stage's injection
+    max_draws: int
+
+
+@dataclasses.dataclass(frozen=True)
 class SearchConfig:
     """The ``search`` stage and the ``known-lenses`` verb (Angora et al. 2023, Sect. 5; HOLISMOKES XVI)."""
 
@@ -302,6 +315,7 @@ class SearchConfig:
     detection: SearchDetectionConfig
     cleaning: SearchCleaningConfig
     gallery: SearchGalleryConfig
+    demo: SearchDemoConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -263,11 +263,23 @@ def log_fold_run(
     parent = mlflow.active_run()
     if parent is None:
         raise RuntimeError("log_fold_run needs an active parent run (use network_run)")
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
     with mlflow.start_run(run_name=name, nested=True, experiment_id=parent.info.experiment_id) as run:
-        for key, values in history.items():
-            for epoch, value in enumerate(values):
-                mlflow.log_metrics(_finite({key: value}), step=epoch)
-        mlflow.log_metrics(_finite(metrics))
+        now = int(time.time() * 1000)
+        entries = [
+            Metric(key, value, now, epoch)
+            for key, values in history.items()
+            for epoch, value in enumerate(values)
+            if _finite({key: value})
+        ]
+        entries += [Metric(key, value, now, 0) for key, value in _finite(metrics).items()]
+        client = MlflowClient()
+        for start in range(0, len(entries), 1000):  # MLflow's limit per batch
+            client.log_batch(run.info.run_id, metrics=entries[start : start + 1000])
         mlflow.set_tags({"fold": name, **{k: str(v) for k, v in (tags or {}).items()}})
         log_artifacts(artifacts)
         return run.info.run_id

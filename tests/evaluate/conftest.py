@@ -14,26 +14,6 @@ from lenssearch.evaluate.synthetic import NETWORKS, write_synthetic
 
 REPO = Path(__file__).resolve().parents[2]
 
-# A tiny real model: lens probability = sigmoid(scale * (mean pixel - 0.5)), any number of bands.
-MEMBER_CODE = '''
-import mlflow
-import numpy as np
-from mlflow.pyfunc import PythonModel
-
-
-class MeanPixelModel(PythonModel):
-    def load_context(self, context):
-        self.scale = float(context.model_config["scale"])
-
-    def predict(self, context, model_input, params=None):
-        x = np.asarray(model_input, dtype=np.float64)
-        m = x.reshape(len(x), -1).mean(axis=1)
-        return 1.0 / (1.0 + np.exp(-self.scale * (m - 0.5)))
-
-
-mlflow.models.set_model(MeanPixelModel())
-'''
-
 
 @pytest.fixture(scope="session")
 def cfg():
@@ -52,27 +32,6 @@ def replace(cfg, section: str, **changes):
     return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **changes)})
 
 
-def log_member(name: str, n_bands: int, scale: float) -> str:
-    """Log and register a tiny pyfunc model as ``name``; return ``models:/name/version``."""
-    import mlflow
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    code = Path(mlflow.get_tracking_uri()[len("sqlite:///"):]).parent / "member_model.py"
-    if not code.exists():
-        code.write_text(MEMBER_CODE)
-    sig = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, n_bands))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float64), (-1,))]),
-    )
-    with mlflow.start_run(run_name=f"train {name}"):
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(code), model_config={"scale": scale}, signature=sig,
-            pip_requirements=["mlflow", "numpy"], registered_model_name=name,
-        )
-    return f"models:/{name}/{info.registered_model_version}"
-
-
 @pytest.fixture(scope="session")
 def mlflow_store(tmp_path_factory):
     """A tmp sqlite MLflow store holding registered ``lenssearch-<network>`` models; returns its URI."""
@@ -85,6 +44,6 @@ def mlflow_store(tmp_path_factory):
 
     # artifacts beside the tmp store, never in the working directory
     mlflow.set_experiment(experiment_id=registry.experiment_id("train-fixtures", uri))
-    for i, net in enumerate(NETWORKS):
-        log_member(f"lenssearch-{net}", 3 if net in ("vgg", "sc_vgg") else 1, 2.0 + i)
+    for i, net in enumerate(NETWORKS):  # tiny real pyfunc models with the networks' input contract
+        registry.log_stand_in_model(f"lenssearch-{net}", 3 if net in ("vgg", "sc_vgg") else 1, 2.0 + i, root)
     return uri

@@ -88,6 +88,36 @@ def test_sie_critical_curve_and_caustic_match_kormann():
     assert_allclose(line.caustic_x, line.x - f * ax, atol=1e-12)
 
 
+def test_sie_with_shear_matches_lenstronomy():
+    """Peer implementation: lenstronomy's critical curves and caustics of an SIE in external shear."""
+    from lenstronomy.LensModel.lens_model import LensModel as LenstronomyModel
+    from lenstronomy.LensModel.lens_model_extensions import LensModelExtensions
+    from lenstronomy.Util import param_util
+
+    q, angle, g1, g2 = 0.6, 30.0, 0.05, 0.02
+    e1, e2 = param_util.phi_q2_ellipticity(np.deg2rad(angle), q)
+    kwargs = [{"theta_E": 1.0, "e1": e1, "e2": e2, "center_x": 0.0, "center_y": 0.0}, {"gamma1": g1, "gamma2": g2}]
+    ext = LensModelExtensions(LenstronomyModel(["SIE", "SHEAR"]))
+    crit_x, crit_y, caus_x, caus_y = ext.critical_curve_caustics(kwargs, compute_window=5, grid_scale=0.01)
+    assert len(crit_x) == 1
+    f = LensModel([sis(1.0)], Z_LENS).dds_over_ds(Z_S)  # ours are at D_ds/D_s = 1: scale to z_s
+    model = LensModel(
+        [
+            LensComponent("sie", {"theta_e_arcsec": 1.0 / f, "q": q, "angle_deg": angle}),
+            LensComponent("shear", {"gamma": np.hypot(g1, g2) / f, "angle_deg": np.rad2deg(np.arctan2(g2, g1)) / 2}),
+        ],
+        Z_LENS,
+    )
+    axis = np.arange(-2.5, 2.5001, 0.01)
+    (line,) = [ln for ln in cr.tangential_critical_lines(model, Z_S, axis, axis) if ln.closed]
+    assert line.theta_e_arcsec == pytest.approx(cr.equivalent_einstein_radius(crit_x[0], crit_y[0]), abs=2e-3)
+    assert cr.polygon_area(line.caustic_x, line.caustic_y) == pytest.approx(
+        cr.polygon_area(caus_x[0], caus_y[0]), rel=0.02)
+    # same orientation: the farthest critical point lies along the same axis
+    k, j = np.argmax(np.hypot(line.x, line.y)), np.argmax(np.hypot(crit_x[0], crit_y[0]))
+    assert abs(np.cos(np.arctan2(line.y[k], line.x[k]) - np.arctan2(crit_y[0][j], crit_x[0][j]))) > 0.99
+
+
 def sis_in_field_theta_eq(theta_e, kappa, gamma):
     """Equivalent radius of the SIS + convergence + shear critical curve.
 

@@ -229,7 +229,7 @@ def test_cli_search_of_a_stack_with_labels(registry, tmp_path, keras_model):
     scores = Table.read(out / "scores.ecsv")
     np.testing.assert_allclose(scores["score"][:4], expected_score(cube[:4]), atol=2e-5)
     assert list(scores["status"]) == ["scored"] * 4 + ["invalid", "scored"]
-    assert list(scores["class"]) == ["TP", "TN", "FP", "TP", "", "FN"]
+    assert [str(v) for v in np.ma.filled(scores["class"], "")] == ["TP", "TN", "FP", "TP", "", "FN"]
     m = json.loads((out / "metrics.json").read_text())
     assert m["n_lenses"] == 3 and m["lenses_recovered"] == 2 and m["n_candidates"] == 3
 

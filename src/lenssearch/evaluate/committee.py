@@ -123,7 +123,9 @@ def results_table(results: list[CommitteeResult], fprs) -> Table:
             row[fpr_key(f)] = np.nan if v is None else v
         rows.append(row)
     names = ["name", "members", "rule", "gate", "auc", *[fpr_key(f) for f in fprs]]
-    return Table(rows=rows, names=names) if rows else Table(names=names, dtype=[str, str, str] + [float] * (len(names) - 3))
+    if rows:
+        return Table(rows=rows, names=names)
+    return Table(names=names, dtype=[str, str, str] + [float] * (len(names) - 3))
 
 
 def measurability_note(n_neg: int, fprs) -> str:

@@ -197,7 +197,8 @@ def figa1_rates_2d(wide, networks, threshold, colour_norm, n_bins: int, path: Pa
         ("source F814W", "theta_E [arcsec]", f("source_mag_F814W"), f("theta_e_arcsec"), "FNR"),
         ("z_s", "source r_e [arcsec]", f("z_s"), f("source_re_arcsec"), "FNR"),
     ]
-    fig = Figure(figsize=(3.2 * len(networks), 8.5))
+    fig = Figure(figsize=(3.2 * len(networks), 9.0))
+    fig.subplots_adjust(left=0.07, right=0.9, bottom=0.06, top=0.95, hspace=0.45, wspace=0.25)
     for i, (xl, yl, x, y, kind) in enumerate(planes):
         cls = neg if kind == "FPR" else pos
         ok = cls & np.isfinite(x) & np.isfinite(y)
@@ -209,7 +210,8 @@ def figa1_rates_2d(wide, networks, threshold, colour_norm, n_bins: int, path: Pa
             ax = fig.add_subplot(3, len(networks), i * len(networks) + j + 1)
             im = ax.pcolormesh(bx, by, rate.T, vmin=0, vmax=1, cmap="viridis")
             ax.set_xlabel(xl, fontsize=8)
-            ax.set_ylabel(yl, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(yl, fontsize=8)
             ax.set_title(f"{net}: {kind}", fontsize=9)
         fig.colorbar(im, ax=fig.axes[-len(networks):], fraction=0.02)
     return _save(fig, path)
@@ -250,7 +252,8 @@ def fig_red_sequence(wide: Table, fit: LineFit | None, path: Path) -> Path:
     if fit is not None:
         xs = np.linspace(np.nanmin(mag), np.nanmax(mag), 10)
         ax.plot(xs, fit(xs), color="tab:red",
-                label=f"LTS: {fit.intercept:.3f} {fit.slope:+.4f} (F814W - {fit.pivot:.2f}), eps={fit.intrinsic_scatter:.3f}")
+                label=f"LTS: {fit.intercept:.3f} {fit.slope:+.4f} (F814W - {fit.pivot:.2f}), "
+                      f"eps={fit.intrinsic_scatter:.3f}")
         ax.fill_between(xs, fit(xs) - 2.6 * fit.intrinsic_scatter, fit(xs) + 2.6 * fit.intrinsic_scatter,
                         color="tab:red", alpha=0.15, lw=0)
     ax.set_xlabel("F814W [mag]")

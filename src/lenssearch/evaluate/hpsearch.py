@@ -66,12 +66,14 @@ def run_hpsearch(cfg, kb: Path, work: Path, params: Path, profile: Path | None, 
     n_trials = n_trials or h.n_trials
     uri = registry.setup(tracking_uri)
     mlflow = registry._mlflow()
-    exp = registry.experiment_id("lenssearch-hpsearch", uri)
     storage = f"sqlite:///{work / 'optuna.db'}"
     sampler = optuna.samplers.TPESampler(seed=cfg.base.seed)
     study = optuna.create_study(study_name=f"hpsearch-{h.network}", storage=storage, sampler=sampler,
                                 direction="maximize", load_if_exists=True)
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}")
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):  # set by `mlflow run`
+        env.pop(key, None)
+    parent: dict = {}
 
     def objective(trial):
         values = {d.key: suggest(trial, d) for d in h.space}
@@ -81,8 +83,9 @@ def run_hpsearch(cfg, kb: Path, work: Path, params: Path, profile: Path | None, 
         overlay_path.write_text(yaml.safe_dump(deep_merge(base_overlay, overlay_for(values))))
         cmd = [sys.executable, "-m", "lenssearch", "train", h.network, "--kb", str(kb),
                "--models", str(tdir / "models"), "--reports", str(tdir / "reports"),
-               "--params", str(params), "--profile", str(overlay_path)]
-        with mlflow.start_run(experiment_id=exp, run_name=f"trial {trial.number}", nested=True):
+               "--params", str(params), "--profile", str(overlay_path),
+               "--tracking-uri", env["MLFLOW_TRACKING_URI"]]
+        with mlflow.start_run(experiment_id=parent["experiment_id"], run_name=f"trial {trial.number}", nested=True):
             mlflow.log_params({k: json.dumps(v) for k, v in values.items()})
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             (tdir / "train.log").write_text(proc.stdout + proc.stderr)
@@ -95,7 +98,8 @@ def run_hpsearch(cfg, kb: Path, work: Path, params: Path, profile: Path | None, 
             mlflow.log_metric("objective", value)
         return value
 
-    with mlflow.start_run(experiment_id=exp, run_name=f"hpsearch {h.network}"):
+    with registry.parent_run("lenssearch-hpsearch", f"hpsearch {h.network}", uri) as run:
+        parent["experiment_id"] = run.info.experiment_id
         mlflow.log_params({"network": h.network, "n_trials": n_trials, "gate": h.gate.metric,
                            "space": json.dumps([d.key for d in h.space])})
         study.optimize(objective, n_trials=n_trials)

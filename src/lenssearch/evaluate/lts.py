@@ -218,9 +218,9 @@ def lts_linefit(
             best_obj, best_subset = obj, subset
 
     # 2. scale of the LTS subset, corrected for trimming, and the first outliers
-    a, b, eps, _ = _fit_with_scatter(xg[best_subset], yg[best_subset], sx2[best_subset], sy2[best_subset], 0.0, has_errors)
-    res = yg - a - b * xg
     sub = best_subset
+    a, b, eps, _ = _fit_with_scatter(xg[sub], yg[sub], sx2[sub], sy2[sub], 0.0, has_errors)
+    res = yg - a - b * xg
     base = sy2 + b * b * sx2 if has_errors else np.zeros(m)
     var_h = np.mean(res[sub] ** 2 / (base[sub] + eps**2)) if has_errors else np.mean(res[sub] ** 2)
     scale2 = var_h / _consistency_factor(h / m)

@@ -109,7 +109,10 @@ def confusion(labels, scores, threshold: float = 0.5) -> Confusion:
     pred = scores >= threshold
     pos = labels == 1
     return Confusion(
-        tp=int(np.sum(pred & pos)), fp=int(np.sum(pred & ~pos)), fn=int(np.sum(~pred & pos)), tn=int(np.sum(~pred & ~pos))
+        tp=int(np.sum(pred & pos)),
+        fp=int(np.sum(pred & ~pos)),
+        fn=int(np.sum(~pred & pos)),
+        tn=int(np.sum(~pred & ~pos)),
     )
 
 

@@ -104,9 +104,9 @@ def log_runs(experiment: str, parent: RunSpec, children: list[RunSpec], tracking
     """Log a parent run and its nested child runs; return ``{name: run_id}`` (parent under its own name)."""
     mlflow = _mlflow()
     uri = setup(tracking_uri)
-    exp = experiment_id(experiment, uri)
-    ids = {}
-    with mlflow.start_run(experiment_id=exp, run_name=parent.name) as run:
+    with parent_run(experiment, parent.name, uri) as run:
+        exp = run.info.experiment_id
+        ids = {}
         _log(parent)
         ids[parent.name] = run.info.run_id
         for child in children:
@@ -114,6 +114,17 @@ def log_runs(experiment: str, parent: RunSpec, children: list[RunSpec], tracking
                 _log(child)
                 ids[child.name] = sub.info.run_id
     return ids
+
+
+def parent_run(experiment: str, run_name: str, tracking_uri: str):
+    """Start the parent run: a new run in ``experiment``, or, under ``mlflow run`` (``MLFLOW_RUN_ID`` set), the
+    entry point's own run, so that the stage's nested runs hang under it."""
+    mlflow = _mlflow()
+    env_run = os.environ.get("MLFLOW_RUN_ID")
+    if env_run:
+        mlflow.set_experiment(experiment_id=mlflow.get_run(env_run).info.experiment_id)
+        return mlflow.start_run(run_id=env_run)
+    return mlflow.start_run(experiment_id=experiment_id(experiment, tracking_uri), run_name=run_name)
 
 
 # ------------------------------------------------------------------------------------------ registered models
@@ -289,3 +300,49 @@ def version_tags(name: str, version: str) -> dict[str, str]:
     from mlflow import MlflowClient
 
     return dict(MlflowClient().get_model_version(name, version).tags or {})
+
+
+# ----------------------------------------------------------------------------------- stand-ins for trained nets
+_STAND_IN_CODE = """
+import mlflow
+import numpy as np
+from mlflow.pyfunc import PythonModel
+
+
+class MeanPixelModel(PythonModel):
+    def load_context(self, context):
+        self.scale = float(context.model_config["scale"])
+
+    def predict(self, context, model_input, params=None):
+        x = np.asarray(model_input, dtype=np.float64)
+        m = x.reshape(len(x), -1).mean(axis=1)
+        return 1.0 / (1.0 + np.exp(-self.scale * (m - 0.5)))
+
+
+mlflow.models.set_model(MeanPixelModel())
+"""
+
+
+def log_stand_in_model(name: str, n_bands: int, scale: float, work_dir: Path) -> str:
+    """Log and register a tiny real pyfunc model as ``name`` (tests and benchmarks; no training needed).
+
+    Its lens probability is ``sigmoid(scale * (mean pixel - 0.5))`` of N x H x W x ``n_bands`` cutouts; it has
+    the input contract of a trained network. Returns ``models:/<name>/<version>``.
+    """
+    mlflow = _mlflow()
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    code = Path(work_dir) / "stand_in_model.py"
+    if not code.exists():
+        code.write_text(_STAND_IN_CODE)
+    sig = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, n_bands))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float64), (-1,))]),
+    )
+    with mlflow.start_run(run_name=f"stand-in {name}"):
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(code), model_config={"scale": scale}, signature=sig,
+            pip_requirements=_requirements()[:2], registered_model_name=name,
+        )
+    return f"models:/{name}/{info.registered_model_version}"

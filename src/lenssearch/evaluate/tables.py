@@ -69,7 +69,9 @@ def table_a1(wide: Table, networks: list[str], sel: Selection) -> Table:
 def table_a3(wide: Table, networks: list[str], sel: Selection) -> Table:
     """Table A.3: the metrics of every network (three-band and single-band) side by side."""
     labels = np.asarray(wide["label"])
-    return _metric_table({n: classification_metrics(labels, np.asarray(wide[f"p_{n}"]), sel.threshold) for n in networks})
+    return _metric_table(
+        {n: classification_metrics(labels, np.asarray(wide[f"p_{n}"]), sel.threshold) for n in networks}
+    )
 
 
 def fold_metrics(wide: Table, network: str, threshold: float) -> Table:

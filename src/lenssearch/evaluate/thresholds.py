@@ -25,13 +25,11 @@ from typing import Callable
 import numpy as np
 
 from lenssearch.errors import LensSearchError
-from lenssearch.evaluate.metrics import Confusion, check_inputs
+from lenssearch.evaluate.metrics import Confusion, check_inputs, confusion
 
 
-def _counts(labels, scores, t):
-    pred = scores >= t
-    pos = labels == 1
-    return Confusion(int(np.sum(pred & pos)), int(np.sum(pred & ~pos)), int(np.sum(~pred & pos)), int(np.sum(~pred & ~pos)))
+def _counts(labels, scores, t) -> Confusion:
+    return confusion(labels, scores, t)
 
 
 def _obj_f1(labels, scores, t, purity_min):

@@ -30,7 +30,7 @@ def _rgb(cutout: np.ndarray, noise: Sequence[float] | None = None) -> np.ndarray
         noise = 1.4826 * np.median(np.abs(border - np.median(border, axis=0)), axis=0)
     noise = np.maximum(np.asarray(noise, dtype=float), 1e-12)
     scaled = c / noise  # each band in units of its own noise sigma
-    return make_lupton_rgb(scaled[..., 2], scaled[..., 1], scaled[..., 0], minimum=-1.0, stretch=8.0, Q=6.0)
+    return make_lupton_rgb(scaled[..., 2], scaled[..., 1], scaled[..., 0], minimum=-1.0, stretch=20.0, Q=8.0)
 
 
 def select_gallery(metadata, n_cols: int = 6, n_rows: int = 5) -> list[list[int]]:
@@ -51,6 +51,14 @@ def select_gallery(metadata, n_cols: int = 6, n_rows: int = 5) -> list[list[int]
     return grid
 
 
+def gallery_negatives(labels, n: int) -> np.ndarray:
+    """Indices of ``n`` non-lenses evenly spread over the KB (so that every field appears)."""
+    neg = np.flatnonzero(np.asarray(labels) == 0)
+    if neg.size == 0:
+        return neg
+    return neg[np.unique(np.linspace(0, neg.size - 1, min(n, neg.size)).round().astype(int))]
+
+
 def stamp_gallery(cutouts, metadata, path: str | Path, n_cols: int = 6, n_rows: int = 5,
                   n_negatives: int | None = None) -> Path:
     """Write the RGB stamp gallery (PNG) of mocks sorted by ``theta_E`` (columns) and F814W magnitude (rows)."""
@@ -61,7 +69,7 @@ def stamp_gallery(cutouts, metadata, path: str | Path, n_cols: int = 6, n_rows: 
 
     grid = select_gallery(metadata, n_cols, n_rows)
     labels = np.asarray(metadata["label"])
-    negatives = np.flatnonzero(labels == 0)[: (n_negatives if n_negatives is not None else n_cols)]
+    negatives = gallery_negatives(labels, n_negatives if n_negatives is not None else n_cols)
     n_c = max(len(grid), len(negatives), 1)
     n_r = max((len(c) for c in grid), default=0) + (1 if len(negatives) else 0)
     fig, axes = plt.subplots(max(n_r, 1), n_c, figsize=(1.7 * n_c, 1.8 * max(n_r, 1)), squeeze=False)
@@ -80,7 +88,7 @@ def stamp_gallery(cutouts, metadata, path: str | Path, n_cols: int = 6, n_rows: 
     fig.suptitle("Mock GGSLs: θE increases to the right, source F814W magnitude downwards", fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=130, format="png", metadata={"Software": None})
+    fig.savefig(path, dpi=100, format="png", metadata={"Software": None})
     plt.close(fig)
     return path
 
@@ -127,7 +135,7 @@ def theta_e_vs_lens_magnitude(metadata, path: str | Path, relations: Sequence[di
         ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=130, format="png", metadata={"Software": None})
+    fig.savefig(path, dpi=100, format="png", metadata={"Software": None})
     plt.close(fig)
     return path
 

@@ -35,6 +35,7 @@ def write_kb_reports(kb_path: str | Path, reports_dir: str | Path, cfg, summary:
     from lenssearch.config import as_dict, flatten
     from lenssearch.kb.build import read_kb
     from lenssearch.kb.figures import (
+        gallery_negatives,
         scaling_relations_from_fields,
         select_gallery,
         stamp_gallery,
@@ -59,7 +60,7 @@ def write_kb_reports(kb_path: str | Path, reports_dir: str | Path, cfg, summary:
 
     with h5py.File(kb_path, "r") as h5:
         picks = {i for col in select_gallery(meta) for i in col}
-        grid_idx = sorted(picks | set(np.flatnonzero(np.asarray(meta["label"]) == 0)[:6].tolist()))
+        grid_idx = sorted(picks | set(gallery_negatives(meta["label"], 6).tolist()))
         cutouts = {i: h5["cutouts"][i] for i in grid_idx}
 
     class _Lazy:

@@ -491,8 +491,8 @@ def _batch_caustics(model, lines: Sequence[CriticalLine], z_s: float) -> None:
     """Ray-trace the vertices of all lines in one call (one pass of the compiled kernels)."""
     if not lines:
         return
-    bx, by = model.ray_trace(np.concatenate([l.x for l in lines]), np.concatenate([l.y for l in lines]), z_s)
-    splits = np.cumsum([len(l.x) for l in lines])[:-1]
+    bx, by = model.ray_trace(np.concatenate([ln.x for ln in lines]), np.concatenate([ln.y for ln in lines]), z_s)
+    splits = np.cumsum([len(ln.x) for ln in lines])[:-1]
     for line, cx, cy in zip(lines, np.split(bx, splits), np.split(by, splits)):
         line.caustic_x, line.caustic_y = cx, cy
 

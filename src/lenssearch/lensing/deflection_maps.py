@@ -22,8 +22,8 @@ axis ``i``,
     alpha_model = M (ALPHA_X / s_1, ALPHA_Y / s_2),          ALPHA_i = s_i (M^-1 alpha_model)_i .
 
 For a North-up, East-left image (``CD1_1 < 0``, the usual HST orientation, and what :func:`tan_wcs` makes) ``M``
-is ``s I`` and the file components are the West / North components themselves; for rotated images the conversion
-above is applied on reading and writing.
+is ``s I`` (to ~3e-4 at 100" from the reference, where meridians converge) and the file components are the West /
+North components; for rotated images the conversion above is applied, pixel by pixel, on reading and writing.
 
 Header keywords written (and read when present): ``BUNIT = 'arcsec'`` (``'pixel'`` is accepted on reading and
 converted), ``DDSDS`` (the ``D_ds / D_s`` the values are normalised to; 1, the HFF convention; other values are

@@ -14,14 +14,16 @@ The search applies the same expectations in two ways:
   so memory stays bounded). Rows that the suite fails are reported as invalid and their scores withdrawn; the
   number of disagreements with the inline checks is reported (it is zero when both agree, as they should).
 
-The statistics differ from the KB's in one respect: pixels that are exactly zero (no data, or off the image at a
+The statistics differ from the KB's in two respects: pixels that are exactly zero (no data, or off the image at a
 field's edge) are left out, so that a cutout at an edge is judged on its data and caught by the ``edge`` cleaning
-rule of HOLISMOKES XVI instead.
+rule of HOLISMOKES XVI instead; and the border noise uses every :data:`PAIR_STRIDE`-th pixel pair (the median is
+the costly part of validation).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -66,10 +68,27 @@ class ValidationContext:
                    tuple(vcfg.noise_ratio_range), vcfg.background_max_sigma)
 
 
-def _border_masks(size: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+#: Every k-th border pixel pair enters the noise estimate (1334 of the 5336 pairs of a 128-pixel cutout: a ~5%
+#: estimate, ample for a plausibility range, at a quarter of the cost of the median).
+PAIR_STRIDE = 4
+
+
+@functools.lru_cache(maxsize=8)
+def _border_pairs(size: int, width: int, stride: int) -> np.ndarray:
+    """Flat pixel indices (row * size + col) of the left pixels of horizontal pairs inside the border."""
     mask = np.ones((size, size), dtype=bool)
     mask[width:-width, width:-width] = False
-    return mask, mask[:, 1:] & mask[:, :-1]
+    pair = mask[:, 1:] & mask[:, :-1]
+    rows, cols = np.nonzero(pair)
+    return (rows * size + cols)[::stride]
+
+
+@functools.lru_cache(maxsize=8)
+def _corner_pixels(size: int, width: int) -> np.ndarray:
+    """Flat pixel indices of the four ``width x width`` corners, shape 4 x width^2."""
+    r, c = np.mgrid[:width, :width]
+    starts = [(0, 0), (0, size - width), (size - width, 0), (size - width, size - width)]
+    return np.stack([((r + r0) * size + (c + c0)).ravel() for r0, c0 in starts])
 
 
 def _robust_sigma_rows(d: np.ndarray) -> np.ndarray:
@@ -77,24 +96,27 @@ def _robust_sigma_rows(d: np.ndarray) -> np.ndarray:
     return MAD_TO_SIGMA * np.median(np.abs(d - med), axis=1) / np.sqrt(2.0)
 
 
-def _band_statistics(band: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Background level (lowest data-corner median) and border noise of one band of n cutouts (n x S x S)."""
-    n, size, _ = band.shape
-    _, pair = _border_masks(size, width)
-    diff = (band[:, :, 1:] - band[:, :, :-1])[:, pair]
-    left = band[:, :, :-1][:, pair]
-    right = band[:, :, 1:][:, pair]
+def _band_statistics(cutouts: np.ndarray, b: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Background level (lowest data-corner median) and border noise of band ``b`` of n cutouts n x S x S x B.
+
+    Pixels are gathered with flat indices from the contiguous batch (no copy of the band).
+    """
+    n, size, _, n_bands = cutouts.shape
+    flat = np.ascontiguousarray(cutouts).reshape(n, -1)
+    idx = _border_pairs(size, width, PAIR_STRIDE) * n_bands + b
+    left = np.take(flat, idx, axis=1)
+    right = np.take(flat, idx + n_bands, axis=1)
+    diff = right - left
     good = np.isfinite(diff) & (left != 0) & (right != 0)
     sigma = np.full(n, np.nan)
     clean = good.all(axis=1)
     if clean.any():
-        sigma[clean] = _robust_sigma_rows(diff[clean])
+        sigma[clean] = _robust_sigma_rows(diff[clean] if not clean.all() else diff)
     for i in np.flatnonzero(~clean):
         d = diff[i][good[i]]
         if d.size >= 50:
             sigma[i] = _robust_sigma_rows(d[None])[0]
-    corners = np.stack([band[:, :width, :width], band[:, :width, -width:], band[:, -width:, :width],
-                        band[:, -width:, -width:]], axis=1).reshape(n, 4, -1)
+    corners = np.take(flat, _corner_pixels(size, width) * n_bands + b, axis=1)  # n x 4 x width^2
     usable = np.isfinite(corners) & (corners != 0)
     level = np.full(n, np.nan)
     clean = usable.all(axis=(1, 2))
@@ -105,6 +127,19 @@ def _band_statistics(band: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarr
         if medians:
             level[i] = min(medians)
     return level, sigma
+
+
+def _finite_fraction(cutouts: np.ndarray) -> np.ndarray:
+    """Fraction of finite pixels per cutout (a sum is finite iff every term is: a cheap first pass)."""
+    n = len(cutouts)
+    if n == 0:
+        return np.zeros(0)
+    out = np.ones(n)
+    with np.errstate(invalid="ignore", over="ignore"):
+        suspect = ~np.isfinite(cutouts.reshape(n, -1).sum(axis=1, dtype=np.float64))
+    for i in np.flatnonzero(suspect):
+        out[i] = float(np.isfinite(cutouts[i]).mean())
+    return out
 
 
 def cutout_statistics(cutouts: np.ndarray, ctx: ValidationContext) -> dict[str, np.ndarray]:
@@ -118,11 +153,12 @@ def cutout_statistics(cutouts: np.ndarray, ctx: ValidationContext) -> dict[str, 
     stats: dict[str, np.ndarray] = {
         "shape_ok": np.full(n, shape_ok),
         "dtype": np.full(n, str(cutouts.dtype)),
-        "finite_fraction": np.isfinite(cutouts).mean(axis=tuple(range(1, cutouts.ndim))) if n else np.zeros(0),
+        "finite_fraction": _finite_fraction(cutouts) if shape_ok else np.isfinite(cutouts).mean(
+            axis=tuple(range(1, cutouts.ndim))),
     }
     for b, band in enumerate(ctx.bands):
         if shape_ok and ctx.size > 2 * BORDER_PIXELS:
-            level, sigma = _band_statistics(cutouts[..., b], BORDER_PIXELS)
+            level, sigma = _band_statistics(cutouts, b, BORDER_PIXELS)
         else:
             level, sigma = np.full(n, np.nan), np.full(n, np.nan)
         stats[f"bg_level_{band}"] = level

@@ -19,7 +19,8 @@ Per mock the metadata (``metadata.ecsv``) holds the field, member, ``theta_E`` a
 magnitudes per band, ``R_e`` (kpc and arcsec), ``n``, ``q``, angle, its source-plane position, the total
 magnification (lensed / intrinsic F814W flux before the PSF, summed over the cutout at the sub-pixel resolution
 and over the local lens grid outside it), the number of images (point-source lens equation on the local grid,
-images with ``|mu| >= image_min_abs_magnification``), the lens magnitude and colour and the cutout centre.
+images with ``|mu| >= image_min_abs_magnification``), the lens magnitude and colour and the cutout centre. A candidate none of whose images falls inside the cutout is
+redrawn (the paper's cutouts all contain at least one lensed image, Sect. 3.2).
 
 Randomness: one generator per field, ``default_rng([base.seed, SIMULATE_STREAM, field index])``; every
 candidate also draws its own placement seed, so the result does not depend on the order in which candidates are
@@ -40,19 +41,20 @@ from lenssearch.errors import LensSearchError
 #: Stream offset of the ``simulate`` stage in the seed sequence ``[base.seed, stream, ...]``.
 SIMULATE_STREAM = 101
 
-REJECTION_REASONS = ("no_critical_line_at_z_s", "theta_e_out_of_range_at_z_s", "placement_failed")
+REJECTION_REASONS = ("no_critical_line_at_z_s", "theta_e_out_of_range_at_z_s", "placement_failed",
+                     "no_image_in_cutout")
 
 METADATA_COLUMNS = (
     "id", "label", "field", "member_id", "line_id", "z_lens", "theta_e_arcsec", "theta_e_catalogue_arcsec",
     "z_s_catalogue", "z_s", "source_mag_F435W", "source_mag_F606W", "source_mag_F814W", "source_re_kpc",
     "source_re_arcsec", "sersic_n", "axis_ratio", "position_angle_deg", "source_x_arcsec", "source_y_arcsec",
-    "magnification", "magnification_in_cutout", "n_images", "lens_mag_F814W", "lens_color_F606W_F814W",
+    "magnification", "magnification_in_cutout", "n_images", "n_images_in_cutout", "lens_mag_F814W", "lens_color_F606W_F814W",
     "cutout_ra", "cutout_dec", "cutout_row0", "cutout_col0",
 )
 
 
 #: Integer metadata columns (-1 where they do not apply).
-INTEGER_COLUMNS = ("label", "line_id", "n_images", "cutout_row0", "cutout_col0")
+INTEGER_COLUMNS = ("label", "line_id", "n_images", "n_images_in_cutout", "cutout_row0", "cutout_col0")
 
 
 @dataclasses.dataclass
@@ -203,12 +205,17 @@ class MockFactory:
         r0, c0 = self.scene.window(row["pix_col"], row["pix_row"], self.n)
         centre_xy, centre_radec = self.scene.window_centre(r0, c0, self.n)
         pix = self.scene.pixel_scale_arcsec
-        half = max(self.sim.lens_grid_radius_arcsec, (self.n / 2 + self.sim.psf_pad_pixels + 1) * pix)
-        lens = LocalLens((float(row["x_model"]), float(row["y_model"])), half, self.scene.model,
-                         self.scene.deflection_map, self.exclude_centres, source=str(self.scene.field.path),
-                         required_half_size_arcsec=(self.n / 2 + self.sim.psf_pad_pixels + 1) * pix)
-        ax, ay = lens.deflection_on_grid(self.renderer.xs + centre_xy[0], self.renderer.ys + centre_xy[1])
-        grid = lens.grid(self.sim.lens_grid_radius_arcsec, self.sim.lens_grid_step_arcsec)
+        centre = (float(row["x_model"]), float(row["y_model"]))
+        cut_half = (self.n / 2 + self.sim.psf_pad_pixels + 1) * pix
+        source = str(self.scene.field.path)
+        # two local lenses of the same field: the cutout's sub-pixels need exact values only for the few
+        # components near the cutout; the lens grid (critical line, images) covers a larger region
+        cut_lens = LocalLens(centre, cut_half, self.scene.model, self.scene.deflection_map, source=source)
+        ax, ay = cut_lens.deflection_on_grid(self.renderer.xs + centre_xy[0], self.renderer.ys + centre_xy[1])
+        grid_half = max(self.sim.lens_grid_radius_arcsec, cut_half)
+        grid_lens = LocalLens(centre, grid_half, self.scene.model, self.scene.deflection_map, self.exclude_centres,
+                              source=source, required_half_size_arcsec=cut_half)
+        grid = grid_lens.grid(self.sim.lens_grid_radius_arcsec, self.sim.lens_grid_step_arcsec)
         half_cut = self.n / 2 * pix
         outside = (np.abs(grid.xx - centre_xy[0]) > half_cut) | (np.abs(grid.yy - centre_xy[1]) > half_cut)
         return MemberLens(member_id, r0, c0, centre_xy, centre_radec, ax.astype(np.float32),
@@ -250,6 +257,11 @@ class MockFactory:
         mu_out = sersic_sum(source_abs, bx, by, outside) * source_abs.amplitude_for_flux(1.0) * grid.step**2
         images = count_images(bx, by, grid.x_axis, grid.y_axis, pos[0], pos[1], grid.magnification(z_s),
                               self.sim.image_min_abs_magnification)
+        half = self.n / 2 * self.scene.pixel_scale_arcsec
+        n_in_cutout = int(np.sum((np.abs(images[0] - xc) < half) & (np.abs(images[1] - yc) < half)))
+        if n_in_cutout == 0:
+            # e.g. a source in the buffer whose only image the cluster throws arcseconds away: no GGSL here
+            return None, "no_image_in_cutout"
         member = self.scene.member_row(cand.member_id)
         lens_mag = float(member["mag_F814W"]) if "mag_F814W" in member.colnames else np.nan
         lens_col = (float(member["mag_F606W"]) - lens_mag) if "mag_F606W" in member.colnames else np.nan
@@ -262,6 +274,7 @@ class MockFactory:
             "axis_ratio": src["axis_ratio"], "position_angle_deg": src["position_angle_deg"],
             "source_x_arcsec": pos[0], "source_y_arcsec": pos[1],
             "magnification": mu_in + mu_out, "magnification_in_cutout": mu_in, "n_images": int(len(images[0])),
+            "n_images_in_cutout": n_in_cutout,
             "lens_mag_F814W": lens_mag, "lens_color_F606W_F814W": lens_col,
             "cutout_ra": ml.centre_radec[0], "cutout_dec": ml.centre_radec[1],
             "cutout_row0": ml.row0, "cutout_col0": ml.col0,

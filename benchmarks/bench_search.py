@@ -1,0 +1,192 @@
+"""Benchmark of the search (issue 6): end-to-end throughput against the bare model, and bounded memory.
+
+Figures printed:
+
+- the bare model's throughput: ``predict`` on cutouts already in memory, batch ``search.batch_size``;
+- the end-to-end search throughput on a field of FITS images: memory-mapped read, cutting, validation (inline
+  checks and the KB's great-expectations suite on the statistics), scoring, cleaning of the candidates, catalogue
+  writing (no MLflow run, no gallery); the ratio to the bare model must be >= 0.8;
+- resident memory (peak RSS of a fresh process) for catalogues of 10^4 and 10^5 positions: it must not grow with
+  the field.
+
+The model is the champion (``models:/lenssearch@champion`` in the project's MLflow store) when it exists, else a
+demo-size VGG (``lenssearch.models.build_model('vgg', train.network)``, untrained: the same cost per cutout). The
+threshold is set at the 98th percentile of its scores, so that 2% of the cutouts are candidates to clean
+(HOLISMOKES XVI clean the top-ranked candidates only).
+
+Usage: ``python benchmarks/bench_search.py [--quick]`` (``make bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FIELD_PIXELS = 3000  # 90" at 0.03"/pixel
+CANDIDATE_FRACTION = 0.02
+
+
+def make_field(path: Path, bands, seed: int = 0) -> Path:
+    """A field of FITS images (noise plus galaxies) with a TAN WCS, written band by band."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    n = FIELD_PIXELS
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [150.0, 2.2]
+    wcs.wcs.crpix = [n / 2 + 0.5, n / 2 + 0.5]
+    wcs.wcs.cdelt = [-0.03 / 3600, 0.03 / 3600]
+    xy = rng.uniform(50, n - 50, (400, 2))
+    amp = rng.lognormal(-3.0, 1.0, 400)
+    yy, xx = np.mgrid[-40:41, -40:41]
+    for b, band in enumerate(bands):
+        img = rng.normal(0.0, 0.004, (n, n)).astype(np.float32)
+        for (x, y), a in zip(xy, amp):
+            xi, yi = int(x), int(y)
+            img[yi - 40 : yi + 41, xi - 40 : xi + 41] += (a * (0.5 + 0.25 * b) * np.exp(-(xx**2 + yy**2) / 50.0)).astype(np.float32)
+        fits.PrimaryHDU(img, header=wcs.to_header()).writeto(path / f"image_{band}.fits", overwrite=True)
+    return path
+
+
+def positions(path: Path, n: int, seed: int = 1) -> Path:
+    """A catalogue of ``n`` random positions on the field (a few near the edges)."""
+    from astropy.table import Table
+    from astropy.wcs import WCS
+    from astropy.io import fits
+
+    rng = np.random.default_rng(seed)
+    wcs = WCS(fits.getheader(path / "image_F814W.fits"))
+    x, y = rng.uniform(0, FIELD_PIXELS - 1, (2, n))
+    ra, dec = wcs.all_pix2world(x, y, 0)
+    out = path / f"positions_{n}.ecsv"
+    Table({"id": np.arange(n), "ra": ra, "dec": dec}).write(out, format="ascii.ecsv", overwrite=True)
+    return out
+
+
+def load_model(cfg):
+    """(scorer, description): the champion if registered, else a demo-size VGG."""
+    from lenssearch.errors import LensSearchError
+    from lenssearch.search.scoring import Scorer, load_scorer
+
+    try:
+        scorer = load_scorer(cfg.search.model_uri)
+        return scorer, f"champion {cfg.search.model_uri}"
+    except LensSearchError:
+        from lenssearch.models import build_model
+
+        model = build_model("vgg", cfg.train.network, tuple(cfg.base.bands))
+        return Scorer(lambda x: model.predict_on_batch(x), "keras:vgg-demo"), "demo-size VGG (untrained; no champion)"
+
+
+def bench_config(cfg, threshold: float):
+    search = dataclasses.replace(cfg.search, threshold=float(threshold))
+    return dataclasses.replace(cfg, search=search)
+
+
+def run_search_once(cfg, field: Path, catalogue: Path, out: Path, scorer):
+    from lenssearch.search.pipeline import open_field, run_search
+
+    t0 = time.perf_counter()
+    with open_field(cfg.base.bands, cfg.search.detection, field_dir=field, catalogue=catalogue) as inp:
+        result = run_search(cfg, inp, out, model_uri=scorer, log_mlflow=False, write_gallery=False, progress=False)
+    return time.perf_counter() - t0, result
+
+
+def child(args) -> None:
+    """Run one search in this fresh process and print its peak RSS (for the memory figure)."""
+    from lenssearch.config import load_config
+
+    cfg = bench_config(load_config(ROOT / "params.yaml"), args.threshold)
+    scorer, _ = load_model(cfg)
+    field = Path(args.field)
+    catalogue = positions(field, args.child)
+    elapsed, result = run_search_once(cfg, field, catalogue, field / f"out_{args.child}", scorer)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps({"n": args.child, "seconds": elapsed, "peak_rss_mb": rss_mb,
+                      "n_candidates": result.metrics["n_above_threshold"]}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs (10^3 and 10^4 positions for memory)")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--field", help=argparse.SUPPRESS)
+    parser.add_argument("--threshold", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    from lenssearch._runtime import apply_offline_env
+
+    apply_offline_env()
+    if args.child:
+        child(args)
+        return
+
+    from lenssearch.config import load_config
+    from lenssearch.search.inputs import FieldImages
+
+    cfg = load_config(ROOT / "params.yaml")
+    bands = tuple(cfg.base.bands)
+    scorer, description = load_model(cfg)
+    batch = cfg.search.batch_size
+    n_e2e = 2000 if args.quick else 10000
+    sizes = (1000, 10000) if args.quick else (10000, 100000)
+    with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
+        field = make_field(Path(tmp) / "field", bands)
+
+        # bare model on cutouts already in memory (cut once from the same field)
+        n_bare = 4 * batch
+        with FieldImages.from_field_dir(field, bands) as images:
+            rng = np.random.default_rng(2)
+            cut, _ = images.cut(*rng.uniform(64, FIELD_PIXELS - 64, (2, n_bare)), cfg.search.cutout_pixels)
+        scorer.score(cut[:batch])  # warm-up (graph tracing)
+        t0 = time.perf_counter()
+        scores = np.concatenate([scorer.score(cut[i : i + batch]).main for i in range(0, n_bare, batch)])
+        bare = n_bare / (time.perf_counter() - t0)
+        threshold = float(np.quantile(scores, 1.0 - CANDIDATE_FRACTION))
+        del cut
+
+        # end to end
+        bcfg = bench_config(cfg, threshold)
+        catalogue = positions(field, n_e2e)
+        elapsed, result = run_search_once(bcfg, field, catalogue, Path(tmp) / "out", scorer)
+        e2e = n_e2e / elapsed
+        no_ge = dataclasses.replace(bcfg, search=dataclasses.replace(bcfg.search, ge_chunk_rows=0))
+        elapsed_no_ge, _ = run_search_once(no_ge, field, catalogue, Path(tmp) / "out2", scorer)
+
+        print(f"model: {description}; batch {batch}; {FIELD_PIXELS}x{FIELD_PIXELS} pixel field, {len(bands)} bands")
+        print(f"bare model predict (in-memory cutouts):     {bare:8.1f} cutouts/s")
+        print(f"end-to-end search, {n_e2e} positions:        {e2e:8.1f} cutouts/s "
+              f"({result.metrics['n_above_threshold']} candidates cleaned, "
+              f"{result.metrics['validation_ge_runs']} great-expectations run(s))")
+        print(f"ratio end-to-end / bare:                   {e2e / bare:8.3f}  (goal >= 0.8)")
+        print(f"  without the great-expectations pass:     {n_e2e / elapsed_no_ge / bare:8.3f}")
+
+        # memory: fresh processes, 10^4 and 10^5 positions
+        rows = []
+        for n in sizes:
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", str(n), "--field", str(field), "--threshold", str(threshold)],
+                capture_output=True, text=True, check=True,
+            )
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        for r in rows:
+            print(f"peak RSS, {r['n']:>6d} positions:               {r['peak_rss_mb']:8.1f} MB "
+                  f"({r['n'] / r['seconds']:.1f} cutouts/s, {r['n_candidates']} candidates)")
+        growth = rows[1]["peak_rss_mb"] - rows[0]["peak_rss_mb"]
+        print(f"RSS growth for {sizes[1] // sizes[0]}x the positions:           {growth:8.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
