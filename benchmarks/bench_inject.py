@@ -13,11 +13,13 @@ F435W, F606W, F814W and co-added to a field cutout.
   its mocks (every source redshift only rescales them); the line "with deflections" also evaluates the SIE +
   shear on the sub-pixel grid for every mock, as lenstronomy does.
 
-Targets (issue 3): >= 10x faster than lenstronomy and >= 50 mocks/s on 2 cores. Prints wall and CPU times
-(medians), throughputs, the speed-up measured in this one run, and the largest pixel difference between the two
-renderings.
+Targets (issue 3): >= 10x faster than lenstronomy and >= 50 mocks/s on 2 cores. Both renderers run in one
+process on one core (lenssearch's kernel is serial; two processes would double its throughput on 2 cores).
+Prints wall and CPU times (medians), throughputs, the speed-up measured in this one run, and the largest pixel
+difference between the two renderings. On a shared machine the wall time includes waiting for a CPU; the CPU
+time is what a mock costs on an idle core.
 
-Run: ``python benchmarks/bench_inject.py [--repeat 30] [--threads 2]``.
+Run: ``python benchmarks/bench_inject.py [--repeat 30]``.
 """
 
 from __future__ import annotations
@@ -81,15 +83,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=30, help="timed repetitions for lenssearch (median reported)")
     parser.add_argument("--repeat-lenstronomy", type=int, default=10, help="timed repetitions for lenstronomy")
-    parser.add_argument("--threads", type=int, default=2, help="numba threads for lenssearch (the cores)")
     args = parser.parse_args()
-
-    import numba
 
     from lenssearch.lensing.profiles import PROFILES
     from lenssearch.simulate.render import Renderer, SersicSource, sersic_total_flux
 
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     psfs = [gaussian_psf(s) for s in PSF_SIGMAS_PIX]
     field = np.random.default_rng(0).normal(0.0, 0.003, (N, N, 3)).astype(np.float32)
 
@@ -138,7 +136,7 @@ def main() -> None:
     t_full, c_full = timed(lenssearch_mock_with_deflections, max(5, args.repeat // 3))
 
     print(f"mock: {N}x{N}x3, {SUPERSAMPLING}x{SUPERSAMPLING} sub-pixels, SIE + shear, Sersic n={SOURCE['n']}, "
-          f"three 41x41 PSFs; numba threads {numba.get_num_threads()}, cores {os.cpu_count()}")
+          f"three 41x41 PSFs; one process, cores on the machine: {os.cpu_count()}")
     print(f"largest pixel difference lenssearch - lenstronomy: {diff:.3e} e-/s ({diff / peak:.2e} of the peak)")
     rows = [("lenstronomy ImageModel (3 bands)", t_ref, c_ref),
             ("lenssearch, deflections cached per member", t_fast, c_fast),
@@ -148,7 +146,9 @@ def main() -> None:
         print(f"{name:44s} {wall * 1e3:9.2f} {cpu * 1e3:9.2f} {1.0 / wall:9.1f} {t_ref / wall:9.1f}x")
     print(f"load average at the end: {os.getloadavg()[0]:.2f} (wall times include waiting for a shared CPU)")
     ok = t_ref / t_fast >= 10 and 1.0 / t_fast >= 50
-    print("targets (>= 10x lenstronomy, >= 50 mocks/s):", "met" if ok else "NOT met")
+    print("targets (>= 10x lenstronomy, >= 50 mocks/s), wall time:", "met" if ok else "NOT met")
+    ok_cpu = c_ref / c_fast >= 10 and 1.0 / c_fast >= 50
+    print("targets (>= 10x lenstronomy, >= 50 mocks/s), CPU time:", "met" if ok_cpu else "NOT met")
 
 
 if __name__ == "__main__":

@@ -85,8 +85,11 @@ def load_model(cfg):
         scorer = load_scorer(cfg.search.model_uri)
         return scorer, f"champion {cfg.search.model_uri}"
     except LensSearchError:
+        import keras
+
         from lenssearch.models import build_model
 
+        keras.utils.set_random_seed(cfg.base.seed)  # the same untrained weights in every process
         model = build_model("vgg", cfg.train.network, tuple(cfg.base.bands))
         return Scorer(lambda x: model.predict_on_batch(x), "keras:vgg-demo"), "demo-size VGG (untrained; no champion)"
 

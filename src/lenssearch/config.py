@@ -114,8 +114,8 @@ class MemberPopulationConfig:
     re_scatter_dex: float
     sersic_n_range: tuple[float, float]  # faint -> bright
     axis_ratio_range: tuple[float, float]
-    red_sequence_slope: float  # d(colour)/d(m_F814W)
-    red_sequence_scatter_mag: float
+    red_sequence_slope: float  # d(m_F435W - m_F814W)/d(m_F814W); other colours scale with the template's
+    red_sequence_scatter_mag: float  # scatter of m_F435W - m_F814W (likewise scaled)
     core_radius_arcsec: float  # projected number density ~ 1 / (1 + r^2 / r_c^2)
     edge_margin_arcsec: float
 

@@ -94,6 +94,7 @@ def load_pyfunc(uri: str, tracking_uri: str = DEFAULT_TRACKING_URI):
 
     apply_offline_env()
     mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
     try:
         return mlflow.pyfunc.load_model(uri)
     except (MlflowException, OSError) as exc:
@@ -301,14 +302,21 @@ def log_registered_keras_model(model, input_example, registered_name: str, tags:
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
+    import keras
+    import tensorflow as tf
+
     prediction = model.predict(input_example, verbose=0)
     signature = infer_signature(input_example, prediction)
+    # explicit requirements: MLflow's inference of them imports the model in a subprocess (~15 s); the custom
+    # layers need lenssearch itself importable where the model is loaded
+    requirements = [f"tensorflow-cpu=={tf.__version__}", f"keras=={keras.__version__}", f"mlflow=={mlflow.__version__}"]
     info = mlflow.tensorflow.log_model(
         model,
         name="model",
         signature=signature,
         input_example=input_example,
         registered_model_name=registered_name,
+        pip_requirements=requirements,
     )
     version = str(info.registered_model_version)
     client = MlflowClient()

@@ -38,7 +38,7 @@ def test_worse_model_never_takes_the_alias(synthetic, mlflow_store, cfg, tmp_pat
     thresholds.write_text(json.dumps({"models": {"vgg": {"threshold": 0.41, "qtp_lower": 0.2},
                                                  "sc_vgg": {"threshold": 0.37, "qtp_lower": 0.18}}}))
     rng = np.random.default_rng(0)
-    client = MlflowClient(mlflow_store)
+    client = MlflowClient(tracking_uri=mlflow_store, registry_uri=mlflow_store)
     out = tmp_path / "promotion.json"
 
     # 1. no champion yet: the best candidate is registered and takes the alias

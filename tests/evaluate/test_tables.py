@@ -108,3 +108,11 @@ def test_bad_predictions_are_named(tmp_path, synthetic):
     with pytest.raises(LensSearchError, match="not in the KB metadata"):
         join_predictions({"vgg": a}, meta)
     assert isinstance(meta, Table)
+
+
+def test_kb_metadata_reads_as_the_kb_stage_reads_it(synthetic):
+    kb_build = pytest.importorskip("lenssearch.kb.build")
+    ours, theirs = read_kb_metadata(synthetic[1]), kb_build.read_kb_metadata(synthetic[1])
+    assert ours.colnames == theirs.colnames
+    assert list(ours["id"]) == list(theirs["id"]) and ours["id"].dtype.kind == "U"
+    np.testing.assert_array_equal(ours["theta_e_arcsec"], theirs["theta_e_arcsec"])

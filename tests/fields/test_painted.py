@@ -69,3 +69,19 @@ def test_painting_needs_member_magnitudes(lenstool_like_field):
     with pytest.raises(InputFileError, match="mag_lenstool"):
         add_synthetic_light(lenstool_like_field, load_config("params.yaml"), "hff", image_size_arcsec=20.0)
     assert not (lenstool_like_field / "image_F814W.fits").exists()
+
+
+def test_mass_only_fields_are_not_listed(lenstool_like_field, field_dir, tmp_path):
+    import shutil
+
+    from lenssearch.fields.layout import has_images, list_fields
+
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copytree(lenstool_like_field, root / "AS1063")
+    shutil.copytree(field_dir, root / "SYN")
+    assert not has_images(root / "AS1063") and has_images(root / "SYN")
+    assert [f.name for f in list_fields(root)] == ["TEST-A"]
+    (root / "SYN" / "image_F606W.fits").unlink()
+    with pytest.raises(InputFileError, match="image_F606W.fits"):
+        list_fields(root)

@@ -112,3 +112,37 @@ def test_bad_inputs_write_nothing(inputs, cfg, tmp_path):
     (tmp_path / "fields" / "FA").unlink()
     (tmp_path / "fields").rmdir()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_npy_cutout_sets_are_read_too(inputs, kb_path, cfg, tmp_path):
+    import shutil
+
+    from lenssearch.simulate.store import read_cutout_set
+
+    cutouts, _, _ = read_cutout_set(inputs / "negatives")
+    npy = tmp_path / "negatives"
+    npy.mkdir()
+    shutil.copy(inputs / "negatives" / "metadata.ecsv", npy / "metadata.ecsv")
+    np.save(npy / "cutouts.npy", cutouts)
+    out = tmp_path / "kb.h5"
+    build_kb(inputs / "mocks", npy, out, cfg, fields_dir=inputs / "fields", progress=False)
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == hashlib.sha256(kb_path.read_bytes()).hexdigest()
+
+
+def test_kb_verb(inputs, tmp_path):
+    from typer.testing import CliRunner
+
+    from lenssearch.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "kb" / "kb.h5"
+    res = runner.invoke(app, ["kb", "--mocks", str(inputs / "mocks"), "--negatives", str(inputs / "negatives"),
+                              "--fields", str(inputs / "fields"), "--out", str(out), "--reports",
+                              str(tmp_path / "reports"), "--no-track"])
+    assert res.exit_code == 0, res.output
+    assert out.exists() and (tmp_path / "reports" / "gallery.png").exists()
+    assert '"n_mocks": 80' in res.output
+    bad = runner.invoke(app, ["kb", "--mocks", str(tmp_path / "nope"), "--negatives", str(inputs / "negatives"),
+                              "--out", str(tmp_path / "kb2.h5")])
+    assert bad.exit_code == 2 and "missing from the cutout set" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "kb2.h5").exists()

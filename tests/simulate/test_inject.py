@@ -29,7 +29,9 @@ def test_outputs_and_metadata_constraints(cfg, mocks, test_fields):
     assert attrs["bands"] == ["F435W", "F606W", "F814W"] and attrs["kind"] == "mock"
     assert len(set(meta["id"])) == n and np.all(meta["label"] == 1)
     theta = cfg.field.critical_lines
-    assert np.all((meta["theta_e_arcsec"] > theta.theta_e_min_arcsec) & (meta["theta_e_arcsec"] < theta.theta_e_max_arcsec))
+    assert np.all(meta["theta_e_arcsec"] > theta.theta_e_min_arcsec)
+    assert np.all(meta["theta_e_arcsec"] < theta.theta_e_max_arcsec)
+    assert np.all(meta["n_images_in_cutout"] >= 1) and np.all(meta["n_images_in_cutout"] <= meta["n_images"])
     assert np.all(meta["z_s"] >= Z_LENS + cfg.simulate.sources.dz_min)
     assert np.all(meta["source_mag_F814W"] <= cfg.simulate.sources.mag_limit)
     assert np.all(meta["n_images"] >= 1) and np.mean(meta["n_images"] >= 2) > 0.5
@@ -91,7 +93,8 @@ def test_same_seed_same_bytes(cfg, test_fields, tmp_path):
     run_simulate(c, test_fields, b, tmp_path / "rb", progress=False)
     for name in (CUTOUTS, METADATA):
         assert (a / name).read_bytes() == (b / name).read_bytes()
-    assert (tmp_path / "ra" / "metrics.json").read_bytes() == (tmp_path / "rb" / "metrics.json").read_bytes()
+    for name in ("metrics.json", "source_counts_pz.png", "size_redshift.png"):
+        assert (tmp_path / "ra" / name).read_bytes() == (tmp_path / "rb" / name).read_bytes()
     other = dataclasses.replace(c, base=dataclasses.replace(c.base, seed=c.base.seed + 1))
     run_simulate(other, test_fields, tmp_path / "c", None, progress=False)
     assert (a / METADATA).read_bytes() != (tmp_path / "c" / METADATA).read_bytes()
@@ -140,3 +143,30 @@ def test_no_fields_is_an_error(cfg, tmp_path):
 def test_split_counts():
     assert split_counts(600, 2) == [300, 300]
     assert split_counts(7, 3) == [3, 2, 2]
+
+
+def test_magnification_matches_a_brute_force_ray_trace(cfg, mocks, test_fields):
+    """The stage's magnification (sub-pixels in the cutout + lens grid outside) against a fine direct sum."""
+    from lenssearch.fields.layout import list_fields
+    from lenssearch.lensing.cosmology import Cosmology
+    from lenssearch.simulate.local import LocalLens
+    from lenssearch.simulate.render import SersicSource, sersic_at
+    from lenssearch.simulate.scene import FieldScene
+
+    out, _, _ = mocks
+    _, meta, _ = read_cutout_set(out, load_cutouts=False)
+    scene = FieldScene(list_fields(test_fields)[0], cfg.base.bands, with_lens=True)
+    cosmo = Cosmology(cfg.base.cosmology.H0, cfg.base.cosmology.Om0)
+    step = 0.008
+    axis = np.arange(-4.4, 4.4, step)
+    for row in meta[:2]:
+        member = scene.member_row(str(row["member_id"]))
+        centre = (float(member["x_model"]), float(member["y_model"]))
+        lens = LocalLens(centre, 4.5, scene.model, scene.deflection_map)
+        f = cosmo.dds_over_ds(row["z_lens"], row["z_s"])
+        src = SersicSource(row["source_x_arcsec"], row["source_y_arcsec"], row["source_re_arcsec"], row["sersic_n"],
+                           row["axis_ratio"], row["position_angle_deg"])
+        ax, ay = lens.deflection_on_grid(axis + centre[0], axis + centre[1])
+        xx, yy = np.meshgrid(axis + centre[0], axis + centre[1])
+        mu = sersic_at(src, xx - f * ax, yy - f * ay).sum() * step**2 * src.amplitude_for_flux(1.0)
+        assert row["magnification"] == pytest.approx(mu, rel=0.01)

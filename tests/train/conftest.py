@@ -12,7 +12,7 @@ from lenssearch.config import load_config
 REPO = Path(__file__).resolve().parents[2]
 
 
-def tiny_config(**train_overrides):
+def make_tiny_config(**train_overrides):
     """The repository's configuration with a tiny network and short trainings (64-pixel toy cutouts)."""
     cfg = load_config(REPO / "params.yaml")
     network = dataclasses.replace(
@@ -35,3 +35,9 @@ def toy_kb_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("kb") / "kb.h5"
     return write_toy_kb(path, n_lenses=160, n_nonlenses=80, n_folds=3, validation_fraction=0.15, seed=3,
                         size=64, arc_snr_range=(3.0, 30.0))
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """``tiny_config(**train_overrides)``: the configuration of the training tests."""
+    return make_tiny_config

@@ -85,14 +85,27 @@ def read_predictions(path: str | Path, network: str | None = None) -> Table:
 
 
 def read_kb_metadata(path: str | Path) -> Table:
-    """Read the KB's metadata table (HDF5 path ``metadata``) with ids as str."""
+    """Read the KB's metadata (the compound HDF5 dataset ``metadata``) as a Table with ids as str.
+
+    Strings stored as fixed-length UTF-8 bytes are decoded; a table written by astropy at HDF5 path
+    ``metadata`` reads the same way.
+    """
+    import h5py
+
     path = Path(path)
     if not path.exists():
         raise InputFileError(f"{path}: no such knowledge base (written by the kb stage)")
     try:
-        meta = Table.read(path, path="metadata")
-    except Exception as exc:
-        raise InputFileError(f"{path}: cannot read the 'metadata' table ({exc})") from None
+        with h5py.File(path, "r") as h5:
+            if "metadata" not in h5:
+                raise InputFileError(f"{path}: no 'metadata' dataset (not a lenssearch KB?)")
+            rec = h5["metadata"][...]
+    except OSError as exc:
+        raise InputFileError(f"{path}: not a readable HDF5 file ({exc})") from None
+    meta = Table(rec)
+    for name in meta.colnames:
+        if meta[name].dtype.kind == "S":
+            meta[name] = np.char.decode(np.asarray(meta[name]), "utf-8")
     if "id" not in meta.colnames:
         raise InputFileError(f"{path}: metadata has no 'id' column")
     meta["id"] = _as_str(meta["id"])

@@ -477,10 +477,11 @@ def run_promote(cfg, predictions_dir: Path, committees_json: Path | None, thresh
                 skipped.append({"name": name, "reason": "no committee model logged (committee.log_models)"})
                 continue
         value = gate_metric(opts["metric"], labels, scores, purity_min=opts["purity_min"], fpr=opts["fpr"])
-        cands.append({"name": name, "kind": kind, "model_uri": uri, "gate_value": value})
+        cands.append({"name": name, "kind": kind, "model_uri": uri, "gate_value": value,
+                      "auc": roc_auc(labels, scores)})
     if not cands:
         raise LensSearchError(f"no candidate model to promote: {skipped}")
-    cands.sort(key=lambda c: (-c["gate_value"], c["name"]))
+    cands.sort(key=lambda c: (-c["gate_value"], -np.nan_to_num(c["auc"], nan=-1.0), c["name"]))  # ties: AUC
     best = cands[0]
     t = tuned.get(best["name"])
     threshold = float(t["threshold"]) if t else float(cfg.evaluate.threshold)
@@ -505,7 +506,7 @@ def run_promote(cfg, predictions_dir: Path, committees_json: Path | None, thresh
     }
     echo(f"gate {label}:")
     for c in cands:
-        echo(f"  {c['name']:<40s} {c['gate_value']:.4f}  {c['model_uri']}")
+        echo(f"  {c['name']:<40s} {c['gate_value']:.4f}  (AUC {c['auc']:.4f})  {c['model_uri']}")
     champ_txt = "none" if champion is None else f"v{champion.version} ({champion.gate_metric} = {champion.gate_value})"
     echo(f"champion {p.registered_model}@{p.alias}: {champ_txt}")
     echo(f"challenger {best['name']}: {best['gate_value']:.4f} -> {'promote' if beats else 'keep champion'} ({reason})")

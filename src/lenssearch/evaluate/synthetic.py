@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 from astropy.table import Table
 
@@ -87,7 +88,8 @@ def synthetic_predictions(
 def write_synthetic(
     root: Path, rng: np.random.Generator, n: int = 900, networks=NETWORKS, n_folds: int = 3
 ) -> tuple[Path, Path]:
-    """Write ``<root>/reports/<network>/predictions.ecsv`` and ``<root>/data/kb/kb.h5`` (metadata only).
+    """Write ``<root>/reports/<network>/predictions.ecsv`` and ``<root>/data/kb/kb.h5`` (no cutouts: the
+    ``metadata``, ``labels``, ``fold`` and ``ids`` datasets of the kb stage's layout).
 
     Returns ``(predictions_dir, kb_path)``.
     """
@@ -102,6 +104,18 @@ def write_synthetic(
             table.write(tmp, format="ascii.ecsv")
     kb = root / "data" / "kb" / "kb.h5"
     kb.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(kb) as tmp:
-        meta.write(tmp, path="metadata", format="hdf5", serialize_meta=True)
+    with atomic_path(kb) as tmp, h5py.File(tmp, "w") as h5:
+        # the kb stage's layout: a compound dataset, strings as fixed-length UTF-8 bytes, bools as int8
+        cols = {}
+        for name in meta.colnames:
+            data = np.asarray(meta[name])
+            cols[name] = (np.char.encode(data.astype(str), "utf-8") if data.dtype.kind in "US"
+                          else data.astype(np.int8) if data.dtype.kind == "b" else data)
+        rec = np.empty(len(meta), dtype=[(k, v.dtype) for k, v in cols.items()])
+        for k, v in cols.items():
+            rec[k] = v
+        h5.create_dataset("metadata", data=rec)
+        h5.create_dataset("labels", data=np.asarray(meta["label"], np.int8))
+        h5.create_dataset("fold", data=np.asarray(meta["fold"], np.int16))
+        h5.create_dataset("ids", data=rec["id"])
     return reports, kb

@@ -211,7 +211,8 @@ def tune_threshold(
 
 
 def study_plots(studies: list, out_dir: Path) -> list[Path]:
-    """Optimisation history and slice plots of Optuna studies (optuna.visualization.matplotlib), as PNGs."""
+    """Optimisation history of every Optuna study, and the slice plot (objective against the threshold) of the
+    decision-threshold studies (optuna.visualization.matplotlib), as PNGs."""
     import warnings
 
     import matplotlib
@@ -231,7 +232,10 @@ def study_plots(studies: list, out_dir: Path) -> list[Path]:
             if not study.trials:
                 continue
             stem = study.study_name.replace("/", "_").replace("(", "_").replace(")", "").replace("+", "-")
-            for kind, plot in (("history", ovm.plot_optimization_history), ("slice", ovm.plot_slice)):
+            kinds = [("history", ovm.plot_optimization_history)]
+            if study.study_name.endswith("/threshold"):  # the objective against the threshold itself
+                kinds.append(("slice", ovm.plot_slice))
+            for kind, plot in kinds:
                 ax = plot(study)
                 fig = (ax.flat[0] if hasattr(ax, "flat") else ax).get_figure()
                 path = out_dir / f"{stem}_{kind}.png"

@@ -3,8 +3,8 @@
 Layout (``docs/architecture.md``): ``field.json``, ``model.par``, ``image_<BAND>.fits`` (e-/s, TAN WCS, AB zero
 point in ``PHOTZPT``/``ZP_AB``), ``psf_<BAND>.fits`` (unit sum), ``deflection.fits``, ``members.ecsv``,
 ``critical_lines_zs<z>.ecsv`` (+ ``_polygons.fits``), ``stars.ecsv`` (optional). Every writer here writes to a
-temporary name and renames it when complete (:func:`lenssearch.io.atomic_path`); builders assemble a field in a temporary
-directory and rename the whole directory, so a field directory that exists is complete.
+temporary name and renames it when complete (:func:`lenssearch.io.atomic_path`); builders assemble a field in a
+temporary directory and rename the whole directory, so a field directory that exists is complete.
 """
 
 from __future__ import annotations
@@ -229,12 +229,29 @@ def read_field(path: str | Path) -> Field:
     return field
 
 
-def list_fields(root: str | Path) -> list[Field]:
-    """Every field directory under ``root`` (sorted by name)."""
+def has_images(path: str | Path) -> bool:
+    """Whether a field directory has images: a mass-only field (a LensTool model without painted light, see
+    :mod:`lenssearch.fields.painted`) has a ``field.json`` without ``bands``."""
+    info_path = Path(path) / FIELD_JSON
+    try:
+        return "bands" in json.loads(info_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return True  # let read_field report the problem
+
+
+def list_fields(root: str | Path, *, with_images: bool = True) -> list[Field]:
+    """Every field directory under ``root`` (sorted by name).
+
+    With ``with_images`` (the default) mass-only fields (no images: nothing to inject into or cut out) are left
+    out; any other incomplete field raises :class:`InputFileError`.
+    """
     root = Path(root)
     if not root.is_dir():
         raise InputFileError(f"{root}: no such fields directory")
-    return [read_field(p) for p in sorted(root.iterdir()) if (p / FIELD_JSON).exists()]
+    dirs = [p for p in sorted(root.iterdir()) if (p / FIELD_JSON).exists()]
+    if with_images:
+        dirs = [p for p in dirs if has_images(p)]
+    return [read_field(p) for p in dirs]
 
 
 def check_kind(kind: str) -> str:

@@ -35,12 +35,16 @@ def _oversampling(size_pix: float) -> int:
     return 1
 
 
-def _stamp_grid(x0: float, y0: float, half: int, shape: tuple[int, int], oversample: int):
-    """Pixel bounds of the stamp clipped to the frame and the sub-pixel sample offsets from the centre."""
-    ny, nx = shape
+def _stamp_grid(x0: float, y0: float, half: int, shape: tuple[int, int] | None, oversample: int):
+    """Pixel bounds of the stamp (clipped to a frame of ``shape``; unclipped for ``None``) and the sub-pixel
+    sample offsets from the centre."""
     ix0, iy0 = int(np.floor(x0 + 0.5)), int(np.floor(y0 + 0.5))
-    xlo, xhi = max(ix0 - half, 0), min(ix0 + half + 1, nx)
-    ylo, yhi = max(iy0 - half, 0), min(iy0 + half + 1, ny)
+    xlo, xhi = ix0 - half, ix0 + half + 1
+    ylo, yhi = iy0 - half, iy0 + half + 1
+    if shape is not None:
+        ny, nx = shape
+        xlo, xhi = max(xlo, 0), min(xhi, nx)
+        ylo, yhi = max(ylo, 0), min(yhi, ny)
     if xlo >= xhi or ylo >= yhi:
         return None
     sub = (np.arange(oversample) + 0.5) / oversample - 0.5
@@ -74,7 +78,7 @@ def sersic_stamp(x0, y0, re_pix, n, q, angle_deg, shape, max_half: int = 500, ex
     semi_major = re_pix / np.sqrt(q)
     half = int(np.clip(np.ceil(extent_re * semi_major), 8, max_half))
     over = _oversampling(re_pix)
-    full = _stamp_grid(x0, y0, half, (10**9, 10**9), over)  # the unclipped stamp, for the normalisation
+    full = _stamp_grid(x0, y0, half, None, over)  # the unclipped stamp, for the normalisation
     grid = _stamp_grid(x0, y0, half, shape, over)
     if grid is None:
         return None
@@ -100,7 +104,7 @@ def spiral_stamp(x0, y0, h_pix, q, angle_deg, shape, n_arms: int = 2, pitch_deg:
     q = float(np.clip(q, 0.1, 1.0))
     half = int(np.clip(np.ceil(6.0 * h_pix), 8, max_half))
     over = _oversampling(h_pix)
-    full = _stamp_grid(x0, y0, half, (10**9, 10**9), over)
+    full = _stamp_grid(x0, y0, half, None, over)
     grid = _stamp_grid(x0, y0, half, shape, over)
     if grid is None:
         return None

@@ -167,8 +167,9 @@ def draw_members(entry, synth, bands, cosmology, rng):
     table["y_arcsec"] = y
     table["z"] = z
     for j, band in enumerate(bands):
-        # colours scale with the template colour: the slope and scatter stretch the whole SED, not one band
-        weight = base_colours[j] / max(base_colours[0], 1e-6) if base_colours[0] > 0 else 0.0
+        # slope and scatter are those of the widest colour (first band - F814W); each other colour gets them in
+        # proportion to its template colour, so a redder galaxy is redder in every colour
+        weight = base_colours[j] / base_colours[0] if base_colours[0] > 0 else 0.0
         table[f"mag_{band}"] = mags + base_colours[j] + weight * (colour_slope + scatter)
     table["re_arcsec"] = re_arcsec
     table["sersic_n"] = sersic_n

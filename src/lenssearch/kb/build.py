@@ -62,18 +62,22 @@ def read_cutout_metadata(path: str | Path):
     if not meta_path.exists():
         raise InputFileError(f"{meta_path}: missing from the cutout set {path}")
     meta = Table.read(meta_path, format="ascii.ecsv")
+    if "id" not in meta.colnames:
+        raise InputFileError(f"{meta_path}: no 'id' column")
     file, kind = _cutout_file(path)
+    ids = None
     if kind == "h5":
         with h5py.File(file, "r") as h5:
             if "cutouts" not in h5:
                 raise InputFileError(f"{file}: no dataset 'cutouts'")
             shape = tuple(h5["cutouts"].shape)
             attrs = {k: h5.attrs[k] for k in h5.attrs}
+            ids = [v.decode() for v in h5["ids"][...]] if "ids" in h5 else None
+        if ids is not None and ids != [str(v) for v in meta["id"]]:
+            raise InputFileError(f"{path}: the ids of {file.name} and metadata.ecsv differ (rows out of order?)")
     else:
         shape = tuple(np.load(file, mmap_mode="r").shape)
         attrs = {}
-    if "id" not in meta.colnames:
-        raise InputFileError(f"{meta_path}: no 'id' column")
     if shape[0] != len(meta):
         raise InputFileError(f"{path}: {shape[0]} cutouts but {len(meta)} metadata rows")
     return meta, shape, attrs

@@ -374,15 +374,18 @@ def validate_kb(kb_path: str | Path, out_dir: str | Path, cfg) -> ValidationResu
     from lenssearch.io import atomic_path
     from lenssearch.kb.build import read_kb
 
-    kb = read_kb(kb_path)
+    import h5py
+
+    kb = read_kb(kb_path, load_cutouts=False)
     bands = tuple(kb["attrs"].get("bands", cfg.base.bands))
     meta = kb["metadata"]
     if "fold" not in meta.colnames:
         meta["fold"] = kb["fold"]
     out_dir = Path(out_dir)
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir) as tmp, h5py.File(kb_path, "r") as h5:
         tmp.mkdir(parents=True)
-        result = validate_cutouts(kb["cutouts"], meta, vcfg=cfg.validate, n_folds=int(kb["attrs"]["n_folds"]),
+        # the statistics read one cutout at a time from the file: the KB is never held in memory
+        result = validate_cutouts(h5["cutouts"], meta, vcfg=cfg.validate, n_folds=int(kb["attrs"]["n_folds"]),
                                   bands=bands, expected_shape=(cfg.kb.cutout_pixels, cfg.kb.cutout_pixels,
                                                                len(bands)),
                                   docs_dir=tmp / "data_docs", suite_name="lenssearch_kb")

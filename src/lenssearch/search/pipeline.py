@@ -519,10 +519,10 @@ def _log_run(run_name, params, metrics, files, tracking_uri, artifact_root) -> N
     """Record a run (params, metrics such as the per-stage counts, output files) in MLflow's ``search`` experiment."""
     from lenssearch import tracking
 
+    uri = tracking.resolve_tracking_uri(tracking_uri)
     with tracking.tracked_run(
-        run_name, experiment=MLFLOW_EXPERIMENT, params=params,
-        tracking_uri=tracking_uri or tracking.DEFAULT_TRACKING_URI,
-        artifact_root=artifact_root or tracking.DEFAULT_ARTIFACT_ROOT,
+        run_name, experiment=MLFLOW_EXPERIMENT, params=params, tracking_uri=uri,
+        artifact_root=artifact_root or tracking.artifact_root_for(uri),
     ):
         tracking.log_metrics(metrics)
         tracking.log_artifacts(files)
@@ -803,8 +803,9 @@ def run_known_lenses(
 ) -> tuple[Table, Table]:
     """Score known lenses with each model (and each committee member) and classify them (Table A.6 analogue).
 
-    ``inp.positions`` must have ``label`` (from :func:`read_known_lenses`). Writes ``known_lenses.ecsv`` (one row
-    per system: RA, Dec, label, validation, each network's probability and class) and
+    ``inp.positions`` must have ``label`` (from :func:`read_known_lenses`). Networks are named by their model
+    (``models:/lenssearch-vgg/3`` -> ``vgg``) and a committee's members by ``<committee>.<member>``. Writes
+    ``known_lenses.ecsv`` (one row per system: RA, Dec, label, validation, each network's ``p_`` and ``class_``) and
     ``known_lenses_totals.ecsv`` (TP, qTP, FN over secure systems per network) and a ``known_lenses.md`` table.
     """
     cfg = config.search
@@ -827,9 +828,11 @@ def run_known_lenses(
         if "status" not in table.colnames:
             table["status"] = res.status
             table["validation"] = [str(v) for v in res.validation]
-        columns = {scorer.label: res.score, **res.members}
+        columns = {scorer.label: res.score, **{f"{scorer.label}.{m}": v for m, v in res.members.items()}}
         for name, values in columns.items():
-            label = name if name not in networks else f"{scorer.label}_{name}"
+            label = name
+            while label in networks:  # the same model given twice
+                label += "'"
             networks.append(label)
             table[f"p_{label}"] = values
             table[f"class_{label}"] = classes.truth_class(values, is_lens, cfg.tp_min, cfg.qtp_min)

@@ -170,7 +170,7 @@ def load_scorer(uri: str, tracking_uri: str | None = None) -> Scorer:
     """
     from lenssearch import tracking
 
-    tracking_uri = tracking_uri or tracking.DEFAULT_TRACKING_URI
+    tracking_uri = tracking.resolve_tracking_uri(tracking_uri)
     model = tracking.load_pyfunc(uri, tracking_uri=tracking_uri)
     tags = tracking.model_version_tags(uri, tracking_uri=tracking_uri)
     predict = model.predict

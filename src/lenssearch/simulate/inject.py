@@ -19,8 +19,9 @@ Per mock the metadata (``metadata.ecsv``) holds the field, member, ``theta_E`` a
 magnitudes per band, ``R_e`` (kpc and arcsec), ``n``, ``q``, angle, its source-plane position, the total
 magnification (lensed / intrinsic F814W flux before the PSF, summed over the cutout at the sub-pixel resolution
 and over the local lens grid outside it), the number of images (point-source lens equation on the local grid,
-images with ``|mu| >= image_min_abs_magnification``), the lens magnitude and colour and the cutout centre. A candidate none of whose images falls inside the cutout is
-redrawn (the paper's cutouts all contain at least one lensed image, Sect. 3.2).
+images with ``|mu| >= image_min_abs_magnification``, and how many of them fall inside the cutout), the lens
+magnitude and colour and the cutout centre. A candidate none of whose images falls inside the cutout is redrawn
+(the paper's cutouts all contain at least one lensed image, Sect. 3.2).
 
 Randomness: one generator per field, ``default_rng([base.seed, SIMULATE_STREAM, field index])``; every
 candidate also draws its own placement seed, so the result does not depend on the order in which candidates are
@@ -48,7 +49,8 @@ METADATA_COLUMNS = (
     "id", "label", "field", "member_id", "line_id", "z_lens", "theta_e_arcsec", "theta_e_catalogue_arcsec",
     "z_s_catalogue", "z_s", "source_mag_F435W", "source_mag_F606W", "source_mag_F814W", "source_re_kpc",
     "source_re_arcsec", "sersic_n", "axis_ratio", "position_angle_deg", "source_x_arcsec", "source_y_arcsec",
-    "magnification", "magnification_in_cutout", "n_images", "n_images_in_cutout", "lens_mag_F814W", "lens_color_F606W_F814W",
+    "magnification", "magnification_in_cutout", "n_images", "n_images_in_cutout", "lens_mag_F814W",
+    "lens_color_F606W_F814W",
     "cutout_ra", "cutout_dec", "cutout_row0", "cutout_col0",
 )
 
@@ -132,6 +134,7 @@ class MockFactory:
         self.renderer = Renderer(self.n, scene.pixel_scale_arcsec, self.sim.supersampling, scene.psfs(),
                                  self.sim.psf_pad_pixels)
         self.exclude_centres = scene.cluster_centres()
+        self._valid: set[str] | None = None
         self.catalogues = self._catalogues()
 
     # ------------------------------------------------------------------------------------------ catalogues
@@ -168,7 +171,7 @@ class MockFactory:
 
     def valid_members(self) -> set[str]:
         """Members whose cutout (with the renderer's padding) lies inside the frame with full coverage."""
-        if hasattr(self, "_valid"):
+        if self._valid is not None:
             return self._valid
         out = set()
         m = self.scene.members
@@ -241,6 +244,16 @@ class MockFactory:
         shape = dict(re_arcsec=src["re_arcsec"], sersic_n=src["sersic_n"], axis_ratio=src["axis_ratio"],
                      angle_deg=src["position_angle_deg"])
         xc, yc = ml.centre_xy
+        grid = ml.grid
+        bx, by = grid.source_positions(z_s)
+        images = count_images(bx, by, grid.x_axis, grid.y_axis, pos[0], pos[1], grid.magnification(z_s),
+                              self.sim.image_min_abs_magnification)
+        half = self.n / 2 * self.scene.pixel_scale_arcsec
+        n_in_cutout = int(np.sum((np.abs(images[0] - xc) < half) & (np.abs(images[1] - yc) < half)))
+        if n_in_cutout == 0:
+            # e.g. a source in the buffer whose only image the cluster throws arcseconds away: no GGSL here
+            return None, "no_image_in_cutout"
+
         source_rel = SersicSource(pos[0] - xc, pos[1] - yc, **shape)
         mags = self.colours.magnitudes(src["mag_F814W"], z_s)
         fluxes = [float(flux_from_ab(mags[b], zp)) for b, zp in zip(self.scene.bands, self.scene.zeropoints)]
@@ -250,18 +263,8 @@ class MockFactory:
 
         # magnification: sub-pixel render inside the cutout + the lens grid outside it
         mu_in = float(self.renderer.crop(unit).sum())
-        grid = ml.grid
-        bx, by = grid.source_positions(z_s)
-        outside = ml.outside_cutout
         source_abs = SersicSource(pos[0], pos[1], **shape)
-        mu_out = sersic_sum(source_abs, bx, by, outside) * source_abs.amplitude_for_flux(1.0) * grid.step**2
-        images = count_images(bx, by, grid.x_axis, grid.y_axis, pos[0], pos[1], grid.magnification(z_s),
-                              self.sim.image_min_abs_magnification)
-        half = self.n / 2 * self.scene.pixel_scale_arcsec
-        n_in_cutout = int(np.sum((np.abs(images[0] - xc) < half) & (np.abs(images[1] - yc) < half)))
-        if n_in_cutout == 0:
-            # e.g. a source in the buffer whose only image the cluster throws arcseconds away: no GGSL here
-            return None, "no_image_in_cutout"
+        mu_out = sersic_sum(source_abs, bx, by, ml.outside_cutout) * source_abs.amplitude_for_flux(1.0) * grid.step**2
         member = self.scene.member_row(cand.member_id)
         lens_mag = float(member["mag_F814W"]) if "mag_F814W" in member.colnames else np.nan
         lens_col = (float(member["mag_F606W"]) - lens_mag) if "mag_F606W" in member.colnames else np.nan

@@ -13,8 +13,10 @@ The Sersic profile (Sersic 1963; Graham & Driver 2005) uses the circularised rad
 This is lenstronomy's ``SERSIC_ELLIPSE`` with ``(e1, e2) = phi_q2_ellipticity(angle, q)`` and ``amp = I_e``.
 
 Speed: the morphology is the same in every band, so the ray-traced Sersic is rendered once per mock by a fused
-numba kernel (ray trace, Sersic, sub-pixel mean: no temporaries, parallel over rows) and scaled per band; the
-PSF convolutions are FFTs with the PSF transforms cached per band.
+numba kernel (ray trace, Sersic from a lookup table, sub-pixel mean: no temporaries) and scaled per band; the
+PSF convolutions are FFTs with the PSF transforms cached per band. The kernel is serial on purpose: one mock is
+~2 ms of work, too little for a thread pool (on a busy 2-core machine a parallel loop was 3x slower); parallelism
+belongs to the level of mocks or members.
 """
 
 from __future__ import annotations
@@ -139,13 +141,13 @@ def _lookup(table, inv_dv, r2_scaled):
     return table[k] * (1.0 - w) + table[k + 1] * w
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
+@numba.njit(fastmath=True, cache=True)
 def _lensed_sersic_mean(xs, ys, alpha_x, alpha_y, dds, cx, cy, cs, sn, q, inv_re2, table, inv_dv, ss, out):
     """Mean over ``ss x ss`` sub-pixels of the ray-traced Sersic (units of ``I_e``), written into ``out``."""
     n_rows, n_cols = out.shape
     inv_q = 1.0 / q
     inv_ss2 = 1.0 / (ss * ss)
-    for i in numba.prange(n_rows):
+    for i in range(n_rows):
         for j in range(n_cols):
             acc = 0.0
             for a in range(ss):
@@ -161,11 +163,11 @@ def _lensed_sersic_mean(xs, ys, alpha_x, alpha_y, dds, cx, cy, cs, sn, q, inv_re
             out[i, j] = acc * inv_ss2
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
+@numba.njit(fastmath=True, cache=True)
 def _sersic_at(bx, by, cx, cy, cs, sn, q, inv_re2, table, inv_dv, out):
     """Sersic surface brightness (units of ``I_e``) at flat arrays of source-plane positions."""
     inv_q = 1.0 / q
-    for k in numba.prange(bx.size):
+    for k in range(bx.size):
         dx = bx[k] - cx
         dy = by[k] - cy
         xp = dx * cs + dy * sn

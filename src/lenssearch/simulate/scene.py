@@ -72,7 +72,8 @@ class FieldScene:
                 and np.allclose(wcs.wcs.crpix, wcs0.wcs.crpix, rtol=0, atol=1e-6)
                 and np.allclose(wcs.pixel_scale_matrix, wcs0.pixel_scale_matrix, rtol=1e-6, atol=0)
             ):
-                raise InputFileError(f"{path}: WCS or shape differs from {path0.name} (bands must share one pixel grid)")
+                raise InputFileError(
+                    f"{path}: WCS or shape differs from {path0.name} (bands must share one pixel grid)")
             self.images.append(data)
         self.wcs = wcs0
         self.shape = shape0
@@ -141,19 +142,29 @@ class FieldScene:
         if self.model is None and self.deflection_map is None:
             raise InputFileError(f"{self.field.path}: field '{self.name}' has neither model.par nor deflection.fits")
 
-    def cluster_centres(self) -> np.ndarray:
-        """Centres of the cluster-scale components (not members, not uniform)."""
+    def cluster_centres(self, match_arcsec: float = 0.05) -> np.ndarray:
+        """Centres of the cluster-scale components: not uniform, not named after a member, and not sitting on a
+        member (a member's potential under another name is not cluster-scale)."""
         if self.model is None:
             return np.zeros((0, 2))
         ids = set(self.members["member_id"])
-        out = [(c.params["center_x"], c.params["center_y"]) for c in self.model.components
-               if c.name not in ids and c.profile != "shear" and "center_x" in c.params]
+        mx = np.asarray(self.members["x_model"], float)
+        my = np.asarray(self.members["y_model"], float)
+        out = []
+        for c in self.model.components:
+            if c.name in ids or c.profile == "shear" or "center_x" not in c.params:
+                continue
+            x, y = c.params["center_x"], c.params["center_y"]
+            if len(mx) and np.min(np.hypot(mx - x, my - y)) < match_arcsec:
+                continue
+            out.append((x, y))
         return np.array(out, dtype=float).reshape(-1, 2)
 
     # ------------------------------------------------------------------------------------------ cutouts
     def window(self, col: float, row: float, n: int) -> tuple[int, int]:
-        """``(row0, col0)`` of the ``n x n`` cutout whose pixel ``(n/2, n/2)`` contains ``(col, row)``."""
-        return int(np.floor(row + 0.5)) - n // 2, int(np.floor(col + 0.5)) - n // 2
+        """``(row0, col0)`` of the ``n x n`` cutout whose centre is nearest to ``(col, row)`` (within 0.5 pixel)."""
+        half = (n - 1) / 2.0
+        return int(np.floor(row - half + 0.5)), int(np.floor(col - half + 0.5))
 
     def window_problem(self, row0: int, col0: int, n: int, margin: int = 0, max_bad_fraction: float = 0.0):
         """``None`` if the cutout is usable, else the reason: ``"edge"`` or ``"coverage"``."""

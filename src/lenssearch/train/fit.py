@@ -79,7 +79,8 @@ def _callbacks_module():
             with atomic_path(self.folder) as tmp:
                 tmp.mkdir()
                 # plain arrays: ~100x faster than a .keras save per epoch, and all that resuming needs
-                np.savez(tmp / "weights.npz", *self.model.get_weights())
+                # model.variables = weights + the dropout layers' random-generator states (an exact resume)
+                np.savez(tmp / "weights.npz", *[np.asarray(v) for v in self.model.variables])
                 np.savez(tmp / "optimizer.npz", *[np.asarray(v) for v in self.model.optimizer.variables])
                 if es.best_weights is not None:
                     np.savez(tmp / "best.weights.npz", *es.best_weights)
@@ -104,6 +105,7 @@ def fit_split(
     progress: bool = True,
     description: str = "",
     extra_callbacks: tuple = (),
+    model=None,
 ):
     """Train ``network`` on ``train_rows`` (balanced, augmented), stopping on the loss of ``validation_rows``.
 
@@ -125,6 +127,10 @@ def fit_split(
         Seeds the weights, the dropout, the class balancing and the augmentation of this split.
     extra_callbacks
         Keras callbacks run after the checkpoint of each epoch (tests use one to simulate a kill).
+    model
+        A compiled model of the same network returned by an earlier call, to be re-initialised and reused:
+        its traced training and prediction functions are kept (tracing costs more than a small split's
+        training on a CPU). Its weights are overwritten.
 
     Returns
     -------
@@ -140,16 +146,26 @@ def fit_split(
     split_dir = Path(split_dir)
     folder = split_dir / CHECKPOINT
     keras.utils.set_random_seed(seed)
-    model = build_model(network, cfg.network, bands)
-    model.compile(
-        optimizer=keras.optimizers.Adadelta(learning_rate=cfg.learning_rate),
-        loss=keras.losses.BinaryCrossentropy(),
-        metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
-    )
+    fresh = build_model(network, cfg.network, bands)  # this split's initial weights and dropout seeds
+    if model is None:
+        model = fresh
+        model.compile(
+            optimizer=keras.optimizers.Adadelta(learning_rate=cfg.learning_rate),
+            loss=keras.losses.BinaryCrossentropy(),
+            metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
+        )
+        model.optimizer.build(model.trainable_variables)
+    else:
+        for target, source in zip(model.variables, fresh.variables, strict=True):
+            target.assign(source)
+        for variable in model.optimizer.variables:  # Adadelta's accumulators and step count start at zero
+            variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
+        model.optimizer.learning_rate = cfg.learning_rate
+    del fresh
     if (folder / "state.json").exists():
         state = json.loads((folder / "state.json").read_text())
-        model.set_weights(_load_arrays(folder / "weights.npz"))
-        model.optimizer.build(model.trainable_variables)
+        for variable, value in zip(model.variables, _load_arrays(folder / "weights.npz"), strict=True):
+            variable.assign(value)
         for variable, value in zip(model.optimizer.variables, _load_arrays(folder / "optimizer.npz"), strict=True):
             variable.assign(value)
     else:
@@ -167,7 +183,8 @@ def fit_split(
     start = int(state["epoch"])
     if state["stopped"] or start >= cfg.max_epochs:
         best = folder / "best.weights.npz"
-        model.set_weights(_load_arrays(best if best.exists() else folder / "weights.npz"))
+        if best.exists():
+            model.set_weights(_load_arrays(best))
         return model, state["history"]
     batch_size = cfg.batch_size[network] if network in cfg.batch_size else None
     if batch_size is None:

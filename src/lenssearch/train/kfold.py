@@ -116,8 +116,11 @@ def _write_table(table, path: Path) -> None:
         table.write(tmp, format="ascii.ecsv")
 
 
-def _train_or_reuse(network, cfg, kb, pipelines, split, train_rows, test_rows, models_dir, progress):
-    """Train one split (or read it back if finished); returns (result dict, probabilities of test_rows, trained)."""
+def _train_or_reuse(network, cfg, kb, pipelines, split, train_rows, test_rows, models_dir, progress, cache):
+    """Train one split (or read it back if finished); returns (result dict, probabilities of test_rows, trained).
+
+    ``cache`` holds the compiled model of the previous split, re-initialised and reused (see ``fit_split``).
+    """
     from astropy.table import Table
 
     split_dir = models_dir / split
@@ -132,7 +135,9 @@ def _train_or_reuse(network, cfg, kb, pipelines, split, train_rows, test_rows, m
     model, history = fit_split(
         network, cfg.train, kb.bands, pipelines, train_rows, validation_rows, split_dir,
         fold_seed(cfg.base.seed, split), progress=progress, description=f"{network} {split}",
+        model=cache.get("model"),
     )
+    cache["model"] = model
     probabilities = predict_rows(model, pipelines, test_rows)
     metrics = M.classification_metrics(kb.labels[test_rows], probabilities)
     model.save(split_dir / "model.keras")
@@ -242,6 +247,7 @@ def train_network(
     tags = {"kb_dvc_md5": kb_hash, "git_commit": tracking.git_commit(), "fingerprint": fingerprint,
             "kb_path": str(kb_path)}
     trained: list[str] = []
+    cache: dict = {}
     with tracking.network_run(network, params, tags, run_id=previous.get("parent_run_id"),
                               tracking_uri=tracking_uri) as parent_run_id:
         if previous.get("parent_run_id") != parent_run_id:
@@ -267,7 +273,7 @@ def train_network(
             split = f"fold_{k}"
             train_rows, test_rows = kb.fold_indices(k)
             result, probabilities, was_trained = _train_or_reuse(
-                network, cfg, kb, pipelines, split, train_rows, test_rows, models_dir, progress
+                network, cfg, kb, pipelines, split, train_rows, test_rows, models_dir, progress, cache
             )
             if was_trained:
                 trained.append(split)
@@ -308,7 +314,8 @@ def train_network(
 
         # ------------------------------------------------------------------ the run model (Sect. 5)
         run_result, run_probabilities, was_trained = _train_or_reuse(
-            network, cfg, kb, pipelines, RUN_SPLIT, kb.cv_indices, kb.validation_indices, models_dir, progress
+            network, cfg, kb, pipelines, RUN_SPLIT, kb.cv_indices, kb.validation_indices, models_dir, progress,
+            cache,
         )
         if was_trained:
             trained.append(RUN_SPLIT)

@@ -1,0 +1,116 @@
+"""Network builders: shapes, SC-VGG's average of branch probabilities, input preparation inside the model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from lenssearch.config import NetworkConfig
+from lenssearch.models import MODELS, RobustNormalization, build_model, network_bands
+from lenssearch.models.layers import MAD_TO_SIGMA
+
+CFG = NetworkConfig(
+    input_pixels=32, binning=2, filters=(4, 8), sc_vgg_filters=(2, 4), convs_per_block=2, dense_units=(8, 4),
+    dropout=0.2, leaky_relu_slope=0.1, normalisation_softening=1.0,
+)
+
+
+def raw_cutouts(n: int, bands: int, seed: int = 0) -> np.ndarray:
+    """Noise plus a bright central blob, in e-/s-like units."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:32, :32] - 15.5
+    blob = np.exp(-np.hypot(x, y) / 3.0)[None, :, :, None]
+    return (0.01 * rng.normal(size=(n, 32, 32, bands)) + 2.0 * blob * rng.uniform(0.5, 2, (n, 1, 1, bands))).astype(
+        np.float32
+    )
+
+
+@pytest.mark.parametrize("network", sorted(MODELS))
+def test_builders_take_raw_cutouts_and_return_one_probability(network):
+    model = build_model(network, CFG)
+    bands = 1 if network.startswith("f") else 3
+    assert model.input_shape == (None, 32, 32, bands)
+    assert model.output_shape == (None, 1)
+    out = model.predict(raw_cutouts(5, bands), verbose=0)
+    assert out.shape == (5, 1)
+    assert np.all((out > 0) & (out < 1))
+    assert model.name == network
+
+
+def test_vgg_layers_follow_the_configuration():
+    model = build_model("vgg", CFG)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [4, 4, 8, 8]  # two convolutions per block
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert [d.units for d in dense] == [8, 4, 1]
+    assert dense[-1].activation is keras.activations.sigmoid
+    assert sum(isinstance(layer, keras.layers.LeakyReLU) for layer in model.layers) == len(convs) + 2
+    assert any(isinstance(layer, keras.layers.AveragePooling2D) for layer in model.layers)  # the 2x2 binning
+
+
+def test_sc_vgg_output_is_the_mean_of_three_single_band_branches():
+    model = build_model("sc_vgg", CFG)
+    branch_names = ["F435W_probability", "F606W_probability", "F814W_probability"]
+    branches = keras.Model(model.input, [model.get_layer(n).output for n in branch_names])
+    x = raw_cutouts(6, 3, seed=1)
+    p_branches = np.concatenate(branches.predict(x, verbose=0), axis=1)
+    assert not np.allclose(p_branches[:, 0], p_branches[:, 1])  # three different networks
+    assert_allclose(model.predict(x, verbose=0)[:, 0], p_branches.mean(axis=1), rtol=1e-6, atol=1e-7)
+    # each branch sees one band only: changing F814W leaves the F435W branch untouched
+    x2 = x.copy()
+    x2[..., 2] *= 3.0
+    x2[..., 2] += np.random.default_rng(2).normal(size=x2[..., 2].shape)
+    p2 = np.concatenate(branches.predict(x2, verbose=0), axis=1)
+    assert_allclose(p2[:, 0], p_branches[:, 0], rtol=1e-6)
+    assert not np.allclose(p2[:, 2], p_branches[:, 2])
+
+
+@pytest.mark.parametrize("network", ["vgg", "sc_vgg", "f606w"])
+def test_normalisation_inside_the_model_makes_it_scale_and_offset_free(network):
+    model = build_model(network, CFG)
+    bands = 1 if network.startswith("f") else 3
+    x = raw_cutouts(4, bands, seed=3)
+    p = model.predict(x, verbose=0)
+    assert_allclose(model.predict(1e3 * x, verbose=0), p, rtol=1e-4, atol=1e-6)
+    assert_allclose(model.predict(x + 5.0, verbose=0), p, rtol=1e-3, atol=1e-5)
+
+
+def test_robust_normalisation_matches_numpy():
+    x = raw_cutouts(3, 3, seed=4) * np.array([1.0, 10.0, 100.0], dtype=np.float32)
+    layer = RobustNormalization(softening=2.0, sample_grid=8)
+    out = np.asarray(layer(x))
+    sample = x[:, 2::4, 2::4, :]  # step 32 // 8 = 4, starting at step // 2
+    median = np.median(sample, axis=(1, 2), keepdims=True)
+    sigma = MAD_TO_SIGMA * np.median(np.abs(sample - median), axis=(1, 2), keepdims=True)
+    assert_allclose(out, np.arcsinh((x - median) / (2.0 * sigma)), rtol=2e-5, atol=2e-5)
+
+
+def test_robust_normalisation_of_a_constant_image_is_zero():
+    out = np.asarray(RobustNormalization()(np.full((1, 32, 32, 3), 7.0, dtype=np.float32)))
+    assert np.all(np.isfinite(out)) and np.all(out == 0)
+
+
+def test_saved_model_round_trip_keeps_custom_layers(tmp_path):
+    model = build_model("sc_vgg", CFG)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    x = raw_cutouts(3, 3)
+    assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_network_bands_and_unknown_network():
+    assert network_bands("vgg") == (0, 1, 2)
+    assert network_bands("sc_vgg") == (0, 1, 2)
+    assert [network_bands(b)[0] for b in ("f435w", "f606w", "f814w")] == [0, 1, 2]
+    with pytest.raises(KeyError, match="unknown network"):
+        network_bands("resnet")
+
+
+def test_too_many_poolings_for_the_input_raise():
+    deep = dataclasses.replace(CFG, filters=(4, 4, 4, 4, 4), sc_vgg_filters=(2, 2, 2, 2, 2))
+    with pytest.raises(ValueError, match="poolings"):
+        build_model("vgg", deep)

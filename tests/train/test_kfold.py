@@ -1,0 +1,127 @@
+"""The k-fold protocol end to end on a toy KB: out-of-fold predictions, resuming, reports, MLflow runs, the
+registered model loaded through mlflow.pyfunc."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+from astropy.table import Table
+from numpy.testing import assert_allclose
+
+from lenssearch.train.data import read_knowledge_base
+from lenssearch.train.kfold import train_network
+
+NETWORK = "sc_vgg"
+
+
+@pytest.fixture(scope="module")
+def trained(toy_kb_path, tiny_config, tmp_path_factory):
+    """Train SC-VGG, killed after fold 0 (stop_after_folds=1), then re-run to completion."""
+    root = tmp_path_factory.mktemp("train")
+    uri = f"sqlite:///{root}/mlflow.db"
+    cfg = tiny_config(max_epochs=24, warmup_epochs=10)
+    models, reports = root / "models" / NETWORK, root / "reports" / NETWORK
+    first = train_network(NETWORK, toy_kb_path, models, reports, cfg, tracking_uri=uri, stop_after_folds=1,
+                          progress=False)
+    after_kill = {
+        "first": first,
+        "done": sorted(p.parent.name for p in models.glob("*/result.json")),
+        "reports": reports.exists(),
+        "fold0_mtime": (models / "fold_0" / "model.keras").stat().st_mtime_ns,
+        "run_file": json.loads((models / "mlflow.json").read_text()),
+    }
+    summary = train_network(NETWORK, toy_kb_path, models, reports, cfg, tracking_uri=uri, progress=False)
+    return {"summary": summary, "after_kill": after_kill, "models": models, "reports": reports, "uri": uri,
+            "kb": read_knowledge_base(toy_kb_path), "kb_path": toy_kb_path, "cfg": cfg}
+
+
+def test_kill_after_one_fold_then_resume_trains_only_the_rest(trained):
+    after = trained["after_kill"]
+    assert after["first"] is None
+    assert after["done"] == ["fold_0"] and not after["reports"]
+    summary = trained["summary"]
+    assert summary.trained_splits == ["fold_1", "fold_2", "run"]  # fold 0 reused, not retrained
+    assert (trained["models"] / "fold_0" / "model.keras").stat().st_mtime_ns == after["fold0_mtime"]
+    assert summary.parent_run_id == after["run_file"]["parent_run_id"]  # the same MLflow parent run continues
+    assert not any(trained["models"].glob("*/checkpoint"))  # finished splits drop their epoch checkpoints
+
+
+def test_exactly_one_out_of_fold_probability_per_cv_cutout(trained):
+    kb = trained["kb"]
+    table = Table.read(trained["reports"] / "predictions.ecsv", format="ascii.ecsv")
+    assert table.colnames == ["id", "fold", "network", "label", "probability"]
+    assert list(table["id"]) == list(kb.ids[kb.cv_indices])  # all CV cutouts, once each, in KB order
+    assert np.all(table["fold"] == kb.fold[kb.cv_indices])
+    assert np.all(table["label"] == kb.labels[kb.cv_indices])
+    assert set(table["network"]) == {NETWORK}
+    assert np.all((table["probability"] >= 0) & (table["probability"] <= 1))
+    # each fold's probabilities come from the model that did not see it
+    model = keras.models.load_model(trained["models"] / "fold_1" / "model.keras")
+    rows = np.flatnonzero(kb.fold == 1)
+    expected = model.predict(kb.cutouts[rows], verbose=0)[:, 0]
+    assert_allclose(table["probability"][table["fold"] == 1], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_network_learns_the_toy_signal(trained):
+    metrics = json.loads((trained["reports"] / "metrics.json").read_text())
+    assert metrics["oof"]["auc"] >= 0.8, metrics["oof"]
+    assert metrics["run_model_validation"]["auc"] >= 0.75
+    assert metrics["folds"]["auc_median"] >= 0.75
+    for name in ("roc.csv", "confusion.csv", "roc.png", "confusion.png", "folds_boxplot.png"):
+        assert (trained["reports"] / name).stat().st_size > 0
+    confusion = Table.read(trained["reports"] / "confusion.csv", format="ascii.csv")
+    assert len(confusion) == len(trained["kb"].cv_indices)
+    assert set(confusion["actual"]) == {"lens", "non-lens"}
+
+
+def test_mlflow_parent_and_nested_runs(trained):
+    from lenssearch import tracking
+
+    summary = trained["summary"]
+    mlflow.set_tracking_uri(trained["uri"])
+    parent = mlflow.get_run(summary.parent_run_id)
+    assert parent.data.tags["network"] == NETWORK
+    md5 = hashlib.md5(trained["kb_path"].read_bytes()).hexdigest()
+    assert parent.data.tags["kb_dvc_md5"] == md5
+    assert parent.data.tags["git_commit"]
+    assert parent.data.params["train.max_epochs"] == "24"
+    assert parent.data.params["train.network.filters"] == "[8, 16, 16]"
+    for key in ("auc_median", "auc_q1", "auc_q3", "auc_iqr", "f1_lens_median", "oof_auc", "run_validation_auc"):
+        assert key in parent.data.metrics
+    children = tracking.child_runs(summary.parent_run_id, trained["uri"])
+    assert sorted(run.info.run_name for run in children) == ["fold_0", "fold_1", "fold_2", "run"]
+    client = mlflow.MlflowClient(trained["uri"])
+    for run in children:
+        for key in ("accuracy", "purity_lens", "completeness_lens", "f1_lens", "purity_nonlens",
+                    "completeness_nonlens", "f1_nonlens", "auc"):
+            assert key in run.data.metrics
+        history = client.get_metric_history(run.info.run_id, "epoch_loss")
+        assert len(history) >= 2 and [m.step for m in history] == list(range(len(history)))
+        files = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"roc.csv", "roc.png", "confusion.png"} <= files
+        fold_result = json.loads((trained["models"] / run.info.run_name / "result.json").read_text())
+        assert run.data.metrics["auc"] == pytest.approx(fold_result["metrics"]["auc"])
+    parent_files = {a.path for a in client.list_artifacts(summary.parent_run_id)}
+    assert {"folds_boxplot.png", "predictions.ecsv", "metrics.json"} <= parent_files
+
+
+def test_registered_model_scores_raw_cutouts_through_pyfunc(trained):
+    summary = trained["summary"]
+    kb = trained["kb"]
+    mlflow.set_tracking_uri(trained["uri"])
+    mlflow.set_registry_uri(trained["uri"])
+    version = mlflow.MlflowClient().get_model_version(f"lenssearch-{NETWORK}", summary.registered_version)
+    assert version.tags["network"] == NETWORK
+    pyfunc = mlflow.pyfunc.load_model(f"models:/lenssearch-{NETWORK}/{summary.registered_version}")
+    inputs = pyfunc.metadata.get_input_schema().inputs[0]
+    assert tuple(inputs.shape) == (-1, 64, 64, 3) and inputs.type == np.dtype("float32")
+    raw = kb.cutouts[kb.validation_indices[:8]]
+    scores = np.asarray(pyfunc.predict(raw)).reshape(-1)
+    run_model = keras.models.load_model(trained["models"] / "run" / "model.keras")
+    assert_allclose(scores, run_model.predict(raw, verbose=0)[:, 0], rtol=1e-5, atol=1e-6)
+    assert np.all((scores >= 0) & (scores <= 1))
