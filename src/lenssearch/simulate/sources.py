@@ -52,10 +52,6 @@ from scipy import special, stats
 
 from lenssearch.errors import LensSearchError
 
-#: Square degrees are the unit of the number counts; kept for documentation of ``N(m)``.
-COUNTS_UNIT = "deg^-2 mag^-1"
-
-
 # ---------------------------------------------------------------------------------------------- number counts
 @dataclasses.dataclass(frozen=True)
 class NumberCounts:
