@@ -1,7 +1,6 @@
 """The simulate stage end to end on a small field: constraints, physics, repeatability, bad input."""
 
 import dataclasses
-import shutil
 
 import numpy as np
 import pytest
