@@ -98,3 +98,34 @@ def build_keras_model():
     model = keras.Model(inp, out)
     model.layers[-1].set_weights([np.array([[0.0], [0.0], [WEIGHT]], "float32"), np.array([BIAS], "float32")])
     return model
+
+
+class TinyCommittee:
+    """A committee pyfunc of two numpy 'networks' (the tiny model's score and its square), averaged.
+
+    With the inference parameter ``return_members`` it returns a DataFrame with one column per member and
+    ``probability``, as ``lenssearch.evaluate.committee_model`` does.
+    """
+
+    members = ("bright", "bright_sq")
+
+    @staticmethod
+    def member_scores(x):
+        p = expected_score(np.asarray(x))
+        return {"bright": p, "bright_sq": p**2}
+
+    @classmethod
+    def python_model(cls):
+        import mlflow
+
+        class Committee(mlflow.pyfunc.PythonModel):
+            def predict(self, context, model_input, params=None):
+                import pandas as pd
+
+                scores = cls.member_scores(model_input)
+                mean = (scores["bright"] + scores["bright_sq"]) / 2
+                if params and params.get("return_members"):
+                    return pd.DataFrame({**scores, "probability": mean})
+                return mean
+
+        return Committee()

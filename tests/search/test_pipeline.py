@@ -246,3 +246,15 @@ def test_cli_bad_input_is_one_line_and_exit_2(field, tmp_path):
     result = CliRunner().invoke(app, ["search", "--out", str(tmp_path / "out"), "--params", str(PARAMS)])
     assert result.exit_code == 2 and "nothing to search" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_committee_member_scores(field, registry, cfg, tmp_path):
+    with open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
+        res = run_search(cfg, inp, tmp_path / "out", model_uri="models:/lenssearch-committee@champion",
+                         tracking_uri=registry, artifact_root=tmp_path / "art", write_gallery=False, progress=False)
+    scores = res.scores
+    ok = scores["status"] == "scored"
+    np.testing.assert_allclose(scores["score"][ok], (scores["score_bright"][ok] + scores["score_bright_sq"][ok]) / 2)
+    np.testing.assert_allclose(scores["score_bright_sq"][ok], scores["score_bright"][ok] ** 2)
+    assert res.metrics["threshold"] == 0.5  # no threshold tag on this version: the default
+    assert {"score_bright", "score_bright_sq"} <= set(res.candidates.colnames)

@@ -106,3 +106,17 @@ def test_evaluation_pipeline_keeps_order(toy_kb_path):
     rows = kb.validation_indices
     images = np.concatenate([b for b in pipes.evaluation(rows, 7, with_labels=False).as_numpy_iterator()])
     assert_array_equal(images, kb.cutouts[rows])
+
+
+def test_bad_train_values_raise_naming_the_key(tiny_config):
+    import dataclasses
+
+    from lenssearch.errors import LensSearchError
+    from lenssearch.train.kfold import check_train_config
+
+    train = tiny_config().train
+    check_train_config(train, "sc_vgg")
+    with pytest.raises(LensSearchError, match="train.warmup_epochs"):
+        check_train_config(dataclasses.replace(train, warmup_epochs=train.max_epochs), "vgg")
+    with pytest.raises(LensSearchError, match="train.batch_size.vgg"):
+        check_train_config(dataclasses.replace(train, batch_size={"sc_vgg": 16}), "vgg")

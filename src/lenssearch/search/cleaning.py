@@ -82,7 +82,11 @@ def _kron_radius_pix(data: np.ndarray, objects, center_radius_pix: float) -> flo
 
 
 def measure_cutouts(
-    cutouts: np.ndarray, noise_sigma: np.ndarray, bands: tuple[str, ...], pixel_scale_arcsec: float, params: CleaningParams
+    cutouts: np.ndarray,
+    noise_sigma: np.ndarray,
+    bands: tuple[str, ...],
+    pixel_scale_arcsec: float,
+    params: CleaningParams,
 ) -> dict[str, np.ndarray]:
     """Measurements of each cutout that the cleaning rules use.
 

@@ -69,7 +69,9 @@ def plant_lenses(field_dir: Path, cfg, n_planted: int, rng: np.random.Generator,
             bar.update(1)
     bar.close()
     if len(rows) < n_planted:
-        raise LensSearchError(f"search field '{scene.name}': planted only {len(rows)} of {n_planted} lenses in {draws} draws")
+        raise LensSearchError(
+            f"search field '{scene.name}': planted only {len(rows)} of {n_planted} lenses in {draws} draws"
+        )
     del scene, factory
     for b, band in enumerate(bands):
         with fits.open(field_dir / f"image_{band}.fits", mode="update", memmap=False) as hdul:
@@ -94,7 +96,9 @@ def build_search_field(cfg, out_root: str | Path, progress: bool = True) -> Path
     demo = cfg.search.demo
     entries = {e.name: e for e in cfg.field.synthetic.fields}
     if demo.template not in entries:
-        raise LensSearchError(f"search.demo.template '{demo.template}' is not a field of field.synthetic.fields {sorted(entries)}")
+        raise LensSearchError(
+            f"search.demo.template '{demo.template}' is not a field of field.synthetic.fields {sorted(entries)}"
+        )
     if demo.name in entries:
         raise LensSearchError(f"search.demo.name '{demo.name}' is a training field; the search field must be new")
     entry = dataclasses.replace(entries[demo.template], name=demo.name)
@@ -104,7 +108,7 @@ def build_search_field(cfg, out_root: str | Path, progress: bool = True) -> Path
         field_dir = Path(build_synthetic_field(entry, cfg, tmp))
         rng = np.random.default_rng([cfg.base.seed, PLANT_STREAM])
         table = plant_lenses(field_dir, cfg, demo.n_planted, rng, demo.max_draws, progress)
-        table.meta["description"] = (f"lenses planted in field {demo.name} (template {demo.template}) with the simulate "
-                                     "stage's injection; ra/dec are the lens members'")
+        table.meta["description"] = (f"lenses planted in field {demo.name} (template {demo.template}) with the "
+                                     "simulate stage's injection; ra/dec are the lens members'")
         table.write(field_dir / PLANTED, format="ascii.ecsv")
     return out_root / demo.name

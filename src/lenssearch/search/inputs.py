@@ -235,7 +235,8 @@ class FieldImages:
                 block[i] = data[ya[i] : yb[i], xa[i] : xb[i]]
             for i in np.flatnonzero(on & ~full):
                 block[i] = 0.0
-                block[i, ya[i] - y0[i] : yb[i] - y0[i], xa[i] - x0[i] : xb[i] - x0[i]] = data[ya[i] : yb[i], xa[i] : xb[i]]
+                rows, cols = slice(ya[i] - y0[i], yb[i] - y0[i]), slice(xa[i] - x0[i], xb[i] - x0[i])
+                block[i, rows, cols] = data[ya[i] : yb[i], xa[i] : xb[i]]
             out[..., b] = block
         out[~on] = 0.0
         return out, inside
@@ -282,7 +283,9 @@ def read_positions(path: str | Path) -> Table:
     bad = ~(np.isfinite(out["ra"]) & np.isfinite(out["dec"]))
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise SearchInputError(f"{path}: row {row} has a non-finite RA/Dec ({table[ra_col][row]}, {table[dec_col][row]})")
+        raise SearchInputError(
+            f"{path}: row {row} has a non-finite RA/Dec ({table[ra_col][row]}, {table[dec_col][row]})"
+        )
     for name in table.colnames:
         if name not in (ra_col, dec_col, id_col) and name not in out.colnames:
             out[name] = table[name]
@@ -339,7 +342,7 @@ def detect_sources(
             r_pix = kron * np.sqrt(objects["a"] * objects["b"])
             for xo, yo, r in zip(objects["x"] + xa, objects["y"] + ya, r_pix):
                 rows.append((float(xo), float(yo), float(r) * images.pixel_scale_arcsec))
-    table = Table(names=("id", "ra", "dec", "x_pix", "y_pix", "kron_radius_arcsec"), dtype=(str, float, float, float, float, float))
+    table = Table(names=("id", "ra", "dec", "x_pix", "y_pix", "kron_radius_arcsec"), dtype=(str,) + (float,) * 5)
     if rows:
         arr = np.asarray(rows)
         ra, dec = images.pixel_to_world(arr[:, 0], arr[:, 1])
@@ -354,7 +357,9 @@ def detect_sources(
             }
         )
     if len(table) == 0:
-        raise LensSearchError(f"{images.paths[band]}: sep detected no source above {thresh_sigma} sigma; nothing to search")
+        raise LensSearchError(
+            f"{images.paths[band]}: sep detected no source above {thresh_sigma} sigma; nothing to search"
+        )
     return table
 
 
@@ -395,7 +400,9 @@ class CutoutStack:
             raise SearchInputError(f"{self.path}: cutouts must be a 4-D array N x S x S x B, got shape {shape}")
         self._channels_first = shape[-1] != n_bands and shape[1] == n_bands
         if shape[-1] != n_bands and not self._channels_first:
-            raise SearchInputError(f"{self.path}: cutouts have shape {shape}; expected {n_bands} bands last (N x S x S x {n_bands})")
+            raise SearchInputError(
+                f"{self.path}: cutouts have shape {shape}; expected {n_bands} bands last (N x S x S x {n_bands})"
+            )
         self.n = int(shape[0])
         if self.n == 0:
             raise SearchInputError(f"{self.path}: the cutout stack is empty; nothing to search")
@@ -450,7 +457,8 @@ class CutoutStack:
                 table = Table(hdu.data)
                 keep = Table()
                 for name in ("id", "ra", "dec", "label"):
-                    col = _find_column(table, (name,) + {"id": ID_NAMES, "ra": RA_NAMES, "dec": DEC_NAMES}.get(name, ()))
+                    aliases = {"id": ID_NAMES, "ra": RA_NAMES, "dec": DEC_NAMES}.get(name, ())
+                    col = _find_column(table, (name,) + aliases)
                     if col is not None:
                         keep[name] = table[col]
                 if "id" in keep.colnames:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import queue
+import re
 import threading
 import warnings
 from pathlib import Path
@@ -231,7 +232,9 @@ def open_input(
             table = read_known_lenses(catalogue, default_label)
             if len(table) != len(inp.positions):
                 inp.close()
-                raise SearchInputError(f"{catalogue}: {len(table)} known lenses for {len(inp.positions)} cutouts in {stack}")
+                raise SearchInputError(
+                    f"{catalogue}: {len(table)} known lenses for {len(inp.positions)} cutouts in {stack}"
+                )
             inp.positions = table
         return inp
     if field is None and not images:
@@ -341,18 +344,39 @@ class ScoredPositions:
     ge_failures: list = dataclasses.field(default_factory=list)
 
 
+def _import_great_expectations() -> None:
+    """Import great-expectations (several seconds) ahead of its first use (analytics off, as the KB suite)."""
+    import os
+
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations  # noqa: F401
+
+
 class _ExpectationChunks:
-    """Accumulate per-cutout statistics; run the KB's great-expectations suite every ``chunk_rows`` rows."""
+    """Accumulate per-cutout statistics; run the KB's great-expectations suite every ``chunk_rows`` rows.
+
+    The suite runs in one worker thread (great-expectations is imported there as soon as the search starts), so
+    that it overlaps with the model; at most :attr:`MAX_PENDING` chunks of statistics wait for it (bounded
+    memory). Its verdicts are applied by :meth:`finish`, before the candidates are selected.
+    """
+
+    MAX_PENDING = 2
 
     def __init__(self, ctx: ValidationContext, vcfg, chunk_rows: int, result: ScoredPositions):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.ctx, self.vcfg, self.chunk_rows, self.result = ctx, vcfg, chunk_rows, result
         self.rows: list[np.ndarray] = []
         self.stats: list[dict[str, np.ndarray]] = []
         self.inline_ok: list[np.ndarray] = []
         self.n = 0
+        self.pending: list = []
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search-ge") if chunk_rows > 0 else None
+        if self.pool is not None:
+            self._warm = self.pool.submit(_import_great_expectations)
 
     def add(self, rows: np.ndarray, stats: dict[str, np.ndarray], inline_ok: np.ndarray) -> None:
-        if self.chunk_rows <= 0:
+        if self.pool is None:
             return
         self.rows.append(rows)
         self.stats.append(stats)
@@ -362,13 +386,19 @@ class _ExpectationChunks:
             self.flush()
 
     def flush(self) -> None:
+        """Hand the accumulated rows to the worker."""
         if self.n == 0:
             return
         rows = np.concatenate(self.rows)
         stats = {k: np.concatenate([s[k] for s in self.stats]) for k in self.stats[0]}
         inline_ok = np.concatenate(self.inline_ok)
         self.rows, self.stats, self.inline_ok, self.n = [], [], [], 0
-        passed, failures = run_expectations(stats, self.ctx, self.vcfg)
+        while len(self.pending) >= self.MAX_PENDING:
+            self._apply(*self.pending.pop(0))
+        self.pending.append((rows, inline_ok, self.pool.submit(run_expectations, stats, self.ctx, self.vcfg)))
+
+    def _apply(self, rows: np.ndarray, inline_ok: np.ndarray, future) -> None:
+        passed, failures = future.result()
         r = self.result
         r.ge_runs += 1
         r.ge_failures.extend(failures)
@@ -380,6 +410,23 @@ class _ExpectationChunks:
         r.score[withdraw] = np.nan
         for values in r.members.values():
             values[withdraw] = np.nan
+
+    def finish(self) -> None:
+        """Run the last chunk and apply every verdict."""
+        if self.pool is None:
+            return
+        try:
+            self.flush()
+            while self.pending:
+                self._apply(*self.pending.pop(0))
+            self._warm.result()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def abort(self) -> None:
+        """Stop the worker after a failure (pending chunks are dropped)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def stream_scores(
@@ -394,8 +441,6 @@ def stream_scores(
     measure_above
         Cutouts scoring at least this are measured for cleaning while they are in memory (None: none).
     """
-    from tqdm import tqdm
-
     s = cfg.search
     n = len(inp.positions)
     batches, x, y, on_image = _batches(inp, s)
@@ -413,8 +458,23 @@ def stream_scores(
             stats, failed = validate_batch(batch.cutouts, ctx)
             yield batch, stats, failed
 
-    with tqdm(total=int(on_image.sum()), desc="search", unit="cutout", disable=not progress, mininterval=2.0) as bar:
-        for batch, stats, failed in prefetch(produce(), s.prefetch_batches):
+    try:
+        _stream(inp, scorer, s, measure_above, res, expectations, prefetch(produce(), s.prefetch_batches),
+                int(on_image.sum()), progress)
+    except BaseException:
+        expectations.abort()
+        raise
+    expectations.finish()
+    return res
+
+
+def _stream(inp, scorer, s, measure_above, res, expectations, batches, total: int, progress: bool) -> None:
+    """The consumer loop of :func:`stream_scores`: score each validated batch, measure its candidates."""
+    from tqdm import tqdm
+
+    n = len(res.score)
+    with tqdm(total=total, desc="search", unit="cutout", disable=not progress, mininterval=2.0) as bar:
+        for batch, stats, failed in batches:
             ok = ~np.any(np.column_stack(list(failed.values())), axis=1)
             idx = batch.index
             res.validation[idx] = failure_labels(failed)
@@ -436,8 +496,6 @@ def stream_scores(
                         res.measurements[name][good[cand]] = values
             expectations.add(idx, stats, ok)
             bar.update(len(idx))
-    expectations.flush()
-    return res
 
 
 # ----------------------------------------------------------------------------------------------- truth
@@ -520,6 +578,7 @@ def _log_run(run_name, params, metrics, files, tracking_uri, artifact_root) -> N
     from lenssearch import tracking
 
     uri = tracking.resolve_tracking_uri(tracking_uri)
+    metrics = {re.sub(r"[^A-Za-z0-9_\-. :/]", "_", k): v for k, v in metrics.items()}  # MLflow's metric names
     with tracking.tracked_run(
         run_name, experiment=MLFLOW_EXPERIMENT, params=params, tracking_uri=uri,
         artifact_root=artifact_root or tracking.artifact_root_for(uri),
@@ -528,9 +587,28 @@ def _log_run(run_name, params, metrics, files, tracking_uri, artifact_root) -> N
         tracking.log_artifacts(files)
 
 
-def _write_table(path: Path, table: Table) -> None:
-    with atomic_path(path) as tmp:
-        table.write(tmp, format="ascii.ecsv")
+#: Rows per chunk when writing a catalogue: astropy's ECSV writer holds every line of its input in memory.
+WRITE_CHUNK_ROWS = 5000
+
+
+def _write_table(path: Path, table: Table, chunk_rows: int = WRITE_CHUNK_ROWS) -> None:
+    """Write an ECSV catalogue atomically, ``chunk_rows`` rows at a time (bounded memory for large fields).
+
+    Each chunk is formatted by astropy's ECSV writer; the header (``#`` lines and column names) is kept from the
+    first chunk only, so the file is exactly what one ``Table.write`` would give.
+    """
+    import io
+
+    with atomic_path(path) as tmp, open(tmp, "w") as out:
+        for start in range(0, max(len(table), 1), chunk_rows):
+            buf = io.StringIO()
+            table[start : start + chunk_rows].write(buf, format="ascii.ecsv")
+            text = buf.getvalue()
+            if start > 0:
+                lines = text.splitlines(keepends=True)
+                first_data = next(i for i, line in enumerate(lines) if not line.startswith("#")) + 1
+                text = "".join(lines[first_data:])
+            out.write(text)
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -685,7 +763,8 @@ def run_search(
         "threshold_source": threshold_source,
         "bands": list(inp.bands),
         "members": member_names,
-        "references": "Angora et al. 2023 (A&A 676, A40) Sect. 5; Schuldt et al. 2025 (HOLISMOKES XVI) Sect. 3-4",
+        "references": ("Angora et al. 2023, Sect. 5 and Table A.6; "
+                       "Schuldt et al. 2025 (HOLISMOKES XVI, A&A 699, A350), Sect. 3-4"),
     }
     cand.meta.update(meta)
     scores.meta.update(meta)
@@ -764,7 +843,8 @@ def run_search(
                          for i, (stage, n) in enumerate(counts.iterrows("stage", "n"))}
         _log_run(
             "search", {"model_uri": uri, "threshold": threshold, "input": inp.description},
-            {**metrics, **count_metrics}, [out_dir / name for name in ("candidates.ecsv", "counts.ecsv", "metrics.json")],
+            {**metrics, **count_metrics},
+            [out_dir / name for name in ("candidates.ecsv", "counts.ecsv", "metrics.json")],
             tracking_uri, artifact_root,
         )
     return SearchResult(cand, scores, counts, metrics, out_dir)
@@ -774,18 +854,23 @@ def run_search(
 def read_known_lenses(path: str | Path, default_label: str | None = None) -> Table:
     """Read a catalogue of known lenses: ``ra``, ``dec`` and ``label`` in {secure, uncertain, no}.
 
-    A catalogue without ``label`` (e.g. the planted lenses of a synthetic field) takes ``default_label``;
-    without either, it is an error.
+    A catalogue without ``label`` takes ``default_label``; without either, it is an error. An integer 0/1 label
+    (the planted lenses' metadata) maps 1 to ``default_label`` (``secure`` if not given) and 0 to ``no``.
     """
     table = read_positions(path)
     if "label" not in table.colnames:
         if default_label is None:
             raise SearchInputError(f"{path}: no 'label' column (secure / uncertain / no) for the known lenses")
         table["label"] = [default_label] * len(table)
+    elif table["label"].dtype.kind in "biu":
+        # a 0/1 truth label (the simulate stage's metadata): 1 is a lens of ``default_label`` (secure by default)
+        table["label"] = [(default_label or "secure") if int(v) == 1 else "no" for v in table["label"]]
     labels = [str(v).strip().lower() for v in table["label"]]
     for i, label in enumerate(labels):
         if label not in classes.KNOWN_LABELS:
-            raise SearchInputError(f"{path}: row {i} has label '{table['label'][i]}'; expected one of {list(classes.KNOWN_LABELS)}")
+            raise SearchInputError(
+                f"{path}: row {i} has label '{table['label'][i]}'; expected one of {list(classes.KNOWN_LABELS)}"
+            )
     table["label"] = labels
     return table
 
@@ -830,9 +915,10 @@ def run_known_lenses(
             table["validation"] = [str(v) for v in res.validation]
         columns = {scorer.label: res.score, **{f"{scorer.label}.{m}": v for m, v in res.members.items()}}
         for name, values in columns.items():
-            label = name
-            while label in networks:  # the same model given twice
-                label += "'"
+            label, k = name, 1
+            while label in networks:  # the same model given twice (e.g. by alias and by version)
+                k += 1
+                label = f"{name}_{k}"
             networks.append(label)
             table[f"p_{label}"] = values
             table[f"class_{label}"] = classes.truth_class(values, is_lens, cfg.tp_min, cfg.qtp_min)
@@ -842,15 +928,19 @@ def run_known_lenses(
         t = classes.class_totals(table[f"class_{label}"], labels)
         totals.add_row((label, *(t[c] for c in classes.LENS_CLASSES), n_secure))
     meta = {"input": inp.description, "model_uris": list(model_uris),
-            "classes": f"TP p>={cfg.tp_min}, qTP {cfg.qtp_min}<=p<{cfg.tp_min}, FN p<{cfg.qtp_min} (Angora et al. 2023, Table A.6)"}
+            "classes": (f"TP p>={cfg.tp_min}, qTP {cfg.qtp_min}<=p<{cfg.tp_min}, FN p<{cfg.qtp_min} "
+                        "(Angora et al. 2023, Table A.6)")}
     table.meta.update(meta)
     totals.meta.update(meta)
     md = ["| id | RA | Dec | " + " | ".join(networks) + " | label |", "|---|---|---|" + "---|" * len(networks) + "---|"]
     for row in table:
-        cells = " | ".join(f"{row[f'class_{n}']} ({row[f'p_{n}']:.2f})" if row[f"class_{n}"] else "invalid" for n in networks)
+        cells = " | ".join(
+            f"{row[f'class_{n}']} ({row[f'p_{n}']:.2f})" if row[f"class_{n}"] else "invalid" for n in networks
+        )
         md.append(f"| {row['id']} | {row['ra']:.5f} | {row['dec']:.5f} | {cells} | {row['label']} |")
     for c in classes.LENS_CLASSES:
-        md.append(f"| | | N_{c} (secure) | " + " | ".join(str(int(totals[c][i])) for i in range(len(networks))) + " | |")
+        counts_c = " | ".join(str(int(totals[c][i])) for i in range(len(networks)))
+        md.append(f"| | | N_{c} (secure) | {counts_c} | |")
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_table(out_dir / "known_lenses.ecsv", table)
     _write_table(out_dir / "known_lenses_totals.ecsv", totals)

@@ -204,6 +204,7 @@ def fit_split(
             initial_epoch=start,
             steps_per_epoch=steps,
             callbacks=[early_stopping, plateau, checkpoint, *extra_callbacks],
+            shuffle=False,  # the pipeline shuffles (seeded, per epoch)
             verbose=0,
         )
     finally:

@@ -174,6 +174,25 @@ def _split_artifacts(split_dir: Path, labels, probabilities, result, title: str)
     ]
 
 
+def check_train_config(train, network: str) -> None:
+    """Values of the ``train`` section that the dataclass types cannot check; raises LensSearchError naming
+    the key."""
+    problems = []
+    if network not in train.batch_size or train.batch_size[network] < 1:
+        problems.append(f"train.batch_size.{network} must be a positive integer")
+    if not 0 <= train.warmup_epochs < train.max_epochs:
+        problems.append("train.warmup_epochs must be in [0, train.max_epochs)")
+    for key in ("learning_rate", "reduce_lr_factor", "min_learning_rate"):
+        if not getattr(train, key) > 0:
+            problems.append(f"train.{key} must be positive")
+    if train.examples_per_class < 0:
+        problems.append("train.examples_per_class must be >= 0 (0: the majority class's count)")
+    if not 0 <= train.network.dropout < 1:
+        problems.append("train.network.dropout must be in [0, 1)")
+    if problems:
+        raise LensSearchError("; ".join(problems))
+
+
 def train_network(
     network: str,
     kb_path: str | Path,
@@ -215,6 +234,7 @@ def train_network(
 
     if network not in MODELS:
         raise LensSearchError(f"unknown network '{network}' (known: {', '.join(MODELS)})")
+    check_train_config(cfg.train, network)
     models_dir, reports_dir = Path(models_dir), Path(reports_dir)
     kb = read_knowledge_base(kb_path)
     if kb.cutouts.shape[1] != cfg.train.network.input_pixels or kb.cutouts.shape[2] != cfg.train.network.input_pixels:

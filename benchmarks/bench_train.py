@@ -1,0 +1,240 @@
+"""Benchmark of the train stage on this machine: input-pipeline overhead, images/s, memory.
+
+1. Input-pipeline overhead (target <= 1.10): one training epoch of the demo VGG fed by the full ``tf.data``
+   pipeline (gather from the in-memory KB, band selection, random flips/rotations, balanced sampling, prefetch),
+   divided by the time of the same batches (materialised beforehand) fed from memory: numpy arrays through
+   ``fit(x, y)``, and the batches as cached in-memory tensors; the faster of the two is the denominator.
+2. Images/s of training (``fit``) and inference (``predict``) for each network in the demo and paper profiles.
+3. Memory (target < 6 GB resident): in a fresh process, a knowledge base of the paper's size written to a
+   temporary file (``--paper-cutouts`` cutouts, 128x128x3 float32), read once, put into the pipelines, and a few
+   training steps of each paper-profile network; prints the process's peak resident memory.
+
+The cutouts are toy cutouts (``lenssearch.train.toy_kb``; noise for the memory test): speed and memory do not
+depend on their content. Run: ``python benchmarks/bench_train.py [--kb data/kb/kb.h5] [--skip-memory]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+NETWORKS = ("vgg", "sc_vgg", "f435w", "f606w", "f814w")
+OVERHEAD_TARGET = 1.10
+MEMORY_TARGET_GB = 6.0
+
+
+def _configs():
+    from lenssearch.config import load_config
+
+    return {
+        "demo": load_config(REPO / "params.yaml"),
+        "paper": load_config(REPO / "params.yaml", REPO / "configs" / "paper.yaml"),
+    }
+
+
+def _compiled(network, cfg, bands):
+    import keras
+
+    from lenssearch.models import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model(network, cfg.train.network, bands)
+    model.compile(keras.optimizers.Adadelta(cfg.train.learning_rate), "binary_crossentropy",
+                  metrics=[keras.metrics.BinaryAccuracy(name="accuracy")])
+    return model
+
+
+def pipeline_overhead(kb_path: Path, cfg, repeats: int = 5) -> dict:
+    """Epoch time through the tf.data pipeline / epoch time on the same batches from memory.
+
+    The three feeds alternate, epoch by epoch, ``repeats`` times (the medians are compared), so that a change
+    of the machine's load during the measurement hits them alike; epochs are timed inside ``fit``.
+    """
+    import keras
+    import tensorflow as tf
+
+    from lenssearch.models import network_bands
+    from lenssearch.train.data import CutoutPipelines, read_knowledge_base
+
+    kb = read_knowledge_base(kb_path)
+    bands = network_bands("vgg", kb.bands)
+    pipes = CutoutPipelines(kb.cutouts, kb.labels, bands)
+    train, _ = kb.fold_indices(0)
+    batch = cfg.train.batch_size["vgg"]
+    model = _compiled("vgg", cfg, kb.bands)
+    materialised = list(pipes.training(train, batch, cfg.train.examples_per_class, 1, 0, 1)[0].as_numpy_iterator())
+    x = np.concatenate([b[0] for b in materialised])
+    y = np.concatenate([b[1] for b in materialised])
+    tensors = tf.data.Dataset.from_tensor_slices((tf.constant(x), tf.constant(y))).batch(batch).cache()
+    times: dict[str, list[float]] = {"pipeline": [], "numpy": [], "tensors": []}
+
+    class Timer(keras.callbacks.Callback):
+        def __init__(self, key):
+            super().__init__()
+            self.key = key
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times[self.key].append(time.perf_counter() - self.t0)
+
+    steps = 0
+    for epoch in range(repeats + 1):  # the first round traces each feed
+        dataset, steps = pipes.training(train, batch, cfg.train.examples_per_class, 1, epoch, epoch + 1)
+        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[Timer("pipeline")])
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False, callbacks=[Timer("numpy")])
+        model.fit(tensors, epochs=1, verbose=0, shuffle=False, callbacks=[Timer("tensors")])
+    median = {key: float(np.median(values[1:])) for key, values in times.items()}
+    memory_s = min(median["numpy"], median["tensors"])  # the faster in-memory feed: the stricter comparison
+    return {"steps": steps, "batch": batch, "pipeline_epoch_s": median["pipeline"], "numpy_epoch_s": median["numpy"],
+            "tensors_epoch_s": median["tensors"], "memory_epoch_s": memory_s, "ratio": median["pipeline"] / memory_s}
+
+
+def throughput(network: str, cfg, steps: int, bands=("F435W", "F606W", "F814W")) -> dict:
+    """Training and inference images/s of one network on random raw cutouts held in memory."""
+    from lenssearch.models import network_bands
+
+    n_bands = len(network_bands(network, bands))
+    batch = cfg.train.batch_size[network]
+    pixels = cfg.train.network.input_pixels
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch * steps, pixels, pixels, n_bands)).astype(np.float32)
+    y = (np.arange(len(x)) % 2).astype(np.float32)
+    model = _compiled(network, cfg, bands)
+    model.fit(x[:batch * 2], y[:batch * 2], batch_size=batch, epochs=1, verbose=0)  # trace
+    t0 = time.perf_counter()
+    model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
+    train_ips = len(x) / (time.perf_counter() - t0)
+    model.predict(x[:128], batch_size=128, verbose=0)
+    t0 = time.perf_counter()
+    model.predict(x, batch_size=128, verbose=0)
+    infer_ips = len(x) / (time.perf_counter() - t0)
+    return {"train_img_s": train_ips, "infer_img_s": infer_ips, "params": model.count_params()}
+
+
+MEMORY_CHILD = r"""
+import json, resource, sys, time
+import numpy as np, h5py
+from lenssearch.config import load_config
+from lenssearch.models import network_bands
+from lenssearch.train.data import CutoutPipelines, read_knowledge_base
+from lenssearch.train.fit import predict_rows
+sys.path.insert(0, sys.argv[3])
+from bench_train import _compiled
+cfg = load_config(sys.argv[4] + "/params.yaml", sys.argv[4] + "/configs/paper.yaml")
+t0 = time.perf_counter()
+kb = read_knowledge_base(sys.argv[1])
+read_s = time.perf_counter() - t0
+size_gb = kb.cutouts.nbytes / 1e9
+pipes = CutoutPipelines(kb.cutouts, kb.labels, (0, 1, 2))
+kb.cutouts = None
+after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+steps = int(sys.argv[2])
+for network in ("vgg", "sc_vgg"):
+    model = _compiled(network, cfg, kb.bands)
+    train, test = kb.fold_indices(0)
+    ds, n = pipes.training(train, cfg.train.batch_size[network], 0, 1, 0, 1)
+    model.fit(ds.take(steps), epochs=1, verbose=0)
+    predict_rows(model, pipes, test[:256])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+print(json.dumps({"kb_gb": size_gb, "read_s": read_s, "peak_after_load_gb": after_load, "peak_gb": peak}))
+"""
+
+
+def write_noise_kb(path: Path, n: int, n_folds: int = 10) -> Path:
+    """A KB of ``n`` 128x128x3 noise cutouts (speed and memory only), written in blocks."""
+    import h5py
+
+    from lenssearch.train.toy_kb import stratified_folds
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random(n) < 2 / 3).astype(np.int8)
+    with h5py.File(path, "w") as handle:
+        data = handle.create_dataset("cutouts", shape=(n, 128, 128, 3), dtype=np.float32,
+                                     chunks=(16, 128, 128, 3))
+        for start in range(0, n, 512):
+            stop = min(n, start + 512)
+            data[start:stop] = rng.standard_normal((stop - start, 128, 128, 3), dtype=np.float32)
+        handle.create_dataset("labels", data=labels)
+        handle.create_dataset("ids", data=np.array([f"m{i:06d}" for i in range(n)], dtype="S8"))
+        handle.create_dataset("fold", data=stratified_folds(labels, n_folds, 0.1, rng))
+        handle.attrs["bands"] = np.array(["F435W", "F606W", "F814W"], dtype="S8")
+        handle.attrs["n_folds"] = n_folds
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kb", type=Path, default=None, help="a knowledge base (default: a 900-cutout toy KB)")
+    parser.add_argument("--steps", type=int, default=12, help="batches per throughput measurement (demo)")
+    parser.add_argument("--paper-steps", type=int, default=3, help="batches per throughput measurement (paper)")
+    parser.add_argument("--paper-cutouts", type=int, default=8700, help="cutouts of the memory test (~1.7 GB)")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args()
+
+    from lenssearch._runtime import apply_offline_env
+
+    apply_offline_env()
+    import tensorflow as tf
+
+    device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
+    print(f"device: {device}; TensorFlow {tf.__version__}")
+    configs = _configs()
+    results: dict = {"device": device}
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
+        kb_path = args.kb
+        if kb_path is None:
+            from lenssearch.train.toy_kb import write_toy_kb
+
+            kb_path = write_toy_kb(Path(tmp) / "kb.h5", n_lenses=600, n_nonlenses=300, validation_fraction=0.1)
+        overhead = pipeline_overhead(kb_path, configs["demo"])
+        results["pipeline_overhead"] = overhead
+        verdict = "OK" if overhead["ratio"] <= OVERHEAD_TARGET else "ABOVE TARGET"
+        print(f"input pipeline overhead (demo VGG, {overhead['steps']} steps of {overhead['batch']}): "
+              f"{overhead['pipeline_epoch_s']:.2f} s / {overhead['memory_epoch_s']:.2f} s in memory "
+              f"(numpy {overhead['numpy_epoch_s']:.2f} s, cached tensors {overhead['tensors_epoch_s']:.2f} s) = "
+              f"{overhead['ratio']:.3f} (target <= {OVERHEAD_TARGET}) {verdict}")
+
+        print(f"{'profile':8s} {'network':8s} {'params':>9s} {'train img/s':>12s} {'infer img/s':>12s}")
+        results["throughput"] = {}
+        for profile, cfg in configs.items():
+            steps = args.steps if profile == "demo" else args.paper_steps
+            for network in NETWORKS:
+                r = throughput(network, cfg, steps)
+                results["throughput"][f"{profile}/{network}"] = r
+                print(f"{profile:8s} {network:8s} {r['params']:9d} {r['train_img_s']:12.1f} {r['infer_img_s']:12.1f}")
+
+        if not args.skip_memory:
+            path = write_noise_kb(Path(tmp) / "paper_kb.h5", args.paper_cutouts)
+            out = subprocess.run(
+                [sys.executable, "-c", MEMORY_CHILD, str(path), "3", str(Path(__file__).parent), str(REPO)],
+                capture_output=True, text=True,
+            )
+            if out.returncode != 0:
+                print(out.stderr[-3000:])
+                raise SystemExit("memory test failed")
+            memory = json.loads(out.stdout.strip().splitlines()[-1])
+            results["memory"] = memory
+            verdict = "OK" if memory["peak_gb"] < MEMORY_TARGET_GB else "ABOVE TARGET"
+            print(f"memory: KB {memory['kb_gb']:.2f} GB read in {memory['read_s']:.1f} s; peak resident "
+                  f"{memory['peak_after_load_gb']:.2f} GB after loading, {memory['peak_gb']:.2f} GB after training "
+                  f"steps of the paper VGG and SC-VGG (target < {MEMORY_TARGET_GB} GB) {verdict}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
