@@ -258,3 +258,13 @@ def test_committee_member_scores(field, registry, cfg, tmp_path):
     np.testing.assert_allclose(scores["score_bright_sq"][ok], scores["score_bright"][ok] ** 2)
     assert res.metrics["threshold"] == 0.5  # no threshold tag on this version: the default
     assert {"score_bright", "score_bright_sq"} <= set(res.candidates.colnames)
+
+
+def test_catalogues_written_in_chunks_are_exact(tmp_path):
+    from lenssearch.search.pipeline import _write_table
+
+    t = Table({"id": ["a b", "c", "", "d", "e"], "score": [0.1, np.nan, 0.3, 1.0, 0.5], "kept": [True, False] * 2 + [True]})
+    t.meta["model_uri"] = "models:/x@champion"
+    _write_table(tmp_path / "chunked.ecsv", t, chunk_rows=2)
+    t.write(tmp_path / "whole.ecsv", format="ascii.ecsv")
+    assert (tmp_path / "chunked.ecsv").read_text() == (tmp_path / "whole.ecsv").read_text()

@@ -217,7 +217,7 @@ class FieldImages:
         y = np.atleast_1d(np.asarray(y, float))
         n = x.size
         ny, nx = self.shape
-        out = np.zeros((n, size, size, len(self.bands)), dtype=np.float32)
+        out = np.zeros((n, size, size, len(self.bands)), dtype=np.float32)  # zero: cutouts off the image
         inside = np.zeros(n)
         half = size // 2
         x0 = np.floor(x + 0.5).astype(np.int64) - half
@@ -227,18 +227,20 @@ class FieldImages:
         on = (xb > xa) & (yb > ya)
         inside[on] = (xb - xa)[on] * (yb - ya)[on] / size**2
         full = on & (inside == 1.0)
-        # One band at a time into a contiguous block (byte-swapped from the FITS memory map in one pass), then
-        # interleaved into the n x S x S x B batch: faster than writing each band's strided slice directly.
-        block = np.empty((n, size, size), dtype=np.float32)
+        # Cutouts inside the image: one gather per band from a sliding-window view of the memory map (numpy's C
+        # loop, byte-swapping the FITS big-endian data on the way); cutouts off the edge: one by one, zero-padded.
+        full_rows = np.flatnonzero(full)
+        partial_rows = np.flatnonzero(on & ~full)
+        block = np.zeros((len(partial_rows), size, size), dtype=np.float32)
         for b, data in enumerate(self.data):
-            for i in np.flatnonzero(full):
-                block[i] = data[ya[i] : yb[i], xa[i] : xb[i]]
-            for i in np.flatnonzero(on & ~full):
-                block[i] = 0.0
+            if len(full_rows):
+                windows = np.lib.stride_tricks.sliding_window_view(data, (size, size))
+                out[full_rows, :, :, b] = windows[ya[full_rows], xa[full_rows]]
+            for k, i in enumerate(partial_rows):
                 rows, cols = slice(ya[i] - y0[i], yb[i] - y0[i]), slice(xa[i] - x0[i], xb[i] - x0[i])
-                block[i, rows, cols] = data[ya[i] : yb[i], xa[i] : xb[i]]
-            out[..., b] = block
-        out[~on] = 0.0
+                block[k, rows, cols] = data[ya[i] : yb[i], xa[i] : xb[i]]
+            if len(partial_rows):
+                out[partial_rows, :, :, b] = block
         return out, inside
 
 
