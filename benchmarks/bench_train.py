@@ -16,10 +16,8 @@ depend on their content. Run: ``python benchmarks/bench_train.py [--kb data/kb/k
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -126,9 +124,7 @@ def throughput(network: str, cfg, steps: int, bands=("F435W", "F606W", "F814W"))
 
 MEMORY_CHILD = r"""
 import json, resource, sys, time
-import numpy as np, h5py
 from lenssearch.config import load_config
-from lenssearch.models import network_bands
 from lenssearch.train.data import CutoutPipelines, read_knowledge_base
 from lenssearch.train.fit import predict_rows
 sys.path.insert(0, sys.argv[3])

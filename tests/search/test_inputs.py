@@ -117,3 +117,16 @@ def test_stacks_fits_and_hdf5(tmp_path):
     fits.PrimaryHDU(cube[..., :2]).writeto(tmp_path / "two.fits")
     with pytest.raises(SearchInputError, match="two.fits: cutouts have shape"):
         CutoutStack(tmp_path / "two.fits", 3)
+
+
+def test_ecsv_catalogue_read_column_wise_matches_astropy(tmp_path):
+    t = Table({"member_id": ["a b", "c", "nan", "d"], "ra": [1.0, 2.0, 3.5, 4.0], "dec": [1.0, 2.0, 3.0, -4.0],
+               "label": ["secure", "no", "uncertain", "secure"], "kron_radius_arcsec": [0.1, np.nan, 0.3, 0.4],
+               "is_lens": [1, 0, 1, 0], "unused": [True, False, True, False]})
+    t.write(tmp_path / "c.ecsv")
+    r = read_positions(tmp_path / "c.ecsv")
+    assert r.colnames == ["id", "ra", "dec", "label", "is_lens", "kron_radius_arcsec"]
+    assert list(r["id"]) == ["a b", "c", "nan", "d"] and list(r["label"]) == list(t["label"])
+    np.testing.assert_array_equal(r["dec"], t["dec"])
+    np.testing.assert_array_equal(r["kron_radius_arcsec"], t["kron_radius_arcsec"])
+    assert r["is_lens"].dtype.kind == "i"

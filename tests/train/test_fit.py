@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import keras
-import numpy as np
 import pytest
 import tensorflow as tf
 from numpy.testing import assert_allclose, assert_array_equal

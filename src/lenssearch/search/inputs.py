@@ -253,11 +253,44 @@ def _find_column(table: Table, names: Sequence[str]) -> str | None:
     return None
 
 
+#: Columns of a catalogue of positions that the search uses besides id/RA/Dec (truth, labels, Kron radii).
+EXTRA_COLUMNS = ("label", "is_lens", "lens", "kron_radius_arcsec")
+
+
+def _read_ecsv_columns(path: Path, wanted: Sequence[str] | None) -> Table:
+    """Read some columns of an ECSV table without astropy's pure-Python data reader (whose memory grows with
+    every field of every row): the ECSV header is parsed by astropy, the data by pandas' C parser."""
+    import pandas as pd
+
+    header: list[str] = []
+    with open(path) as fh:
+        for line in fh:
+            header.append(line)
+            if not line.startswith("#"):
+                break  # the column-names line
+    empty = Table.read("".join(header), format="ascii.ecsv")
+    names = empty.colnames
+    use = [c for c in names if wanted is None or c.lower() in wanted]
+    floats = [c for c in use if empty[c].dtype.kind == "f"]
+    frame = pd.read_csv(
+        path, sep=" ", header=None, names=names, usecols=use, skiprows=len(header), quotechar='"',
+        keep_default_na=False, na_values={c: ["nan", "NaN", "-nan"] for c in floats},
+        dtype={c: str for c in use if empty[c].dtype.kind in "US"},
+    )
+    out = Table()
+    for c in use:
+        values = frame[c].to_numpy()
+        out[c] = values.astype(empty[c].dtype) if empty[c].dtype.kind in "biuf" else values.astype(str)
+    out.meta.update(empty.meta)
+    return out
+
+
 def read_positions(path: str | Path) -> Table:
     """Read a catalogue of positions to score (ECSV, FITS or any astropy-readable table).
 
-    Returns a table with columns ``id`` (str), ``ra``, ``dec`` (degrees) and every other column of the input
-    (e.g. ``label`` or ``kron_radius_arcsec``).
+    Returns a table with columns ``id`` (str), ``ra``, ``dec`` (degrees) and those of :data:`EXTRA_COLUMNS` that
+    the input has (e.g. ``label`` or ``kron_radius_arcsec``). ECSV catalogues are read column-wise (bounded
+    memory per row).
 
     Raises
     ------
@@ -267,11 +300,19 @@ def read_positions(path: str | Path) -> Table:
     path = Path(path)
     if not path.exists():
         raise SearchInputError(f"{path}: no such catalogue")
-    fmt = "ascii.ecsv" if path.suffix.lower() == ".ecsv" else None
-    try:
-        table = Table.read(path, format=fmt) if fmt else Table.read(path)
-    except Exception as exc:  # astropy raises many types for malformed tables
-        raise SearchInputError(f"{path}: cannot read the catalogue ({exc})") from None
+    wanted = {*RA_NAMES, *DEC_NAMES, *ID_NAMES, *EXTRA_COLUMNS}
+    table = None
+    if path.suffix.lower() == ".ecsv":
+        try:
+            table = _read_ecsv_columns(path, wanted)
+        except Exception:  # anything unusual (multidimensional columns, odd quoting): astropy's own reader
+            table = None
+    if table is None:
+        fmt = "ascii.ecsv" if path.suffix.lower() == ".ecsv" else None
+        try:
+            table = Table.read(path, format=fmt) if fmt else Table.read(path)
+        except Exception as exc:  # astropy raises many types for malformed tables
+            raise SearchInputError(f"{path}: cannot read the catalogue ({exc})") from None
     ra_col, dec_col = _find_column(table, RA_NAMES), _find_column(table, DEC_NAMES)
     if ra_col is None or dec_col is None:
         raise SearchInputError(f"{path}: no RA/Dec columns (expected 'ra' and 'dec' in degrees; has {table.colnames})")
@@ -279,7 +320,7 @@ def read_positions(path: str | Path) -> Table:
         raise SearchInputError(f"{path}: the catalogue is empty; nothing to search")
     out = Table()
     id_col = _find_column(table, ID_NAMES)
-    out["id"] = [str(v) for v in table[id_col]] if id_col else [f"{path.stem}-{i}" for i in range(len(table))]
+    out["id"] = np.asarray(table[id_col]).astype(str) if id_col else [f"{path.stem}-{i}" for i in range(len(table))]
     out["ra"] = np.asarray(table[ra_col], dtype=float)
     out["dec"] = np.asarray(table[dec_col], dtype=float)
     bad = ~(np.isfinite(out["ra"]) & np.isfinite(out["dec"]))
@@ -288,9 +329,10 @@ def read_positions(path: str | Path) -> Table:
         raise SearchInputError(
             f"{path}: row {row} has a non-finite RA/Dec ({table[ra_col][row]}, {table[dec_col][row]})"
         )
-    for name in table.colnames:
-        if name not in (ra_col, dec_col, id_col) and name not in out.colnames:
-            out[name] = table[name]
+    for name in EXTRA_COLUMNS:
+        col = _find_column(table, (name,))
+        if col is not None and name not in out.colnames:
+            out[name] = table[col]
     return out
 
 
