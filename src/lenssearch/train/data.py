@@ -66,6 +66,14 @@ class KnowledgeBase:
         return np.flatnonzero((self.fold >= 0) & (self.fold != fold)), np.flatnonzero(self.fold == fold)
 
 
+def aligned_empty(shape: tuple[int, ...], alignment: int = 64) -> np.ndarray:
+    """An uninitialised C-contiguous float32 array whose data start on an ``alignment``-byte boundary."""
+    nbytes = int(np.prod(shape)) * 4
+    raw = np.empty(nbytes + alignment, dtype=np.uint8)
+    offset = (-raw.ctypes.data) % alignment
+    return raw[offset : offset + nbytes].view(np.float32).reshape(shape)
+
+
 def _decode(values) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(values)]
 
@@ -95,7 +103,7 @@ def read_knowledge_base(path: str | Path) -> KnowledgeBase:
         source = handle["cutouts"]
         if source.ndim != 4:
             raise InputFileError(f"{path}: 'cutouts' must be N x H x W x bands, got shape {source.shape}")
-        cutouts = np.empty(source.shape, dtype=np.float32)
+        cutouts = aligned_empty(source.shape)  # aligned: the pipelines can adopt it without a copy
         source.read_direct(cutouts)
         labels = handle["labels"][()].astype(np.int8)
         ids = np.asarray(_decode(handle["ids"][()]))
@@ -198,14 +206,19 @@ class CutoutPipelines:
         n, height, width, n_bands = cutouts.shape
         if height != width:
             raise ValueError(f"cutouts must be square, got {height}x{width}")
+        if n * height * width >= 2**31:
+            raise ValueError(f"{n} cutouts of {height}x{width} pixels exceed the pipelines' int32 pixel index")
         self.side = height
         self.labels_np = np.asarray(labels)
+        pixels = cutouts.reshape(n * height * width, n_bands)  # a view: one row per pixel
+        if pixels.dtype == np.float32 and pixels.flags.c_contiguous and pixels.ctypes.data % 64 == 0:
+            # zero-copy hand-over (DLPack): the variable adopts the array's memory instead of a second copy
+            pixels = tf.experimental.dlpack.from_dlpack(pixels.__dlpack__())
         with tf.device("/CPU:0"):
-            # one row per pixel: a batch (with its flips/rotations) is then a single gather of pixel rows
-            self.pixels = tf.Variable(cutouts.reshape(n * height * width, n_bands), trainable=False,
-                                      name="kb_pixels")
+            # a batch (with its flips/rotations) is then a single gather of pixel rows
+            self.pixels = tf.Variable(pixels, trainable=False, name="kb_pixels")
             self.labels = tf.constant(self.labels_np.astype(np.float32))
-            self.permutations = tf.constant(dihedral_permutations(height), tf.int64)
+            self.permutations = tf.constant(dihedral_permutations(height), tf.int32)
         self.band_indices = tf.constant(band_indices, dtype=tf.int32)
         self.all_bands = tuple(band_indices) == tuple(range(n_bands))
 
@@ -215,8 +228,9 @@ class CutoutPipelines:
 
         area = self.side * self.side
         if permutation is None:
-            permutation = tf.range(area, dtype=tf.int64)[None, :]
-        index = tf.reshape(rows[:, None] * area + permutation, [-1])
+            permutation = tf.range(area, dtype=tf.int32)[None, :]
+        # int32 pixel indices (cheaper to build and gather with): 2^31 pixels is ~43000 cutouts of 128x128
+        index = tf.reshape(tf.cast(rows, tf.int32)[:, None] * area + permutation, [-1])
         images = tf.reshape(tf.gather(self.pixels, index), [-1, self.side, self.side, self.pixels.shape[-1]])
         if not self.all_bands:
             images = tf.gather(images, self.band_indices, axis=-1)
