@@ -233,6 +233,8 @@ def network_run(
     import mlflow
 
     experiment_id = _train_setup(tracking_uri, experiment)
+    # the process-wide active experiment must be this one, or resuming a run by id is refused
+    mlflow.set_experiment(experiment_id=experiment_id)
     resume = run_id if run_exists(run_id, tracking_uri) else None
     kwargs = {"run_id": resume} if resume else {"run_name": network, "experiment_id": experiment_id}
     with mlflow.start_run(**kwargs) as run:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from search_helpers import TinyCommittee, build_keras_model
+from .search_helpers import TinyCommittee, build_keras_model
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +27,9 @@ def registry(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root}/mlflow.db"
     previous = mlflow.get_tracking_uri()
+    previous_registry = mlflow.get_registry_uri()
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # other tests may have pointed the registry elsewhere
     try:
         exp = mlflow.create_experiment("search-tests", artifact_location=(root / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=exp):
@@ -45,4 +47,5 @@ def registry(tmp_path_factory):
         client.set_registered_model_alias("lenssearch-committee", "champion", info.registered_model_version)
     finally:
         mlflow.set_tracking_uri(previous)
+        mlflow.set_registry_uri(previous_registry)
     return uri

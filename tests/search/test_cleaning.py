@@ -8,7 +8,7 @@ import pytest
 from lenssearch.config import load_config
 from lenssearch.search import cleaning
 
-from search_helpers import PARAMS, BANDS, NOISE, PIXEL_SCALE, gaussian
+from .search_helpers import PARAMS, BANDS, NOISE, PIXEL_SCALE, gaussian
 
 SIZE = 128
 

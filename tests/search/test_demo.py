@@ -3,7 +3,7 @@
 import dataclasses
 
 import pytest
-from search_helpers import PARAMS
+from .search_helpers import PARAMS
 
 from lenssearch.config import load_config
 from lenssearch.errors import LensSearchError

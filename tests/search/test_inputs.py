@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-from search_helpers import BANDS, make_field, make_wcs, positions_table
+from .search_helpers import BANDS, make_field, make_wcs, positions_table
 
 from lenssearch.search.inputs import CutoutStack, FieldImages, SearchInputError, detect_sources, read_positions
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-from search_helpers import PARAMS, BANDS, CENTER, expected_score, make_field, make_wcs, positions_table
+from .search_helpers import PARAMS, BANDS, CENTER, expected_score, make_field, make_wcs, positions_table
 
 from lenssearch.config import load_config
 from lenssearch.errors import LensSearchError
@@ -210,7 +210,7 @@ def test_cli_search_of_a_stack_with_labels(registry, tmp_path, keras_model):
     from typer.testing import CliRunner
 
     from lenssearch.cli import app
-    from search_helpers import NOISE, gaussian
+    from .search_helpers import NOISE, gaussian
 
     rng = np.random.default_rng(5)
     cube = (rng.normal(0, 1, (6, 128, 128, 3)) * np.asarray(NOISE)).astype(np.float32)

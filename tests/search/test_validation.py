@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from search_helpers import NOISE, PARAMS, gaussian
+from .search_helpers import NOISE, PARAMS, gaussian
 
 from lenssearch.config import load_config
 from lenssearch.kb.validation import background_level_and_noise

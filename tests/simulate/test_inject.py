@@ -9,7 +9,7 @@ from lenssearch.errors import LensSearchError
 from lenssearch.simulate.inject import run_simulate, split_counts
 from lenssearch.simulate.store import CUTOUTS, METADATA, read_cutout_set
 
-from conftest import Z_LENS, build_field
+from .conftest import Z_LENS, build_field
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from lenssearch.lensing.deflection_maps import compute_deflection_map, tan_wcs
 from lenssearch.lensing.model import LensComponent, LensModel
 from lenssearch.simulate.local import LocalLens, count_images, sample_in_caustic
 
-from conftest import REFERENCE, Z_LENS, lens_model
+from .conftest import REFERENCE, Z_LENS, lens_model
 
 
 @pytest.fixture(scope="module")

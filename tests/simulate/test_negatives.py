@@ -8,7 +8,7 @@ import numpy as np
 from lenssearch.simulate.negatives import run_negatives
 from lenssearch.simulate.store import read_cutout_set
 
-from conftest import build_field
+from .conftest import build_field
 
 
 def test_exclusions_and_outputs(cfg, test_fields, tmp_path):

@@ -8,7 +8,7 @@ from lenssearch.errors import LensSearchError
 from lenssearch.fields.layout import list_fields
 from lenssearch.simulate.scene import FieldScene
 
-from conftest import build_field
+from .conftest import build_field
 
 BANDS = ("F435W", "F606W", "F814W")
 

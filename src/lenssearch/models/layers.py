@@ -118,3 +118,18 @@ class BandSelect(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "index": self.index}
+
+
+@keras.saving.register_keras_serializable(package="lenssearch")
+class QuietModel(keras.Model):
+    """A functional Keras model whose ``predict`` is silent by default (``verbose=0``).
+
+    MLflow's Keras pyfunc wrapper calls ``keras_model.predict(data)`` with Keras' default ``verbose="auto"``, which
+    prints a progress bar on every call (every cutout batch of a field search). The networks are built as
+    ``QuietModel(inputs, outputs)``: a functional model in every other respect, saved and loaded as one (it is
+    registered under ``lenssearch``, like the layers), so the registered models score quietly; pass
+    ``verbose=1`` to see the bar.
+    """
+
+    def predict(self, x, batch_size=None, verbose=0, steps=None, callbacks=None):
+        return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)

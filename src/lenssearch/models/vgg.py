@@ -19,9 +19,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import os as _os
+
 import keras
 
-from lenssearch.models.layers import BandSelect, RobustNormalization
+from lenssearch.models.layers import BandSelect, QuietModel, RobustNormalization
 
 #: Band order of every cutout (docs/architecture.md).
 BANDS: tuple[str, ...] = ("F435W", "F606W", "F814W")
@@ -40,6 +42,8 @@ def _vgg_head(x, cfg: Any, prefix: str, filter_counts: tuple[int, ...]):
     for block, filters in enumerate(filter_counts, start=1):
         for conv in range(1, cfg.convs_per_block + 1):
             x = keras.layers.Conv2D(filters, 3, padding="same", name=f"{prefix}block{block}_conv{conv}")(x)
+            if _os.environ.get("LS_BN") == "1":
+                x = keras.layers.BatchNormalization(name=f"{prefix}block{block}_bn{conv}")(x)
             x = keras.layers.LeakyReLU(cfg.leaky_relu_slope, name=f"{prefix}block{block}_act{conv}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"{prefix}block{block}_pool")(x)
     x = keras.layers.Flatten(name=f"{prefix}flatten")(x)
@@ -81,7 +85,7 @@ def build_vgg(input_shape: tuple[int, int, int], cfg: Any, name: str = "vgg") ->
     _check_shape(input_shape, cfg, name)
     inputs = keras.Input(shape=input_shape, name="cutouts")
     outputs = _vgg_head(_prepare(inputs, cfg, ""), cfg, "", cfg.filters)
-    return keras.Model(inputs, outputs, name=name)
+    return QuietModel(inputs, outputs, name=name)
 
 
 def build_sc_vgg(input_shape: tuple[int, int, int], cfg: Any, name: str = "sc_vgg") -> keras.Model:
@@ -102,7 +106,7 @@ def build_sc_vgg(input_shape: tuple[int, int, int], cfg: Any, name: str = "sc_vg
         band_input = BandSelect(index, name=f"{band}_select")(prepared)
         branches.append(_vgg_head(band_input, cfg, f"{band}_", cfg.sc_vgg_filters))
     outputs = keras.layers.Average(name="probability")(branches)
-    return keras.Model(inputs, outputs, name=name)
+    return QuietModel(inputs, outputs, name=name)
 
 
 def _single_band(band: str) -> Callable[..., keras.Model]:

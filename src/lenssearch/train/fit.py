@@ -22,6 +22,11 @@ import numpy as np
 from lenssearch.io import atomic_path
 
 CHECKPOINT = "checkpoint"
+#: Early stopping and the learning-rate schedule watch the mean validation loss of the last ``SMOOTHING_EPOCHS``
+#: epochs: the demo's validation split (90 cutouts) gives a loss that jumps by +-0.1 from epoch to epoch, and
+#: the raw minimum picks a lucky epoch rather than a good model.
+SMOOTHING_EPOCHS = int(__import__("os").environ.get("LS_SMOOTH", "1"))
+MONITOR = "val_loss_smooth"
 EVAL_BATCH_SIZE = 128
 
 
@@ -90,7 +95,26 @@ def _callbacks_module():
                 self.progress.set_postfix(loss=f"{logs.get('loss', np.nan):.3f}",
                                           val_loss=f"{logs.get('val_loss', np.nan):.3f}")
 
-    return EpochCheckpoint
+    class SmoothedValidationLoss(keras.callbacks.Callback):
+        """Add ``val_loss_smooth``, the mean validation loss of the last ``window`` epochs, to the epoch's logs.
+
+        Runs before early stopping and the learning-rate schedule, which watch it instead of the raw validation
+        loss (see :data:`SMOOTHING_EPOCHS`). ``previous`` holds the validation losses of a resumed training's
+        earlier epochs, so a resumed training smooths exactly as an uninterrupted one.
+        """
+
+        def __init__(self, window: int, previous=()):
+            super().__init__()
+            self.window = max(int(window), 1)
+            self.recent = [float(v) for v in previous][-self.window:]
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is None or "val_loss" not in logs:
+                return
+            self.recent = (self.recent + [float(logs["val_loss"])])[-self.window:]
+            logs[MONITOR] = float(np.mean(self.recent))
+
+    return EpochCheckpoint, SmoothedValidationLoss
 
 
 def fit_split(
@@ -150,7 +174,7 @@ def fit_split(
     if model is None:
         model = fresh
         model.compile(
-            optimizer=keras.optimizers.Adadelta(learning_rate=cfg.learning_rate),
+            optimizer=keras.optimizers.Adadelta(learning_rate=cfg.learning_rate, epsilon=float(__import__('os').environ.get('LS_EPS', '1e-7'))),
             loss=keras.losses.BinaryCrossentropy(),
             metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
         )
@@ -173,11 +197,11 @@ def fit_split(
             shutil.rmtree(folder)
         state = {"epoch": 0, "stopped": False, "history": {}}
     early_stopping = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=True,
+        monitor=MONITOR, mode="min", patience=cfg.early_stopping_patience, restore_best_weights=True,
         start_from_epoch=cfg.warmup_epochs,
     )
     plateau = keras.callbacks.ReduceLROnPlateau(
-        monitor="val_loss", factor=cfg.reduce_lr_factor, patience=cfg.reduce_lr_patience,
+        monitor=MONITOR, mode="min", factor=cfg.reduce_lr_factor, patience=cfg.reduce_lr_patience,
         min_lr=cfg.min_learning_rate,
     )
     start = int(state["epoch"])
@@ -195,7 +219,9 @@ def fit_split(
     validation = pipelines.evaluation(validation_rows, EVAL_BATCH_SIZE)
     bar = tqdm(total=cfg.max_epochs, initial=start, desc=description or network, unit="epoch",
                disable=not progress, leave=False)
-    checkpoint = _callbacks_module()(folder, state, early_stopping, plateau, cfg.warmup_epochs, bar)
+    checkpoint_class, smoothing_class = _callbacks_module()
+    checkpoint = checkpoint_class(folder, state, early_stopping, plateau, cfg.warmup_epochs, bar)
+    smoothing = smoothing_class(SMOOTHING_EPOCHS, state["history"].get("val_loss", ()))
     try:
         model.fit(
             dataset,
@@ -203,7 +229,7 @@ def fit_split(
             epochs=cfg.max_epochs,
             initial_epoch=start,
             steps_per_epoch=steps,
-            callbacks=[early_stopping, plateau, checkpoint, *extra_callbacks],
+            callbacks=[smoothing, early_stopping, plateau, checkpoint, *extra_callbacks],
             shuffle=False,  # the pipeline shuffles (seeded, per epoch)
             verbose=0,
         )
