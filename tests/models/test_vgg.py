@@ -114,3 +114,12 @@ def test_too_many_poolings_for_the_input_raise():
     deep = dataclasses.replace(CFG, filters=(4, 4, 4, 4, 4), sc_vgg_filters=(2, 2, 2, 2, 2))
     with pytest.raises(ValueError, match="poolings"):
         build_model("vgg", deep)
+
+
+def test_predict_is_silent_by_default_also_after_loading(tmp_path, capsys):
+    model = build_model("vgg", CFG)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    capsys.readouterr()
+    loaded.predict(raw_cutouts(3, 3))  # what MLflow's Keras pyfunc wrapper calls: no progress bar
+    assert capsys.readouterr().out == ""

