@@ -1,10 +1,13 @@
 """Benchmark of the train stage on this machine: input-pipeline overhead, images/s, memory.
 
 1. Input-pipeline overhead (target <= 1.10): one training epoch of the demo VGG fed by the full ``tf.data``
-   pipeline (gather from the in-memory KB, band selection, random flips/rotations, balanced sampling, prefetch),
+   pipeline (gather from the in-memory prepared KB, band selection, random flips/rotations, balanced sampling,
+   prefetch; the training fits the network's classifier on cutouts prepared once, see ``models.split_model``),
    divided by the time of the same batches (materialised beforehand) fed from memory: numpy arrays through
    ``fit(x, y)``, and the batches as cached in-memory tensors; the faster of the two is the denominator.
-2. Images/s of training (``fit``) and inference (``predict``) for each network in the demo and paper profiles.
+2. Images/s of training (``fit`` of the classifier on prepared cutouts, as the train stage runs it) and of
+   inference (``predict`` of the whole network on raw cutouts, as the search runs it) for each network in the
+   demo and paper profiles, and of the one-off preparation of raw cutouts.
 3. Memory (target < 6 GB resident): in a fresh process, a knowledge base of the paper's size written to a
    temporary file (``--paper-cutouts`` cutouts, 128x128x3 float32), read once, put into the pipelines, and a few
    training steps of each paper-profile network; prints the process's peak resident memory.
@@ -42,15 +45,17 @@ def _configs():
 
 
 def _compiled(network, cfg, bands):
+    """(whole network, its preparation, its compiled classifier), as the train stage builds them."""
     import keras
 
-    from lenssearch.models import build_model
+    from lenssearch.models import build_model, split_model
 
     keras.utils.set_random_seed(0)
     model = build_model(network, cfg.train.network, bands)
-    model.compile(keras.optimizers.Adadelta(cfg.train.learning_rate), "binary_crossentropy",
-                  metrics=[keras.metrics.BinaryAccuracy(name="accuracy")])
-    return model
+    preparation, classifier = split_model(model)
+    classifier.compile(keras.optimizers.Adadelta(cfg.train.learning_rate), "binary_crossentropy",
+                       metrics=[keras.metrics.BinaryAccuracy(name="accuracy")])
+    return model, preparation, classifier
 
 
 def pipeline_overhead(kb_path: Path, cfg, repeats: int = 5) -> dict:
@@ -63,14 +68,15 @@ def pipeline_overhead(kb_path: Path, cfg, repeats: int = 5) -> dict:
     import tensorflow as tf
 
     from lenssearch.models import network_bands
-    from lenssearch.train.data import CutoutPipelines, read_knowledge_base
+    from lenssearch.train.data import CutoutPipelines, prepare_cutouts, read_knowledge_base
 
     kb = read_knowledge_base(kb_path)
     bands = network_bands("vgg", kb.bands)
-    pipes = CutoutPipelines(kb.cutouts, kb.labels, bands)
+    _, preparation, model = _compiled("vgg", cfg, kb.bands)
+    prepared = prepare_cutouts(preparation, kb.cutouts, bands)
+    pipes = CutoutPipelines(prepared, kb.labels, tuple(range(prepared.shape[-1])))
     train, _ = kb.fold_indices(0)
     batch = cfg.train.batch_size["vgg"]
-    model = _compiled("vgg", cfg, kb.bands)
     materialised = list(pipes.training(train, batch, cfg.train.examples_per_class, 1, 0, 1)[0].as_numpy_iterator())
     x = np.concatenate([b[0] for b in materialised])
     y = np.concatenate([b[1] for b in materialised])
@@ -101,8 +107,9 @@ def pipeline_overhead(kb_path: Path, cfg, repeats: int = 5) -> dict:
 
 
 def throughput(network: str, cfg, steps: int, bands=("F435W", "F606W", "F814W")) -> dict:
-    """Training and inference images/s of one network on random raw cutouts held in memory."""
+    """Training, preparation and inference images/s of one network on random raw cutouts held in memory."""
     from lenssearch.models import network_bands
+    from lenssearch.train.data import prepare_cutouts
 
     n_bands = len(network_bands(network, bands))
     batch = cfg.train.batch_size[network]
@@ -110,22 +117,27 @@ def throughput(network: str, cfg, steps: int, bands=("F435W", "F606W", "F814W"))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch * steps, pixels, pixels, n_bands)).astype(np.float32)
     y = (np.arange(len(x)) % 2).astype(np.float32)
-    model = _compiled(network, cfg, bands)
-    model.fit(x[:batch * 2], y[:batch * 2], batch_size=batch, epochs=1, verbose=0)  # trace
+    model, preparation, classifier = _compiled(network, cfg, bands)
+    prepare_cutouts(preparation, x[:batch], tuple(range(n_bands)))  # trace
     t0 = time.perf_counter()
-    model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
+    prepared = prepare_cutouts(preparation, x.copy(), tuple(range(n_bands)))
+    prepare_ips = len(x) / (time.perf_counter() - t0)
+    classifier.fit(prepared[:batch * 2], y[:batch * 2], batch_size=batch, epochs=1, verbose=0)  # trace
+    t0 = time.perf_counter()
+    classifier.fit(prepared, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
     train_ips = len(x) / (time.perf_counter() - t0)
     model.predict(x[:128], batch_size=128, verbose=0)
     t0 = time.perf_counter()
     model.predict(x, batch_size=128, verbose=0)
     infer_ips = len(x) / (time.perf_counter() - t0)
-    return {"train_img_s": train_ips, "infer_img_s": infer_ips, "params": model.count_params()}
+    return {"train_img_s": train_ips, "prepare_img_s": prepare_ips, "infer_img_s": infer_ips,
+            "params": model.count_params()}
 
 
 MEMORY_CHILD = r"""
 import json, resource, sys, time
 from lenssearch.config import load_config
-from lenssearch.train.data import CutoutPipelines, read_knowledge_base
+from lenssearch.train.data import CutoutPipelines, prepare_cutouts, read_knowledge_base
 from lenssearch.train.fit import predict_rows
 sys.path.insert(0, sys.argv[3])
 from bench_train import _compiled
@@ -134,18 +146,23 @@ t0 = time.perf_counter()
 kb = read_knowledge_base(sys.argv[1])
 read_s = time.perf_counter() - t0
 size_gb = kb.cutouts.nbytes / 1e9
-pipes = CutoutPipelines(kb.cutouts, kb.labels, (0, 1, 2))
+after_read = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+_, preparation, _ = _compiled("vgg", cfg, kb.bands)
+prepared = prepare_cutouts(preparation, kb.cutouts, (0, 1, 2))  # in place at the paper's scale (no binning)
 kb.cutouts = None
+pipes = CutoutPipelines(prepared, kb.labels, (0, 1, 2))
+del prepared
 after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 steps = int(sys.argv[2])
 for network in ("vgg", "sc_vgg"):
-    model = _compiled(network, cfg, kb.bands)
+    _, _, model = _compiled(network, cfg, kb.bands)
     train, test = kb.fold_indices(0)
     ds, n = pipes.training(train, cfg.train.batch_size[network], 0, 1, 0, 1)
     model.fit(ds.take(steps), epochs=1, verbose=0)
     predict_rows(model, pipes, test[:256])
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-print(json.dumps({"kb_gb": size_gb, "read_s": read_s, "peak_after_load_gb": after_load, "peak_gb": peak}))
+print(json.dumps({"kb_gb": size_gb, "read_s": read_s, "peak_after_read_gb": after_read,
+                  "peak_after_load_gb": after_load, "peak_gb": peak}))
 """
 
 
@@ -204,14 +221,16 @@ def main() -> None:
               f"(numpy {overhead['numpy_epoch_s']:.2f} s, cached tensors {overhead['tensors_epoch_s']:.2f} s) = "
               f"{overhead['ratio']:.3f} (target <= {OVERHEAD_TARGET}) {verdict}")
 
-        print(f"{'profile':8s} {'network':8s} {'params':>9s} {'train img/s':>12s} {'infer img/s':>12s}")
+        print(f"{'profile':8s} {'network':8s} {'params':>9s} {'train img/s':>12s} {'prepare img/s':>14s} "
+              f"{'infer img/s':>12s}")
         results["throughput"] = {}
         for profile, cfg in configs.items():
             steps = args.steps if profile == "demo" else args.paper_steps
             for network in NETWORKS:
                 r = throughput(network, cfg, steps)
                 results["throughput"][f"{profile}/{network}"] = r
-                print(f"{profile:8s} {network:8s} {r['params']:9d} {r['train_img_s']:12.1f} {r['infer_img_s']:12.1f}")
+                print(f"{profile:8s} {network:8s} {r['params']:9d} {r['train_img_s']:12.1f} "
+                      f"{r['prepare_img_s']:14.1f} {r['infer_img_s']:12.1f}")
 
         if not args.skip_memory:
             path = write_noise_kb(Path(tmp) / "paper_kb.h5", args.paper_cutouts)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 from numpy.testing import assert_allclose, assert_array_equal
 
-from lenssearch.train.data import CutoutPipelines, read_knowledge_base
+from lenssearch.models import build_model, network_bands, split_model
+from lenssearch.train.data import CutoutPipelines, prepare_cutouts, read_knowledge_base
 from lenssearch.train.fit import fit_split, predict_rows
 
 
@@ -34,7 +36,9 @@ def setup(toy_kb_path, tiny_config):
     tf.config.experimental.enable_op_determinism()
     kb = read_knowledge_base(toy_kb_path)
     cfg = tiny_config(max_epochs=5, warmup_epochs=2, early_stopping_patience=10, reduce_lr_patience=1)
-    return kb, CutoutPipelines(kb.cutouts, kb.labels, (0, 1, 2)), cfg.train
+    preparation, _ = split_model(build_model("vgg", cfg.train.network, kb.bands))
+    prepared = prepare_cutouts(preparation, kb.cutouts.copy(), (0, 1, 2))
+    return kb, CutoutPipelines(prepared, kb.labels, (0, 1, 2)), cfg.train
 
 
 def _fit(setup, folder, **kwargs):
@@ -48,7 +52,7 @@ def test_same_seed_same_model_and_resume_after_kill(setup, tmp_path):
     kb, pipes, cfg = setup
     model_a, history_a = _fit(setup, tmp_path / "a")
     model_b, history_b = _fit(setup, tmp_path / "b")
-    for wa, wb in zip(model_a.get_weights(), model_b.get_weights()):
+    for wa, wb in zip(model_a.model.get_weights(), model_b.model.get_weights()):
         assert_array_equal(wa, wb)
     assert history_a == history_b
     assert len(history_a["loss"]) == 5 and len(history_a["val_loss"]) == 5
@@ -64,7 +68,46 @@ def test_same_seed_same_model_and_resume_after_kill(setup, tmp_path):
     assert_allclose(history_c["loss"], history_a["loss"], rtol=1e-5)
     assert_allclose(history_c["learning_rate"], history_a["learning_rate"])
     rows = kb.validation_indices
-    assert_allclose(predict_rows(model_c, pipes, rows), predict_rows(model_a, pipes, rows), rtol=1e-4, atol=1e-6)
+    assert_allclose(predict_rows(model_c.classifier, pipes, rows), predict_rows(model_a.classifier, pipes, rows),
+                    rtol=1e-4, atol=1e-6)
+    # the whole network (what is saved and registered) on raw cutouts == the classifier on prepared ones
+    raw = model_a.model.predict(kb.cutouts[rows], verbose=0).ravel()
+    assert_allclose(raw, predict_rows(model_a.classifier, pipes, rows), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("network", ["sc_vgg", "f814w"])
+def test_split_model_parts_compose_to_the_network(toy_kb_path, tiny_config, network):
+    kb = read_knowledge_base(toy_kb_path)
+    cfg = tiny_config().train.network
+    bands = network_bands(network, kb.bands)
+    model = build_model(network, cfg, kb.bands)
+    preparation, classifier = split_model(model)
+    assert classifier.count_params() == model.count_params() and preparation.count_params() == 0
+    raw = kb.cutouts[:9][..., list(bands)]
+    prepared = prepare_cutouts(preparation, kb.cutouts[:9], bands, batch_size=4)
+    assert prepared.shape == (9, 32, 32, len(bands)) and prepared.ctypes.data % 64 == 0
+    assert_allclose(classifier.predict(prepared, verbose=0), model.predict(raw, verbose=0), rtol=1e-5, atol=1e-7)
+    # weights are shared: changing the classifier's changes the network's
+    assert {id(v) for v in classifier.trainable_variables} == {id(v) for v in model.trainable_variables}
+    before = model.predict(raw, verbose=0)
+    dense = [layer for layer in classifier.layers if isinstance(layer, keras.layers.Dense)][-1]
+    dense.bias.assign(dense.bias + 3.0)
+    after = model.predict(raw, verbose=0)
+    assert np.all(after > before)
+    assert_allclose(after, classifier.predict(prepared, verbose=0), rtol=1e-5, atol=1e-7)
+
+
+def test_prepare_cutouts_in_place_when_the_shape_is_kept(toy_kb_path, tiny_config):
+    import dataclasses
+
+    kb = read_knowledge_base(toy_kb_path)
+    cfg = dataclasses.replace(tiny_config().train.network, binning=1, filters=(8, 16), sc_vgg_filters=(4, 8))
+    preparation, _ = split_model(build_model("vgg", cfg, kb.bands))
+    cutouts = kb.cutouts[:10].copy()
+    expected = preparation.predict(cutouts, verbose=0)
+    out = prepare_cutouts(preparation, cutouts, (0, 1, 2), batch_size=3)
+    assert out is cutouts  # no second copy of a paper-size KB
+    assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_smoothed_validation_loss_is_the_running_mean_and_resumes():

@@ -1,12 +1,21 @@
 """The knowledge base in memory and the ``tf.data`` pipelines that feed the networks.
 
-Reads ``data/kb/kb.h5`` (layout in docs/architecture.md, "Knowledge base") once into one float32 array, copies it
-once into a TensorFlow variable, and serves every fold from it by index: the pipelines are datasets of index
+Reads ``data/kb/kb.h5`` (layout in docs/architecture.md, "Knowledge base") once into one float32 array, runs the
+network's input preparation over it once (:func:`prepare_cutouts`: 2x2 binning and the robust normalisation, the
+first layers of every network, see :func:`lenssearch.models.split_model`), hands the prepared cutouts to a
+TensorFlow variable without a copy, and serves every fold from it by index: the pipelines are datasets of index
 batches whose map gathers the cutouts, selects the network's bands and, for training, applies a random
 flip/90-degree rotation (the eight symmetries of the square; Angora et al. 2020, 2023). The rotation is fused
 into the gather (one pass over the batch's pixels instead of five), which keeps the pipeline's share of the two
-CPU cores small. No fold copies the
-cutouts, so the paper-profile KB (~1.7 GB) costs its own size once in memory.
+CPU cores small. No fold copies the cutouts, so the paper-profile KB (~1.7 GB) costs its own size once in memory
+(its preparation keeps the shape and is written in place).
+
+Augmenting the prepared cutouts rather than preparing augmented ones: the 2x2 binning commutes exactly with the
+eight symmetries; the normalisation's median and MAD are measured on a regular subgrid of pixels (see
+:class:`lenssearch.models.RobustNormalization`) that a flip maps onto the neighbouring subgrid, so the two orders
+differ by a change of the background estimate at the level of its own noise (~0.1 sigma of the sky noise); the
+un-augmented cutouts, which every out-of-fold probability and every prediction of the saved network use, are
+prepared exactly as the saved network prepares them.
 
 Class balance follows the paper (Sect. 3.2): each training epoch draws ``examples_per_class`` cutouts of each
 class (the majority count by default), so the minority class is oversampled; cutouts are drawn without
@@ -72,6 +81,39 @@ def aligned_empty(shape: tuple[int, ...], alignment: int = 64) -> np.ndarray:
     raw = np.empty(nbytes + alignment, dtype=np.uint8)
     offset = (-raw.ctypes.data) % alignment
     return raw[offset : offset + nbytes].view(np.float32).reshape(shape)
+
+
+def prepare_cutouts(preparation, cutouts: np.ndarray, band_indices: tuple[int, ...], batch_size: int = 256,
+                    progress: bool = False) -> np.ndarray:
+    """Run a network's input preparation (binning, normalisation) once over the knowledge base.
+
+    Parameters
+    ----------
+    preparation
+        The ``preparation`` model of :func:`lenssearch.models.split_model` (no weights).
+    cutouts
+        N x H x W x n_bands raw cutouts; ``band_indices`` are the channels the network takes.
+
+    Returns
+    -------
+    numpy.ndarray
+        N x h x w x len(band_indices) float32, 64-byte aligned (the pipelines adopt it without a copy). When the
+        preparation keeps the shape (no binning, all bands: the paper profile), it is written over ``cutouts``
+        batch by batch and ``cutouts`` itself is returned, so the paper-size KB is held once.
+    """
+    from tqdm.auto import tqdm
+
+    n = cutouts.shape[0]
+    all_bands = tuple(band_indices) == tuple(range(cutouts.shape[-1]))
+    out_shape = (n, *preparation.output_shape[1:3], len(band_indices))
+    in_place = all_bands and out_shape == cutouts.shape and cutouts.dtype == np.float32
+    out = cutouts if in_place else aligned_empty(out_shape)
+    for start in tqdm(range(0, n, batch_size), desc="preparing cutouts", unit="batch", disable=not progress,
+                      leave=False):
+        stop = min(n, start + batch_size)
+        block = cutouts[start:stop] if all_bands else cutouts[start:stop][..., list(band_indices)]
+        out[start:stop] = np.asarray(preparation(block, training=False), dtype=np.float32)
+    return out
 
 
 def _decode(values) -> list[str]:

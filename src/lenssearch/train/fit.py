@@ -1,5 +1,10 @@
 """Fitting one network on one split, with epoch checkpoints that let a killed training resume.
 
+The network is built whole (raw cutouts in, probability out: what is saved and registered) and cut by
+:func:`lenssearch.models.split_model`; the pipelines serve cutouts already prepared (binned and normalised once,
+:func:`lenssearch.train.data.prepare_cutouts`), and the fit acts on the classifier part, which shares every layer
+and weight with the whole network.
+
 Binary cross-entropy, Adadelta (Zeiler 2012), early stopping on the validation loss with the best weights restored
 (Prechelt 1997) and learning-rate reduction on plateau (Angora et al. 2023, Sect. 2), both watching the
 validation loss only after ``warmup_epochs`` (Adadelta's first epochs sit on a plateau of the loss), and both
@@ -15,6 +20,7 @@ batches of an epoch depend only on ``(seed, epoch)``, so a resumed training sees
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -31,6 +37,25 @@ CHECKPOINT = "checkpoint"
 SMOOTHING_EPOCHS = 3
 MONITOR = "val_loss_smooth"
 EVAL_BATCH_SIZE = 128
+
+
+@dataclasses.dataclass
+class Network:
+    """A network in training: the whole model and its two parts (see :func:`lenssearch.models.split_model`).
+
+    Attributes
+    ----------
+    model
+        Raw cutouts -> probability: the model saved as ``model.keras`` and registered.
+    preparation
+        Raw cutouts -> prepared cutouts (binning, normalisation; no weights).
+    classifier
+        Prepared cutouts -> probability, sharing ``model``'s layers; compiled, and the one that is fitted.
+    """
+
+    model: Any
+    preparation: Any
+    classifier: Any
 
 
 def _load_arrays(path: Path) -> list[np.ndarray]:
@@ -132,8 +157,8 @@ def fit_split(
     progress: bool = True,
     description: str = "",
     extra_callbacks: tuple = (),
-    model=None,
-):
+    model: Network | None = None,
+) -> tuple[Network, dict]:
     """Train ``network`` on ``train_rows`` (balanced, augmented), stopping on the loss of ``validation_rows``.
 
     Parameters
@@ -145,7 +170,7 @@ def fit_split(
     bands
         The knowledge base's band order.
     pipelines
-        :class:`lenssearch.train.data.CutoutPipelines` over the knowledge base.
+        :class:`lenssearch.train.data.CutoutPipelines` over the knowledge base's prepared cutouts.
     train_rows, validation_rows
         Rows of the knowledge base.
     split_dir
@@ -155,40 +180,42 @@ def fit_split(
     extra_callbacks
         Keras callbacks run after the checkpoint of each epoch (tests use one to simulate a kill).
     model
-        A compiled model of the same network returned by an earlier call, to be re-initialised and reused:
+        The :class:`Network` of the same network returned by an earlier call, to be re-initialised and reused:
         its traced training and prediction functions are kept (tracing costs more than a small split's
         training on a CPU). Its weights are overwritten.
 
     Returns
     -------
-    model, history
-        The model with its best weights, and the per-epoch history (``loss``, ``val_loss``, ``accuracy``,
+    network, history
+        The :class:`Network` with its best weights, and the per-epoch history (``loss``, ``val_loss``, ``accuracy``,
         ``val_accuracy``, ``learning_rate``) over all sessions of the training.
     """
     import keras
     from tqdm.auto import tqdm
 
-    from lenssearch.models import build_model
+    from lenssearch.models import build_model, split_model
 
     split_dir = Path(split_dir)
     folder = split_dir / CHECKPOINT
     keras.utils.set_random_seed(seed)
     fresh = build_model(network, cfg.network, bands)  # this split's initial weights and dropout seeds
     if model is None:
-        model = fresh
-        model.compile(
+        net = Network(fresh, *split_model(fresh))
+        net.classifier.compile(
             optimizer=keras.optimizers.Adadelta(learning_rate=cfg.learning_rate),
             loss=keras.losses.BinaryCrossentropy(),
             metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
         )
-        model.optimizer.build(model.trainable_variables)
+        net.classifier.optimizer.build(net.classifier.trainable_variables)
     else:
-        for target, source in zip(model.variables, fresh.variables, strict=True):
+        net = model
+        for target, source in zip(net.model.variables, fresh.variables, strict=True):
             target.assign(source)
-        for variable in model.optimizer.variables:  # Adadelta's accumulators and step count start at zero
+        for variable in net.classifier.optimizer.variables:  # Adadelta's accumulators and step count start at 0
             variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
-        model.optimizer.learning_rate = cfg.learning_rate
+        net.classifier.optimizer.learning_rate = cfg.learning_rate
     del fresh
+    model = net.classifier  # what is fitted and checkpointed
     if (folder / "state.json").exists():
         state = json.loads((folder / "state.json").read_text())
         for variable, value in zip(model.variables, _load_arrays(folder / "weights.npz"), strict=True):
@@ -212,7 +239,7 @@ def fit_split(
         best = folder / "best.weights.npz"
         if best.exists():
             model.set_weights(_load_arrays(best))
-        return model, state["history"]
+        return net, state["history"]
     batch_size = cfg.batch_size[network] if network in cfg.batch_size else None
     if batch_size is None:
         raise KeyError(f"train.batch_size has no entry for network '{network}'")
@@ -238,11 +265,15 @@ def fit_split(
         )
     finally:
         bar.close()
-    return model, state["history"]
+    return net, state["history"]
 
 
-def predict_rows(model, pipelines, rows: np.ndarray) -> np.ndarray:
-    """The model's lens probability for knowledge-base ``rows`` (no augmentation), as float64."""
+def predict_rows(classifier, pipelines, rows: np.ndarray) -> np.ndarray:
+    """The lens probability of knowledge-base ``rows`` (no augmentation), as float64.
+
+    ``classifier`` takes the pipelines' prepared cutouts (:attr:`Network.classifier`).
+    """
+    model = classifier
     if len(rows) == 0:
         return np.zeros(0)
     dataset = pipelines.evaluation(rows, EVAL_BATCH_SIZE, with_labels=False)

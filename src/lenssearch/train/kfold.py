@@ -34,12 +34,12 @@ import numpy as np
 from lenssearch.errors import LensSearchError
 from lenssearch.io import atomic_path
 from lenssearch.train import metrics as M
-from lenssearch.train.data import CutoutPipelines, read_knowledge_base
+from lenssearch.train.data import CutoutPipelines, prepare_cutouts, read_knowledge_base
 from lenssearch.train.fit import fit_split, predict_rows
 
 RUN_SPLIT = "run"
 #: Bump when the meaning of files under models/<network>/ changes, so that old checkpoints are not reused.
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -132,15 +132,15 @@ def _train_or_reuse(network, cfg, kb, pipelines, split, train_rows, test_rows, m
             raise LensSearchError(f"{split_dir / 'predictions.ecsv'}: ids differ from the KB's rows of {split}")
         return result, np.asarray(table["probability"], dtype=float), False
     validation_rows = kb.validation_indices
-    model, history = fit_split(
+    net, history = fit_split(
         network, cfg.train, kb.bands, pipelines, train_rows, validation_rows, split_dir,
         fold_seed(cfg.base.seed, split), progress=progress, description=f"{network} {split}",
         model=cache.get("model"),
     )
-    cache["model"] = model
-    probabilities = predict_rows(model, pipelines, test_rows)
+    cache["model"] = net
+    probabilities = predict_rows(net.classifier, pipelines, test_rows)
     metrics = M.classification_metrics(kb.labels[test_rows], probabilities)
-    model.save(split_dir / "model.keras")
+    net.model.save(split_dir / "model.keras")  # the whole network: raw cutouts in
     _write_table(_split_table(kb, test_rows, network, probabilities), split_dir / "predictions.ecsv")
     _write_json(split_dir / "history.json", history)
     val_loss = history.get("val_loss", [])
@@ -230,7 +230,7 @@ def train_network(
 
     from lenssearch import tracking
     from lenssearch.config import as_dict, flatten
-    from lenssearch.models import MODELS, network_bands
+    from lenssearch.models import MODELS, build_model, network_bands, split_model
 
     if network not in MODELS:
         raise LensSearchError(f"unknown network '{network}' (known: {', '.join(MODELS)})")
@@ -250,8 +250,12 @@ def train_network(
 
     bands = network_bands(network, kb.bands)
     input_example = np.ascontiguousarray(kb.cutouts[kb.validation_indices[:1]][..., list(bands)])
-    pipelines = CutoutPipelines(kb.cutouts, kb.labels, bands)
-    kb.cutouts = None  # the pipelines hold the one copy that training needs
+    # the input preparation (binning, normalisation) runs once here, not in every epoch (train/data.py)
+    preparation, _ = split_model(build_model(network, cfg.train.network, kb.bands))
+    prepared = prepare_cutouts(preparation, kb.cutouts, bands, progress=progress)
+    kb.cutouts = None
+    pipelines = CutoutPipelines(prepared, kb.labels, tuple(range(prepared.shape[-1])))
+    del prepared  # the pipelines hold the one copy that training needs
 
     run_file = models_dir / "mlflow.json"
     previous = json.loads(run_file.read_text()) if run_file.exists() else {}
