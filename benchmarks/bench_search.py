@@ -6,15 +6,22 @@ Figures printed:
 - the end-to-end search throughput on a field of FITS images: memory-mapped read, cutting, validation (inline
   checks and the KB's great-expectations suite on the statistics), scoring, cleaning of the candidates, catalogue
   writing (no MLflow run, no gallery); the ratio to the bare model must be >= 0.8;
-- resident memory (peak RSS of a fresh process) for catalogues of 10^4 and 10^5 positions: it must not grow with
-  the field.
+- the same ratio for each model of ``--model``: the champion (``models:/lenssearch@champion`` in the project's
+  MLflow store, when it exists) and a bare single demo-size VGG (``lenssearch.models.build_model('vgg',
+  train.network)``, untrained: the same cost per cutout); and, without ``--quick``, the paper-size VGG;
+- resident memory (peak RSS, VmHWM, of a fresh process per search) for FITS catalogues of 10^4, 10^5 and
+  3 x 10^5 positions (read lazily, see ``search.inputs.FitsCatalogue``; 10^6 takes ~10 minutes on two loaded
+  cores: ``--sizes 1e4,1e5,1e6``), the slope in bytes per position and a verdict (flat: less than 50 MB from
+  10^4 to 10^5), with the great-expectations pass and without it. These searches use a cheap real Keras model
+  (a central-crop mean and a sigmoid) so that the largest runs in minutes: the model's own memory is per batch,
+  the same at every size, and what could grow with the catalogue is the search's bookkeeping, which this
+  measures. The first model of ``--model`` is also measured at 10^4 and 10^5 positions.
 
-The model is the champion (``models:/lenssearch@champion`` in the project's MLflow store) when it exists, else a
-demo-size VGG (``lenssearch.models.build_model('vgg', train.network)``, untrained: the same cost per cutout). The
-threshold is set at the 98th percentile of its scores, so that 2% of the cutouts are candidates to clean
-(HOLISMOKES XVI clean the top-ranked candidates only).
+The threshold is set at the 98th percentile of each model's scores, so that 2% of the cutouts are candidates to
+clean (HOLISMOKES XVI clean the top-ranked candidates only).
 
-Usage: ``python benchmarks/bench_search.py [--quick]`` (``make bench``).
+Usage: ``python benchmarks/bench_search.py [--quick] [--model champion,vgg] [--sizes 10000,100000,1000000]``
+(``make bench``).
 """
 
 from __future__ import annotations
@@ -62,7 +69,7 @@ def make_field(path: Path, bands, seed: int = 0) -> Path:
 
 
 def positions(path: Path, n: int, seed: int = 1) -> Path:
-    """A catalogue of ``n`` random positions on the field (a few near the edges)."""
+    """A FITS catalogue of ``n`` random positions on the field (a few near the edges)."""
     from astropy.table import Table
     from astropy.wcs import WCS
     from astropy.io import fits
@@ -71,27 +78,36 @@ def positions(path: Path, n: int, seed: int = 1) -> Path:
     wcs = WCS(fits.getheader(path / "image_F814W.fits"))
     x, y = rng.uniform(0, FIELD_PIXELS - 1, (2, n))
     ra, dec = wcs.all_pix2world(x, y, 0)
-    out = path / f"positions_{n}.ecsv"
-    Table({"id": np.arange(n), "ra": ra, "dec": dec}).write(out, format="ascii.ecsv", overwrite=True)
+    out = path / f"positions_{n}_{seed}.fits"
+    Table({"id": np.arange(n), "ra": ra, "dec": dec}).write(out, overwrite=True)
     return out
 
 
-def load_model(cfg):
-    """(scorer, description): the champion if registered, else a demo-size VGG."""
+def load_model(cfg, kind: str = "champion"):
+    """(scorer, description) of ``kind``: ``champion`` (a demo-size VGG when none is registered), ``vgg`` (a bare
+    demo-size VGG) or ``tiny`` (a central-crop mean and a sigmoid: a real Keras model at almost no cost)."""
+    import keras
+
     from lenssearch.errors import LensSearchError
     from lenssearch.search.scoring import Scorer, load_scorer
 
-    try:
-        scorer = load_scorer(cfg.search.model_uri)
-        return scorer, f"champion {cfg.search.model_uri}"
-    except LensSearchError:
-        import keras
+    if kind == "champion":
+        try:
+            scorer = load_scorer(cfg.search.model_uri)
+            return scorer, f"champion {cfg.search.model_uri}"
+        except LensSearchError:
+            kind = "vgg"
+    keras.utils.set_random_seed(cfg.base.seed)  # the same untrained weights in every process
+    if kind == "tiny":
+        size = cfg.search.cutout_pixels
+        inp = keras.Input((size, size, len(cfg.base.bands)))
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Cropping2D((size - 8) // 2)(inp))
+        model = keras.Model(inp, keras.layers.Dense(1, activation="sigmoid")(x))
+        return Scorer(lambda x: model.predict_on_batch(x), "keras:tiny"), "tiny Keras model (crop, mean, sigmoid)"
+    from lenssearch.models import build_model
 
-        from lenssearch.models import build_model
-
-        keras.utils.set_random_seed(cfg.base.seed)  # the same untrained weights in every process
-        model = build_model("vgg", cfg.train.network, tuple(cfg.base.bands))
-        return Scorer(lambda x: model.predict_on_batch(x), "keras:vgg-demo"), "demo-size VGG (untrained; no champion)"
+    model = build_model("vgg", cfg.train.network, tuple(cfg.base.bands))
+    return Scorer(lambda x: model.predict_on_batch(x), "keras:vgg-demo"), "bare demo-size VGG (untrained)"
 
 
 def bench_config(cfg, threshold: float):
@@ -123,9 +139,11 @@ def child(args) -> None:
     from lenssearch.config import load_config
 
     cfg = bench_config(load_config(ROOT / "params.yaml"), args.threshold)
-    scorer, _ = load_model(cfg)
+    if args.no_ge:
+        cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, ge_chunk_rows=0))
+    scorer, _ = load_model(cfg, args.model)
     field = Path(args.field)
-    catalogue = field / f"positions_{args.child}.ecsv"  # written by the parent: only the search is measured
+    catalogue = field / f"positions_{args.child}_1.fits"  # written by the parent: only the search is measured
     elapsed, result = run_search_once(cfg, field, catalogue, field / f"out_{args.child}", scorer)
     rss_mb = peak_rss_mb()
     print(json.dumps({"n": args.child, "seconds": elapsed, "peak_rss_mb": rss_mb,
@@ -160,12 +178,86 @@ def paper_ratio(root: Path, field: Path, bands, threshold_fraction: float, tmp: 
           f"({n} positions), ratio {n / elapsed / bare:.3f}")
 
 
+def ratio(cfg, field: Path, tmp: Path, kind: str, n_e2e: int, bands) -> tuple[float, str]:
+    """Bare predict and end-to-end throughput of one model; prints them; returns the candidate threshold."""
+    from lenssearch.search.inputs import FieldImages
+
+    scorer, description = load_model(cfg, kind)
+    batch = cfg.search.batch_size
+    n_bare = 4 * batch
+    with FieldImages.from_field_dir(field, bands) as images:  # cut once from the same field
+        rng = np.random.default_rng(2)
+        cut, _ = images.cut(*rng.uniform(64, FIELD_PIXELS - 64, (2, n_bare)), cfg.search.cutout_pixels)
+    scorer.score(cut[:batch])  # warm-up (graph tracing)
+    t0 = time.perf_counter()
+    scores = np.concatenate([scorer.score(cut[i : i + batch]).main for i in range(0, n_bare, batch)])
+    bare = n_bare / (time.perf_counter() - t0)
+    threshold = float(np.quantile(scores, 1.0 - CANDIDATE_FRACTION))
+    del cut
+
+    bcfg = bench_config(cfg, threshold)
+    catalogue = positions(field, n_e2e)
+    elapsed, result = run_search_once(bcfg, field, catalogue, tmp / f"out_{kind}", scorer)
+    e2e = n_e2e / elapsed
+    no_ge = dataclasses.replace(bcfg, search=dataclasses.replace(bcfg.search, ge_chunk_rows=0))
+    elapsed_no_ge, _ = run_search_once(no_ge, field, catalogue, tmp / f"out_{kind}_2", scorer)
+
+    print(f"model: {description}; batch {batch}")
+    print(f"  bare model predict (in-memory cutouts):   {bare:8.1f} cutouts/s")
+    print(f"  end-to-end search, {n_e2e} positions:      {e2e:8.1f} cutouts/s "
+          f"({result.metrics['n_above_threshold']} candidates cleaned, "
+          f"{result.metrics['validation_ge_runs']} great-expectations run(s))")
+    print(f"  ratio end-to-end / bare:                 {e2e / bare:8.3f}  (goal >= 0.8)")
+    print(f"    without the great-expectations pass:   {n_e2e / elapsed_no_ge / bare:8.3f}")
+    overhead_ms = 1e3 * (1.0 / e2e - 1.0 / bare)
+    print(f"  search overhead per cutout:              {overhead_ms:8.3f} ms (the ratio reaches 0.8 for models "
+          f"slower than {4 * overhead_ms:.2f} ms/cutout)")
+    return threshold, description
+
+
+def memory(cfg, field: Path, kind: str, sizes, threshold: float, ge: bool = True) -> None:
+    """Peak RSS of one search per catalogue size, each in a fresh process; slope and verdict."""
+    rows = []
+    for n in sizes:
+        positions(field, n)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(n), "--field", str(field), "--threshold", str(threshold),
+             "--model", kind, *([] if ge else ["--no-ge"])],
+            capture_output=True, text=True,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"memory run of {n} positions failed:\n{out.stderr[-3000:]}")
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(f"peak RSS per catalogue size ({kind} model, FITS catalogue read in chunks, great-expectations "
+          f"{'every search.ge_chunk_rows' if ge else 'off'}):")
+    for r in rows:
+        print(f"  {r['n']:>8d} positions:  {r['peak_rss_mb']:8.1f} MB  "
+              f"({r['seconds']:.0f} s, {r['n'] / r['seconds']:.1f} cutouts/s, {r['n_candidates']} candidates)")
+    n = np.array([r["n"] for r in rows], float)
+    rss = np.array([r["peak_rss_mb"] for r in rows]) * 2**20
+    slope = float(np.polyfit(n, rss, 1)[0]) if len(rows) > 1 else float("nan")
+    print(f"  slope (least squares):  {slope:8.1f} bytes per position")
+    if len(rows) > 2:  # the smallest search is over in seconds, before the allocators reach their steady state
+        tail = float((rss[-1] - rss[-2]) / (n[-1] - n[-2]))
+        print(f"  slope between the two largest sizes: {tail:8.1f} bytes per position "
+              f"({'flat within noise' if abs(tail) * 1e5 < 50 * 2**20 else 'GROWS'}: < 524 bytes per position)")
+    by_n = {r["n"]: r["peak_rss_mb"] for r in rows}
+    if 10_000 in by_n and 100_000 in by_n:
+        growth = by_n[100_000] - by_n[10_000]
+        verdict = "flat within noise" if growth < 50.0 else "GROWS with the catalogue"
+        print(f"  growth 10^4 -> 10^5 positions: {growth:+.1f} MB: {verdict} (goal < 50 MB)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (10^3 and 10^4 positions for memory)")
+    parser.add_argument("--model", default="champion,vgg",
+                        help="comma-separated models for the throughput ratio: champion, vgg, tiny")
+    parser.add_argument("--sizes", default=None, help="catalogue sizes for the memory runs (tiny model)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--field", help=argparse.SUPPRESS)
     parser.add_argument("--threshold", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--no-ge", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     from lenssearch._runtime import apply_offline_env
 
@@ -175,62 +267,28 @@ def main() -> None:
         return
 
     from lenssearch.config import load_config
-    from lenssearch.search.inputs import FieldImages
 
     cfg = load_config(ROOT / "params.yaml")
     bands = tuple(cfg.base.bands)
-    scorer, description = load_model(cfg)
-    batch = cfg.search.batch_size
+    kinds = [k.strip() for k in args.model.split(",") if k.strip()]
     n_e2e = 2000 if args.quick else 10000
-    sizes = (1000, 10000) if args.quick else (10000, 100000)
+    if args.sizes:
+        sizes = tuple(int(float(v)) for v in args.sizes.split(","))
+    else:
+        sizes = (1000, 10000) if args.quick else (10_000, 100_000, 300_000)
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         field = make_field(Path(tmp) / "field", bands)
-
-        # bare model on cutouts already in memory (cut once from the same field)
-        n_bare = 4 * batch
-        with FieldImages.from_field_dir(field, bands) as images:
-            rng = np.random.default_rng(2)
-            cut, _ = images.cut(*rng.uniform(64, FIELD_PIXELS - 64, (2, n_bare)), cfg.search.cutout_pixels)
-        scorer.score(cut[:batch])  # warm-up (graph tracing)
-        t0 = time.perf_counter()
-        scores = np.concatenate([scorer.score(cut[i : i + batch]).main for i in range(0, n_bare, batch)])
-        bare = n_bare / (time.perf_counter() - t0)
-        threshold = float(np.quantile(scores, 1.0 - CANDIDATE_FRACTION))
-        del cut
-
-        # end to end
-        bcfg = bench_config(cfg, threshold)
-        catalogue = positions(field, n_e2e)
-        elapsed, result = run_search_once(bcfg, field, catalogue, Path(tmp) / "out", scorer)
-        e2e = n_e2e / elapsed
-        no_ge = dataclasses.replace(bcfg, search=dataclasses.replace(bcfg.search, ge_chunk_rows=0))
-        elapsed_no_ge, _ = run_search_once(no_ge, field, catalogue, Path(tmp) / "out2", scorer)
-
-        print(f"model: {description}; batch {batch}; {FIELD_PIXELS}x{FIELD_PIXELS} pixel field, {len(bands)} bands")
-        print(f"bare model predict (in-memory cutouts):     {bare:8.1f} cutouts/s")
-        print(f"end-to-end search, {n_e2e} positions:        {e2e:8.1f} cutouts/s "
-              f"({result.metrics['n_above_threshold']} candidates cleaned, "
-              f"{result.metrics['validation_ge_runs']} great-expectations run(s))")
-        print(f"ratio end-to-end / bare:                   {e2e / bare:8.3f}  (goal >= 0.8)")
-        print(f"  without the great-expectations pass:     {n_e2e / elapsed_no_ge / bare:8.3f}")
-        overhead_ms = 1e3 * (1.0 / e2e - 1.0 / bare)
-        print(f"search overhead per cutout:                {overhead_ms:8.3f} ms (the ratio reaches 0.8 for models "
-              f"slower than {4 * overhead_ms:.2f} ms/cutout)")
-
-        # memory: fresh processes, 10^4 and 10^5 positions
-        rows = []
-        for n in sizes:
-            positions(field, n)
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", str(n), "--field", str(field), "--threshold", str(threshold)],
-                capture_output=True, text=True, check=True,
-            )
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        for r in rows:
-            print(f"peak RSS, {r['n']:>6d} positions:               {r['peak_rss_mb']:8.1f} MB "
-                  f"({r['n'] / r['seconds']:.1f} cutouts/s, {r['n_candidates']} candidates)")
-        growth = rows[1]["peak_rss_mb"] - rows[0]["peak_rss_mb"]
-        print(f"RSS growth for {sizes[1] // sizes[0]}x the positions:           {growth:8.1f} MB")
+        print(f"{FIELD_PIXELS}x{FIELD_PIXELS} pixel field, {len(bands)} bands; "
+              "throughput measured on this machine as it is (other jobs included)")
+        thresholds = {}
+        for kind in kinds:
+            thresholds[kind], _ = ratio(cfg, field, Path(tmp), kind, n_e2e, bands)
+        tiny_threshold, _ = ratio(cfg, field, Path(tmp), "tiny", 2000, bands) if "tiny" not in kinds else (
+            thresholds["tiny"], None)
+        memory(cfg, field, "tiny", sizes, tiny_threshold)
+        memory(cfg, field, "tiny", sizes, tiny_threshold, ge=False)  # the search's own bookkeeping alone
+        if kinds and kinds[0] != "tiny":
+            memory(cfg, field, kinds[0], tuple(n for n in sizes if n <= 100_000), thresholds[kinds[0]])
         if not args.quick:
             paper_ratio(ROOT, field, bands, threshold_fraction=CANDIDATE_FRACTION, tmp=Path(tmp))
 

@@ -130,3 +130,28 @@ def test_ecsv_catalogue_read_column_wise_matches_astropy(tmp_path):
     np.testing.assert_array_equal(r["dec"], t["dec"])
     np.testing.assert_array_equal(r["kron_radius_arcsec"], t["kron_radius_arcsec"])
     assert r["is_lens"].dtype.kind == "i"
+
+
+def test_fits_catalogue_is_read_in_chunks_as_astropy_reads_it(tmp_path):
+    from lenssearch.search.inputs import FitsCatalogue
+
+    rng = np.random.default_rng(3)
+    n = 1000
+    t = Table({"source_id": [f"g{i:05d}" for i in range(n)], "RA": rng.uniform(149, 151, n),
+               "DEC": rng.uniform(2, 3, n), "is_lens": rng.integers(0, 2, n).astype(bool),
+               "kron_radius_arcsec": rng.uniform(0.1, 1.0, n).astype(np.float32), "other": np.zeros((n, 3))})
+    t.write(tmp_path / "big.fits")
+    whole = read_positions(tmp_path / "big.fits")
+    lazy = read_positions(tmp_path / "big.fits", lazy=True)
+    assert isinstance(lazy, FitsCatalogue) and len(lazy) == n and lazy.colnames == whole.colnames
+    for start in (0, 300, 999):
+        part = lazy.rows(start, start + 300)
+        for name in whole.colnames:
+            np.testing.assert_array_equal(part[name], whole[name][start : start + 300])
+    t["RA"][777] = np.nan
+    t.write(tmp_path / "bad.fits")
+    with pytest.raises(SearchInputError, match="bad.fits: row 777 has a non-finite RA/Dec"):
+        read_positions(tmp_path / "bad.fits", lazy=True)
+    Table({"ra": np.array([], float), "dec": np.array([], float)}).write(tmp_path / "empty.fits")
+    with pytest.raises(SearchInputError, match="empty.fits: the catalogue is empty"):
+        read_positions(tmp_path / "empty.fits", lazy=True)

@@ -268,3 +268,105 @@ def test_catalogues_written_in_chunks_are_exact(tmp_path):
     _write_table(tmp_path / "chunked.ecsv", t, chunk_rows=2)
     t.write(tmp_path / "whole.ecsv", format="ascii.ecsv")
     assert (tmp_path / "chunked.ecsv").read_text() == (tmp_path / "whole.ecsv").read_text()
+
+
+# ------------------------------------------------------------------------------------------------ streaming
+def _search_files(field, cfg, out, scorer, catalogue="members.ecsv", **kwargs):
+    with open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=field / catalogue) as inp:
+        result = run_search(cfg, inp, out, model_uri=scorer, planted=Table.read(field / "planted.ecsv"),
+                            log_mlflow=False, progress=False, **kwargs)
+    return result
+
+
+def test_scores_are_streamed_in_chunks_with_the_same_outputs(field, keras_model, cfg, tmp_path):
+    """Chunks of 2 rows, batches of 3 and great-expectations every 4 rows (verdicts spanning chunks) write the
+    same files as one chunk, one batch and no great-expectations pass."""
+    scorer = Scorer(keras_model.predict_on_batch, "keras:tiny")
+    small = _search_files(field, with_search(cfg, batch_size=3, ge_chunk_rows=4), tmp_path / "small", scorer,
+                          chunk_rows=2)
+    one = _search_files(field, with_search(cfg, batch_size=1000, prefetch_batches=0), tmp_path / "one", scorer)
+    for name in ("scores.ecsv", "candidates.ecsv", "counts.ecsv"):
+        assert (tmp_path / "small" / name).read_text() == (tmp_path / "one" / name).read_text(), name
+    assert small.metrics["validation_ge_runs"] == 2 and small.metrics["validation_ge_disagreements"] == 0
+    assert {k: v for k, v in small.metrics.items() if not k.startswith("validation_ge")} == pytest.approx(
+        {k: v for k, v in one.metrics.items() if not k.startswith("validation_ge")})
+    assert one.metrics["n_lenses"] == 3 and one.metrics["lenses_recovered"] == 3
+    scores = small.scores  # read back from disk
+    assert len(scores) == 11 and list(scores["id"]) == [f"m{i}" for i in range(11)]
+    assert list(scores["is_lens"]) == [1, 1, 1] + [0] * 8
+
+
+def test_fits_catalogue_is_searched_lazily(field, keras_model, cfg, tmp_path):
+    from lenssearch.search.inputs import FitsCatalogue
+
+    Table.read(field / "members.ecsv").write(tmp_path / "members.fits")
+    with open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=tmp_path / "members.fits") as inp:
+        assert isinstance(inp.positions, FitsCatalogue)
+    scorer = Scorer(keras_model.predict_on_batch, "keras:tiny")
+    lazy = _search_files(field, cfg, tmp_path / "lazy", scorer, catalogue=tmp_path / "members.fits", chunk_rows=3)
+    whole = _search_files(field, cfg, tmp_path / "whole", scorer)
+    a, b = lazy.scores, whole.scores
+    assert a.colnames == b.colnames
+    for name in a.colnames:
+        np.testing.assert_array_equal(np.ma.filled(a[name]), np.ma.filled(b[name]))
+    assert lazy.metrics == whole.metrics
+
+
+KILLED_SEARCH = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from lenssearch._runtime import apply_offline_env
+apply_offline_env()
+import dataclasses
+from lenssearch.config import load_config
+from lenssearch.search.pipeline import open_field, run_search
+from lenssearch.search.scoring import Scorer
+from tests.search.search_helpers import BANDS, PARAMS, build_keras_model
+
+model = build_keras_model()
+def predict(x):  # a slow model: the search is killed while it runs
+    time.sleep(0.5)
+    return model.predict_on_batch(x)
+cfg = load_config(PARAMS)
+cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, batch_size=1, prefetch_batches=0, ge_chunk_rows=0))
+field = Path({field!r})
+with open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
+    run_search(cfg, inp, {out!r}, model_uri=Scorer(predict, "keras:slow"), log_mlflow=False, progress=False,
+               chunk_rows=1)
+"""
+
+
+def test_killed_search_leaves_no_file_that_looks_complete(field, tmp_path):
+    """A search killed (SIGKILL) after some per-position rows were streamed to disk leaves only a hidden
+    temporary file: no scores.ecsv, candidates.ecsv or metrics.json."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    out = tmp_path / "out"
+    script = KILLED_SEARCH.format(root=root, field=str(field), out=str(out))
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        streamed = None
+        while time.time() < deadline and proc.poll() is None:
+            temps = list(out.glob(".scores.ecsv.*.tmp")) if out.exists() else []
+            if temps and temps[0].read_text().count("\nm") >= 2:  # the header and at least two rows on disk
+                streamed = temps[0]
+                break
+            time.sleep(0.05)
+        assert streamed is not None, proc.communicate(timeout=5)[1].decode()[-2000:] if proc.poll() is not None else ""
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    names = {p.name for p in out.iterdir()}
+    assert not names & {"scores.ecsv", "candidates.ecsv", "counts.ecsv", "metrics.json", "gallery"}
+    assert all(name.startswith(".") for name in names)

@@ -285,12 +285,122 @@ def _read_ecsv_columns(path: Path, wanted: Sequence[str] | None) -> Table:
     return out
 
 
-def read_positions(path: str | Path) -> Table:
+def _standardise(table: Table, path: Path, offset: int = 0, n_total: int | None = None) -> Table:
+    """``id`` (str), ``ra``, ``dec`` (degrees) and the :data:`EXTRA_COLUMNS` of rows ``offset:`` of a catalogue.
+
+    Raises
+    ------
+    SearchInputError
+        No RA/Dec columns, or a non-finite coordinate (naming the row of the whole catalogue).
+    """
+    ra_col, dec_col = _find_column(table, RA_NAMES), _find_column(table, DEC_NAMES)
+    if ra_col is None or dec_col is None:
+        raise SearchInputError(f"{path}: no RA/Dec columns (expected 'ra' and 'dec' in degrees; has {table.colnames})")
+    out = Table()
+    id_col = _find_column(table, ID_NAMES)
+    if id_col:
+        out["id"] = np.asarray(table[id_col]).astype(str)
+    else:
+        out["id"] = np.asarray([f"{path.stem}-{i}" for i in range(offset, offset + len(table))], dtype=str)
+    out["ra"] = np.asarray(table[ra_col], dtype=float)
+    out["dec"] = np.asarray(table[dec_col], dtype=float)
+    bad = ~(np.isfinite(out["ra"]) & np.isfinite(out["dec"]))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise SearchInputError(
+            f"{path}: row {offset + row} has a non-finite RA/Dec ({table[ra_col][row]}, {table[dec_col][row]})"
+        )
+    for name in EXTRA_COLUMNS:
+        col = _find_column(table, (name,))
+        if col is not None and name not in out.colnames:
+            out[name] = table[col]
+    return out
+
+
+#: Suffixes of FITS catalogues that :class:`FitsCatalogue` reads in row chunks (uncompressed files only).
+LAZY_FITS_SUFFIXES = (".fits", ".fit", ".fts")
+
+#: Rows read per chunk when a FITS catalogue is scanned (coordinate check) or searched.
+CATALOGUE_CHUNK_ROWS = 65536
+
+
+class FitsCatalogue:
+    """A FITS binary-table catalogue of positions, read ``rows(start, stop)`` at a time (bounded memory).
+
+    Only the header is parsed when the catalogue is opened; each chunk of rows is read from the file with a plain
+    read (not a memory map, whose pages would stay resident) and decoded by astropy from a copy of the table header,
+    so scaled, logical and string columns read exactly as ``Table.read`` would. Coordinates are checked once, chunk
+    by chunk, when the catalogue is opened. Only the first binary table HDU is read; tables with a heap
+    (variable-length columns) are not supported lazily (:func:`read_positions` reads them whole).
+
+    Attributes
+    ----------
+    colnames
+        The standardised columns of every chunk: ``id``, ``ra``, ``dec`` and those of :data:`EXTRA_COLUMNS` present.
+    """
+
+    def __init__(self, path: str | Path, chunk_rows: int = CATALOGUE_CHUNK_ROWS):
+        self.path = Path(path)
+        try:
+            with fits.open(self.path, memmap=False, lazy_load_hdus=True) as hdul:
+                index = next((i for i, hdu in enumerate(hdul) if isinstance(hdu, fits.BinTableHDU)), None)
+                if index is None:
+                    raise SearchInputError(f"{self.path}: no binary table HDU with the catalogue of positions")
+                self._header = hdul[index].header.copy()
+                self._data_offset = int(hdul.fileinfo(index)["datLoc"])
+        except OSError as exc:
+            raise SearchInputError(f"{self.path}: cannot read the catalogue ({exc})") from None
+        if int(self._header.get("PCOUNT", 0)) != 0:
+            raise SearchInputError(f"{self.path}: a catalogue with variable-length columns cannot be read in chunks")
+        self._row_bytes = int(self._header["NAXIS1"])
+        self._n = int(self._header["NAXIS2"])
+        if self._n == 0:
+            raise SearchInputError(f"{self.path}: the catalogue is empty; nothing to search")
+        first = None
+        for start in range(0, self._n, chunk_rows):  # check every coordinate now: an error before any scoring
+            chunk = self.rows(start, min(start + chunk_rows, self._n))
+            first = chunk if first is None else first
+        self.colnames = list(first.colnames)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _raw_rows(self, start: int, stop: int) -> Table:
+        k = stop - start
+        with open(self.path, "rb") as fh:
+            fh.seek(self._data_offset + start * self._row_bytes)
+            raw = fh.read(k * self._row_bytes)
+        if len(raw) != k * self._row_bytes:
+            raise SearchInputError(f"{self.path}: truncated table (rows {start}-{stop} of {self._n})")
+        header = self._header.copy()
+        header["NAXIS2"] = k
+        hdu = fits.BinTableHDU.fromstring(header.tostring().encode("ascii") + raw + b"\0" * (-len(raw) % 2880))
+        return Table.read(hdu)
+
+    def rows(self, start: int, stop: int) -> Table:
+        """Rows ``start:stop`` as a table of the standardised columns (see :func:`read_positions`)."""
+        start, stop = max(0, start), min(stop, self._n)
+        return _standardise(self._raw_rows(start, stop), self.path, offset=start)
+
+    def close(self) -> None:
+        """Nothing is held open between chunks (kept for symmetry with the other inputs)."""
+
+
+def position_rows(positions: "Table | FitsCatalogue", start: int, stop: int) -> Table:
+    """Rows ``start:stop`` of a catalogue of positions held in memory (a Table) or read lazily (FitsCatalogue)."""
+    if isinstance(positions, FitsCatalogue):
+        return positions.rows(start, stop)
+    return positions[start:stop]
+
+
+def read_positions(path: str | Path, lazy: bool = False) -> "Table | FitsCatalogue":
     """Read a catalogue of positions to score (ECSV, FITS or any astropy-readable table).
 
     Returns a table with columns ``id`` (str), ``ra``, ``dec`` (degrees) and those of :data:`EXTRA_COLUMNS` that
-    the input has (e.g. ``label`` or ``kron_radius_arcsec``). ECSV catalogues are read column-wise (bounded
-    memory per row).
+    the input has (e.g. ``label`` or ``kron_radius_arcsec``). ECSV catalogues are read whole, column-wise (a few
+    tens of bytes per row: ids, RA, Dec). With ``lazy``, an uncompressed FITS binary table is not read but opened
+    as a :class:`FitsCatalogue` whose rows are read chunk by chunk (memory independent of the catalogue size; the
+    search reads its catalogue so); other formats are read whole.
 
     Raises
     ------
@@ -300,6 +410,12 @@ def read_positions(path: str | Path) -> Table:
     path = Path(path)
     if not path.exists():
         raise SearchInputError(f"{path}: no such catalogue")
+    if lazy and path.suffix.lower() in LAZY_FITS_SUFFIXES:
+        try:
+            return FitsCatalogue(path)
+        except SearchInputError as exc:
+            if "variable-length" not in str(exc):
+                raise
     wanted = {*RA_NAMES, *DEC_NAMES, *ID_NAMES, *EXTRA_COLUMNS}
     table = None
     if path.suffix.lower() == ".ecsv":
@@ -313,27 +429,9 @@ def read_positions(path: str | Path) -> Table:
             table = Table.read(path, format=fmt) if fmt else Table.read(path)
         except Exception as exc:  # astropy raises many types for malformed tables
             raise SearchInputError(f"{path}: cannot read the catalogue ({exc})") from None
-    ra_col, dec_col = _find_column(table, RA_NAMES), _find_column(table, DEC_NAMES)
-    if ra_col is None or dec_col is None:
-        raise SearchInputError(f"{path}: no RA/Dec columns (expected 'ra' and 'dec' in degrees; has {table.colnames})")
-    if len(table) == 0:
+    if _find_column(table, RA_NAMES) is not None and _find_column(table, DEC_NAMES) is not None and len(table) == 0:
         raise SearchInputError(f"{path}: the catalogue is empty; nothing to search")
-    out = Table()
-    id_col = _find_column(table, ID_NAMES)
-    out["id"] = np.asarray(table[id_col]).astype(str) if id_col else [f"{path.stem}-{i}" for i in range(len(table))]
-    out["ra"] = np.asarray(table[ra_col], dtype=float)
-    out["dec"] = np.asarray(table[dec_col], dtype=float)
-    bad = ~(np.isfinite(out["ra"]) & np.isfinite(out["dec"]))
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise SearchInputError(
-            f"{path}: row {row} has a non-finite RA/Dec ({table[ra_col][row]}, {table[dec_col][row]})"
-        )
-    for name in EXTRA_COLUMNS:
-        col = _find_column(table, (name,))
-        if col is not None and name not in out.colnames:
-            out[name] = table[col]
-    return out
+    return _standardise(table, path)
 
 
 def detect_sources(

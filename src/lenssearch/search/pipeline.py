@@ -1,17 +1,20 @@
 """The search and the known-lens run: the pure functions behind the ``search`` and ``known-lenses`` verbs.
 
-:func:`run_search` streams the positions of a field (or the cutouts of a stack) in batches: cut from the
-memory-mapped band images, validate (:mod:`~lenssearch.search.validation`), score with the model
+:func:`run_search` streams the positions of a field (or the cutouts of a stack) in chunks of catalogue rows
+(:data:`CHUNK_ROWS`; a FITS catalogue is read chunk by chunk) and batches of cutouts: cut from the memory-mapped
+band images, validate (:mod:`~lenssearch.search.validation`), score with the model
 (:mod:`~lenssearch.search.scoring`); a producer thread cuts and validates the next batches while the model scores
-the current one, through a queue of ``prefetch_batches``, so memory holds at most a few batches whatever the size
-of the field. As HOLISMOKES XVI (Schuldt et al. 2025, Sect. 3) argue, only the candidates above the threshold are
+the current one, through a queue of ``prefetch_batches``. Each chunk's per-position results, once judged by the
+great-expectations pass, are appended to a temporary ``scores.ecsv`` and forgotten; only the candidates are kept.
+So memory holds a few batches and chunks whatever the size of the field. As HOLISMOKES XVI (Schuldt et al. 2025, Sect. 3) argue, only the candidates above the threshold are
 then measured and cleaned (:mod:`~lenssearch.search.cleaning`), and duplicates within 2" are removed. Every stage's
 count is kept (the analogue of their Table 1). Outputs, each written to a temporary name and renamed:
 
 - ``candidates.ecsv``: every candidate above the threshold, sorted by score: RA, Dec, the committee score, each
   member's score, the cleaning measurements and flags, ``rejected_by``, ``duplicate_of``, ``kept``, and where the
   truth is known ``is_lens`` and ``class`` (TP / qTP / FN, or FP / TN; Angora et al. 2023, Table A.6);
-- ``scores.ecsv``: every position with its status (``outside`` the image, failed ``validation`` checks, scored);
+- ``scores.ecsv``: every position with its status (``outside`` the image, failed ``validation`` checks, scored),
+  written while the search runs under a temporary name, renamed when the search has succeeded;
 - ``counts.ecsv``: the number left after each stage;
 - ``gallery/``: ``index.html`` with Lupton RGB stamps of the kept candidates;
 - ``metrics.json`` (for ``dvc metrics``): recovered fraction of planted lenses, number of candidates, fraction
@@ -39,11 +42,13 @@ from lenssearch.errors import LensSearchError
 from lenssearch.io import atomic_path
 from lenssearch.search import cleaning, classes
 from lenssearch.search.inputs import (
+    Batch,
     CutoutStack,
     FieldImages,
+    FitsCatalogue,
     SearchInputError,
     detect_sources,
-    iter_field_batches,
+    position_rows,
     read_positions,
 )
 from lenssearch.search.scoring import Scorer, load_scorer
@@ -67,14 +72,15 @@ class SearchInput:
     Attributes
     ----------
     positions
-        One row per position/cutout: ``id``, ``ra``, ``dec`` (NaN for stacks without positions) and optional
+        One row per position/cutout (in memory, or read in chunks from a FITS catalogue): ``id``, ``ra``, ``dec``
+        (NaN for stacks without positions) and optional
         columns (``kron_radius_arcsec``, truth ``is_lens``/``label``).
     noise_sigma
         Per-band pixel noise (e-/s) used by validation, cleaning and the gallery's scaling.
     """
 
     bands: tuple[str, ...]
-    positions: Table
+    positions: "Table | FitsCatalogue"
     noise_sigma: np.ndarray
     pixel_scale_arcsec: float
     description: str
@@ -119,7 +125,9 @@ def open_field(
 ) -> SearchInput:
     """Open a field for a search: band images (a field directory or explicit paths) and positions.
 
-    Without ``catalogue`` the positions are the sources that sep detects in ``detection.band``. Stars come from
+    Without ``catalogue`` the positions are the sources that sep detects in ``detection.band`` (tile by tile). A
+    FITS catalogue is opened lazily (:class:`~lenssearch.search.inputs.FitsCatalogue`: read in row chunks while the
+    search runs); an ECSV one is read whole (a few tens of bytes per row). Stars come from
     ``stars`` or the field directory's ``stars.ecsv`` (columns ``ra``, ``dec``, ``mag``).
     """
     if images is not None:
@@ -137,7 +145,7 @@ def open_field(
         else:
             field_images._noise = noise
         if catalogue is not None:
-            positions = read_positions(catalogue)
+            positions = read_positions(catalogue, lazy=True)  # a FITS table is read chunk by chunk
             desc += f" at the positions of {catalogue}"
         else:
             positions = detect_sources(
@@ -313,35 +321,59 @@ def prefetch(iterator: Iterable, depth: int) -> Iterator:
         thread.join(timeout=5.0)
 
 
-def _batches(inp: SearchInput, cfg) -> tuple[Iterator, np.ndarray, np.ndarray, np.ndarray]:
-    """The batch iterator and per-row pixel positions and on-image flags."""
-    n = len(inp.positions)
-    if inp.images is not None:
-        x, y = inp.images.world_to_pixel(inp.positions["ra"], inp.positions["dec"])
-        on_image = inp.images.contains(x, y)
-        rows = np.flatnonzero(on_image)
-        it = iter_field_batches(inp.images, x, y, rows, cfg.cutout_pixels, cfg.batch_size)
-        return it, x, y, on_image
-    assert inp.stack is not None
-    return inp.stack.batches(cfg.batch_size), np.full(n, np.nan), np.full(n, np.nan), np.ones(n, dtype=bool)
+#: Catalogue rows read, tracked and written per chunk: the per-position results of a search are held for a few
+#: chunks at most (until great-expectations has judged them), then appended to ``scores.ecsv``.
+CHUNK_ROWS = 16384
 
 
 @dataclasses.dataclass
-class ScoredPositions:
-    """Per-row results of streaming a search input through validation and the model."""
+class ScoredChunk:
+    """Per-row results of catalogue rows ``start:start + len(positions)``.
 
+    Yielded by :func:`iter_scored_chunks` once final: every on-image row scored or flagged, and the
+    great-expectations verdicts of its rows applied.
+    """
+
+    start: int
+    positions: Table  # id, ra, dec and the catalogue's extra columns (truth, Kron radius)
+    x_pix: np.ndarray
+    y_pix: np.ndarray
     status: np.ndarray  # 'outside' | 'invalid' | 'scored'
     validation: np.ndarray  # failed checks joined by '+'
     inside_fraction: np.ndarray
     score: np.ndarray
     members: dict[str, np.ndarray]
-    measurements: dict[str, np.ndarray]  # cleaning measurements, NaN except for candidates
-    x_pix: np.ndarray
-    y_pix: np.ndarray
+    measurements: dict[str, np.ndarray]  # cleaning measurements, NaN except for the rows above ``measure_above``
+    remaining: int = 0  # on-image rows not scored yet
+    ge_pending: int = 0  # rows handed to great-expectations without a verdict yet
+
+    @property
+    def stop(self) -> int:
+        return self.start + len(self.positions)
+
+
+@dataclasses.dataclass
+class ValidationTally:
+    """Counts of the great-expectations pass over a whole search (plain integers: nothing per row)."""
+
     ge_runs: int = 0
     ge_withdrawn: int = 0  # scored by the inline checks' leave, then failed by great-expectations
     ge_disagreements: int = 0  # rows where great-expectations and the inline checks disagree
-    ge_failures: list = dataclasses.field(default_factory=list)
+    ge_failures: dict = dataclasses.field(default_factory=dict)  # (expectation, column) -> failing rows
+
+
+@dataclasses.dataclass
+class ScoredPositions(ValidationTally):
+    """Per-row results of a whole search input, in memory (:func:`stream_scores`; small catalogues only)."""
+
+    status: np.ndarray = None
+    validation: np.ndarray = None
+    inside_fraction: np.ndarray = None
+    score: np.ndarray = None
+    members: dict[str, np.ndarray] = None
+    measurements: dict[str, np.ndarray] = None
+    x_pix: np.ndarray = None
+    y_pix: np.ndarray = None
 
 
 def _import_great_expectations() -> None:
@@ -357,15 +389,16 @@ class _ExpectationChunks:
 
     The suite runs in one worker thread (great-expectations is imported there as soon as the search starts), so
     that it overlaps with the model; at most :attr:`MAX_PENDING` chunks of statistics wait for it (bounded
-    memory). Its verdicts are applied by :meth:`finish`, before the candidates are selected.
+    memory). Each verdict is handed to ``apply(rows, passed, inline_ok)`` as soon as it is ready, so the rows it
+    judged can be written out and forgotten.
     """
 
     MAX_PENDING = 2
 
-    def __init__(self, ctx: ValidationContext, vcfg, chunk_rows: int, result: ScoredPositions):
+    def __init__(self, ctx: ValidationContext, vcfg, chunk_rows: int, tally: ValidationTally, apply):
         from concurrent.futures import ThreadPoolExecutor
 
-        self.ctx, self.vcfg, self.chunk_rows, self.result = ctx, vcfg, chunk_rows, result
+        self.ctx, self.vcfg, self.chunk_rows, self.tally, self.apply = ctx, vcfg, chunk_rows, tally, apply
         self.rows: list[np.ndarray] = []
         self.stats: list[dict[str, np.ndarray]] = []
         self.inline_ok: list[np.ndarray] = []
@@ -374,6 +407,10 @@ class _ExpectationChunks:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search-ge") if chunk_rows > 0 else None
         if self.pool is not None:
             self._warm = self.pool.submit(_import_great_expectations)
+
+    @property
+    def enabled(self) -> bool:
+        return self.pool is not None
 
     def add(self, rows: np.ndarray, stats: dict[str, np.ndarray], inline_ok: np.ndarray) -> None:
         if self.pool is None:
@@ -384,6 +421,8 @@ class _ExpectationChunks:
         self.n += len(rows)
         if self.n >= self.chunk_rows:
             self.flush()
+        while self.pending and self.pending[0][2].done():  # verdicts ready: apply them now, free their rows
+            self._apply(*self.pending.pop(0))
 
     def flush(self) -> None:
         """Hand the accumulated rows to the worker."""
@@ -399,17 +438,14 @@ class _ExpectationChunks:
 
     def _apply(self, rows: np.ndarray, inline_ok: np.ndarray, future) -> None:
         passed, failures = future.result()
-        r = self.result
-        r.ge_runs += 1
-        r.ge_failures.extend(failures)
-        r.ge_disagreements += int(np.sum(passed != inline_ok))
-        withdraw = rows[~passed & inline_ok]
-        r.ge_withdrawn += len(withdraw)
-        r.status[withdraw] = "invalid"
-        r.validation[withdraw] = "great_expectations"
-        r.score[withdraw] = np.nan
-        for values in r.members.values():
-            values[withdraw] = np.nan
+        t = self.tally
+        t.ge_runs += 1
+        for f in failures:
+            key = f"{f['expectation']}:{f['column']}"
+            t.ge_failures[key] = t.ge_failures.get(key, 0) + int(f["rows"])
+        t.ge_disagreements += int(np.sum(passed != inline_ok))
+        t.ge_withdrawn += int(np.sum(~passed & inline_ok))
+        self.apply(rows, passed, inline_ok)
 
     def finish(self) -> None:
         """Run the last chunk and apply every verdict."""
@@ -429,10 +465,69 @@ class _ExpectationChunks:
             self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def stream_scores(
-    inp: SearchInput, scorer: Scorer, cfg, measure_above: float | None, progress: bool = True
-) -> ScoredPositions:
-    """Cut, validate and score every position of ``inp``; measure the cleaning quantities of the candidates.
+def _produce(inp: SearchInput, s, ctx: ValidationContext, chunk_rows: int) -> Iterator:
+    """The producer of :func:`iter_scored_chunks`: chunk descriptions and validated batches, in row order.
+
+    Each chunk of ``chunk_rows`` catalogue rows is read (lazily for a FITS catalogue), its pixel positions computed
+    and yielded as a :class:`ScoredChunk` before the batches that cut its rows. Batches are full
+    (``search.batch_size`` cutouts, possibly from two chunks) except the last.
+    """
+    n = len(inp.positions)
+    size = s.cutout_pixels if inp.images is not None else inp.stack.size
+    buf_rows: list[np.ndarray] = []
+    buf_x: list[np.ndarray] = []
+    buf_y: list[np.ndarray] = []
+    buffered = 0
+
+    def cut(k: int):
+        nonlocal buf_rows, buf_x, buf_y, buffered
+        rows, x, y = (np.concatenate(b) for b in (buf_rows, buf_x, buf_y))
+        buf_rows, buf_x, buf_y = [rows[k:]], [x[k:]], [y[k:]]
+        buffered -= k
+        rows, x, y = rows[:k], x[:k], y[:k]
+        if inp.images is not None:
+            cutouts, inside = inp.images.cut(x, y, size)
+        else:  # a stack: every row is a cutout, the rows of a batch are consecutive
+            cutouts, inside = inp.stack.read(int(rows[0]), int(rows[-1]) + 1), np.ones(k)
+        batch = Batch(index=rows, cutouts=cutouts, inside_fraction=inside)
+        stats, failed = validate_batch(batch.cutouts, ctx)
+        return batch, stats, failed
+
+    for start in range(0, n, chunk_rows):
+        stop = min(start + chunk_rows, n)
+        pos = position_rows(inp.positions, start, stop)
+        k = stop - start
+        if inp.images is not None:
+            x, y = inp.images.world_to_pixel(pos["ra"], pos["dec"])
+            on_image = inp.images.contains(x, y)
+        else:
+            x, y, on_image = np.full(k, np.nan), np.full(k, np.nan), np.ones(k, dtype=bool)
+        chunk = ScoredChunk(
+            start=start, positions=pos, x_pix=np.asarray(x, float), y_pix=np.asarray(y, float),
+            status=np.full(k, "outside", dtype="<U8"), validation=np.full(k, "", dtype=object),
+            inside_fraction=np.zeros(k), score=np.full(k, np.nan), members={},
+            measurements={name: np.full(k, np.nan) for name in cleaning.MEASUREMENTS}, remaining=int(on_image.sum()),
+        )
+        yield chunk
+        local = np.flatnonzero(on_image)
+        buf_rows.append(start + local)
+        buf_x.append(chunk.x_pix[local])
+        buf_y.append(chunk.y_pix[local])
+        buffered += len(local)
+        while buffered >= s.batch_size:
+            yield cut(s.batch_size)
+    if buffered:
+        yield cut(buffered)
+
+
+def iter_scored_chunks(
+    inp: SearchInput, scorer: Scorer, cfg, measure_above: float | None, tally: ValidationTally | None = None,
+    progress: bool = True, chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[ScoredChunk]:
+    """Cut, validate and score every position of ``inp``, yielding the final results chunk by chunk, in row order.
+
+    Memory holds a few chunks of per-row results (those not yet judged by great-expectations) and a few batches of
+    cutouts, whatever the number of positions.
 
     Parameters
     ----------
@@ -440,62 +535,128 @@ def stream_scores(
         The whole configuration (sections ``search`` and ``validate``).
     measure_above
         Cutouts scoring at least this are measured for cleaning while they are in memory (None: none).
+    tally
+        Receives the great-expectations counts.
+    chunk_rows
+        Catalogue rows per chunk.
     """
+    from collections import deque
+
+    from tqdm import tqdm
+
     s = cfg.search
-    n = len(inp.positions)
-    batches, x, y, on_image = _batches(inp, s)
-    res = ScoredPositions(
-        status=np.full(n, "outside", dtype="<U8"), validation=np.full(n, "", dtype=object), inside_fraction=np.zeros(n),
-        score=np.full(n, np.nan), members={}, measurements={name: np.full(n, np.nan) for name in cleaning.MEASUREMENTS},
-        x_pix=np.asarray(x), y_pix=np.asarray(y),
-    )
+    tally = tally if tally is not None else ValidationTally()
     size = s.cutout_pixels if inp.images is not None else inp.stack.size
     ctx = ValidationContext.from_config(cfg.validate, size, inp.bands, inp.noise_sigma)
-    expectations = _ExpectationChunks(ctx, cfg.validate, s.ge_chunk_rows, res)
+    open_chunks: deque[ScoredChunk] = deque()
 
-    def produce():
-        for batch in batches:
-            stats, failed = validate_batch(batch.cutouts, ctx)
-            yield batch, stats, failed
+    def chunks_of(rows: np.ndarray):
+        """(chunk, positions of its rows in ``rows``, local row numbers) for the open chunks that ``rows`` touch."""
+        for c in open_chunks:
+            lo, hi = np.searchsorted(rows, [c.start, c.stop])
+            if hi > lo:
+                yield c, slice(lo, hi), rows[lo:hi] - c.start
 
+    def apply_verdict(rows: np.ndarray, passed: np.ndarray, inline_ok: np.ndarray) -> None:
+        order = np.argsort(rows, kind="stable")
+        rows, passed, inline_ok = rows[order], passed[order], inline_ok[order]
+        for c, sel, local in chunks_of(rows):
+            c.ge_pending -= len(local)
+            withdraw = local[~passed[sel] & inline_ok[sel]]
+            c.status[withdraw] = "invalid"
+            c.validation[withdraw] = "great_expectations"
+            c.score[withdraw] = np.nan
+            for values in c.members.values():
+                values[withdraw] = np.nan
+
+    def ready() -> Iterator[ScoredChunk]:
+        while open_chunks and open_chunks[0].remaining == 0 and open_chunks[0].ge_pending == 0:
+            c = open_chunks.popleft()
+            for name in scorer.members((size, size, len(inp.bands))):
+                c.members.setdefault(name, np.full(len(c.positions), np.nan))
+            yield c
+
+    expectations = _ExpectationChunks(ctx, cfg.validate, s.ge_chunk_rows, tally, apply_verdict)
+    items = prefetch(_produce(inp, s, ctx, chunk_rows), s.prefetch_batches)
     try:
-        _stream(inp, scorer, s, measure_above, res, expectations, prefetch(produce(), s.prefetch_batches),
-                int(on_image.sum()), progress)
+        with tqdm(total=len(inp.positions), desc="search", unit="row", disable=not progress, mininterval=2.0) as bar:
+            for item in items:
+                if isinstance(item, ScoredChunk):
+                    open_chunks.append(item)
+                    bar.update(len(item.positions) - item.remaining)
+                else:
+                    _score_batch(inp, scorer, s, measure_above, item, chunks_of, expectations)
+                    bar.update(len(item[0].index))
+                yield from ready()
+            expectations.finish()
+        yield from ready()
+        if open_chunks:  # pragma: no cover - a bookkeeping error, not an input error
+            raise LensSearchError(f"search: {len(open_chunks)} chunk(s) of positions left unfinished")
     except BaseException:
         expectations.abort()
         raise
-    expectations.finish()
+    finally:
+        items.close()
+
+
+def _score_batch(inp, scorer, s, measure_above, item, chunks_of, expectations) -> None:
+    """Score one validated batch into its chunks; measure its candidates while the cutouts are in memory."""
+    batch, stats, failed = item
+    ok = ~np.any(np.column_stack(list(failed.values())), axis=1)
+    idx = batch.index
+    labels = np.asarray(failure_labels(failed), dtype=object)
+    cut = batch.cutouts[ok] if not ok.all() else batch.cutouts
+    scores = scorer.score(cut)
+    score = np.full(len(idx), np.nan)
+    score[ok] = scores.main
+    members = {}
+    for name, values in scores.members.items():
+        members[name] = np.full(len(idx), np.nan)
+        members[name][ok] = values
+    measured = {}
+    if measure_above is not None and ok.any():
+        cand = scores.main >= measure_above
+        if cand.any():
+            m = cleaning.measure_cutouts(cut[cand], inp.noise_sigma, inp.bands, inp.pixel_scale_arcsec, s.cleaning)
+            where = np.flatnonzero(ok)[cand]
+            for name, values in m.items():
+                measured[name] = np.full(len(idx), np.nan)
+                measured[name][where] = values
+    for c, sel, local in chunks_of(idx):
+        c.validation[local] = labels[sel]
+        c.status[local] = np.where(ok[sel], "scored", "invalid")
+        c.inside_fraction[local] = batch.inside_fraction[sel]
+        c.score[local] = score[sel]
+        for name, values in members.items():
+            c.members.setdefault(name, np.full(len(c.positions), np.nan))[local] = values[sel]
+        for name, values in measured.items():
+            c.measurements[name][local] = values[sel]
+        c.remaining -= len(local)
+        if expectations.enabled:
+            c.ge_pending += len(local)
+    expectations.add(idx, stats, ok)
+
+
+def stream_scores(
+    inp: SearchInput, scorer: Scorer, cfg, measure_above: float | None, progress: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
+) -> ScoredPositions:
+    """All per-row results of :func:`iter_scored_chunks` gathered in memory.
+
+    For catalogues that are small by nature (known lenses); a search streams its results to disk instead
+    (:func:`run_search`).
+    """
+    res = ScoredPositions()
+    chunks = list(iter_scored_chunks(inp, scorer, cfg, measure_above, res, progress, chunk_rows))
+    res.status = np.concatenate([c.status for c in chunks])
+    res.validation = np.concatenate([c.validation for c in chunks])
+    res.inside_fraction = np.concatenate([c.inside_fraction for c in chunks])
+    res.score = np.concatenate([c.score for c in chunks])
+    res.members = {name: np.concatenate([c.members[name] for c in chunks]) for name in chunks[0].members}
+    res.measurements = {name: np.concatenate([c.measurements[name] for c in chunks]) for name in cleaning.MEASUREMENTS}
+    res.x_pix = np.concatenate([c.x_pix for c in chunks])
+    res.y_pix = np.concatenate([c.y_pix for c in chunks])
     return res
-
-
-def _stream(inp, scorer, s, measure_above, res, expectations, batches, total: int, progress: bool) -> None:
-    """The consumer loop of :func:`stream_scores`: score each validated batch, measure its candidates."""
-    from tqdm import tqdm
-
-    n = len(res.score)
-    with tqdm(total=total, desc="search", unit="cutout", disable=not progress, mininterval=2.0) as bar:
-        for batch, stats, failed in batches:
-            ok = ~np.any(np.column_stack(list(failed.values())), axis=1)
-            idx = batch.index
-            res.validation[idx] = failure_labels(failed)
-            res.status[idx] = np.where(ok, "scored", "invalid")
-            res.inside_fraction[idx] = batch.inside_fraction
-            good = idx[ok]
-            cut = batch.cutouts[ok] if not ok.all() else batch.cutouts
-            scores = scorer.score(cut)
-            res.score[good] = scores.main
-            for name, values in scores.members.items():
-                res.members.setdefault(name, np.full(n, np.nan))[good] = values
-            if measure_above is not None and len(good):
-                cand = scores.main >= measure_above
-                if cand.any():
-                    m = cleaning.measure_cutouts(
-                        cut[cand], inp.noise_sigma, inp.bands, inp.pixel_scale_arcsec, s.cleaning
-                    )
-                    for name, values in m.items():
-                        res.measurements[name][good[cand]] = values
-            expectations.add(idx, stats, ok)
-            bar.update(len(idx))
 
 
 # ----------------------------------------------------------------------------------------------- truth
@@ -513,56 +674,64 @@ def truth_from_positions(positions: Table) -> np.ndarray | None:
     return None
 
 
-def match_planted(positions: Table, planted: Table, radius_arcsec: float) -> tuple[np.ndarray, np.ndarray]:
-    """Match planted lenses to catalogue rows.
+def truth_column(positions: "Table | FitsCatalogue", chunk_rows: int = CHUNK_ROWS) -> str | None:
+    """The column that :func:`truth_from_positions` reads for the whole catalogue (None: no truth).
 
-    Returns
-    -------
-    is_lens, planted_row
-        Per catalogue row, 1 if a planted lens lies within ``radius_arcsec`` else 0; per planted lens, the nearest
-        catalogue row within the radius or -1.
+    A text column counts only if every row's label is known, which a lazily read catalogue checks chunk by chunk.
     """
-    for name in ("ra", "dec"):
-        if name not in planted.colnames:
-            raise SearchInputError(f"planted-lens catalogue lacks column '{name}' (has {planted.colnames})")
-    d_row, _ = cleaning.nearest_neighbour(positions["ra"], positions["dec"], planted["ra"], planted["dec"])
-    is_lens = (d_row <= radius_arcsec).astype(int)
-    d_planted, row = cleaning.nearest_neighbour(planted["ra"], planted["dec"], positions["ra"], positions["dec"])
-    planted_row = np.where(d_planted <= radius_arcsec, row, -1)
-    return is_lens, planted_row
+    for name in TRUTH_COLUMNS:
+        if name not in positions.colnames:
+            continue
+        if all(
+            truth_from_positions(position_rows(positions, start, start + chunk_rows)[[name]]) is not None
+            for start in range(0, len(positions), chunk_rows)
+        ):
+            return name
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- search
 @dataclasses.dataclass
 class SearchResult:
-    """What :func:`run_search` returns (and wrote)."""
+    """What :func:`run_search` returns (and wrote).
+
+    The per-position table is not held in memory (it grows with the field): :attr:`scores` reads it back from
+    ``scores.ecsv``.
+    """
 
     candidates: Table
-    scores: Table
     counts: Table
     metrics: dict[str, Any]
     out_dir: Path
 
+    @property
+    def scores_path(self) -> Path:
+        return self.out_dir / "scores.ecsv"
 
-def _star_distance(inp: SearchInput, rows: np.ndarray, cfg) -> np.ndarray:
-    if inp.stars is None or len(rows) == 0:
-        return np.full(len(rows), np.inf)
+    @property
+    def scores(self) -> Table:
+        """``scores.ecsv`` read from disk (every position; read it in pieces for a very large field)."""
+        return Table.read(self.scores_path, format="ascii.ecsv")
+
+
+def _star_distance(inp: SearchInput, ra: np.ndarray, dec: np.ndarray, cfg) -> np.ndarray:
+    if inp.stars is None or len(ra) == 0:
+        return np.full(len(ra), np.inf)
     bright = np.asarray(inp.stars["mag"], float) <= cfg.cleaning.star_mag_max
-    d, _ = cleaning.nearest_neighbour(
-        inp.positions["ra"][rows], inp.positions["dec"][rows], inp.stars["ra"][bright], inp.stars["dec"][bright]
-    )
+    d, _ = cleaning.nearest_neighbour(ra, dec, inp.stars["ra"][bright], inp.stars["dec"][bright])
     return d
 
 
 def _stamps(inp: SearchInput, rows: np.ndarray, x: np.ndarray, y: np.ndarray, gcfg) -> list:
-    """(small stamp, context stamp) for each row, cut from the field or read from the stack."""
+    """(small stamp, context stamp) for each candidate (catalogue row, pixel position), cut from the field or
+    read from the stack."""
     stamps = []
     small_pix = max(8, int(round(gcfg.stamp_arcsec / inp.pixel_scale_arcsec)))
     context_pix = max(small_pix, int(round(gcfg.context_arcsec / inp.pixel_scale_arcsec)))
-    for r in rows:
+    for i, r in enumerate(rows):
         if inp.images is not None:
-            small, _ = inp.images.cut(x[r : r + 1], y[r : r + 1], small_pix)
-            context, _ = inp.images.cut(x[r : r + 1], y[r : r + 1], context_pix)
+            small, _ = inp.images.cut(x[i : i + 1], y[i : i + 1], small_pix)
+            context, _ = inp.images.cut(x[i : i + 1], y[i : i + 1], context_pix)
             stamps.append((small[0], context[0]))
         else:
             cutout = inp.stack.read(int(r), int(r) + 1)[0]
@@ -591,29 +760,71 @@ def _log_run(run_name, params, metrics, files, tracking_uri, artifact_root) -> N
 WRITE_CHUNK_ROWS = 5000
 
 
-def _write_table(path: Path, table: Table, chunk_rows: int = WRITE_CHUNK_ROWS) -> None:
-    """Write an ECSV catalogue atomically, ``chunk_rows`` rows at a time (bounded memory for large fields).
+class EcsvAppender:
+    """Append tables with the same columns to one open ECSV file: the header of the first, the rows of every one.
 
-    Each chunk is formatted by astropy's ECSV writer; the header (``#`` lines and column names) is kept from the
-    first chunk only, so the file is exactly what one ``Table.write`` would give.
+    Each table is formatted by astropy's ECSV writer, ``chunk_rows`` rows at a time, so the file is exactly what
+    one ``Table.write`` of all the rows would give, while memory holds one chunk. ``meta`` (kept by reference, so
+    it may be completed until the first table is written) goes into the header.
     """
-    import io
 
-    with atomic_path(path) as tmp, open(tmp, "w") as out:
-        for start in range(0, max(len(table), 1), chunk_rows):
+    def __init__(self, fh, meta: dict | None = None, chunk_rows: int = WRITE_CHUNK_ROWS):
+        self.fh, self.meta, self.chunk_rows = fh, meta if meta is not None else {}, chunk_rows
+        self.header_written = False
+
+    def write(self, table: Table) -> None:
+        import io
+
+        table.meta.update(self.meta)
+        for start in range(0, max(len(table), 1), self.chunk_rows):
+            if self.header_written and start >= len(table):
+                return
             buf = io.StringIO()
-            table[start : start + chunk_rows].write(buf, format="ascii.ecsv")
+            table[start : start + self.chunk_rows].write(buf, format="ascii.ecsv")
             text = buf.getvalue()
-            if start > 0:
+            if self.header_written:
                 lines = text.splitlines(keepends=True)
                 first_data = next(i for i, line in enumerate(lines) if not line.startswith("#")) + 1
                 text = "".join(lines[first_data:])
-            out.write(text)
+            self.fh.write(text)
+            self.header_written = True
+        self.fh.flush()  # on disk as it goes (under a temporary name): nothing waits in memory
+
+
+def _write_table(path: Path, table: Table, chunk_rows: int = WRITE_CHUNK_ROWS) -> None:
+    """Write an ECSV catalogue atomically, ``chunk_rows`` rows at a time (see :class:`EcsvAppender`)."""
+    with atomic_path(path) as tmp, open(tmp, "w") as out:
+        EcsvAppender(out, chunk_rows=chunk_rows).write(table)
 
 
 def _write_json(path: Path, data: dict) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+class _Candidates:
+    """The rows above the threshold, gathered chunk by chunk (memory O(candidates)), and the per-row truth."""
+
+    def __init__(self):
+        self.parts: list[dict[str, np.ndarray]] = []
+
+    def add(self, part: dict[str, np.ndarray]) -> None:
+        if len(part["row"]):
+            self.parts.append(part)
+
+    def table(self, members: Sequence[str]) -> dict[str, np.ndarray]:
+        """Every gathered column, concatenated and sorted by decreasing score (ties: catalogue order)."""
+        if not self.parts:
+            names = ("row", "id", "ra", "dec", "score", "x_pix", "y_pix", "inside_fraction", "kron_given", "is_lens",
+                     "class", *(f"score_{m}" for m in members), *cleaning.MEASUREMENTS)
+            empty = {name: np.zeros(0) for name in names}
+            empty["row"] = np.zeros(0, dtype=np.int64)
+            empty["id"] = np.zeros(0, dtype=str)
+            empty["class"] = np.zeros(0, dtype=str)
+            return empty
+        out = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
+        order = np.argsort(-out["score"], kind="stable")
+        return {k: v[order] for k, v in out.items()}
 
 
 def run_search(
@@ -628,8 +839,14 @@ def run_search(
     log_mlflow: bool = True,
     write_gallery: bool = True,
     progress: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> SearchResult:
     """Search ``inp`` with a model: score, clean, write the catalogue, the gallery, counts and metrics.
+
+    Memory does not grow with the number of positions: the per-position results are appended to a temporary
+    ``scores.ecsv`` chunk by chunk while the search runs (renamed into place when the search has succeeded), and
+    only the rows above the threshold (the candidates), the per-stage counts and the planted lenses' matches are
+    kept.
 
     Parameters
     ----------
@@ -638,7 +855,8 @@ def run_search(
     inp
         From :func:`open_input`, :func:`open_field` or :func:`open_stack`.
     out_dir
-        Output folder (e.g. ``reports/search``); each file in it is written atomically, all after the search.
+        Output folder (e.g. ``reports/search``); each file in it is written to a temporary name and renamed when
+        complete, so a failed or killed search leaves no file that looks finished.
     model_uri
         Registered model or committee; default ``cfg.model_uri`` (``models:/lenssearch@champion``). An
         already loaded :class:`~lenssearch.search.scoring.Scorer` is used as it is.
@@ -648,6 +866,8 @@ def run_search(
     tracking_uri
         MLflow tracking URI of the model registry and of the search run (default: the project's,
         :data:`lenssearch.tracking.DEFAULT_TRACKING_URI`); ``artifact_root`` likewise for new experiments.
+    chunk_rows
+        Catalogue rows per chunk of the stream (memory per chunk; the outputs do not depend on it).
     """
     cfg = config.search
     out_dir = Path(out_dir)
@@ -665,177 +885,234 @@ def run_search(
 
     positions = inp.positions
     n = len(positions)
-    res = stream_scores(inp, scorer, config, measure_above=threshold, progress=progress)
-    member_names = list(res.members)
-
-    # ---- truth
-    planted_row = None
-    if planted is not None:
-        is_lens, planted_row = match_planted(positions, planted, cfg.match_radius_arcsec)
-    else:
-        is_lens = truth_from_positions(positions)
-    has_truth = is_lens is not None
-
-    # ---- candidates and cleaning (HOLISMOKES XVI: rank first, clean only the candidates)
-    scored = res.status == "scored"
-    cand_rows = np.flatnonzero(scored & (res.score >= threshold))
-    cand_rows = cand_rows[np.argsort(-res.score[cand_rows], kind="stable")]
-    meas = {name: res.measurements[name][cand_rows] for name in cleaning.MEASUREMENTS}
-    if "kron_radius_arcsec" in positions.colnames:
-        given = np.asarray(positions["kron_radius_arcsec"], float)[cand_rows]
-        meas["kron_radius_arcsec"] = np.where(np.isfinite(given), given, meas["kron_radius_arcsec"])
-    meas["inside_fraction"] = res.inside_fraction[cand_rows]
-    meas["star_distance_arcsec"] = _star_distance(inp, cand_rows, cfg)
-    flags = cleaning.apply_rules(meas, cfg.cleaning)
-    rejected_by = np.asarray(
-        ["+".join(name for name in flags if flags[name][i]) for i in range(len(cand_rows))], dtype=object
-    )
-    passed = ~np.any(np.column_stack([flags[k] for k in flags]), axis=1) if len(cand_rows) else np.zeros(0, bool)
-    ra = np.asarray(positions["ra"], float)[cand_rows]
-    dec = np.asarray(positions["dec"], float)[cand_rows]
-    keep_sub, dup_sub = cleaning.remove_duplicates(
-        ra[passed], dec[passed], meas["kron_radius_arcsec"][passed], cfg.cleaning.duplicate_radius_arcsec,
-        score=res.score[cand_rows][passed],
-    )
-    kept = np.zeros(len(cand_rows), dtype=bool)
-    kept[np.flatnonzero(passed)[keep_sub]] = True
-    duplicate_of = np.full(len(cand_rows), "", dtype=object)
-    passed_rows = cand_rows[passed]
-    for j, k in enumerate(dup_sub):
-        if k >= 0:
-            duplicate_of[np.flatnonzero(passed)[j]] = str(positions["id"][passed_rows[k]])
-
-    # ---- counts (the analogue of HOLISMOKES XVI, Table 1)
-    count_rows = [
-        ("catalogue", n),
-        ("on_image", int((res.status != "outside").sum())),
-        ("valid", int(scored.sum())),
-        (f"score>={threshold:.3g}", len(cand_rows)),
-    ]
-    alive = np.ones(len(cand_rows), dtype=bool)
-    for name in flags:
-        alive &= ~flags[name]
-        count_rows.append((f"clean:{name}", int(alive.sum())))
-    count_rows.append((f"duplicates<{cfg.cleaning.duplicate_radius_arcsec:g}arcsec", int(kept.sum())))
-    counts = Table(rows=count_rows, names=("stage", "n"), dtype=(str, int))
-    counts["rejected"] = np.concatenate([[0], -np.diff(counts["n"])])
-    for name in flags:
-        counts.meta[f"rejected_by_{name}_alone"] = int(flags[name].sum())
-
-    # ---- per-position table
-    score_cols = {f"score_{m}": res.members[m] for m in member_names}
-    scores = Table()
-    scores["id"] = [str(v) for v in positions["id"]]
-    scores["ra"] = np.asarray(positions["ra"], float)
-    scores["dec"] = np.asarray(positions["dec"], float)
-    scores["status"] = res.status
-    scores["validation"] = [str(v) for v in res.validation]
-    scores["score"] = res.score
-    for name, values in score_cols.items():
-        scores[name] = values
-    if has_truth:
-        scores["is_lens"] = is_lens
-        scores["class"] = classes.truth_class(res.score, is_lens == 1, cfg.tp_min, cfg.qtp_min)
-        scores["class"][is_lens < 0] = ""
-
-    # ---- candidate table
-    cand = Table()
-    cand["id"] = [str(v) for v in positions["id"][cand_rows]]
-    cand["ra"] = ra
-    cand["dec"] = dec
-    cand["score"] = res.score[cand_rows]
-    for name, values in score_cols.items():
-        cand[name] = values[cand_rows]
-    for name in (*cleaning.MEASUREMENTS, "inside_fraction", "star_distance_arcsec"):
-        cand[name] = meas[name]
-    for name in flags:
-        cand[f"flag_{name}"] = flags[name]
-    cand["rejected_by"] = [str(v) for v in rejected_by]
-    cand["duplicate_of"] = [str(v) for v in duplicate_of]
-    cand["kept"] = kept
-    if has_truth:
-        cand["is_lens"] = scores["is_lens"][cand_rows]
-        cand["class"] = scores["class"][cand_rows]
     meta = {
         "input": inp.description,
         "model_uri": uri,
         "threshold": threshold,
         "threshold_source": threshold_source,
         "bands": list(inp.bands),
-        "members": member_names,
+        "members": [],
         "references": ("Angora et al. 2023, Sect. 5 and Table A.6; "
                        "Schuldt et al. 2025 (HOLISMOKES XVI, A&A 699, A350), Sect. 3-4"),
     }
-    cand.meta.update(meta)
-    scores.meta.update(meta)
-    counts.meta.update(meta)
 
-    # ---- metrics
-    n_cand = len(cand_rows)
-    n_rejected = int((~passed).sum())
-    metrics: dict[str, Any] = {
-        "n_positions": n,
-        "n_outside": int((res.status == "outside").sum()),
-        "n_invalid": int((res.status == "invalid").sum()),
-        "n_scored": int(scored.sum()),
-        "n_above_threshold": n_cand,
-        "n_candidates": int(kept.sum()),
-        "cleaning_rejected": n_rejected,
-        "cleaning_rejected_fraction": n_rejected / n_cand if n_cand else 0.0,
-        "duplicates_removed": int(passed.sum() - kept.sum()),
-        "validation_ge_runs": res.ge_runs,
-        "validation_ge_withdrawn": res.ge_withdrawn,
-        "validation_ge_disagreements": res.ge_disagreements,
-        "threshold": threshold,
-    }
-    if has_truth:
-        cand_pos = {int(r): i for i, r in enumerate(cand_rows)}
-        if planted_row is not None:
-            lens_rows = planted_row
-        else:
-            lens_rows = np.flatnonzero(is_lens == 1)
-        n_lenses = len(lens_rows)
-        recovered = wrongly = 0
-        kept_ids = set(cand["id"][kept])
-        for r in lens_rows:
-            if r < 0 or int(r) not in cand_pos:
-                continue
-            i = cand_pos[int(r)]
-            if kept[i] or (duplicate_of[i] and duplicate_of[i] in kept_ids):
-                recovered += 1
-            elif not passed[i]:
-                wrongly += 1
-        lens_scores = np.array([res.score[r] if r >= 0 else np.nan for r in lens_rows])
-        lens_cls = classes.lens_class(lens_scores, cfg.tp_min, cfg.qtp_min)
-        metrics.update(
-            {
-                "n_lenses": n_lenses,
-                "lenses_recovered": recovered,
-                "lenses_recovered_fraction": recovered / n_lenses if n_lenses else 0.0,
-                "lenses_wrongly_rejected_by_cleaning": wrongly,
-                "lenses_not_in_catalogue": int(np.sum(np.asarray(lens_rows) < 0)),
-                **{f"lenses_{name}": int(np.sum(lens_cls == name)) for name in classes.LENS_CLASSES},
-            }
-        )
-        kept_truth = np.asarray(cand["is_lens"])[kept]
-        metrics["candidates_purity"] = float(np.mean(kept_truth == 1)) if kept.any() else 0.0
+    # ---- truth: per chunk from the planted lenses or a truth column; per planted lens, its nearest row so far
+    truth_name = None if planted is not None else truth_column(positions, chunk_rows)
+    has_truth = planted is not None or truth_name is not None
+    if planted is not None:
+        for name in ("ra", "dec"):
+            if name not in planted.colnames:
+                raise SearchInputError(f"planted-lens catalogue lacks column '{name}' (has {planted.colnames})")
+        planted_ra, planted_dec = np.asarray(planted["ra"], float), np.asarray(planted["dec"], float)
+        planted_d = np.full(len(planted), np.inf)
+        planted_row = np.full(len(planted), -1, dtype=np.int64)
+        planted_score = np.full(len(planted), np.nan)
+    lens_class_counts = {name: 0 for name in classes.LENS_CLASSES}
+    n_lenses = 0
 
-    # ---- write: everything computed; gallery first, the metrics last
+    # ---- stream: per-position rows appended to the temporary scores.ecsv, candidates kept
+    tally = ValidationTally()
+    cands = _Candidates()
+    n_outside = n_invalid = n_scored = 0
+    member_names: list[str] = []
+    created_out_dir = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    if write_gallery:
-        g = cfg.gallery
-        rows_sorted = np.flatnonzero(kept)[: g.max_candidates]
-        gallery_rows = [dict(zip(cand.colnames, cand[i])) for i in rows_sorted]
-        stamps = _stamps(inp, cand_rows[rows_sorted], res.x_pix, res.y_pix, g)
-        from lenssearch.search.gallery import write_gallery as _write_gallery
+    try:
+        with atomic_path(out_dir / "scores.ecsv") as scores_tmp, open(scores_tmp, "w") as scores_file:
+            writer = EcsvAppender(scores_file, meta)
+            for chunk in iter_scored_chunks(inp, scorer, config, threshold, tally, progress, chunk_rows):
+                pos = chunk.positions
+                member_names = list(chunk.members)
+                meta["members"] = member_names
+                status, score = chunk.status, chunk.score
+                n_outside += int(np.sum(status == "outside"))
+                n_invalid += int(np.sum(status == "invalid"))
+                n_scored += int(np.sum(status == "scored"))
+                ra, dec = np.asarray(pos["ra"], float), np.asarray(pos["dec"], float)
+                is_lens = cls = None
+                if planted is not None:
+                    d_row, _ = cleaning.nearest_neighbour(ra, dec, planted_ra, planted_dec)
+                    is_lens = (d_row <= cfg.match_radius_arcsec).astype(int)
+                    d_planted, j = cleaning.nearest_neighbour(planted_ra, planted_dec, ra, dec)
+                    better = d_planted < planted_d
+                    planted_d[better] = d_planted[better]
+                    planted_row[better] = chunk.start + j[better]
+                    planted_score[better] = score[j[better]]
+                elif truth_name is not None:
+                    is_lens = truth_from_positions(pos[[truth_name]])
+                    lens = is_lens == 1
+                    n_lenses += int(lens.sum())
+                    for name, k in zip(*np.unique(classes.lens_class(score[lens], cfg.tp_min, cfg.qtp_min),
+                                                  return_counts=True)):
+                        lens_class_counts[str(name)] += int(k)
+                if is_lens is not None:
+                    cls = np.asarray(classes.truth_class(score, is_lens == 1, cfg.tp_min, cfg.qtp_min), dtype=str)
+                    cls[is_lens < 0] = ""
 
-        with atomic_path(out_dir / "gallery") as tmp:
-            _write_gallery(
-                tmp, gallery_rows, stamps, inp.noise_sigma, g.stretch_sigma, g.lupton_q, list(score_cols),
-                f"lenssearch candidates: {inp.description}", g.stamp_arcsec, g.context_arcsec,
+                rows = Table()
+                rows["id"] = np.asarray(pos["id"], dtype=str)
+                rows["ra"] = ra
+                rows["dec"] = dec
+                rows["status"] = status
+                rows["validation"] = np.asarray(chunk.validation, dtype=str)
+                rows["score"] = score
+                for m in member_names:
+                    rows[f"score_{m}"] = chunk.members[m]
+                if is_lens is not None:
+                    rows["is_lens"] = is_lens
+                    rows["class"] = cls
+                writer.write(rows)
+
+                sel = np.flatnonzero((status == "scored") & (score >= threshold))
+                if "kron_radius_arcsec" in pos.colnames:
+                    kron_given = np.asarray(pos["kron_radius_arcsec"], float)[sel]
+                else:
+                    kron_given = np.full(len(sel), np.nan)
+                cands.add({
+                    "row": chunk.start + sel, "id": rows["id"][sel].data if len(sel) else np.zeros(0, str),
+                    "ra": ra[sel], "dec": dec[sel], "score": score[sel], "x_pix": chunk.x_pix[sel],
+                    "y_pix": chunk.y_pix[sel], "inside_fraction": chunk.inside_fraction[sel], "kron_given": kron_given,
+                    "is_lens": is_lens[sel] if is_lens is not None else np.zeros(len(sel), int),
+                    "class": cls[sel] if cls is not None else np.zeros(len(sel), str),
+                    **{f"score_{m}": chunk.members[m][sel] for m in member_names},
+                    **{name: chunk.measurements[name][sel] for name in cleaning.MEASUREMENTS},
+                })
+            c = cands.table(member_names)
+            cand_rows = c["row"]
+
+            # ---- cleaning (HOLISMOKES XVI: rank first, clean only the candidates)
+            meas = {name: c[name] for name in cleaning.MEASUREMENTS}
+            given = c["kron_given"]
+            meas["kron_radius_arcsec"] = np.where(np.isfinite(given), given, meas["kron_radius_arcsec"])
+            meas["inside_fraction"] = c["inside_fraction"]
+            meas["star_distance_arcsec"] = _star_distance(inp, c["ra"], c["dec"], cfg)
+            flags = cleaning.apply_rules(meas, cfg.cleaning)
+            rejected_by = np.asarray(
+                ["+".join(name for name in flags if flags[name][i]) for i in range(len(cand_rows))], dtype=object
             )
-    _write_table(out_dir / "candidates.ecsv", cand)
-    _write_table(out_dir / "scores.ecsv", scores)
+            passed = (~np.any(np.column_stack([flags[k] for k in flags]), axis=1) if len(cand_rows)
+                      else np.zeros(0, bool))
+            keep_sub, dup_sub = cleaning.remove_duplicates(
+                c["ra"][passed], c["dec"][passed], meas["kron_radius_arcsec"][passed],
+                cfg.cleaning.duplicate_radius_arcsec, score=c["score"][passed],
+            )
+            kept = np.zeros(len(cand_rows), dtype=bool)
+            kept[np.flatnonzero(passed)[keep_sub]] = True
+            duplicate_of = np.full(len(cand_rows), "", dtype=object)
+            passed_idx = np.flatnonzero(passed)
+            for j, k in enumerate(dup_sub):
+                if k >= 0:
+                    duplicate_of[passed_idx[j]] = str(c["id"][passed_idx[k]])
+
+            # ---- counts (the analogue of HOLISMOKES XVI, Table 1)
+            count_rows = [
+                ("catalogue", n),
+                ("on_image", n - n_outside),
+                ("valid", n_scored),
+                (f"score>={threshold:.3g}", len(cand_rows)),
+            ]
+            alive = np.ones(len(cand_rows), dtype=bool)
+            for name in flags:
+                alive &= ~flags[name]
+                count_rows.append((f"clean:{name}", int(alive.sum())))
+            count_rows.append((f"duplicates<{cfg.cleaning.duplicate_radius_arcsec:g}arcsec", int(kept.sum())))
+            counts = Table(rows=count_rows, names=("stage", "n"), dtype=(str, int))
+            counts["rejected"] = np.concatenate([[0], -np.diff(counts["n"])])
+            for name in flags:
+                counts.meta[f"rejected_by_{name}_alone"] = int(flags[name].sum())
+
+            # ---- candidate table
+            cand = Table()
+            cand["id"] = np.asarray(c["id"], dtype=str)
+            cand["ra"] = c["ra"]
+            cand["dec"] = c["dec"]
+            cand["score"] = c["score"]
+            for m in member_names:
+                cand[f"score_{m}"] = c[f"score_{m}"]
+            for name in (*cleaning.MEASUREMENTS, "inside_fraction", "star_distance_arcsec"):
+                cand[name] = meas[name]
+            for name in flags:
+                cand[f"flag_{name}"] = flags[name]
+            cand["rejected_by"] = [str(v) for v in rejected_by]
+            cand["duplicate_of"] = [str(v) for v in duplicate_of]
+            cand["kept"] = kept
+            if has_truth:
+                cand["is_lens"] = np.asarray(c["is_lens"], dtype=int)
+                cand["class"] = np.asarray(c["class"], dtype=str)
+            cand.meta.update(meta)
+            counts.meta.update(meta)
+
+            # ---- metrics
+            n_cand = len(cand_rows)
+            n_rejected = int((~passed).sum())
+            metrics: dict[str, Any] = {
+                "n_positions": n,
+                "n_outside": n_outside,
+                "n_invalid": n_invalid,
+                "n_scored": n_scored,
+                "n_above_threshold": n_cand,
+                "n_candidates": int(kept.sum()),
+                "cleaning_rejected": n_rejected,
+                "cleaning_rejected_fraction": n_rejected / n_cand if n_cand else 0.0,
+                "duplicates_removed": int(passed.sum() - kept.sum()),
+                "validation_ge_runs": tally.ge_runs,
+                "validation_ge_withdrawn": tally.ge_withdrawn,
+                "validation_ge_disagreements": tally.ge_disagreements,
+                "threshold": threshold,
+            }
+            if has_truth:
+                cand_pos = {int(r): i for i, r in enumerate(cand_rows)}
+                kept_ids = set(cand["id"][kept])
+
+                def outcome(i: int) -> str:
+                    if kept[i] or (duplicate_of[i] and duplicate_of[i] in kept_ids):
+                        return "recovered"
+                    return "rejected" if not passed[i] else "other"
+
+                if planted is not None:
+                    found = planted_d <= cfg.match_radius_arcsec
+                    lens_rows = np.where(found, planted_row, -1)
+                    n_lenses = len(lens_rows)
+                    outcomes = [outcome(cand_pos[int(r)]) for r in lens_rows if r >= 0 and int(r) in cand_pos]
+                    lens_cls = classes.lens_class(np.where(found, planted_score, np.nan), cfg.tp_min, cfg.qtp_min)
+                    lens_class_counts = {name: int(np.sum(lens_cls == name)) for name in classes.LENS_CLASSES}
+                    not_in_catalogue = int(np.sum(~found))
+                else:
+                    outcomes = [outcome(i) for i in np.flatnonzero(cand["is_lens"] == 1)]
+                    not_in_catalogue = 0
+                recovered = outcomes.count("recovered")
+                metrics.update(
+                    {
+                        "n_lenses": n_lenses,
+                        "lenses_recovered": recovered,
+                        "lenses_recovered_fraction": recovered / n_lenses if n_lenses else 0.0,
+                        "lenses_wrongly_rejected_by_cleaning": outcomes.count("rejected"),
+                        "lenses_not_in_catalogue": not_in_catalogue,
+                        **{f"lenses_{name}": int(lens_class_counts[name]) for name in classes.LENS_CLASSES},
+                    }
+                )
+                kept_truth = np.asarray(cand["is_lens"])[kept]
+                metrics["candidates_purity"] = float(np.mean(kept_truth == 1)) if kept.any() else 0.0
+
+            # ---- write: gallery first, the candidates, then (leaving this block) the scores, the metrics last
+            if write_gallery:
+                g = cfg.gallery
+                rows_sorted = np.flatnonzero(kept)[: g.max_candidates]
+                gallery_rows = [dict(zip(cand.colnames, cand[i])) for i in rows_sorted]
+                stamps = _stamps(inp, cand_rows[rows_sorted], c["x_pix"][rows_sorted], c["y_pix"][rows_sorted], g)
+                from lenssearch.search.gallery import write_gallery as _write_gallery
+
+                with atomic_path(out_dir / "gallery") as tmp:
+                    _write_gallery(
+                        tmp, gallery_rows, stamps, inp.noise_sigma, g.stretch_sigma, g.lupton_q,
+                        [f"score_{m}" for m in member_names], f"lenssearch candidates: {inp.description}",
+                        g.stamp_arcsec, g.context_arcsec,
+                    )
+            _write_table(out_dir / "candidates.ecsv", cand)
+    except BaseException:
+        if created_out_dir and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a search that failed leaves nothing behind
+        raise
     _write_table(out_dir / "counts.ecsv", counts)
     _write_json(out_dir / "metrics.json", metrics)
     if log_mlflow:
@@ -847,7 +1124,7 @@ def run_search(
             [out_dir / name for name in ("candidates.ecsv", "counts.ecsv", "metrics.json")],
             tracking_uri, artifact_root,
         )
-    return SearchResult(cand, scores, counts, metrics, out_dir)
+    return SearchResult(cand, counts, metrics, out_dir)
 
 
 # ----------------------------------------------------------------------------------------------- known lenses

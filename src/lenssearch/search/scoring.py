@@ -142,6 +142,17 @@ class Scorer:
             raise ModelOutputError(f"{self.uri}: the model's member columns changed between batches ({names})")
         return scores
 
+    def members(self, cutout_shape: tuple[int, int, int]) -> tuple[str, ...]:
+        """The member columns of the model's output (known after the first batch).
+
+        Before any batch has been scored (e.g. a search whose first chunk of positions is all off the image, whose
+        per-position file must name its columns), one blank cutout of ``cutout_shape`` (S x S x B) is scored to
+        learn them.
+        """
+        if self.member_names is None:
+            self.score(np.zeros((1, *cutout_shape), dtype=np.float32))
+        return self.member_names or ()
+
 
 def threshold_from_tags(tags: dict[str, str]) -> float | None:
     """The tuned threshold among a model version's tags (:data:`THRESHOLD_TAGS`), or None."""
