@@ -453,7 +453,8 @@ class NegativesConfig:
     max_bad_pixel_fraction: float
     star_exclusion_radius_arcsec: float
     star_mag_limit: float
-    strong_lens_theta_e_min_arcsec: float
+    # null: no member is excluded for its own critical line (the paper's vetted negatives may host mocks too)
+    strong_lens_theta_e_min_arcsec: Optional[float]
     strong_lens_source_redshift: float
 
 

@@ -12,7 +12,8 @@ from .conftest import build_field
 
 
 def test_exclusions_and_outputs(cfg, test_fields, tmp_path):
-    c = dataclasses.replace(cfg, negatives=dataclasses.replace(cfg.negatives, n_negatives=5))
+    c = dataclasses.replace(cfg, negatives=dataclasses.replace(cfg.negatives, n_negatives=5,
+                                                                strong_lens_theta_e_min_arcsec=0.2))
     metrics = run_negatives(c, test_fields, tmp_path / "neg", tmp_path / "reports", progress=False)
     # TEST-M0000: strong lens; TEST-M0001: bright star; TEST-M0003: frame edge; TEST-M0002: kept
     assert metrics["excluded"] == {"edge": 1, "coverage": 0, "bright_star": 1, "strong_lens": 1}
@@ -25,6 +26,17 @@ def test_exclusions_and_outputs(cfg, test_fields, tmp_path):
     # centred on the member: its light peaks at the cutout centre
     peak = np.unravel_index(np.argmax(cutouts[0, ..., 2]), (128, 128))
     assert abs(peak[0] - 64) <= 1 and abs(peak[1] - 64) <= 1
+
+
+def test_members_with_critical_lines_stay_eligible_by_default(cfg, test_fields, tmp_path):
+    # the paper's non-lenses are members without a *visible* lensing feature; a member with a critical line
+    # may be a mock lens and a non-lens (Angora et al. 2023, Sect. 3.2)
+    c = dataclasses.replace(cfg, negatives=dataclasses.replace(cfg.negatives, n_negatives=5,
+                                                                strong_lens_theta_e_min_arcsec=None))
+    metrics = run_negatives(c, test_fields, tmp_path / "neg", tmp_path / "reports", progress=False)
+    assert metrics["excluded"] == {"edge": 1, "coverage": 0, "bright_star": 1, "strong_lens": 0}
+    _, meta, _ = read_cutout_set(tmp_path / "neg")
+    assert list(meta["member_id"]) == ["TEST-M0000", "TEST-M0002"]
 
 
 def test_incomplete_coverage_is_excluded(cfg, tmp_path):

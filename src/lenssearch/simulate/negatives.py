@@ -9,9 +9,17 @@ reason (counted in ``reports/negatives/metrics.json``):
 2. ``coverage``: some band has more than ``max_bad_pixel_fraction`` of NaN or exactly-zero pixels;
 3. ``bright_star``: a star of ``stars.ecsv`` brighter than ``star_mag_limit`` (F814W) lies within
    ``star_exclusion_radius_arcsec`` of the member;
-4. ``strong_lens``: the member is already a strong lens, i.e. it owns a secondary critical line with
-   ``theta_E > strong_lens_theta_e_min_arcsec`` in the field's catalogue at the source redshift nearest to
-   ``strong_lens_source_redshift`` (``critical_lines_zs<z>.ecsv``).
+4. ``strong_lens`` (only when ``strong_lens_theta_e_min_arcsec`` is set): the member could be a strong lens,
+   i.e. it owns a secondary critical line with ``theta_E > strong_lens_theta_e_min_arcsec`` in the field's
+   catalogue at the source redshift nearest to ``strong_lens_source_redshift`` (``critical_lines_zs<z>.ecsv``).
+
+The paper's non-lenses are members that *show* no lensing feature on visual inspection, not members without a
+critical line: "the same CLM cutout can be used in the training set as a mock GGSL or a non-GGSL" (Sect. 3.2).
+In the synthetic and painted fields no background galaxy is lensed by a member, so every member passes that
+inspection and the default (``null``) excludes none for its mass. Excluding every member with a critical line
+would make the non-lenses systematically less massive and fainter than the mock lenses' hosts, a shortcut
+(lens galaxy brightness, member identity) that the networks learn instead of the arcs. For real images, which
+may hold real galaxy-galaxy lenses, ``0.2`` is a conservative stand-in for visual vetting.
 
 Of the members left, ``n_negatives`` (split evenly over the fields; all of them when a field has fewer) are drawn
 without replacement with ``default_rng([base.seed, NEGATIVES_STREAM, field index])`` and kept in catalogue order.
@@ -73,8 +81,11 @@ def negatives_field(scene, cfg, n_wanted: int, field_index: int):
     n = int(neg.cutout_pixels)
     members = scene.members
     counts = {r: 0 for r in EXCLUSION_REASONS}
-    lenses, z_used = strong_lens_members(scene.field, neg.strong_lens_source_redshift,
-                                         neg.strong_lens_theta_e_min_arcsec)
+    if neg.strong_lens_theta_e_min_arcsec is None:
+        lenses, z_used = set(), None
+    else:
+        lenses, z_used = strong_lens_members(scene.field, neg.strong_lens_source_redshift,
+                                             neg.strong_lens_theta_e_min_arcsec)
     near_star = bright_star_near(scene, scene.field.stars, members["ra"], members["dec"],
                                  neg.star_exclusion_radius_arcsec, neg.star_mag_limit)
     eligible = []
