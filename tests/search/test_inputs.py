@@ -155,3 +155,28 @@ def test_fits_catalogue_is_read_in_chunks_as_astropy_reads_it(tmp_path):
     Table({"ra": np.array([], float), "dec": np.array([], float)}).write(tmp_path / "empty.fits")
     with pytest.raises(SearchInputError, match="empty.fits: the catalogue is empty"):
         read_positions(tmp_path / "empty.fits", lazy=True)
+
+
+def test_numba_cut_is_the_numpy_cut_for_both_byte_orders(tmp_path):
+    """The three-band numba kernel (one pass, byte-swapping FITS data) gives exactly numpy's cutouts, for
+    big-endian (FITS) and native images, inside the image and at its edges."""
+    field = make_field(tmp_path / "f", shape=(300, 400), sources=[(200, 150, 1.0, 10.0)])
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(-40, 440, 50), rng.uniform(-40, 340, 50)
+    with FieldImages.from_field_dir(field, BANDS) as images:
+        assert images._kernel_ok()
+        fast, inside_fast = images.cut(x, y, 64)
+        images._kernel = False
+        slow, inside_slow = images.cut(x, y, 64)
+        np.testing.assert_array_equal(fast, slow)
+        np.testing.assert_array_equal(inside_fast, inside_slow)
+        assert 0 < np.sum(inside_fast == 1.0) < len(x)
+        images.data = [np.ascontiguousarray(d, dtype="<f4") for d in images.data]  # native byte order
+        images._kernel = None
+        assert images._kernel_ok()
+        native, _ = images.cut(x, y, 64)
+        np.testing.assert_array_equal(native, slow)
+        images.data, images.bands = images.data[:2], images.bands[:2]  # two bands: the numpy path
+        images._kernel = None
+        assert not images._kernel_ok()
+        np.testing.assert_array_equal(images.cut(x, y, 64)[0], slow[..., :2])

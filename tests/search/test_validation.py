@@ -88,3 +88,32 @@ def test_great_expectations_flags_the_same_rows(vcfg):
     passed, failures = run_expectations(stats, c, vcfg)
     assert passed.tolist() == inline_ok.tolist() == [True, False, True, False, True, False, True]
     assert {f["column"] for f in failures} >= {"finite_fraction", "noise_ratio_F435W", "bg_level_sigma_F435W"}
+
+
+def test_great_expectations_runs_in_a_worker_process_and_falls_back_to_a_thread(vcfg):
+    """The suite runs in the search's shared worker process; if that process breaks (e.g. a script without a
+    ``__main__`` guard), the chunk is judged in a thread instead, with the same verdicts."""
+    from concurrent.futures import Future, ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from lenssearch.search.pipeline import ValidationTally, _ExpectationChunks
+
+    cut = batch()
+    cut[3] *= 5.0
+    c = ctx(vcfg)
+    stats, failed = validate_batch(cut, c)
+    inline_ok = ~np.any(np.column_stack(list(failed.values())), axis=1)
+    verdicts = []
+    tally = ValidationTally()
+    chunks = _ExpectationChunks(c, vcfg, 4, tally, lambda rows, passed, ok: verdicts.append((rows, passed)))
+    assert isinstance(chunks.pool, ProcessPoolExecutor)
+    chunks.add(np.arange(7), stats, inline_ok)  # 7 >= 4 rows: handed to the worker process
+    chunks.finish()
+    assert [p.tolist() for _, p in verdicts] == [inline_ok.tolist()] and tally.ge_runs == 1
+
+    broken = _ExpectationChunks(c, vcfg, 100, ValidationTally(), lambda rows, passed, ok: verdicts.append((rows, passed)))
+    future = Future()
+    future.set_exception(BrokenProcessPool("the worker died"))
+    broken.pending.append((np.arange(7), inline_ok, future, stats))
+    broken.finish()
+    assert verdicts[-1][1].tolist() == inline_ok.tolist() and broken.tally.ge_disagreements == 0

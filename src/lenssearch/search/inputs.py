@@ -202,6 +202,15 @@ class FieldImages:
             self._noise = np.asarray(sigmas, dtype=np.float64)
         return self._noise
 
+    def _kernel_ok(self) -> bool:
+        """Whether the numba kernel can cut from these images (:func:`lenssearch.search._kernels.usable`)."""
+        ok = getattr(self, "_kernel", None)
+        if ok is None:
+            from lenssearch.search import _kernels
+
+            ok = self._kernel = _kernels.usable(self.data)
+        return ok
+
     def cut(self, x: np.ndarray, y: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         """Cut ``size`` x ``size`` cutouts centred on pixel positions, in all bands.
 
@@ -232,6 +241,16 @@ class FieldImages:
         full_rows = np.flatnonzero(full)
         partial_rows = np.flatnonzero(on & ~full)
         block = np.zeros((len(partial_rows), size, size), dtype=np.float32)
+        if len(full_rows) and self._kernel_ok():  # three bands: one numba pass, no interpreter lock
+            from lenssearch.search import _kernels
+
+            if len(full_rows) == n:
+                _kernels.cut3(self.data, ya, xa, size, out)
+            else:
+                part = np.empty((len(full_rows), size, size, 3), dtype=np.float32)
+                _kernels.cut3(self.data, ya[full_rows], xa[full_rows], size, part)
+                out[full_rows] = part
+            full_rows = full_rows[:0]
         for b, data in enumerate(self.data):
             if len(full_rows):
                 windows = np.lib.stride_tricks.sliding_window_view(data, (size, size))

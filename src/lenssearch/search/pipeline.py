@@ -52,7 +52,13 @@ from lenssearch.search.inputs import (
     read_positions,
 )
 from lenssearch.search.scoring import Scorer, load_scorer
-from lenssearch.search.validation import ValidationContext, failure_labels, run_expectations, validate_batch
+from lenssearch.search.validation import (
+    ValidationContext,
+    failure_labels,
+    import_great_expectations,
+    run_expectations,
+    validate_batch,
+)
 
 #: Default threshold when neither the configuration nor the model version gives one (Angora et al. 2023, 4.1).
 DEFAULT_THRESHOLD = 0.5
@@ -376,19 +382,48 @@ class ScoredPositions(ValidationTally):
     y_pix: np.ndarray = None
 
 
-def _import_great_expectations() -> None:
-    """Import great-expectations (several seconds) ahead of its first use (analytics off, as the KB suite)."""
-    import os
+#: Runs of the great-expectations suite per worker process before it is replaced (bounds the memory that
+#: great-expectations keeps from run to run; a new worker re-imports it, ~3 s of one core, off the search's process).
+GE_TASKS_PER_CHILD = 8
 
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations  # noqa: F401
+
+_GE_POOL = None
+_GE_LOCK = threading.Lock()
+
+
+def _ge_pool():
+    """The great-expectations worker: one spawned process, shared by the searches of this process (so that
+    great-expectations is imported once, not once per search) and replaced after :data:`GE_TASKS_PER_CHILD`
+    runs. Its first task imports great-expectations (:func:`warm_up_expectations` starts it ahead of a search)."""
+    global _GE_POOL
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with _GE_LOCK:
+        if _GE_POOL is None or getattr(_GE_POOL, "_broken", False) or getattr(_GE_POOL, "_shutdown_thread", False):
+            _GE_POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                           max_tasks_per_child=GE_TASKS_PER_CHILD)
+            _GE_POOL.submit(import_great_expectations)
+        return _GE_POOL
+
+
+def warm_up_expectations(wait: bool = False) -> None:
+    """Start the great-expectations worker process now (it imports great-expectations, ~3 s of one core);
+    with ``wait``, until it is ready. A search does this itself; a benchmark calls it before its timings."""
+    pool = _ge_pool()
+    future = pool.submit(import_great_expectations)
+    if wait:
+        future.result()
 
 
 class _ExpectationChunks:
     """Accumulate per-cutout statistics; run the KB's great-expectations suite every ``chunk_rows`` rows.
 
-    The suite runs in one worker thread (great-expectations is imported there as soon as the search starts), so
-    that it overlaps with the model; at most :attr:`MAX_PENDING` chunks of statistics wait for it (bounded
+    The suite runs in one worker *process* (spawned; great-expectations is imported there as soon as the search
+    starts), so that it overlaps with the model without taking the interpreter lock from the cutting thread (the
+    import alone is ~3 s of pure Python), and so that what great-expectations keeps after each run (a few MB per
+    run of 20000 rows, held, not transient) is not held by the search: the worker is replaced after
+    :data:`GE_TASKS_PER_CHILD` runs. At most :attr:`MAX_PENDING` chunks of statistics wait for it (bounded
     memory). Each verdict is handed to ``apply(rows, passed, inline_ok)`` as soon as it is ready, so the rows it
     judged can be written out and forgotten.
     """
@@ -396,17 +431,13 @@ class _ExpectationChunks:
     MAX_PENDING = 2
 
     def __init__(self, ctx: ValidationContext, vcfg, chunk_rows: int, tally: ValidationTally, apply):
-        from concurrent.futures import ThreadPoolExecutor
-
         self.ctx, self.vcfg, self.chunk_rows, self.tally, self.apply = ctx, vcfg, chunk_rows, tally, apply
         self.rows: list[np.ndarray] = []
         self.stats: list[dict[str, np.ndarray]] = []
         self.inline_ok: list[np.ndarray] = []
         self.n = 0
         self.pending: list = []
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search-ge") if chunk_rows > 0 else None
-        if self.pool is not None:
-            self._warm = self.pool.submit(_import_great_expectations)
+        self.pool = _ge_pool() if chunk_rows > 0 else None
 
     @property
     def enabled(self) -> bool:
@@ -434,10 +465,24 @@ class _ExpectationChunks:
         self.rows, self.stats, self.inline_ok, self.n = [], [], [], 0
         while len(self.pending) >= self.MAX_PENDING:
             self._apply(*self.pending.pop(0))
-        self.pending.append((rows, inline_ok, self.pool.submit(run_expectations, stats, self.ctx, self.vcfg)))
+        self.pending.append((rows, inline_ok, self.pool.submit(run_expectations, stats, self.ctx, self.vcfg), stats))
 
-    def _apply(self, rows: np.ndarray, inline_ok: np.ndarray, future) -> None:
-        passed, failures = future.result()
+    def _fall_back(self) -> None:
+        """The worker process could not run (e.g. a script without a ``__main__`` guard, which the spawned worker
+        re-imports): run the suite in a thread of this process from now on."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if not isinstance(self.pool, ThreadPoolExecutor):
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search-ge")
+
+    def _apply(self, rows: np.ndarray, inline_ok: np.ndarray, future, stats) -> None:
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            passed, failures = future.result()
+        except BrokenProcessPool:
+            self._fall_back()
+            passed, failures = self.pool.submit(run_expectations, stats, self.ctx, self.vcfg).result()
         t = self.tally
         t.ge_runs += 1
         for f in failures:
@@ -451,18 +496,25 @@ class _ExpectationChunks:
         """Run the last chunk and apply every verdict."""
         if self.pool is None:
             return
-        try:
-            self.flush()
-            while self.pending:
-                self._apply(*self.pending.pop(0))
-            self._warm.result()
-        finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        self.flush()
+        while self.pending:
+            self._apply(*self.pending.pop(0))
+        self._close_thread()
+
+    def _close_thread(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if isinstance(self.pool, ThreadPoolExecutor):  # the fallback; the worker process is shared and kept
+            self.pool.shutdown(wait=False, cancel_futures=True)
 
     def abort(self) -> None:
-        """Stop the worker after a failure (pending chunks are dropped)."""
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+        """Drop the pending chunks after a failure (the shared worker finishes the one it runs, if any)."""
+        if self.pool is None:
+            return
+        for item in self.pending:
+            item[2].cancel()
+        self.pending = []
+        self._close_thread()
 
 
 def _produce(inp: SearchInput, s, ctx: ValidationContext, chunk_rows: int) -> Iterator:

@@ -209,6 +209,18 @@ def failure_labels(failed: dict[str, np.ndarray]) -> list[str]:
     return ["+".join(name for name in names if failed[name][i]) for i in range(n)]
 
 
+def import_great_expectations() -> None:
+    """Import great-expectations and the KB suite (several seconds) ahead of their first use (analytics off, as
+    the KB suite); the search runs this in its great-expectations worker as soon as it starts."""
+    import os
+
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations  # noqa: F401
+    import pandas  # noqa: F401
+
+    import lenssearch.kb.validation  # noqa: F401
+
+
 def run_expectations(stats: dict[str, np.ndarray], ctx: ValidationContext, vcfg) -> tuple[np.ndarray, list[dict]]:
     """Run the KB's great-expectations suite on per-cutout statistics.
 
