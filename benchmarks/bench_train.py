@@ -58,11 +58,14 @@ def _compiled(network, cfg, bands):
     return model, preparation, classifier
 
 
-def pipeline_overhead(kb_path: Path, cfg, repeats: int = 5) -> dict:
+def pipeline_overhead(kb_path: Path, cfg, rounds: int = 4, epochs_per_fit: int = 4) -> dict:
     """Epoch time through the tf.data pipeline / epoch time on the same batches from memory.
 
-    The three feeds alternate, epoch by epoch, ``repeats`` times (the medians are compared), so that a change
-    of the machine's load during the measurement hits them alike; epochs are timed inside ``fit``.
+    As the train stage does, one pipeline serves all the epochs of a ``fit`` (``epochs_per_fit`` epochs); the
+    in-memory feeds are the batches of one epoch materialised beforehand, as numpy arrays through ``fit(x, y)``
+    and as cached tensors. The three ``fit`` calls alternate ``rounds`` times so that a change of the machine's
+    load hits them alike; epochs are timed inside ``fit``; the first round (tracing) and the first epoch of each
+    ``fit`` (iterator start) are left out, and the medians of the other epochs are compared.
     """
     import keras
     import tensorflow as tf
@@ -84,26 +87,32 @@ def pipeline_overhead(kb_path: Path, cfg, repeats: int = 5) -> dict:
     times: dict[str, list[float]] = {"pipeline": [], "numpy": [], "tensors": []}
 
     class Timer(keras.callbacks.Callback):
-        def __init__(self, key):
+        def __init__(self, key, keep):
             super().__init__()
-            self.key = key
+            self.key, self.keep = key, keep
 
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            times[self.key].append(time.perf_counter() - self.t0)
+            if self.keep and epoch > 0:
+                times[self.key].append(time.perf_counter() - self.t0)
 
     steps = 0
-    for epoch in range(repeats + 1):  # the first round traces each feed
-        dataset, steps = pipes.training(train, batch, cfg.train.examples_per_class, 1, epoch, epoch + 1)
-        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[Timer("pipeline")])
-        model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False, callbacks=[Timer("numpy")])
-        model.fit(tensors, epochs=1, verbose=0, shuffle=False, callbacks=[Timer("tensors")])
-    median = {key: float(np.median(values[1:])) for key, values in times.items()}
+    for r in range(rounds + 1):  # round 0 traces each feed
+        keep = r > 0
+        first = r * epochs_per_fit
+        dataset, steps = pipes.training(train, batch, cfg.train.examples_per_class, 1, first, first + epochs_per_fit)
+        model.fit(dataset, epochs=epochs_per_fit, steps_per_epoch=steps, verbose=0, shuffle=False,
+                  callbacks=[Timer("pipeline", keep)])
+        model.fit(x, y, batch_size=batch, epochs=epochs_per_fit, verbose=0, shuffle=False,
+                  callbacks=[Timer("numpy", keep)])
+        model.fit(tensors, epochs=epochs_per_fit, verbose=0, shuffle=False, callbacks=[Timer("tensors", keep)])
+    median = {key: float(np.median(values)) for key, values in times.items()}
     memory_s = min(median["numpy"], median["tensors"])  # the faster in-memory feed: the stricter comparison
     return {"steps": steps, "batch": batch, "pipeline_epoch_s": median["pipeline"], "numpy_epoch_s": median["numpy"],
-            "tensors_epoch_s": median["tensors"], "memory_epoch_s": memory_s, "ratio": median["pipeline"] / memory_s}
+            "tensors_epoch_s": median["tensors"], "memory_epoch_s": memory_s, "ratio": median["pipeline"] / memory_s,
+            "epochs_timed": len(times["pipeline"])}
 
 
 def throughput(network: str, cfg, steps: int, bands=("F435W", "F606W", "F814W")) -> dict:
