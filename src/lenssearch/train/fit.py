@@ -273,8 +273,7 @@ def predict_rows(classifier, pipelines, rows: np.ndarray) -> np.ndarray:
 
     ``classifier`` takes the pipelines' prepared cutouts (:attr:`Network.classifier`).
     """
-    model = classifier
     if len(rows) == 0:
         return np.zeros(0)
     dataset = pipelines.evaluation(rows, EVAL_BATCH_SIZE, with_labels=False)
-    return np.asarray(model.predict(dataset, verbose=0), dtype=np.float64).reshape(-1)
+    return np.asarray(classifier.predict(dataset, verbose=0), dtype=np.float64).reshape(-1)
