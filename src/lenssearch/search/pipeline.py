@@ -388,6 +388,7 @@ GE_TASKS_PER_CHILD = 8
 
 
 _GE_POOL = None
+_GE_READY = None  # the worker's import of great-expectations (its first task)
 _GE_LOCK = threading.Lock()
 
 
@@ -395,7 +396,7 @@ def _ge_pool():
     """The great-expectations worker: one spawned process, shared by the searches of this process (so that
     great-expectations is imported once, not once per search) and replaced after :data:`GE_TASKS_PER_CHILD`
     runs. Its first task imports great-expectations (:func:`warm_up_expectations` starts it ahead of a search)."""
-    global _GE_POOL
+    global _GE_POOL, _GE_READY
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -403,17 +404,16 @@ def _ge_pool():
         if _GE_POOL is None or getattr(_GE_POOL, "_broken", False) or getattr(_GE_POOL, "_shutdown_thread", False):
             _GE_POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                            max_tasks_per_child=GE_TASKS_PER_CHILD)
-            _GE_POOL.submit(import_great_expectations)
+            _GE_READY = _GE_POOL.submit(import_great_expectations)
         return _GE_POOL
 
 
 def warm_up_expectations(wait: bool = False) -> None:
     """Start the great-expectations worker process now (it imports great-expectations, ~3 s of one core);
     with ``wait``, until it is ready. A search does this itself; a benchmark calls it before its timings."""
-    pool = _ge_pool()
-    future = pool.submit(import_great_expectations)
+    _ge_pool()
     if wait:
-        future.result()
+        _GE_READY.result()
 
 
 class _ExpectationChunks:
