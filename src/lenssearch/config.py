@@ -341,6 +341,8 @@ class EvaluateConfig:
     fn_source_mag_splits: tuple[float, ...]  # Table A.5 rows
     fn_theta_e_split_arcsec: float
     fn_z_s_splits: tuple[float, ...]
+    snr_bins: tuple[float, ...]  # edges of the lensed-source S/N bins (the last bin is open); not in the paper
+    visible_snr_min: float  # lenses at or above this S/N in a network's bands count as visible (auc_visible)
     red_sequence_clip_sigma: float  # LTS_LINEFIT clipping (Cappellari et al. 2013: 2.6)
     red_sequence_lts_fraction: float  # h / N of the LTS subset
     histogram_bins: int

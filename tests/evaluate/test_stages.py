@@ -32,9 +32,14 @@ def test_evaluate_verb_writes_report_beside_the_paper(synthetic, mlflow_store, t
     assert metrics["networks"]["vgg"]["tpr_at_fpr_1e-03"] is None
     assert abs(metrics["red_sequence"]["slope"] + 0.04) < 0.02
     for name in ("fig6_roc", "fig6_boxplots", "fig8_false_positives", "fig9_false_negatives", "figA1_rates_2d",
-                 "fig11_purity_completeness", "red_sequence"):
+                 "fig11_purity_completeness", "red_sequence", "snr_detection"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000
-    for key in ("A1", "A2", "A3", "A4", "A5"):
+    # detection against the lensed source's S/N: the table, and AUCs without the hard or invisible lenses
+    assert "| snr_ge_100 |" in text
+    vgg_m = metrics["networks"]["vgg"]
+    assert vgg_m["auc_visible"] > vgg_m["auc"] and vgg_m["auc_clean"] > vgg_m["auc"]
+    assert 0 < vgg_m["visible_lens_fraction"] < 1
+    for key in ("A1", "A2", "A3", "A4", "A5", "snr"):
         assert (out / "tables" / f"table_{key}.ecsv").exists()
     runs = mlflow.search_runs(experiment_names=["lenssearch-evaluation"], filter_string="tags.kind = 'network'")
     assert len(runs) == 5

@@ -116,3 +116,37 @@ def test_kb_metadata_reads_as_the_kb_stage_reads_it(synthetic):
     assert ours.colnames == theirs.colnames
     assert list(ours["id"]) == list(theirs["id"]) and ours["id"].dtype.kind == "U"
     np.testing.assert_array_equal(ours["theta_e_arcsec"], theirs["theta_e_arcsec"])
+
+
+def test_table_snr_matches_sklearn_per_bin(wide, cfg):
+    bands = tuple(cfg.base.bands)
+    edges = tuple(cfg.evaluate.snr_bins)
+    t = tables.table_snr(wide, ["vgg", "f435w"], bands, edges, 0.5)
+    assert list(t["row"]) == [*tables.snr_bin_labels(edges), "all"]
+    y = np.asarray(wide["label"])
+    f814, f435 = (np.asarray(wide[f"lensed_snr_{b}"], float) for b in ("F814W", "F435W"))
+    f606 = np.asarray(wide["lensed_snr_F606W"], float)
+    snr = {"vgg": np.sqrt(f435**2 + f606**2 + f814**2), "f435w": f435}  # quadrature over the network's bands
+    hi = [*edges[1:], np.inf]
+    for net in ("vgg", "f435w"):
+        p = np.asarray(wide[f"p_{net}"])
+        for k, (lo, up) in enumerate(zip(edges, hi)):
+            m = (y == 1) & (snr[net] >= lo) & (snr[net] < up)
+            assert t[f"{net}_n"][k] == m.sum()
+            if m.sum():
+                both = m | (y == 0)
+                assert t[f"{net}_auc"][k] == pytest.approx(skm.roc_auc_score(y[both], p[both]))
+                assert t[f"{net}_completeness"][k] == pytest.approx(100 * np.mean(p[m] >= 0.5))
+            else:
+                assert np.isnan(t[f"{net}_auc"][k])
+        assert t[f"{net}_n"][-1] == (y == 1).sum()
+        assert t[f"{net}_auc"][-1] == pytest.approx(skm.roc_auc_score(y, p))
+    # the F435W net sees half the F814W S/N: its lenses sit in lower bins than the three-band net's
+    assert np.sum(t["f435w_n"][:2]) > np.sum(t["vgg_n"][:2])
+
+
+def test_lensed_snr_absent_columns_give_nan(wide):
+    bare = wide.copy()
+    bare.remove_column("lensed_snr_F606W")
+    assert np.all(np.isnan(tables.lensed_snr(bare, ("F435W", "F606W", "F814W"))))
+    assert np.any(np.isfinite(tables.lensed_snr(bare, ("F814W",))))

@@ -63,6 +63,22 @@ def test_injected_light_is_the_source(cfg, mocks, test_fields):
             # dropouts: (nearly) nothing in F435W compared with F814W (e-/s, zero points included)
             ratio = injected[..., 0].sum() / injected[..., 2].sum()
             assert ratio < 0.05 * 10 ** (0.4 * (zp["F435W"] - zp["F814W"]))
+        # the recorded S/N is the matched-filter S/N of that light against the field's background noise
+        sigma = np.array([scene.field.noise_sigma[b] for b in scene.bands])
+        snr = np.sqrt(np.sum((injected / sigma) ** 2, axis=(0, 1)))
+        recorded = np.array([row[f"lensed_snr_{b}"] for b in scene.bands])
+        assert recorded == pytest.approx(snr, rel=1e-3, abs=1e-3)  # float32 cutouts
+
+
+def test_lensed_snr_analytic():
+    """A flat patch of N pixels at s per pixel in noise sigma has S/N = s sqrt(N) / sigma, band by band."""
+    from lenssearch.simulate.inject import lensed_snr
+
+    img = np.zeros((20, 20, 2))
+    img[5:9, 5:14, 0] = 0.3  # 36 pixels
+    img[0, 0, 1] = 2.0  # a single pixel
+    assert lensed_snr(img, [0.1, 0.5]) == pytest.approx([0.3 * 6 / 0.1, 4.0])
+    assert lensed_snr(2 * img, [0.1, 0.5]) == pytest.approx(2 * lensed_snr(img, [0.1, 0.5]))
 
 
 def test_z_ge_4_mocks_drop_out_of_f435w(cfg, test_fields, tmp_path):

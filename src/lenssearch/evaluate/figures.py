@@ -287,3 +287,31 @@ def fig_roc_log(curves: dict[str, tuple[np.ndarray, np.ndarray]], min_fpr: float
     ax.set_ylabel("TPR")
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def fig_snr_detection(table: Table, networks: list[str], threshold: float, path: Path) -> Path:
+    """Completeness and AUC of each network against the lensed source's S/N in its bands (``table_snr``).
+
+    Bins are plotted at their index (the last one is open); the dotted line is the AUC of a coin toss.
+    """
+    rows = [r for r in table["row"] if r != "all"]
+    x = np.arange(len(rows))
+    fig = Figure(figsize=(10, 4))
+    ax_c, ax_a = fig.subplots(1, 2)
+    for net, colour in zip(networks, _colours(len(networks))):
+        sel = np.asarray(table["row"]) != "all"
+        ax_c.plot(x, np.asarray(table[f"{net}_completeness"], float)[sel], "o-", color=colour, label=net)
+        ax_a.plot(x, np.asarray(table[f"{net}_auc"], float)[sel], "o-", color=colour, label=net)
+    ticks = [r.replace("snr_", "").replace("ge_", ">= ").replace("_", "-") for r in rows]
+    for ax in (ax_c, ax_a):
+        ax.set_xticks(x, ticks, rotation=30)
+        ax.set_xlabel("lensed-source S/N in the network's bands")
+        ax.grid(alpha=0.3)
+    ax_c.set_ylabel(f"completeness at p >= {threshold:g} [%]")
+    ax_c.set_ylim(0, 100)
+    ax_a.set_ylabel("AUC against all non-lenses")
+    ax_a.axhline(0.5, color="grey", ls=":")
+    ax_a.set_ylim(0.4, 1.0)
+    ax_a.legend(fontsize=8)
+    fig.suptitle("Detection against the lensed source's signal-to-noise ratio")
+    return _save(fig, path)

@@ -60,10 +60,13 @@ def selection(cfg) -> tables.Selection:
     )
 
 
-def summary_metrics(labels, scores, threshold: float, purity_min: float, fprs, keep=None) -> dict:
+def summary_metrics(labels, scores, threshold: float, purity_min: float, fprs, keep=None, visible=None) -> dict:
     """The metrics every model (network or committee) logs under the same names, for one MLflow table.
 
-    ``None`` values are rates that the negatives cannot measure (logged as a ``not_measurable`` tag).
+    ``keep`` (without the adversarial examples) adds the ``_clean`` metrics and ``auc_clean``; ``visible`` (the
+    non-lenses and the lenses whose lensed source reaches ``evaluate.visible_snr_min`` in the model's bands) adds
+    ``auc_visible`` and ``visible_lens_fraction``. ``None`` values are rates that the negatives cannot measure
+    (logged as a ``not_measurable`` tag).
     """
     labels = np.asarray(labels)
     scores = np.asarray(scores, dtype=float)
@@ -71,6 +74,11 @@ def summary_metrics(labels, scores, threshold: float, purity_min: float, fprs, k
     if keep is not None:
         out.update({f"{k}_clean": v for k, v in classification_metrics(labels[keep], scores[keep], threshold).items()})
     out["auc"] = roc_auc(labels, scores)
+    if keep is not None:
+        out["auc_clean"] = roc_auc(labels[keep], scores[keep])
+    if visible is not None and np.any(visible & (labels == 1)):
+        out["auc_visible"] = roc_auc(labels[visible], scores[visible])
+        out["visible_lens_fraction"] = float(np.sum(visible & (labels == 1)) / max(np.sum(labels == 1), 1))
     cap = completeness_at_purity(labels, scores, purity_min)
     out[f"completeness_at_purity_{purity_min:g}"] = None if cap is None else cap[0]
     mf = max_f1(labels, scores)
@@ -80,6 +88,14 @@ def summary_metrics(labels, scores, threshold: float, purity_min: float, fprs, k
     for f in fprs:
         out[cm.fpr_key(f)] = tpr_at_fpr(labels, scores, f)
     return out
+
+
+def _visible(wide, labels, network: str, bands, snr_min: float):
+    """Non-lenses, and lenses whose lensed source has S/N >= ``snr_min`` in ``network``'s bands (None: no S/N)."""
+    snr = tables.lensed_snr(wide, tables.network_band_names(network, tuple(bands)))
+    if not np.any(np.isfinite(snr)):
+        return None
+    return (labels == 0) | (np.nan_to_num(snr, nan=-1.0) >= snr_min)
 
 
 def _gate_options(gate) -> dict:
@@ -158,11 +174,14 @@ def run_evaluate(cfg, predictions_dir: Path, kb: Path | None, out_dir: Path, rep
             "A3": tables.table_a3(wide, networks, sel),
             "A4": tables.table_a4(wide, networks, sel, colour_norm),
             "A5": tables.table_a5(wide, networks, sel),
+            "snr": tables.table_snr(wide, networks, tuple(cfg.base.bands), tuple(e.snr_bins), e.threshold),
         }
         for key, table in t.items():
             table.write(tmp / "tables" / f"table_{key}.ecsv", format="ascii.ecsv")
         per_net = {
-            n: summary_metrics(labels, wide[f"p_{n}"], e.threshold, e.purity_min, e.fprs, keep) for n in networks
+            n: summary_metrics(labels, wide[f"p_{n}"], e.threshold, e.purity_min, e.fprs, keep,
+                               _visible(wide, labels, n, cfg.base.bands, e.visible_snr_min))
+            for n in networks
         }
         red = None if fit is None else {
             "intercept": fit.intercept, "slope": fit.slope, "pivot_mag": fit.pivot,
@@ -186,6 +205,8 @@ def run_evaluate(cfg, predictions_dir: Path, kb: Path | None, out_dir: Path, rep
                                    fig_dir / "figA1_rates_2d.png"),
             figures.fig_red_sequence(wide, fit, fig_dir / "red_sequence.png"),
         ]
+        if np.any(np.isfinite(tables.lensed_snr(wide, tuple(cfg.base.bands)))):
+            figs.append(figures.fig_snr_detection(t["snr"], networks, e.threshold, fig_dir / "snr_detection.png"))
         figs.append(figures.fig11_purity_completeness(
             {n: (labels, np.asarray(wide[f"p_{n}"])) for n in networks}, fig_dir / "fig11_purity_completeness.png",
             e.threshold))
@@ -257,11 +278,34 @@ def _evaluation_blocks(cfg, t, per_net, red, counts, fig_paths, report: Path) ->
     b.append(("h2", "Table A.5 — false negatives by source magnitude, theta_E and source redshift"))
     a5_cols = ["lens"] + [f"{n}_{s}" for n in nets for s in ("fn", "fn_over_tp", "fn_rate")]
     b.append(("table", *side_by_side(t["A5"], pt["A5"], a5_cols)))
+    b.append(("h2", "Detection against the lensed source's signal-to-noise ratio (not in the paper)"))
+    snr = t["snr"]
+    if sum(float(np.sum(snr[f"{n}_n"][:-1])) for n in nets) == 0:  # no lens has an S/N (the last row is "all")
+        b.append(("p", "The KB has no `lensed_snr_<band>` columns (built before they existed): no S/N table."))
+    else:
+        b.append(("p", "S/N: the matched-filter signal-to-noise ratio of the noiseless lensed source in the cutout "
+                       "against the background noise, in quadrature over the bands each network sees "
+                       "(simulate: `lensed_snr_<band>`). It ignores the lens galaxy's light, so it is an upper bound "
+                       "on what can be seen; below ~5 the arcs are invisible. Per bin: number of lenses, "
+                       f"completeness at p >= {e.threshold:g} (per cent) and the AUC of the bin's lenses against "
+                       "every non-lens."))
+        header = ["S/N bin"] + [f"{n} {k}" for n in nets for k in ("n", "compl", "AUC")]
+        rows = []
+        for r in snr:
+            cells = [r["row"]]
+            for n in nets:
+                cells += [f"{int(r[f'{n}_n'])}", fmt(r[f"{n}_completeness"], 1), fmt(r[f"{n}_auc"], 3)]
+            rows.append(cells)
+        b.append(("table", header, rows))
     b.append(("h2", "Threshold-free metrics"))
-    keys = ["auc", f"completeness_at_purity_{e.purity_min:g}", "max_f1", "crossing_threshold",
-            *[cm.fpr_key(f) for f in e.fprs]]
+    keys = ["auc", "auc_clean", "auc_visible", "visible_lens_fraction", f"completeness_at_purity_{e.purity_min:g}",
+            "max_f1", "crossing_threshold", *[cm.fpr_key(f) for f in e.fprs]]
+    keys = [k for k in keys if any(k in per_net[n] for n in nets)]
+    b.append(("p", f"`auc_clean`: without the adversarial examples; `auc_visible`: only lenses with S/N >= "
+                   f"{e.visible_snr_min:g} in the network's bands (`visible_lens_fraction` of them), against "
+                   "every non-lens."))
     b.append(("table", ["network", *keys],
-              [[n, *[("not measurable" if per_net[n][k] is None else fmt(per_net[n][k], 3)) for k in keys]]
+              [[n, *[("not measurable" if per_net[n].get(k) is None else fmt(per_net[n][k], 3)) for k in keys]]
                for n in nets]))
     b.append(("h2", "Figures"))
     for p in fig_paths:

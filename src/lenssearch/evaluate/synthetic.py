@@ -38,6 +38,8 @@ def synthetic_kb_metadata(rng: np.random.Generator, n: int, n_folds: int = 3, le
     z_s = np.where(lens, rng.uniform(1.0, 6.0, n), nan)
     src_mag = np.where(lens, rng.uniform(23.5, 29.5, n), nan)
     src_re = np.where(lens, rng.lognormal(np.log(0.2), 0.4, n), nan)
+    # matched-filter S/N of the lensed source (simulate.inject.lensed_snr): brighter sources, larger arcs
+    snr = np.where(lens, 8.0 * 10.0 ** (-0.4 * (src_mag - 27.0)) * np.sqrt(np.nan_to_num(theta, nan=1.0)), nan)
     return Table(
         {
             "id": np.array([f"c{i:06d}" for i in range(n)]),
@@ -51,6 +53,9 @@ def synthetic_kb_metadata(rng: np.random.Generator, n: int, n_folds: int = 3, le
             "source_mag_F606W": src_mag + 0.1,
             "source_mag_F814W": src_mag,
             "source_re_arcsec": src_re,
+            "lensed_snr_F435W": 0.5 * snr,
+            "lensed_snr_F606W": 0.8 * snr,
+            "lensed_snr_F814W": snr,
             "lens_mag_F814W": m_mag[member],
             "lens_color_F606W_F814W": m_col[member],
             "blue_member": blue[member],

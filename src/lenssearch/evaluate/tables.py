@@ -209,3 +209,64 @@ def confusion_matrices(wide: Table, networks: list[str], threshold: float) -> di
     """Row-normalised confusion matrices [[TN, FP], [FN, TP]] per network (Fig. 6, middle panel)."""
     labels = np.asarray(wide["label"])
     return {n: confusion(labels, np.asarray(wide[f"p_{n}"]), threshold).normalised() for n in networks}
+
+
+def network_band_names(network: str, bands: tuple[str, ...]) -> tuple[str, ...]:
+    """The bands a network sees: its own band for a single-band network (``f435w``), else all of ``bands``.
+
+    The same rule as :func:`lenssearch.models.network_bands`, without importing Keras into the evaluation.
+    """
+    upper = [b.upper() for b in bands]
+    return (bands[upper.index(network.upper())],) if network.upper() in upper else tuple(bands)
+
+
+def lensed_snr(wide: Table, bands: tuple[str, ...]) -> np.ndarray:
+    """The lensed source's S/N in ``bands``: the quadrature sum of the KB's ``lensed_snr_<band>`` columns.
+
+    ``lensed_snr_<band>`` is the matched-filter S/N of the noiseless lensed source against the background noise
+    (:func:`lenssearch.simulate.inject.lensed_snr`); the S/N of several bands adds in quadrature. NaN for the
+    non-lenses and where the KB lacks the columns (a KB built before they existed).
+    """
+    cols = [f"lensed_snr_{b}" for b in bands]
+    if any(c not in wide.colnames for c in cols):
+        return np.full(len(wide), np.nan)
+    values = np.stack([np.asarray(wide[c], dtype=float) for c in cols])
+    return np.sqrt(np.sum(values**2, axis=0))
+
+
+def snr_bin_labels(edges: tuple[float, ...]) -> list[str]:
+    """``snr_0_5``, ``snr_5_10``, ..., ``snr_ge_100`` for edges (0, 5, 10, ..., 100): the last bin is open."""
+    labels = [f"snr_{_fmt(lo)}_{_fmt(hi)}" for lo, hi in zip(edges[:-1], edges[1:])]
+    return [*labels, f"snr_ge_{_fmt(edges[-1])}"]
+
+
+def table_snr(wide: Table, networks: list[str], bands: tuple[str, ...], edges: tuple[float, ...],
+              threshold: float) -> Table:
+    """Detection against the lensed source's S/N in each network's bands (not in the paper: our diagnosis).
+
+    One row per S/N bin (``edges``; the last bin is open); per network: the number of lenses in the bin (their
+    S/N is measured in that network's bands, so the bins differ between networks), the completeness at
+    ``threshold`` in per cent, and the AUC of the bin's lenses against every non-lens (NaN for an empty bin).
+    A row ``all`` closes the table. It tells a network that misses arcs it could see from one that is asked to
+    find arcs nobody could see.
+    """
+    from lenssearch.evaluate.metrics import roc_auc
+
+    labels = np.asarray(wide["label"])
+    neg = labels == 0
+    names = snr_bin_labels(tuple(edges))
+    rows = [{"row": n} for n in [*names, "all"]]
+    for net in networks:
+        p = np.asarray(wide[f"p_{net}"], dtype=float)
+        snr = lensed_snr(wide, network_band_names(net, bands))
+        lo = np.asarray([*edges], dtype=float)
+        hi = np.asarray([*edges[1:], np.inf], dtype=float)
+        masks = [(labels == 1) & (snr >= a) & (snr < b) for a, b in zip(lo, hi)] + [labels == 1]
+        for row, m in zip(rows, masks):
+            n = int(m.sum())
+            row[f"{net}_n"] = float(n)
+            row[f"{net}_completeness"] = 100.0 * float(np.mean(p[m] >= threshold)) if n else np.nan
+            both = m | neg
+            row[f"{net}_auc"] = roc_auc(labels[both], p[both]) if n and neg.any() else np.nan
+    columns = ["row"] + [f"{n}_{s}" for n in networks for s in ("n", "completeness", "auc")]
+    return Table(rows=rows, names=columns)

@@ -35,7 +35,8 @@ from lenssearch.io import atomic_path
 REQUIRED_COLUMNS = (
     "id", "label", "field", "member_id", "theta_e_arcsec", "z_s", "source_mag_F435W", "source_mag_F606W",
     "source_mag_F814W", "source_re_arcsec", "sersic_n", "axis_ratio", "position_angle_deg", "magnification",
-    "n_images", "lens_mag_F814W", "lens_color_F606W_F814W",
+    "n_images", "lens_mag_F814W", "lens_color_F606W_F814W", "lensed_snr_F435W", "lensed_snr_F606W",
+    "lensed_snr_F814W",
 )
 STRING_COLUMNS = ("id", "field", "member_id")
 #: Cutouts copied per block while streaming.
