@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from lenssearch.cli import app
@@ -39,6 +40,16 @@ def test_evaluate_verb_writes_report_beside_the_paper(synthetic, mlflow_store, t
     vgg_m = metrics["networks"]["vgg"]
     assert vgg_m["auc_visible"] > vgg_m["auc"] and vgg_m["auc_clean"] > vgg_m["auc"]
     assert 0 < vgg_m["visible_lens_fraction"] < 1
+    from sklearn.metrics import roc_auc_score
+
+    from lenssearch.evaluate.stages import load_wide
+
+    w = load_wide(preds, list(metrics["networks"]), kb)
+    mag = np.asarray(w["lens_mag_F814W"], float)
+    ok = np.isfinite(mag)
+    expected = roc_auc_score(np.asarray(w["label"])[ok], -mag[ok])
+    assert metrics["host_baseline"]["lens_brightness_auc"] == pytest.approx(expected)
+    assert "Host baseline" in text
     for key in ("A1", "A2", "A3", "A4", "A5", "snr"):
         assert (out / "tables" / f"table_{key}.ecsv").exists()
     runs = mlflow.search_runs(experiment_names=["lenssearch-evaluation"], filter_string="tags.kind = 'network'")
