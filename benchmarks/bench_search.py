@@ -11,14 +11,15 @@ Figures printed:
 - the same ratio for each model of ``--model``: the champion (``models:/lenssearch@champion`` in the project's
   MLflow store, when it exists) and a bare single demo-size VGG (``lenssearch.models.build_model('vgg',
   train.network)``, untrained: the same cost per cutout); and, without ``--quick``, the paper-size VGG;
-- resident memory (peak RSS, VmHWM, of a fresh process per search) for FITS catalogues of 10^4, 10^5 and
-  3 x 10^5 positions (read lazily, see ``search.inputs.FitsCatalogue``; 10^6 takes ~10 minutes on two loaded
-  cores: ``--sizes 1e4,1e5,1e6``), the slope in bytes per position and a verdict (flat: less than 50 MB from
-  10^4 to 10^5), with the great-expectations pass and without it. With it, the suite runs in the search's worker
-  process: its peak RSS (sampled) is printed and added to the search process's for the slope and the verdicts, so
-  that memory moved to the worker is still counted. The smallest search is over in seconds, before the allocators
-  reach their steady state: the slope between the two largest sizes is the honest verdict (run ``--sizes
-  10000,100000,300000``). These searches use a cheap real Keras model
+- resident memory (peak RSS, VmHWM, of a fresh process per search, and its RSS at the end) for FITS catalogues
+  of 10^4, 10^5 and 3 x 10^5 positions (read lazily, see ``search.inputs.FitsCatalogue``; add 10^6 with
+  ``--sizes 1e4,1e5,3e5,1e6``), with the great-expectations pass and without it. With it, the suite runs in the
+  search's worker process: its peak RSS (sampled) is printed and added to the search process's for the slope and
+  the verdict, so that memory moved to the worker is still counted. The verdict is on the slope in bytes per
+  position between the two largest sizes (the smallest search is over in seconds, before the allocators reach
+  their steady state), extrapolated to a survey of 10^8 positions: "flat" only if it adds less than 100 MB there
+  (a slope under ~1 byte per position), otherwise "GROWS"; a slope within the run-to-run noise of the peak (a few
+  MB) reads as growth too, so the verdict errs on the side of "GROWS". These searches use a cheap real Keras model
   (a central-crop mean and a sigmoid) so that the largest runs in minutes: the model's own memory is per batch,
   the same at every size, and what could grow with the catalogue is the search's bookkeeping, which this
   measures. The first model of ``--model`` is also measured at 10^4 and 10^5 positions.
@@ -27,7 +28,7 @@ The threshold is set at the 98th percentile of each model's scores, so that 2% o
 clean (HOLISMOKES XVI clean the top-ranked candidates only).
 
 Usage: ``python benchmarks/bench_search.py [--quick] [--model champion,vgg] [--sizes 10000,100000,1000000]``
-(``make bench``).
+(``make bench``); ``--memory-only [--sizes ...]`` for the memory runs alone.
 """
 
 from __future__ import annotations
@@ -296,20 +297,35 @@ def memory(cfg, field: Path, kind: str, sizes, threshold: float, ge: bool = True
                   if ge else "")
         print(f"  {r['n']:>8d} positions:  {r['peak_rss_mb']:8.1f} MB peak (at the end {r['end_rss_mb']:.1f}){worker}  "
               f"({r['seconds']:.0f} s, {r['n'] / r['seconds']:.1f} cutouts/s, {r['n_candidates']} candidates)")
+    memory_verdict(rows)
+
+
+#: A survey search: the catalogue size the slope is extrapolated to, and the growth allowed there.
+SURVEY_POSITIONS = 1e8
+SURVEY_ALLOWED_MB = 100.0
+
+
+def memory_verdict(rows: list[dict]) -> str:
+    """Print the slopes of peak and end RSS (search process plus great-expectations worker: memory moved to the
+    worker is still memory) between the two largest sizes and the verdict; returns "flat" or "GROWS"."""
+    rows = sorted(rows, key=lambda r: r["n"])
     n = np.array([r["n"] for r in rows], float)
-    # the verdict is on the search process plus the great-expectations worker (its memory moved, not vanished)
-    rss = np.array([r["peak_rss_mb"] + r["ge_worker_peak_mb"] for r in rows]) * 2**20
-    slope = float(np.polyfit(n, rss, 1)[0]) if len(rows) > 1 else float("nan")
-    print(f"  slope (least squares):  {slope:8.1f} bytes per position")
-    if len(rows) > 2:  # the smallest search is over in seconds, before the allocators reach their steady state
-        tail = float((rss[-1] - rss[-2]) / (n[-1] - n[-2]))
-        print(f"  slope between the two largest sizes: {tail:8.1f} bytes per position "
-              f"({'flat within noise' if abs(tail) * 1e5 < 50 * 2**20 else 'GROWS'}: < 524 bytes per position)")
-    by_n = {r["n"]: r["peak_rss_mb"] + r["ge_worker_peak_mb"] for r in rows}
-    if 10_000 in by_n and 100_000 in by_n:
-        growth = by_n[100_000] - by_n[10_000]
-        verdict = "flat within noise" if growth < 50.0 else "GROWS with the catalogue"
-        print(f"  growth 10^4 -> 10^5 positions: {growth:+.1f} MB: {verdict} (goal < 50 MB)")
+    peak = np.array([r["peak_rss_mb"] + r["ge_worker_peak_mb"] for r in rows]) * 2**20
+    end = np.array([r["end_rss_mb"] for r in rows]) * 2**20
+    if len(rows) < 2 or n[-1] == n[-2]:
+        print("  (two sizes at least are needed for a slope)")
+        return "GROWS"
+    # the smallest search is over in seconds, before the allocators reach their steady state: the two largest
+    slope = float((peak[-1] - peak[-2]) / (n[-1] - n[-2]))
+    slope_end = float((end[-1] - end[-2]) / (n[-1] - n[-2]))
+    survey_mb = slope * (SURVEY_POSITIONS - n[-1]) / 2**20
+    verdict = "flat" if survey_mb < SURVEY_ALLOWED_MB else "GROWS"
+    print(f"  slope of the peak between {n[-2]:.0f} and {n[-1]:.0f} positions: {slope:8.2f} bytes per position "
+          f"(RSS at the end: {slope_end:8.2f})")
+    print(f"  extrapolated to {SURVEY_POSITIONS:.0e} positions: {survey_mb:+.0f} MB -> {verdict} "
+          f"(flat only if < {SURVEY_ALLOWED_MB:.0f} MB, i.e. < {SURVEY_ALLOWED_MB * 2**20 / SURVEY_POSITIONS:.2f} "
+          "bytes per position)")
+    return verdict
 
 
 def main() -> None:
@@ -318,6 +334,9 @@ def main() -> None:
     parser.add_argument("--model", default="champion,vgg",
                         help="comma-separated models for the throughput ratio: champion, vgg, tiny")
     parser.add_argument("--sizes", default=None, help="catalogue sizes for the memory runs (tiny model)")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the memory runs (tiny model, --threshold, default 2.0: no candidate), with and "
+                             "without great-expectations")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--field", help=argparse.SUPPRESS)
     parser.add_argument("--threshold", type=float, help=argparse.SUPPRESS)
@@ -339,9 +358,15 @@ def main() -> None:
     if args.sizes:
         sizes = tuple(int(float(v)) for v in args.sizes.split(","))
     else:
-        sizes = (1000, 10000) if args.quick else (10_000, 100_000, 300_000)
+        sizes = (1000, 10000) if args.quick else (10_000, 100_000, 300_000)  # --sizes ...,1e6 for 10^6
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         field = make_field(Path(tmp) / "field", bands)
+        if args.memory_only:
+            threshold = 2.0 if args.threshold is None else args.threshold
+            print(f"{FIELD_PIXELS}x{FIELD_PIXELS} pixel field, {len(bands)} bands; memory only, threshold {threshold}")
+            memory(cfg, field, "tiny", sizes, threshold)
+            memory(cfg, field, "tiny", sizes, threshold, ge=False)
+            return
         print(f"{FIELD_PIXELS}x{FIELD_PIXELS} pixel field, {len(bands)} bands; "
               "throughput measured on this machine as it is (other jobs included)")
         thresholds = {}

@@ -370,3 +370,38 @@ def test_killed_search_leaves_no_file_that_looks_complete(field, tmp_path):
     names = {p.name for p in out.iterdir()}
     assert not names & {"scores.ecsv", "candidates.ecsv", "counts.ecsv", "metrics.json", "gallery"}
     assert all(name.startswith(".") for name in names)
+
+
+def test_model_sees_one_batch_shape_and_buffers_are_reused(field, keras_model, cfg):
+    """Issue 6 (memory): the model gets batches of one shape (valid cutouts first, zeros after: a runtime keeps
+    state per input shape), the cutouts are cut into a fixed pool of buffers, and the scores are those of the
+    unpadded cutouts."""
+    shapes, buffers = [], set()
+
+    def predict(x):
+        shapes.append(x.shape)
+        buffers.add(x.__array_interface__["data"][0])
+        return keras_model.predict_on_batch(x)
+
+    with open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
+        res = stream_scores(inp, Scorer(predict, "keras:tiny"), cfg, None, progress=False)
+        ref = stream_scores(inp, Scorer(keras_model.predict_on_batch, "k"), with_search(cfg, batch_size=1000),
+                            None, progress=False)
+    assert set(shapes) == {(cfg.search.batch_size, *shapes[0][1:])}
+    assert len(buffers) <= cfg.search.prefetch_batches + 2
+    np.testing.assert_allclose(res.score, ref.score, rtol=1e-6, equal_nan=True)
+    assert list(res.status) == list(ref.status) and list(res.validation) == list(ref.validation)
+
+
+def test_cut_into_a_reused_buffer_is_the_fresh_cut(field):
+    """FieldImages.cut(out=...) overwrites every pixel (off-image cutouts zero, edge cutouts zero-padded)."""
+    with FieldImages.from_field_dir(field, BANDS) as images:
+        x = np.array([250.0, 10.0, -200.0, 499.0, 100.0])
+        y = np.array([250.0, 250.0, 250.0, 10.0, 450.0])
+        fresh, inside = images.cut(x, y, 64)
+        buf = np.full((len(x), 64, 64, len(BANDS)), 7.0, dtype=np.float32)
+        cut, inside2 = images.cut(x, y, 64, out=buf)
+        assert cut is buf
+        np.testing.assert_array_equal(np.isnan(cut), np.isnan(fresh))
+        np.testing.assert_array_equal(np.nan_to_num(cut), np.nan_to_num(fresh))
+        np.testing.assert_array_equal(inside, inside2)

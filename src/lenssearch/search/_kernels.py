@@ -18,15 +18,16 @@ def _bswap32(v):
 
 
 @numba.njit(nogil=True, cache=True)
-def _cut3(s0, s1, s2, swap, ya, xa, size, out):
+def _cut3(s0, s1, s2, swap, ya, xa, size, dest, out):
     for i in range(ya.size):
         y0 = ya[i]
         x0 = xa[i]
+        d = dest[i]
         for r in range(size):
             a0 = s0[y0 + r, x0 : x0 + size]
             a1 = s1[y0 + r, x0 : x0 + size]
             a2 = s2[y0 + r, x0 : x0 + size]
-            o = out[i, r]
+            o = out[d, r]
             if swap:
                 for c in range(size):
                     o[3 * c] = _bswap32(a0[c])
@@ -48,10 +49,15 @@ def usable(data: list[np.ndarray]) -> bool:
     )
 
 
-def cut3(data: list[np.ndarray], ya: np.ndarray, xa: np.ndarray, size: int, out: np.ndarray) -> None:
-    """Fill ``out[k]`` (float32, n x size x size x 3, C-contiguous) with the cutouts whose top-left pixel is
-    ``(ya[k], xa[k])``, wholly inside the images ``data`` (see :func:`usable`)."""
+def cut3(
+    data: list[np.ndarray], ya: np.ndarray, xa: np.ndarray, size: int, out: np.ndarray, dest: np.ndarray | None = None
+) -> None:
+    """Fill ``out[dest[k]]`` (float32, N x size x size x 3, C-contiguous; ``dest`` defaults to ``k``) with the
+    cutouts whose top-left pixel is ``(ya[k], xa[k])``, wholly inside the images ``data`` (see :func:`usable`)."""
     words = [np.asarray(d).view(np.uint32) for d in data]
     flat = out.view(np.uint32).reshape(len(out), size, size * 3)
+    dest = np.arange(len(ya), dtype=np.int64) if dest is None else np.ascontiguousarray(dest, np.int64)
+    if len(dest) != len(ya) or (len(dest) and (dest.min() < 0 or dest.max() >= len(out))):
+        raise ValueError("cut3: dest must give one row of out per cutout")
     _cut3(words[0], words[1], words[2], not data[0].dtype.isnative, np.ascontiguousarray(ya, np.int64),
-          np.ascontiguousarray(xa, np.int64), size, flat)
+          np.ascontiguousarray(xa, np.int64), size, dest, flat)

@@ -211,11 +211,20 @@ class FieldImages:
             ok = self._kernel = _kernels.usable(self.data)
         return ok
 
-    def cut(self, x: np.ndarray, y: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    def cut(
+        self, x: np.ndarray, y: np.ndarray, size: int, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Cut ``size`` x ``size`` cutouts centred on pixel positions, in all bands.
 
         The cutout's pixel ``size // 2`` (both axes) is the image pixel nearest to the position. Pixels off the
         image are zero; the returned fraction says how much of each cutout lies on the image.
+
+        Parameters
+        ----------
+        out
+            Optional float32 C-contiguous n x size x size x B array to cut into (every pixel is overwritten), so
+            that a search reuses a few batch buffers instead of allocating one per batch (its resident memory
+            then stays the same batch after batch); returned as the cutouts.
 
         Returns
         -------
@@ -226,7 +235,11 @@ class FieldImages:
         y = np.atleast_1d(np.asarray(y, float))
         n = x.size
         ny, nx = self.shape
-        out = np.zeros((n, size, size, len(self.bands)), dtype=np.float32)  # zero: cutouts off the image
+        shape = (n, size, size, len(self.bands))
+        if out is None:
+            out = np.zeros(shape, dtype=np.float32)  # zero: cutouts off the image
+        elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"cut: out must be a C-contiguous float32 array of shape {shape}")
         inside = np.zeros(n)
         half = size // 2
         x0 = np.floor(x + 0.5).astype(np.int64) - half
@@ -236,6 +249,7 @@ class FieldImages:
         on = (xb > xa) & (yb > ya)
         inside[on] = (xb - xa)[on] * (yb - ya)[on] / size**2
         full = on & (inside == 1.0)
+        out[~on] = 0.0  # cutouts wholly off the image (the others are overwritten below, zero-padded at edges)
         # Cutouts inside the image: one gather per band from a sliding-window view of the memory map (numpy's C
         # loop, byte-swapping the FITS big-endian data on the way); cutouts off the edge: one by one, zero-padded.
         full_rows = np.flatnonzero(full)
@@ -244,12 +258,9 @@ class FieldImages:
         if len(full_rows) and self._kernel_ok():  # three bands: one numba pass, no interpreter lock
             from lenssearch.search import _kernels
 
-            if len(full_rows) == n:
-                _kernels.cut3(self.data, ya, xa, size, out)
-            else:
-                part = np.empty((len(full_rows), size, size, 3), dtype=np.float32)
-                _kernels.cut3(self.data, ya[full_rows], xa[full_rows], size, part)
-                out[full_rows] = part
+            # straight into ``out`` (no intermediate array of the full cutouts, then a scatter)
+            dest = None if len(full_rows) == n else full_rows
+            _kernels.cut3(self.data, ya[full_rows], xa[full_rows], size, out, dest)
             full_rows = full_rows[:0]
         for b, data in enumerate(self.data):
             if len(full_rows):

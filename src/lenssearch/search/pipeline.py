@@ -51,7 +51,7 @@ from lenssearch.search.inputs import (
     position_rows,
     read_positions,
 )
-from lenssearch.search.scoring import Scorer, load_scorer
+from lenssearch.search.scoring import Scorer, Scores, load_scorer
 from lenssearch.search.validation import (
     ValidationContext,
     failure_labels,
@@ -517,12 +517,89 @@ class _ExpectationChunks:
         self._close_thread()
 
 
-def _produce(inp: SearchInput, s, ctx: ValidationContext, chunk_rows: int) -> Iterator:
+#: Allocations of at least this many bytes are memory-mapped by glibc's malloc, and returned to the system when
+#: freed, during a search (:func:`fix_malloc_mmap_threshold`).
+MALLOC_MMAP_THRESHOLD = 1 << 20
+
+_MALLOC_FIXED = False
+
+
+def fix_malloc_mmap_threshold(threshold: int = MALLOC_MMAP_THRESHOLD) -> bool:
+    """Fix glibc malloc's mmap threshold (``mallopt(M_MMAP_THRESHOLD)``; process-wide, once; elsewhere a no-op).
+
+    glibc raises its threshold each time a memory-mapped block up to 32 MB is freed, after which blocks of that
+    size come from the heap instead; the search frees such blocks (validation temporaries, the model runtime's
+    tensors) batch after batch, from several threads, and the heap fragments: anonymous resident memory crept up
+    by ~30 MB over 2 x 10^5 positions with a Keras model, and stayed flat with ``MALLOC_MMAP_THRESHOLD_=1048576``
+    in the environment from the process start. Over 10^6 positions ~30 bytes per position are still left (10^5
+    -> 10^6, set here or in the environment alike; open, issue 6). Returns whether the setting was applied.
+    """
+    global _MALLOC_FIXED
+    if _MALLOC_FIXED:
+        return True
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to fix
+        return False
+    m_mmap_threshold = -3  # malloc.h
+    _MALLOC_FIXED = bool(mallopt(ctypes.c_int(m_mmap_threshold), ctypes.c_int(int(threshold))))
+    return _MALLOC_FIXED
+
+
+class _PoolClosed(Exception):
+    """The consumer of the batches has gone: the producer stops."""
+
+
+class _BufferPool:
+    """A fixed number of batch buffers (``batch_size`` x S x S x B float32), reused batch after batch.
+
+    The producer cuts each batch into a free buffer and the consumer hands it back once the batch is scored. With
+    a new array per batch, each batch's pages were mapped, touched and unmapped again, and how many batches were
+    alive at the peak depended on the timing of the two threads: the peak resident memory crept up with the
+    number of batches (the longer the search, the likelier the worst overlap). With the pool it is the same at
+    every size: ``count`` buffers, allocated and touched (so resident) when the pool is made; a buffer first
+    touched late in a search would otherwise show as a late step in its resident memory.
+    """
+
+    def __init__(self, count: int, shape: tuple[int, ...]):
+        self.count, self.shape = count, shape
+        self._free: queue.Queue = queue.Queue()
+        for _ in range(count):
+            buf = np.empty(shape, dtype=np.float32)
+            buf.fill(0.0)  # resident from now on (np.zeros would map pages lazily)
+            self._free.put(buf)
+        self.closed = threading.Event()
+
+    def acquire(self) -> np.ndarray:
+        while True:
+            try:
+                return self._free.get(timeout=0.1)
+            except queue.Empty:
+                if self.closed.is_set():
+                    raise _PoolClosed() from None
+
+    def release(self, buf: np.ndarray | None) -> None:
+        if buf is not None:
+            self._free.put(buf)
+
+
+def _produce(
+    inp: SearchInput, s, ctx: ValidationContext, chunk_rows: int, pool: _BufferPool | None = None
+) -> Iterator:
     """The producer of :func:`iter_scored_chunks`: chunk descriptions and validated batches, in row order.
 
     Each chunk of ``chunk_rows`` catalogue rows is read (lazily for a FITS catalogue), its pixel positions computed
     and yielded as a :class:`ScoredChunk` before the batches that cut its rows. Batches are full
-    (``search.batch_size`` cutouts, possibly from two chunks) except the last.
+    (``search.batch_size`` cutouts, possibly from two chunks) except the last. A batch item is
+    ``(batch, stats, failed, buffer)``: a field's cutouts are cut into a buffer of ``pool`` (None for a stack),
+    which the consumer hands back with :meth:`_BufferPool.release` once it has scored the batch.
     """
     n = len(inp.positions)
     size = s.cutout_pixels if inp.images is not None else inp.stack.size
@@ -537,13 +614,22 @@ def _produce(inp: SearchInput, s, ctx: ValidationContext, chunk_rows: int) -> It
         buf_rows, buf_x, buf_y = [rows[k:]], [x[k:]], [y[k:]]
         buffered -= k
         rows, x, y = rows[:k], x[:k], y[:k]
+        buf = None
         if inp.images is not None:
-            cutouts, inside = inp.images.cut(x, y, size)
+            buf = pool.acquire() if pool is not None else None
+            try:
+                cutouts, inside = inp.images.cut(x, y, size, out=None if buf is None else buf[:k])
+            except BaseException:
+                if pool is not None:
+                    pool.release(buf)
+                raise
         else:  # a stack: every row is a cutout, the rows of a batch are consecutive
             cutouts, inside = inp.stack.read(int(rows[0]), int(rows[-1]) + 1), np.ones(k)
+            # the consumer moves the valid cutouts in place: an array of our own (a copy only if the read is a view)
+            cutouts = np.require(cutouts, np.float32, ["C_CONTIGUOUS", "WRITEABLE", "OWNDATA"])
         batch = Batch(index=rows, cutouts=cutouts, inside_fraction=inside)
         stats, failed = validate_batch(batch.cutouts, ctx)
-        return batch, stats, failed
+        return batch, stats, failed, buf
 
     for start in range(0, n, chunk_rows):
         stop = min(start + chunk_rows, n)
@@ -629,7 +715,10 @@ def iter_scored_chunks(
             yield c
 
     expectations = _ExpectationChunks(ctx, cfg.validate, s.ge_chunk_rows, tally, apply_verdict)
-    items = prefetch(_produce(inp, s, ctx, chunk_rows), s.prefetch_batches)
+    fix_malloc_mmap_threshold()
+    # batches in flight: those queued (prefetch_batches), the one the producer cuts, the one the model scores
+    pool = _BufferPool(max(s.prefetch_batches, 0) + 2, (s.batch_size, size, size, len(inp.bands)))
+    items = prefetch(_produce(inp, s, ctx, chunk_rows, pool), s.prefetch_batches)
     try:
         with tqdm(total=len(inp.positions), desc="search", unit="row", disable=not progress, mininterval=2.0) as bar:
             for item in items:
@@ -637,8 +726,12 @@ def iter_scored_chunks(
                     open_chunks.append(item)
                     bar.update(len(item.positions) - item.remaining)
                 else:
-                    _score_batch(inp, scorer, s, measure_above, item, chunks_of, expectations)
+                    try:
+                        _score_batch(inp, scorer, s, measure_above, item, chunks_of, expectations)
+                    finally:
+                        pool.release(item[3])
                     bar.update(len(item[0].index))
+                    del item  # nothing of the batch outlives its buffer's return to the pool
                 yield from ready()
             expectations.finish()
         yield from ready()
@@ -648,17 +741,38 @@ def iter_scored_chunks(
         expectations.abort()
         raise
     finally:
+        pool.closed.set()  # a producer waiting for a buffer stops
         items.close()
 
 
 def _score_batch(inp, scorer, s, measure_above, item, chunks_of, expectations) -> None:
-    """Score one validated batch into its chunks; measure its candidates while the cutouts are in memory."""
-    batch, stats, failed = item
+    """Score one validated batch into its chunks; measure its candidates while the cutouts are in memory.
+
+    The batch's cutouts are the search's own (a buffer of the pool, or a stack's read): the valid ones are moved to
+    the front in place rather than copied into a new array, and the model is given the same shape every time
+    (the whole buffer, or the stack's batch): the valid cutouts, then zero cutouts whose scores are dropped. A
+    model's runtime keeps state for every input shape it has seen (Keras/TensorFlow: about 0.5 MB each); with one
+    shape per number of valid cutouts, a longer search met more of the ``batch_size`` possible shapes and its
+    resident memory grew with the field.
+    """
+    batch, stats, failed, buf = item
     ok = ~np.any(np.column_stack(list(failed.values())), axis=1)
     idx = batch.index
     labels = np.asarray(failure_labels(failed), dtype=object)
-    cut = batch.cutouts[ok] if not ok.all() else batch.cutouts
-    scores = scorer.score(cut)
+    cut = batch.cutouts
+    n_ok = int(ok.sum())
+    if n_ok < len(cut):
+        for j, i in enumerate(np.flatnonzero(ok)):  # in order, so a row is never overwritten before it is moved
+            if i != j:
+                cut[j] = cut[i]
+    if n_ok == 0:
+        scores = scorer.score(cut[:0])
+    else:
+        full = buf if buf is not None else cut  # the whole buffer: the last batch too
+        full[n_ok:] = 0.0
+        scores = scorer.score(full)
+        scores = Scores(scores.main[:n_ok], {name: v[:n_ok] for name, v in scores.members.items()})
+    cut = cut[:n_ok]
     score = np.full(len(idx), np.nan)
     score[ok] = scores.main
     members = {}
