@@ -517,42 +517,6 @@ class _ExpectationChunks:
         self._close_thread()
 
 
-#: Allocations of at least this many bytes are memory-mapped by glibc's malloc, and returned to the system when
-#: freed, during a search (:func:`fix_malloc_mmap_threshold`).
-MALLOC_MMAP_THRESHOLD = 1 << 20
-
-_MALLOC_FIXED = False
-
-
-def fix_malloc_mmap_threshold(threshold: int = MALLOC_MMAP_THRESHOLD) -> bool:
-    """Fix glibc malloc's mmap threshold (``mallopt(M_MMAP_THRESHOLD)``; process-wide, once; elsewhere a no-op).
-
-    glibc raises its threshold each time a memory-mapped block up to 32 MB is freed, after which blocks of that
-    size come from the heap instead; the search frees such blocks (validation temporaries, the model runtime's
-    tensors) batch after batch, from several threads, and the heap fragments: anonymous resident memory crept up
-    by ~30 MB over 2 x 10^5 positions with a Keras model, and stayed flat with ``MALLOC_MMAP_THRESHOLD_=1048576``
-    in the environment from the process start. Over 10^6 positions ~30 bytes per position are still left (10^5
-    -> 10^6, set here or in the environment alike; open, issue 6). Returns whether the setting was applied.
-    """
-    global _MALLOC_FIXED
-    if _MALLOC_FIXED:
-        return True
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to fix
-        return False
-    m_mmap_threshold = -3  # malloc.h
-    _MALLOC_FIXED = bool(mallopt(ctypes.c_int(m_mmap_threshold), ctypes.c_int(int(threshold))))
-    return _MALLOC_FIXED
-
-
 class _PoolClosed(Exception):
     """The consumer of the batches has gone: the producer stops."""
 
@@ -715,7 +679,6 @@ def iter_scored_chunks(
             yield c
 
     expectations = _ExpectationChunks(ctx, cfg.validate, s.ge_chunk_rows, tally, apply_verdict)
-    fix_malloc_mmap_threshold()
     # batches in flight: those queued (prefetch_batches), the one the producer cuts, the one the model scores
     pool = _BufferPool(max(s.prefetch_batches, 0) + 2, (s.batch_size, size, size, len(inp.bands)))
     items = prefetch(_produce(inp, s, ctx, chunk_rows, pool), s.prefetch_batches)
