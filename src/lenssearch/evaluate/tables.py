@@ -14,7 +14,7 @@ import numpy as np
 from astropy.table import Table
 
 from lenssearch.evaluate.lts import LineFit, lts_linefit
-from lenssearch.evaluate.metrics import METRIC_NAMES, box_statistics, classification_metrics, confusion
+from lenssearch.evaluate.metrics import METRIC_NAMES, box_statistics, classification_metrics, confusion, roc_auc
 
 
 @dataclass(frozen=True)
@@ -250,8 +250,6 @@ def table_snr(wide: Table, networks: list[str], bands: tuple[str, ...], edges: t
     A row ``all`` closes the table. It tells a network that misses arcs it could see from one that is asked to
     find arcs nobody could see.
     """
-    from lenssearch.evaluate.metrics import roc_auc
-
     labels = np.asarray(wide["label"])
     neg = labels == 0
     names = snr_bin_labels(tuple(edges))
