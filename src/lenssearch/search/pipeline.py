@@ -5,7 +5,8 @@
 band images, validate (:mod:`~lenssearch.search.validation`), score with the model
 (:mod:`~lenssearch.search.scoring`); a producer thread cuts and validates the next batches while the model scores
 the current one, through a queue of ``prefetch_batches``. Each chunk's per-position results, once judged by the
-great-expectations pass, are appended to a temporary ``scores.ecsv`` and forgotten; only the candidates are kept.
+great-expectations pass, are handed to a writer process that appends them to a temporary ``scores.ecsv``
+(:mod:`~lenssearch.search.writer`), and forgotten; only the candidates are kept.
 So memory holds a few batches and chunks whatever the size of the field. As HOLISMOKES XVI (Schuldt et al. 2025, Sect. 3) argue, only the candidates above the threshold are
 then measured and cleaned (:mod:`~lenssearch.search.cleaning`), and duplicates within 2" are removed. Every stage's
 count is kept (the analogue of their Table 1). Outputs, each written to a temporary name and renamed:
@@ -59,6 +60,7 @@ from lenssearch.search.validation import (
     run_expectations,
     validate_batch,
 )
+from lenssearch.search.writer import WRITE_CHUNK_ROWS, EcsvAppender, ScoresWriter
 
 #: Default threshold when neither the configuration nor the model version gives one (Angora et al. 2023, 4.1).
 DEFAULT_THRESHOLD = 0.5
@@ -885,41 +887,6 @@ def _log_run(run_name, params, metrics, files, tracking_uri, artifact_root) -> N
         tracking.log_artifacts(files)
 
 
-#: Rows per chunk when writing a catalogue: astropy's ECSV writer holds every line of its input in memory.
-WRITE_CHUNK_ROWS = 5000
-
-
-class EcsvAppender:
-    """Append tables with the same columns to one open ECSV file: the header of the first, the rows of every one.
-
-    Each table is formatted by astropy's ECSV writer, ``chunk_rows`` rows at a time, so the file is exactly what
-    one ``Table.write`` of all the rows would give, while memory holds one chunk. ``meta`` (kept by reference, so
-    it may be completed until the first table is written) goes into the header.
-    """
-
-    def __init__(self, fh, meta: dict | None = None, chunk_rows: int = WRITE_CHUNK_ROWS):
-        self.fh, self.meta, self.chunk_rows = fh, meta if meta is not None else {}, chunk_rows
-        self.header_written = False
-
-    def write(self, table: Table) -> None:
-        import io
-
-        table.meta.update(self.meta)
-        for start in range(0, max(len(table), 1), self.chunk_rows):
-            if self.header_written and start >= len(table):
-                return
-            buf = io.StringIO()
-            table[start : start + self.chunk_rows].write(buf, format="ascii.ecsv")
-            text = buf.getvalue()
-            if self.header_written:
-                lines = text.splitlines(keepends=True)
-                first_data = next(i for i, line in enumerate(lines) if not line.startswith("#")) + 1
-                text = "".join(lines[first_data:])
-            self.fh.write(text)
-            self.header_written = True
-        self.fh.flush()  # on disk as it goes (under a temporary name): nothing waits in memory
-
-
 def _write_table(path: Path, table: Table, chunk_rows: int = WRITE_CHUNK_ROWS) -> None:
     """Write an ECSV catalogue atomically, ``chunk_rows`` rows at a time (see :class:`EcsvAppender`)."""
     with atomic_path(path) as tmp, open(tmp, "w") as out:
@@ -969,6 +936,7 @@ def run_search(
     write_gallery: bool = True,
     progress: bool = True,
     chunk_rows: int = CHUNK_ROWS,
+    write_process: bool = True,
 ) -> SearchResult:
     """Search ``inp`` with a model: score, clean, write the catalogue, the gallery, counts and metrics.
 
@@ -997,6 +965,10 @@ def run_search(
         :data:`lenssearch.tracking.DEFAULT_TRACKING_URI`); ``artifact_root`` likewise for new experiments.
     chunk_rows
         Catalogue rows per chunk of the stream (memory per chunk; the outputs do not depend on it).
+    write_process
+        Append the per-position rows to ``scores.ecsv`` in the writer process
+        (:class:`~lenssearch.search.writer.ScoresWriter`; the file is the same either way): formatting text in the
+        search's own process left its resident memory growing with the field.
     """
     cfg = config.search
     out_dir = Path(out_dir)
@@ -1047,65 +1019,70 @@ def run_search(
     created_out_dir = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with atomic_path(out_dir / "scores.ecsv") as scores_tmp, open(scores_tmp, "w") as scores_file:
-            writer = EcsvAppender(scores_file, meta)
-            for chunk in iter_scored_chunks(inp, scorer, config, threshold, tally, progress, chunk_rows):
-                pos = chunk.positions
-                member_names = list(chunk.members)
-                meta["members"] = member_names
-                status, score = chunk.status, chunk.score
-                n_outside += int(np.sum(status == "outside"))
-                n_invalid += int(np.sum(status == "invalid"))
-                n_scored += int(np.sum(status == "scored"))
-                ra, dec = np.asarray(pos["ra"], float), np.asarray(pos["dec"], float)
-                is_lens = cls = None
-                if planted is not None:
-                    d_row, _ = cleaning.nearest_neighbour(ra, dec, planted_ra, planted_dec)
-                    is_lens = (d_row <= cfg.match_radius_arcsec).astype(int)
-                    d_planted, j = cleaning.nearest_neighbour(planted_ra, planted_dec, ra, dec)
-                    better = d_planted < planted_d
-                    planted_d[better] = d_planted[better]
-                    planted_row[better] = chunk.start + j[better]
-                    planted_score[better] = score[j[better]]
-                elif truth_name is not None:
-                    is_lens = truth_from_positions(pos[[truth_name]])
-                    lens = is_lens == 1
-                    n_lenses += int(lens.sum())
-                    for name, k in zip(*np.unique(classes.lens_class(score[lens], cfg.tp_min, cfg.qtp_min),
-                                                  return_counts=True)):
-                        lens_class_counts[str(name)] += int(k)
-                if is_lens is not None:
-                    cls = np.asarray(classes.truth_class(score, is_lens == 1, cfg.tp_min, cfg.qtp_min), dtype=str)
-                    cls[is_lens < 0] = ""
+        with atomic_path(out_dir / "scores.ecsv") as scores_tmp:
+            writer = ScoresWriter(scores_tmp, meta, use_process=write_process)
+            try:
+                for chunk in iter_scored_chunks(inp, scorer, config, threshold, tally, progress, chunk_rows):
+                    pos = chunk.positions
+                    member_names = list(chunk.members)
+                    meta["members"] = member_names
+                    status, score = chunk.status, chunk.score
+                    n_outside += int(np.sum(status == "outside"))
+                    n_invalid += int(np.sum(status == "invalid"))
+                    n_scored += int(np.sum(status == "scored"))
+                    ra, dec = np.asarray(pos["ra"], float), np.asarray(pos["dec"], float)
+                    is_lens = cls = None
+                    if planted is not None:
+                        d_row, _ = cleaning.nearest_neighbour(ra, dec, planted_ra, planted_dec)
+                        is_lens = (d_row <= cfg.match_radius_arcsec).astype(int)
+                        d_planted, j = cleaning.nearest_neighbour(planted_ra, planted_dec, ra, dec)
+                        better = d_planted < planted_d
+                        planted_d[better] = d_planted[better]
+                        planted_row[better] = chunk.start + j[better]
+                        planted_score[better] = score[j[better]]
+                    elif truth_name is not None:
+                        is_lens = truth_from_positions(pos[[truth_name]])
+                        lens = is_lens == 1
+                        n_lenses += int(lens.sum())
+                        for name, k in zip(*np.unique(classes.lens_class(score[lens], cfg.tp_min, cfg.qtp_min),
+                                                      return_counts=True)):
+                            lens_class_counts[str(name)] += int(k)
+                    if is_lens is not None:
+                        cls = np.asarray(classes.truth_class(score, is_lens == 1, cfg.tp_min, cfg.qtp_min), dtype=str)
+                        cls[is_lens < 0] = ""
 
-                rows = Table()
-                rows["id"] = np.asarray(pos["id"], dtype=str)
-                rows["ra"] = ra
-                rows["dec"] = dec
-                rows["status"] = status
-                rows["validation"] = np.asarray(chunk.validation, dtype=str)
-                rows["score"] = score
-                for m in member_names:
-                    rows[f"score_{m}"] = chunk.members[m]
-                if is_lens is not None:
-                    rows["is_lens"] = is_lens
-                    rows["class"] = cls
-                writer.write(rows)
+                    rows = Table()
+                    rows["id"] = np.asarray(pos["id"], dtype=str)
+                    rows["ra"] = ra
+                    rows["dec"] = dec
+                    rows["status"] = status
+                    rows["validation"] = np.asarray(chunk.validation, dtype=str)
+                    rows["score"] = score
+                    for m in member_names:
+                        rows[f"score_{m}"] = chunk.members[m]
+                    if is_lens is not None:
+                        rows["is_lens"] = is_lens
+                        rows["class"] = cls
+                    writer.write(rows)
 
-                sel = np.flatnonzero((status == "scored") & (score >= threshold))
-                if "kron_radius_arcsec" in pos.colnames:
-                    kron_given = np.asarray(pos["kron_radius_arcsec"], float)[sel]
-                else:
-                    kron_given = np.full(len(sel), np.nan)
-                cands.add({
-                    "row": chunk.start + sel, "id": rows["id"][sel].data if len(sel) else np.zeros(0, str),
-                    "ra": ra[sel], "dec": dec[sel], "score": score[sel], "x_pix": chunk.x_pix[sel],
-                    "y_pix": chunk.y_pix[sel], "inside_fraction": chunk.inside_fraction[sel], "kron_given": kron_given,
-                    "is_lens": is_lens[sel] if is_lens is not None else np.zeros(len(sel), int),
-                    "class": cls[sel] if cls is not None else np.zeros(len(sel), str),
-                    **{f"score_{m}": chunk.members[m][sel] for m in member_names},
-                    **{name: chunk.measurements[name][sel] for name in cleaning.MEASUREMENTS},
-                })
+                    sel = np.flatnonzero((status == "scored") & (score >= threshold))
+                    if "kron_radius_arcsec" in pos.colnames:
+                        kron_given = np.asarray(pos["kron_radius_arcsec"], float)[sel]
+                    else:
+                        kron_given = np.full(len(sel), np.nan)
+                    cands.add({
+                        "row": chunk.start + sel, "id": rows["id"][sel].data if len(sel) else np.zeros(0, str),
+                        "ra": ra[sel], "dec": dec[sel], "score": score[sel], "x_pix": chunk.x_pix[sel],
+                        "y_pix": chunk.y_pix[sel], "inside_fraction": chunk.inside_fraction[sel], "kron_given": kron_given,
+                        "is_lens": is_lens[sel] if is_lens is not None else np.zeros(len(sel), int),
+                        "class": cls[sel] if cls is not None else np.zeros(len(sel), str),
+                        **{f"score_{m}": chunk.members[m][sel] for m in member_names},
+                        **{name: chunk.measurements[name][sel] for name in cleaning.MEASUREMENTS},
+                    })
+                writer.finish()  # every chunk in the file before it is renamed
+            except BaseException:
+                writer.abort()  # nothing is appended once the temporary file is removed
+                raise
             c = cands.table(member_names)
             cand_rows = c["row"]
 
