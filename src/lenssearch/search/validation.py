@@ -7,8 +7,11 @@ background level (lowest corner median, within ``validate.background_max_sigma``
 
 The search applies the same expectations in two ways:
 
-- inline, vectorised over each batch (:func:`cutout_statistics`, :func:`failed_checks`), so that a cutout that
-  fails is skipped before the model sees it, at a small fraction of the model's cost;
+- inline, over each batch (:func:`cutout_statistics`, :func:`failed_checks`), so that a cutout that fails is
+  skipped before the model sees it, at a small fraction of the model's cost: a numba kernel
+  (:func:`lenssearch.search._kernels.cutout_statistics`, one pass over the batch without the interpreter lock)
+  computes the statistics of C-contiguous float32 batches of the expected shape, with the same values, bit for
+  bit, as the numpy reference :func:`_cutout_statistics_numpy` (used for any other input);
 - with great-expectations itself (:func:`run_expectations`: the KB's ``build_expectations`` and ``run_suite``)
   on the per-cutout statistics, accumulated in chunks of ``search.ge_chunk_rows`` rows (a few numbers per cutout,
   so memory stays bounded). Rows that the suite fails are reported as invalid and their scores withdrawn; the
@@ -18,7 +21,8 @@ The statistics differ from the KB's in three respects: pixels that are exactly z
 a field's edge) are left out, so that a cutout at an edge is judged on its data and caught by the ``edge``
 cleaning rule of HOLISMOKES XVI instead; the border noise uses every fourth row of the top and bottom border
 strips (:data:`ROW_STRIDE`); and medians are taken over an odd number of values (one partition, e.g. 143 of a
-corner's 144 pixels). Medians are the costly part of validation.
+corner's 144 pixels; when some of a corner's pixels are left out, the true median of the others, if there are at
+least :data:`BORDER_PIXELS`). Medians are the costly part of validation.
 """
 
 from __future__ import annotations
@@ -75,6 +79,9 @@ class ValidationContext:
 #: for the plausibility range ``validate.noise_ratio_range``.
 ROW_STRIDE = 4
 
+#: Fewest good pixel pairs (of the noise rows) for a noise estimate when some pairs are not usable.
+MIN_NOISE_PAIRS = 50
+
 
 @functools.lru_cache(maxsize=8)
 def _noise_rows(size: int, width: int, stride: int) -> np.ndarray:
@@ -119,7 +126,7 @@ def _band_statistics(cutouts: np.ndarray, b: int, width: int) -> tuple[np.ndarra
         sigma[clean] = _robust_sigma_rows(diff[clean] if not clean.all() else diff)
     for i in np.flatnonzero(~clean):
         d = diff[i][good[i]]
-        if d.size >= 50:
+        if d.size >= MIN_NOISE_PAIRS:
             sigma[i] = _robust_sigma_rows(d[None])[0]
     corners = np.take(flat, _corner_pixels(size, width) * n_bands + b, axis=1)  # n x 4 x width^2
     usable = np.isfinite(corners) & (corners != 0)
@@ -148,29 +155,70 @@ def _finite_fraction(cutouts: np.ndarray) -> np.ndarray:
     return out
 
 
-def cutout_statistics(cutouts: np.ndarray, ctx: ValidationContext) -> dict[str, np.ndarray]:
-    """The KB suite's per-cutout statistics, vectorised over a batch n x S x S x B.
-
-    Columns: ``shape_ok``, ``dtype``, ``finite_fraction`` and per band ``bg_level_<b>``, ``bg_sigma_<b>``,
-    ``noise_ratio_<b>`` (= bg_sigma / expected) and ``bg_level_sigma_<b>`` (= bg_level / expected).
-    """
+def _cutout_statistics_numpy(cutouts: np.ndarray, ctx: ValidationContext) -> dict[str, np.ndarray]:
+    """The reference implementation of :func:`cutout_statistics`, vectorised with numpy (any input)."""
     n = len(cutouts)
-    shape_ok = cutouts.ndim == 4 and cutouts.shape[1:] == (ctx.size, ctx.size, ctx.n_bands)
-    stats: dict[str, np.ndarray] = {
-        "shape_ok": np.full(n, shape_ok),
-        "dtype": np.full(n, str(cutouts.dtype)),
-        "finite_fraction": _finite_fraction(cutouts) if shape_ok else np.isfinite(cutouts).mean(
-            axis=tuple(range(1, cutouts.ndim))),
-    }
+    shape_ok = _shape_ok(cutouts, ctx)
+    stats = _stats_head(cutouts, shape_ok)
+    stats["finite_fraction"] = _finite_fraction(cutouts) if shape_ok else np.isfinite(cutouts).mean(
+        axis=tuple(range(1, cutouts.ndim)))
     for b, band in enumerate(ctx.bands):
         if shape_ok and ctx.size > 2 * BORDER_PIXELS:
             level, sigma = _band_statistics(cutouts, b, BORDER_PIXELS)
         else:
             level, sigma = np.full(n, np.nan), np.full(n, np.nan)
-        stats[f"bg_level_{band}"] = level
-        stats[f"bg_sigma_{band}"] = sigma
-        stats[f"noise_ratio_{band}"] = sigma / ctx.noise_sigma[b]
-        stats[f"bg_level_sigma_{band}"] = level / ctx.noise_sigma[b]
+        _add_band(stats, ctx, b, band, level, sigma)
+    return stats
+
+
+def _shape_ok(cutouts: np.ndarray, ctx: ValidationContext) -> bool:
+    return cutouts.ndim == 4 and cutouts.shape[1:] == (ctx.size, ctx.size, ctx.n_bands)
+
+
+def _stats_head(cutouts: np.ndarray, shape_ok: bool) -> dict[str, np.ndarray]:
+    n = len(cutouts)
+    return {"shape_ok": np.full(n, shape_ok), "dtype": np.full(n, str(cutouts.dtype))}
+
+
+def _add_band(stats: dict, ctx: ValidationContext, b: int, band: str, level: np.ndarray, sigma: np.ndarray) -> None:
+    stats[f"bg_level_{band}"] = level
+    stats[f"bg_sigma_{band}"] = sigma
+    stats[f"noise_ratio_{band}"] = sigma / ctx.noise_sigma[b]
+    stats[f"bg_level_sigma_{band}"] = level / ctx.noise_sigma[b]
+
+
+def kernel_usable(cutouts: np.ndarray, ctx: ValidationContext) -> bool:
+    """Whether :func:`cutout_statistics` uses the numba kernel: a C-contiguous native float32 batch of the expected
+    shape, with cutouts wider than two borders."""
+    return (
+        isinstance(cutouts, np.ndarray)
+        and _shape_ok(cutouts, ctx)
+        and cutouts.dtype == np.float32
+        and cutouts.dtype.isnative
+        and cutouts.flags.c_contiguous
+        and ctx.size > 2 * BORDER_PIXELS
+    )
+
+
+def cutout_statistics(cutouts: np.ndarray, ctx: ValidationContext) -> dict[str, np.ndarray]:
+    """The KB suite's per-cutout statistics of a batch n x S x S x B.
+
+    Columns: ``shape_ok``, ``dtype``, ``finite_fraction`` and per band ``bg_level_<b>``, ``bg_sigma_<b>``,
+    ``noise_ratio_<b>`` (= bg_sigma / expected) and ``bg_level_sigma_<b>`` (= bg_level / expected).
+    Computed by the numba kernel where :func:`kernel_usable`, else by :func:`_cutout_statistics_numpy` (the same
+    values).
+    """
+    if not kernel_usable(cutouts, ctx):
+        return _cutout_statistics_numpy(cutouts, ctx)
+    from lenssearch.search import _kernels
+
+    ff, level, sigma = _kernels.cutout_statistics(
+        cutouts, _noise_rows(ctx.size, BORDER_PIXELS, ROW_STRIDE), _corner_pixels(ctx.size, BORDER_PIXELS),
+        BORDER_PIXELS, MIN_NOISE_PAIRS, MAD_TO_SIGMA)
+    stats = _stats_head(cutouts, True)
+    stats["finite_fraction"] = ff
+    for b, band in enumerate(ctx.bands):
+        _add_band(stats, ctx, b, band, level[b], sigma[b])
     return stats
 
 
