@@ -11,23 +11,26 @@ Figures printed:
 - the same ratio for each model of ``--model``: the champion (``models:/lenssearch@champion`` in the project's
   MLflow store, when it exists) and a bare single demo-size VGG (``lenssearch.models.build_model('vgg',
   train.network)``, untrained: the same cost per cutout); and, without ``--quick``, the paper-size VGG;
-- resident memory (peak RSS, VmHWM, of a fresh process per search, and its RSS at the end) for FITS catalogues
-  of 10^4, 10^5 and 3 x 10^5 positions (read lazily, see ``search.inputs.FitsCatalogue``; add 10^6 with
-  ``--sizes 1e4,1e5,3e5,1e6``), with the great-expectations pass and without it. With it, the suite runs in the
-  search's worker process: its peak RSS (sampled) is printed and added to the search process's for the slope and
-  the verdict, so that memory moved to the worker is still counted. The verdict is on the slope in bytes per
-  position between the two largest sizes (the smallest search is over in seconds, before the allocators reach
-  their steady state), extrapolated to a survey of 10^8 positions: "flat" only if it adds less than 100 MB there
-  (a slope under ~1 byte per position), otherwise "GROWS"; a slope within the run-to-run noise of the peak (a few
-  MB) reads as growth too, so the verdict errs on the side of "GROWS". These searches use a cheap real Keras model
-  (a central-crop mean and a sigmoid) so that the largest runs in minutes: the model's own memory is per batch,
-  the same at every size, and what could grow with the catalogue is the search's bookkeeping, which this
-  measures. The first model of ``--model`` is also measured at 10^4 and 10^5 positions.
+- resident memory of a fresh process per search, for FITS catalogues of 10^4, 10^5 and 10^6 positions (read
+  lazily, see ``search.inputs.FitsCatalogue``; ``--sizes 1e5,1e6,3e6`` for a longer one), with the
+  great-expectations pass and without it: the peak (VmHWM) and end RSS of the search process, its anonymous memory
+  (RssAnon: what it allocated, without the pages of the memory-mapped images, which the kernel can drop) after
+  its first chunk and at the end, and the peaks of its two worker processes (the great-expectations suite's and
+  the catalogue writer's, sampled; both are replaced after a fixed number of tasks). The verdict is on the
+  steady-state growth: the slope of the anonymous memory over the second half of the largest search, in bytes
+  per position, extrapolated to a survey of 10^8 positions: "flat" only if it adds less than 100 MB there (a
+  slope under ~1 byte per position) and the workers' peaks do not grow between the two largest sizes; otherwise
+  "GROWS". The slopes of the peak and of the end anonymous memory between the two largest sizes are printed too:
+  they include the allocators' warm-up (the anonymous memory settles within the first few 10^5 positions). These
+  searches use a cheap real Keras model (a central-crop mean and a sigmoid) so that the largest runs in minutes:
+  the model's own memory is per batch, the same at every size, and what could grow with the catalogue is the
+  search's bookkeeping, which this measures. The first model of ``--model`` is also measured at 10^4 and 10^5
+  positions.
 
 The threshold is set at the 98th percentile of each model's scores, so that 2% of the cutouts are candidates to
 clean (HOLISMOKES XVI clean the top-ranked candidates only).
 
-Usage: ``python benchmarks/bench_search.py [--quick] [--model champion,vgg] [--sizes 10000,100000,1000000]``
+Usage: ``python benchmarks/bench_search.py [--quick] [--model champion,vgg] [--sizes 1e4,1e5,1e6]``
 (``make bench``); ``--memory-only [--sizes ...]`` for the memory runs alone.
 """
 
@@ -122,18 +125,20 @@ def bench_config(cfg, threshold: float):
     return dataclasses.replace(cfg, search=search)
 
 
-def run_search_once(cfg, field: Path, catalogue: Path, out: Path, scorer):
+def run_search_once(cfg, field: Path, catalogue: Path, out: Path, scorer, on_chunk=None):
     from lenssearch.search.pipeline import open_field, run_search
 
     t0 = time.perf_counter()
     with open_field(cfg.base.bands, cfg.search.detection, field_dir=field, catalogue=catalogue) as inp:
-        result = run_search(cfg, inp, out, model_uri=scorer, log_mlflow=False, write_gallery=False, progress=False)
+        result = run_search(cfg, inp, out, model_uri=scorer, log_mlflow=False, write_gallery=False, progress=False,
+                            on_chunk=on_chunk)
     return time.perf_counter() - t0, result
 
 
 def peak_rss_mb(field: str = "VmHWM") -> float:
     """Peak resident memory of this process (VmHWM: unlike ru_maxrss it is not inherited through fork/exec);
-    ``field="VmRSS"``: the current one."""
+    ``field="VmRSS"``: the current one; ``field="RssAnon"``: the current anonymous memory (what the process
+    allocated, without the pages of memory-mapped files, e.g. the field's images, which the kernel can drop)."""
     status = Path("/proc/self/status")
     if status.exists():
         for line in status.read_text().splitlines():
@@ -153,43 +158,57 @@ def warm_up_ge() -> float:
 
 
 class WorkerPeaks:
-    """Peak RSS (VmHWM) of the search's great-expectations worker processes, sampled every 0.2 s while they live
-    (ru_maxrss of reaped children is no use: it carries the parent's RSS over fork/exec)."""
+    """Peak RSS (VmHWM) of the search's worker processes (the great-expectations suite's and the catalogue
+    writer's), sampled every 0.2 s while they live (ru_maxrss of reaped children is no use: it carries the
+    parent's RSS over fork/exec). Both are replaced after a fixed number of tasks, so their peaks are per worker."""
 
     def __init__(self):
         import threading
 
-        self.peaks: dict[int, float] = {}
+        self.peaks: dict[str, dict[int, float]] = {"ge": {}, "writer": {}}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _sample(self) -> None:
-        from lenssearch.search import pipeline
+        from lenssearch.search import pipeline, writer
 
-        pool = pipeline._GE_POOL
-        for pid in list(getattr(pool, "_processes", None) or {}):
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        self.peaks[pid] = max(self.peaks.get(pid, 0.0), float(line.split()[1]) / 1024.0)
-            except OSError:
-                pass
+        pids = {"ge": list(getattr(pipeline._GE_POOL, "_processes", None) or {}), "writer": writer.writer_pids()}
+        for kind, plist in pids.items():
+            for pid in plist:
+                try:
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            mb = float(line.split()[1]) / 1024.0
+                            self.peaks[kind][pid] = max(self.peaks[kind].get(pid, 0.0), mb)
+                except OSError:
+                    pass
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):
             self._sample()
 
-    def stop(self) -> tuple[float, int]:
-        """(largest peak over the workers in MB, number of workers seen)."""
+    def stop(self) -> dict[str, tuple[float, int]]:
+        """Per kind of worker: (largest peak over its processes in MB, number of processes seen)."""
         self._sample()
         self._stop.set()
         self._thread.join()
-        return max(self.peaks.values(), default=0.0), len(self.peaks)
+        return {kind: (max(p.values(), default=0.0), len(p)) for kind, p in self.peaks.items()}
+
+
+def steady_slope(timeline: list[tuple[int, float]]) -> float:
+    """Least-squares slope (bytes per position) of the anonymous memory over the second half of a search's
+    timeline ``(positions done, RssAnon MB)``: the growth once the allocators have reached their steady state."""
+    half = timeline[len(timeline) // 2 :]
+    if len(half) < 3:
+        return float("nan")
+    x = np.array([t[0] for t in half], float)
+    y = np.array([t[1] for t in half], float) * 2**20
+    return float(np.polyfit(x, y, 1)[0])
 
 
 def child(args) -> None:
-    """Run one search in this fresh process and print its peak RSS (for the memory figure)."""
+    """Run one search in this fresh process and print its memory figures (peak, end, anonymous-memory timeline)."""
     from lenssearch.config import load_config
 
     cfg = bench_config(load_config(ROOT / "params.yaml"), args.threshold)
@@ -198,14 +217,21 @@ def child(args) -> None:
     scorer, _ = load_model(cfg, args.model)
     field = Path(args.field)
     catalogue = field / f"positions_{args.child}_1.fits"  # written by the parent: only the search is measured
-    workers = None if args.no_ge else WorkerPeaks()
+    workers = WorkerPeaks()
     if not args.no_ge:
         warm_up_ge()
-    elapsed, result = run_search_once(cfg, field, catalogue, field / f"out_{args.child}", scorer)
-    rss_mb, end_mb = peak_rss_mb(), peak_rss_mb("VmRSS")
-    worker_mb = 0.0 if workers is None else workers.stop()[0]
+    timeline: list[tuple[int, float]] = []
+    elapsed, result = run_search_once(cfg, field, catalogue, field / f"out_{args.child}", scorer,
+                                      on_chunk=lambda rows: timeline.append((rows, peak_rss_mb("RssAnon"))))
+    rss_mb, end_mb, anon_mb = peak_rss_mb(), peak_rss_mb("VmRSS"), peak_rss_mb("RssAnon")
+    w = workers.stop()
     print(json.dumps({"n": args.child, "seconds": elapsed, "peak_rss_mb": rss_mb, "end_rss_mb": end_mb,
-                      "ge_worker_peak_mb": worker_mb, "n_candidates": result.metrics["n_above_threshold"]}))
+                      "end_anon_mb": anon_mb, "steady_slope": steady_slope(timeline),
+                      "anon_last_chunk_mb": timeline[-1][1] if timeline else float("nan"),
+                      "anon_after_first_chunk_mb": timeline[0][1] if timeline else float("nan"),
+                      "ge_worker_peak_mb": w["ge"][0], "ge_workers": w["ge"][1],
+                      "writer_peak_mb": w["writer"][0], "writers": w["writer"][1],
+                      "n_candidates": result.metrics["n_above_threshold"]}))
 
 
 def paper_ratio(root: Path, field: Path, bands, threshold_fraction: float, tmp: Path, n: int = 1024) -> None:
@@ -248,13 +274,15 @@ def ratio(cfg, field: Path, tmp: Path, kind: str, n_e2e: int, bands) -> tuple[fl
         cut, _ = images.cut(*rng.uniform(64, FIELD_PIXELS - 64, (2, n_bare)), cfg.search.cutout_pixels)
     scorer.score(cut[:batch])  # warm-up (graph tracing)
     t0 = time.perf_counter()
-    scores = np.concatenate([scorer.score(cut[i : i + batch]).main for i in range(0, n_bare, batch)])
-    bare = n_bare / (time.perf_counter() - t0)
+    scores = np.concatenate([scorer.score(cut[i : i + batch]).main for i in range(0, n_bare, batch)] * 2)
+    bare = 2 * n_bare / (time.perf_counter() - t0)
     threshold = float(np.quantile(scores, 1.0 - CANDIDATE_FRACTION))
     del cut
     ge_start = warm_up_ge()  # once per process (the worker is shared by the searches), as the model's warm-up
 
     bcfg = bench_config(cfg, threshold)
+    # a small search first, as the model's warm-up: the numba kernels' cache, the writer process, astropy's writer
+    run_search_once(bcfg, field, positions(field, 2 * batch, seed=9), tmp / f"out_{kind}_warm", scorer)
     catalogue = positions(field, n_e2e)
     elapsed, result = run_search_once(bcfg, field, catalogue, tmp / f"out_{kind}", scorer)
     e2e = n_e2e / elapsed
@@ -277,8 +305,8 @@ def ratio(cfg, field: Path, tmp: Path, kind: str, n_e2e: int, bands) -> tuple[fl
     return threshold, description
 
 
-def memory(cfg, field: Path, kind: str, sizes, threshold: float, ge: bool = True) -> None:
-    """Peak RSS of one search per catalogue size, each in a fresh process; slope and verdict."""
+def memory(cfg, field: Path, kind: str, sizes, threshold: float, ge: bool = True) -> str:
+    """Memory of one search per catalogue size, each in a fresh process; slopes and verdict."""
     rows = []
     for n in sizes:
         positions(field, n)
@@ -290,41 +318,61 @@ def memory(cfg, field: Path, kind: str, sizes, threshold: float, ge: bool = True
         if out.returncode != 0:
             raise RuntimeError(f"memory run of {n} positions failed:\n{out.stderr[-3000:]}")
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"peak RSS per catalogue size ({kind} model, FITS catalogue read in chunks, great-expectations "
-          f"{'every search.ge_chunk_rows' if ge else 'off'}):")
+    print(f"memory per catalogue size ({kind} model, FITS catalogue read in chunks, great-expectations "
+          f"{'every search.ge_chunk_rows' if ge else 'off'}); MB:")
     for r in rows:
-        worker = (f", GE worker peak {r['ge_worker_peak_mb']:.1f} MB, sum {r['peak_rss_mb'] + r['ge_worker_peak_mb']:.1f}"
-                  if ge else "")
-        print(f"  {r['n']:>8d} positions:  {r['peak_rss_mb']:8.1f} MB peak (at the end {r['end_rss_mb']:.1f}){worker}  "
-              f"({r['seconds']:.0f} s, {r['n'] / r['seconds']:.1f} cutouts/s, {r['n_candidates']} candidates)")
-    memory_verdict(rows)
+        workers = f"writer {r['writer_peak_mb']:.0f} ({r['writers']})"
+        if ge:
+            workers = f"GE {r['ge_worker_peak_mb']:.0f} ({r['ge_workers']}), " + workers
+        print(f"  {r['n']:>8d} positions: peak {r['peak_rss_mb']:7.1f}, end {r['end_rss_mb']:7.1f}; anonymous "
+              f"{r['anon_after_first_chunk_mb']:6.1f} after the first chunk, {r['anon_last_chunk_mb']:6.1f} after "
+              f"the last; "
+              f"worker peaks (processes) {workers}  ({r['seconds']:.0f} s, {r['n'] / r['seconds']:.0f} cutouts/s, "
+              f"{r['n_candidates']} candidates)")
+    return memory_verdict(rows)
 
 
-#: A survey search: the catalogue size the slope is extrapolated to, and the growth allowed there.
+#: A survey search: the catalogue size the slopes are extrapolated to, and the growth allowed there.
 SURVEY_POSITIONS = 1e8
 SURVEY_ALLOWED_MB = 100.0
 
 
 def memory_verdict(rows: list[dict]) -> str:
-    """Print the slopes of peak and end RSS (search process plus great-expectations worker: memory moved to the
-    worker is still memory) between the two largest sizes and the verdict; returns "flat" or "GROWS"."""
+    """Print the slopes and the verdict ("flat" or "GROWS", returned).
+
+    The verdict is on the steady-state growth: the slope of the search process's anonymous memory over the second
+    half of the largest search (:func:`steady_slope`), extrapolated to :data:`SURVEY_POSITIONS`; "flat" only if it
+    adds less than :data:`SURVEY_ALLOWED_MB` there (< ~1 byte per position), and if the worker processes' memory is
+    bounded: they are replaced after a fixed number of tasks, so it is once the largest search has replaced each
+    worker at least once (its peak is then a whole worker's life), or if their peaks do not grow by more than 10%
+    between the two largest sizes.
+    The slope of the peaks between the two largest sizes is printed too: it includes the allocators' warm-up (the
+    anonymous memory settles over the first few 10^5 positions) and the pages of the memory-mapped images.
+    """
     rows = sorted(rows, key=lambda r: r["n"])
-    n = np.array([r["n"] for r in rows], float)
-    peak = np.array([r["peak_rss_mb"] + r["ge_worker_peak_mb"] for r in rows]) * 2**20
-    end = np.array([r["end_rss_mb"] for r in rows]) * 2**20
-    if len(rows) < 2 or n[-1] == n[-2]:
+    if len(rows) < 2 or rows[-1]["n"] == rows[-2]["n"]:
         print("  (two sizes at least are needed for a slope)")
         return "GROWS"
-    # the smallest search is over in seconds, before the allocators reach their steady state: the two largest
-    slope = float((peak[-1] - peak[-2]) / (n[-1] - n[-2]))
-    slope_end = float((end[-1] - end[-2]) / (n[-1] - n[-2]))
-    survey_mb = slope * (SURVEY_POSITIONS - n[-1]) / 2**20
-    verdict = "flat" if survey_mb < SURVEY_ALLOWED_MB else "GROWS"
-    print(f"  slope of the peak between {n[-2]:.0f} and {n[-1]:.0f} positions: {slope:8.2f} bytes per position "
-          f"(RSS at the end: {slope_end:8.2f})")
-    print(f"  extrapolated to {SURVEY_POSITIONS:.0e} positions: {survey_mb:+.0f} MB -> {verdict} "
-          f"(flat only if < {SURVEY_ALLOWED_MB:.0f} MB, i.e. < {SURVEY_ALLOWED_MB * 2**20 / SURVEY_POSITIONS:.2f} "
-          "bytes per position)")
+    lo, hi = rows[-2], rows[-1]
+    dn = hi["n"] - lo["n"]
+    peak_slope = (hi["peak_rss_mb"] - lo["peak_rss_mb"]) * 2**20 / dn
+    anon_slope = (hi["anon_last_chunk_mb"] - lo["anon_last_chunk_mb"]) * 2**20 / dn
+    steady = hi["steady_slope"]
+    survey_mb = steady * (SURVEY_POSITIONS - hi["n"]) / 2**20
+    workers_lo = lo["ge_worker_peak_mb"] + lo["writer_peak_mb"]
+    workers_hi = hi["ge_worker_peak_mb"] + hi["writer_peak_mb"]
+    # a worker is replaced after a fixed number of tasks: its memory is bounded once the largest search has seen
+    # a whole worker's life (more than one process of each kind), or if the peaks do not grow
+    recycled = hi["writers"] > 1 and (hi["ge_workers"] > 1 or hi["ge_worker_peak_mb"] == 0)
+    workers_flat = recycled or workers_hi <= 1.10 * workers_lo + 1.0
+    verdict = "flat" if (np.isfinite(steady) and survey_mb < SURVEY_ALLOWED_MB and workers_flat) else "GROWS"
+    print(f"  between {lo['n']} and {hi['n']} positions: peak {peak_slope:+.2f} B/position, anonymous memory "
+          f"after the last chunk {anon_slope:+.2f} B/position (both include the allocators' warm-up); worker "
+          f"peaks {workers_lo:.0f} -> {workers_hi:.0f} MB ({hi['writers']} writer and {hi['ge_workers']} "
+          "great-expectations processes in the largest search)")
+    print(f"  steady state (second half of the {hi['n']}-position search): {steady:+.3f} B/position of anonymous "
+          f"memory -> {survey_mb:+.0f} MB at {SURVEY_POSITIONS:.0e} positions -> {verdict} (flat only if < "
+          f"{SURVEY_ALLOWED_MB:.0f} MB there and the workers' memory is bounded)")
     return verdict
 
 
@@ -354,11 +402,11 @@ def main() -> None:
     cfg = load_config(ROOT / "params.yaml")
     bands = tuple(cfg.base.bands)
     kinds = [k.strip() for k in args.model.split(",") if k.strip()]
-    n_e2e = 2000 if args.quick else 10000
+    n_e2e = 4000 if args.quick else 20000
     if args.sizes:
         sizes = tuple(int(float(v)) for v in args.sizes.split(","))
     else:
-        sizes = (1000, 10000) if args.quick else (10_000, 100_000, 300_000)  # --sizes ...,1e6 for 10^6
+        sizes = (10_000, 100_000) if args.quick else (10_000, 100_000, 1_000_000)  # add 3e6 with --sizes
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         field = make_field(Path(tmp) / "field", bands)
         if args.memory_only:

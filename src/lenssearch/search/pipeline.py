@@ -34,7 +34,7 @@ import re
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from astropy.table import Table
@@ -937,6 +937,7 @@ def run_search(
     progress: bool = True,
     chunk_rows: int = CHUNK_ROWS,
     write_process: bool = True,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> SearchResult:
     """Search ``inp`` with a model: score, clean, write the catalogue, the gallery, counts and metrics.
 
@@ -969,6 +970,9 @@ def run_search(
         Append the per-position rows to ``scores.ecsv`` in the writer process
         (:class:`~lenssearch.search.writer.ScoresWriter`; the file is the same either way): formatting text in the
         search's own process left its resident memory growing with the field.
+    on_chunk
+        Called with the number of catalogue rows done after each chunk has been handed to the writer (progress
+        displays, memory probes such as ``benchmarks/bench_search.py``).
     """
     cfg = config.search
     out_dir = Path(out_dir)
@@ -1064,6 +1068,8 @@ def run_search(
                         rows["is_lens"] = is_lens
                         rows["class"] = cls
                     writer.write(rows)
+                    if on_chunk is not None:
+                        on_chunk(chunk.stop)
 
                     sel = np.flatnonzero((status == "scored") & (score >= threshold))
                     if "kron_radius_arcsec" in pos.colnames:
