@@ -158,14 +158,14 @@ def warm_up_ge() -> float:
 
 
 class WorkerPeaks:
-    """Peak RSS (VmHWM) of the search's worker processes (the great-expectations suite's and the catalogue
-    writer's), sampled every 0.2 s while they live (ru_maxrss of reaped children is no use: it carries the
+    """Peak RSS (VmHWM) of the search's worker processes (the great-expectations suite's, the cleaning's and the
+    catalogue writer's), sampled every 0.2 s while they live (ru_maxrss of reaped children is no use: it carries the
     parent's RSS over fork/exec). Both are replaced after a fixed number of tasks, so their peaks are per worker."""
 
     def __init__(self):
         import threading
 
-        self.peaks: dict[str, dict[int, float]] = {"ge": {}, "writer": {}}
+        self.peaks: dict[str, dict[int, float]] = {"ge": {}, "writer": {}, "cleaning": {}}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -173,7 +173,8 @@ class WorkerPeaks:
     def _sample(self) -> None:
         from lenssearch.search import pipeline, writer
 
-        pids = {"ge": list(getattr(pipeline._GE_POOL, "_processes", None) or {}), "writer": writer.writer_pids()}
+        pids = {"ge": pipeline.GE_WORKER.pids(), "writer": writer.WORKER.pids(),
+                "cleaning": pipeline.CLEANING_WORKER.pids()}
         for kind, plist in pids.items():
             for pid in plist:
                 try:
@@ -231,6 +232,7 @@ def child(args) -> None:
                       "anon_after_first_chunk_mb": timeline[0][1] if timeline else float("nan"),
                       "ge_worker_peak_mb": w["ge"][0], "ge_workers": w["ge"][1],
                       "writer_peak_mb": w["writer"][0], "writers": w["writer"][1],
+                      "cleaning_peak_mb": w["cleaning"][0], "cleaning_workers": w["cleaning"][1],
                       "n_candidates": result.metrics["n_above_threshold"]}))
 
 
@@ -274,8 +276,10 @@ def ratio(cfg, field: Path, tmp: Path, kind: str, n_e2e: int, bands) -> tuple[fl
         cut, _ = images.cut(*rng.uniform(64, FIELD_PIXELS - 64, (2, n_bare)), cfg.search.cutout_pixels)
     scorer.score(cut[:batch])  # warm-up (graph tracing)
     t0 = time.perf_counter()
-    scores = np.concatenate([scorer.score(cut[i : i + batch]).main for i in range(0, n_bare, batch)] * 2)
-    bare = 2 * n_bare / (time.perf_counter() - t0)
+    scores = np.concatenate([scorer.score(cut[i % n_bare : i % n_bare + batch]).main
+                             for i in range(0, 2 * n_bare, batch)])  # each batch twice: 8 predicts
+    bare = len(scores) / (time.perf_counter() - t0)
+    scores = scores[:n_bare]
     threshold = float(np.quantile(scores, 1.0 - CANDIDATE_FRACTION))
     del cut
     ge_start = warm_up_ge()  # once per process (the worker is shared by the searches), as the model's warm-up
@@ -321,7 +325,8 @@ def memory(cfg, field: Path, kind: str, sizes, threshold: float, ge: bool = True
     print(f"memory per catalogue size ({kind} model, FITS catalogue read in chunks, great-expectations "
           f"{'every search.ge_chunk_rows' if ge else 'off'}); MB:")
     for r in rows:
-        workers = f"writer {r['writer_peak_mb']:.0f} ({r['writers']})"
+        workers = f"writer {r['writer_peak_mb']:.0f} ({r['writers']}), cleaning {r['cleaning_peak_mb']:.0f} " \
+                  f"({r['cleaning_workers']})"
         if ge:
             workers = f"GE {r['ge_worker_peak_mb']:.0f} ({r['ge_workers']}), " + workers
         print(f"  {r['n']:>8d} positions: peak {r['peak_rss_mb']:7.1f}, end {r['end_rss_mb']:7.1f}; anonymous "
@@ -359,8 +364,8 @@ def memory_verdict(rows: list[dict]) -> str:
     anon_slope = (hi["anon_last_chunk_mb"] - lo["anon_last_chunk_mb"]) * 2**20 / dn
     steady = hi["steady_slope"]
     survey_mb = steady * (SURVEY_POSITIONS - hi["n"]) / 2**20
-    workers_lo = lo["ge_worker_peak_mb"] + lo["writer_peak_mb"]
-    workers_hi = hi["ge_worker_peak_mb"] + hi["writer_peak_mb"]
+    workers_lo = lo["ge_worker_peak_mb"] + lo["writer_peak_mb"] + lo["cleaning_peak_mb"]
+    workers_hi = hi["ge_worker_peak_mb"] + hi["writer_peak_mb"] + hi["cleaning_peak_mb"]
     # a worker is replaced after a fixed number of tasks: its memory is bounded once the largest search has seen
     # a whole worker's life (more than one process of each kind), or if the peaks do not grow
     recycled = hi["writers"] > 1 and (hi["ge_workers"] > 1 or hi["ge_worker_peak_mb"] == 0)

@@ -279,14 +279,14 @@ def _search_files(field, cfg, out, scorer, catalogue="members.ecsv", **kwargs):
 
 
 def test_scores_are_streamed_in_chunks_with_the_same_outputs(field, keras_model, cfg, tmp_path):
-    """Chunks of 2 rows, batches of 3 and great-expectations every 4 rows (verdicts spanning chunks), the rows
-    appended by the writer process, write the same files as one chunk, one batch, no great-expectations pass and
-    the rows written in this process."""
+    """Chunks of 2 rows, batches of 3 and great-expectations every 4 rows (verdicts spanning chunks), candidates
+    measured by the cleaning process and rows appended by the writer process, write the same files as one chunk,
+    one batch, no great-expectations pass and everything done in this process."""
     scorer = Scorer(keras_model.predict_on_batch, "keras:tiny")
     small = _search_files(field, with_search(cfg, batch_size=3, ge_chunk_rows=4), tmp_path / "small", scorer,
                           chunk_rows=2)
     one = _search_files(field, with_search(cfg, batch_size=1000, prefetch_batches=0), tmp_path / "one", scorer,
-                        write_process=False)  # scores.ecsv written in this process, not by the writer process
+                        worker_processes=False)  # candidates measured and rows written in this process
     for name in ("scores.ecsv", "candidates.ecsv", "counts.ecsv"):
         assert (tmp_path / "small" / name).read_text() == (tmp_path / "one" / name).read_text(), name
     assert small.metrics["validation_ge_runs"] == 2 and small.metrics["validation_ge_disagreements"] == 0

@@ -65,9 +65,9 @@ def test_writer_recovers_when_its_worker_dies(tmp_path):
     for pid in W.writer_pids():
         os.kill(pid, signal.SIGKILL)
     deadline = time.time() + 30
-    while not getattr(W._POOL, "_broken", False) and time.time() < deadline:
+    while not W.WORKER.broken and time.time() < deadline:
         time.sleep(0.05)
-    assert getattr(W._POOL, "_broken", False), "the killed worker was not noticed"
+    assert W.WORKER.broken, "the killed worker was not noticed"
     for part in parts[1:]:
         w.write(part)
     w.finish()

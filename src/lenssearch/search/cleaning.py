@@ -124,6 +124,11 @@ def measure_cutouts(
 
 
 # ----------------------------------------------------------------------------------------------- rules
+def import_sep() -> None:
+    """Import sep (the first task of the search's cleaning worker process)."""
+    import sep  # noqa: F401
+
+
 def rule_edge(m: dict[str, np.ndarray], params: CleaningParams) -> np.ndarray:
     """Cutouts that run off the image."""
     return m["inside_fraction"] < 1.0

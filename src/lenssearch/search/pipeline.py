@@ -60,6 +60,7 @@ from lenssearch.search.validation import (
     run_expectations,
     validate_batch,
 )
+from lenssearch.search.workers import RecycledWorker
 from lenssearch.search.writer import WRITE_CHUNK_ROWS, EcsvAppender, ScoresWriter
 
 #: Default threshold when neither the configuration nor the model version gives one (Angora et al. 2023, 4.1).
@@ -389,33 +390,15 @@ class ScoredPositions(ValidationTally):
 GE_TASKS_PER_CHILD = 8
 
 
-_GE_POOL = None
-_GE_READY = None  # the worker's import of great-expectations (its first task)
-_GE_LOCK = threading.Lock()
-
-
-def _ge_pool():
-    """The great-expectations worker: one spawned process, shared by the searches of this process (so that
-    great-expectations is imported once, not once per search) and replaced after :data:`GE_TASKS_PER_CHILD`
-    runs. Its first task imports great-expectations (:func:`warm_up_expectations` starts it ahead of a search)."""
-    global _GE_POOL, _GE_READY
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with _GE_LOCK:
-        if _GE_POOL is None or getattr(_GE_POOL, "_broken", False) or getattr(_GE_POOL, "_shutdown_thread", False):
-            _GE_POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                           max_tasks_per_child=GE_TASKS_PER_CHILD)
-            _GE_READY = _GE_POOL.submit(import_great_expectations)
-        return _GE_POOL
+#: The great-expectations worker (shared by the searches of this process, so that great-expectations is imported
+#: once, not once per search); its first task imports great-expectations.
+GE_WORKER = RecycledWorker("great-expectations", GE_TASKS_PER_CHILD, import_great_expectations)
 
 
 def warm_up_expectations(wait: bool = False) -> None:
-    """Start the great-expectations worker process now (it imports great-expectations, ~3 s of one core);
-    with ``wait``, until it is ready. A search does this itself; a benchmark calls it before its timings."""
-    _ge_pool()
-    if wait:
-        _GE_READY.result()
+    """Start the great-expectations worker process now (it imports great-expectations, ~3 s of one core); with
+    ``wait``, until it is ready. A search does this itself; a benchmark calls it before its timings."""
+    GE_WORKER.warm_up(wait)
 
 
 class _ExpectationChunks:
@@ -439,7 +422,7 @@ class _ExpectationChunks:
         self.inline_ok: list[np.ndarray] = []
         self.n = 0
         self.pending: list = []
-        self.pool = _ge_pool() if chunk_rows > 0 else None
+        self.pool = GE_WORKER.pool() if chunk_rows > 0 else None
 
     @property
     def enabled(self) -> bool:
@@ -517,6 +500,72 @@ class _ExpectationChunks:
             item[2].cancel()
         self.pending = []
         self._close_thread()
+
+
+#: Batches of candidates measured by one cleaning process before it is replaced.
+CLEANING_TASKS_PER_CHILD = 512
+
+#: The cleaning worker (sep; shared by the searches of this process).
+CLEANING_WORKER = RecycledWorker("cleaning", CLEANING_TASKS_PER_CHILD, cleaning.import_sep)
+
+
+class _CandidateMeasurements:
+    """The cleaning measurements of the candidates (:func:`cleaning.measure_cutouts`), made in the cleaning worker
+    process while the model scores the next batches.
+
+    sep holds the interpreter lock (~2.5 ms per candidate, three bands): measured in the search's own thread, the
+    model waited for it. Each scored batch hands a copy of its candidates' cutouts over; the results are given to
+    ``apply(rows, measurements)`` in row order before the chunk that holds their rows is final
+    (:meth:`resolve_until`). At most :attr:`MAX_PENDING` batches wait (bounded memory). If the worker cannot run,
+    the measurements are made here, with the same results.
+    """
+
+    MAX_PENDING = 8
+
+    def __init__(self, inp: SearchInput, params, apply, use_process: bool = True):
+        from collections import deque
+
+        self.args = (inp.noise_sigma, inp.bands, inp.pixel_scale_arcsec, params)
+        self.apply = apply
+        self.pool = CLEANING_WORKER.pool() if use_process else None
+        self.pending: deque = deque()  # (rows, cutouts, future), in row order
+
+    def submit(self, rows: np.ndarray, cutouts: np.ndarray) -> None:
+        """Measure the candidates ``cutouts`` (the search's catalogue rows ``rows``, increasing)."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self.pool is not None:
+            try:
+                future = self.pool.submit(cleaning.measure_cutouts, cutouts, *self.args)
+            except BrokenProcessPool:
+                self.pool = None
+            else:
+                self.pending.append((rows, cutouts, future))
+                while len(self.pending) > self.MAX_PENDING:
+                    self._resolve_first()
+                return
+        self.apply(rows, cleaning.measure_cutouts(cutouts, *self.args))
+
+    def _resolve_first(self) -> None:
+        from concurrent.futures.process import BrokenProcessPool
+
+        rows, cutouts, future = self.pending.popleft()
+        try:
+            measured = future.result()
+        except BrokenProcessPool:
+            self.pool = None
+            measured = cleaning.measure_cutouts(cutouts, *self.args)
+        self.apply(rows, measured)
+
+    def resolve_until(self, stop: int) -> None:
+        """Apply the measurements of every batch with rows before ``stop``."""
+        while self.pending and self.pending[0][0][0] < stop:
+            self._resolve_first()
+
+    def abort(self) -> None:
+        for _, _, future in self.pending:
+            future.cancel()
+        self.pending.clear()
 
 
 class _PoolClosed(Exception):
@@ -626,7 +675,7 @@ def _produce(
 
 def iter_scored_chunks(
     inp: SearchInput, scorer: Scorer, cfg, measure_above: float | None, tally: ValidationTally | None = None,
-    progress: bool = True, chunk_rows: int = CHUNK_ROWS,
+    progress: bool = True, chunk_rows: int = CHUNK_ROWS, worker_processes: bool = True,
 ) -> Iterator[ScoredChunk]:
     """Cut, validate and score every position of ``inp``, yielding the final results chunk by chunk, in row order.
 
@@ -643,6 +692,8 @@ def iter_scored_chunks(
         Receives the great-expectations counts.
     chunk_rows
         Catalogue rows per chunk.
+    worker_processes
+        Measure the candidates in the cleaning worker process (:class:`_CandidateMeasurements`); False: here.
     """
     from collections import deque
 
@@ -673,8 +724,17 @@ def iter_scored_chunks(
             for values in c.members.values():
                 values[withdraw] = np.nan
 
+    def apply_measurements(rows: np.ndarray, measured: dict[str, np.ndarray]) -> None:
+        for c, sel, local in chunks_of(rows):
+            for name, values in measured.items():
+                c.measurements[name][local] = values[sel]
+
+    measurer = _CandidateMeasurements(inp, s.cleaning, apply_measurements,
+                                      worker_processes and measure_above is not None)
+
     def ready() -> Iterator[ScoredChunk]:
         while open_chunks and open_chunks[0].remaining == 0 and open_chunks[0].ge_pending == 0:
+            measurer.resolve_until(open_chunks[0].stop)
             c = open_chunks.popleft()
             for name in scorer.members((size, size, len(inp.bands))):
                 c.members.setdefault(name, np.full(len(c.positions), np.nan))
@@ -692,7 +752,7 @@ def iter_scored_chunks(
                     bar.update(len(item.positions) - item.remaining)
                 else:
                     try:
-                        _score_batch(inp, scorer, s, measure_above, item, chunks_of, expectations)
+                        _score_batch(scorer, measure_above, item, chunks_of, expectations, measurer)
                     finally:
                         pool.release(item[3])
                     bar.update(len(item[0].index))
@@ -704,14 +764,16 @@ def iter_scored_chunks(
             raise LensSearchError(f"search: {len(open_chunks)} chunk(s) of positions left unfinished")
     except BaseException:
         expectations.abort()
+        measurer.abort()
         raise
     finally:
         pool.closed.set()  # a producer waiting for a buffer stops
         items.close()
 
 
-def _score_batch(inp, scorer, s, measure_above, item, chunks_of, expectations) -> None:
-    """Score one validated batch into its chunks; measure its candidates while the cutouts are in memory.
+def _score_batch(scorer, measure_above, item, chunks_of, expectations, measurer) -> None:
+    """Score one validated batch into its chunks; hand its candidates' cutouts to ``measurer`` while they are in
+    memory (:class:`_CandidateMeasurements`).
 
     The batch's cutouts are the search's own (a buffer of the pool, or a stack's read): the valid ones are moved to
     the front in place rather than copied into a new array, and the model is given the same shape every time
@@ -744,15 +806,10 @@ def _score_batch(inp, scorer, s, measure_above, item, chunks_of, expectations) -
     for name, values in scores.members.items():
         members[name] = np.full(len(idx), np.nan)
         members[name][ok] = values
-    measured = {}
     if measure_above is not None and ok.any():
         cand = scores.main >= measure_above
         if cand.any():
-            m = cleaning.measure_cutouts(cut[cand], inp.noise_sigma, inp.bands, inp.pixel_scale_arcsec, s.cleaning)
-            where = np.flatnonzero(ok)[cand]
-            for name, values in m.items():
-                measured[name] = np.full(len(idx), np.nan)
-                measured[name][where] = values
+            measurer.submit(idx[np.flatnonzero(ok)[cand]], cut[cand])  # a copy: the buffer goes back to the pool
     for c, sel, local in chunks_of(idx):
         c.validation[local] = labels[sel]
         c.status[local] = np.where(ok[sel], "scored", "invalid")
@@ -760,8 +817,6 @@ def _score_batch(inp, scorer, s, measure_above, item, chunks_of, expectations) -
         c.score[local] = score[sel]
         for name, values in members.items():
             c.members.setdefault(name, np.full(len(c.positions), np.nan))[local] = values[sel]
-        for name, values in measured.items():
-            c.measurements[name][local] = values[sel]
         c.remaining -= len(local)
         if expectations.enabled:
             c.ge_pending += len(local)
@@ -936,7 +991,7 @@ def run_search(
     write_gallery: bool = True,
     progress: bool = True,
     chunk_rows: int = CHUNK_ROWS,
-    write_process: bool = True,
+    worker_processes: bool = True,
     on_chunk: Callable[[int], None] | None = None,
 ) -> SearchResult:
     """Search ``inp`` with a model: score, clean, write the catalogue, the gallery, counts and metrics.
@@ -966,10 +1021,11 @@ def run_search(
         :data:`lenssearch.tracking.DEFAULT_TRACKING_URI`); ``artifact_root`` likewise for new experiments.
     chunk_rows
         Catalogue rows per chunk of the stream (memory per chunk; the outputs do not depend on it).
-    write_process
-        Append the per-position rows to ``scores.ecsv`` in the writer process
-        (:class:`~lenssearch.search.writer.ScoresWriter`; the file is the same either way): formatting text in the
-        search's own process left its resident memory growing with the field.
+    worker_processes
+        Measure the candidates in the cleaning worker process and append the per-position rows to
+        ``scores.ecsv`` in the writer process (:mod:`~lenssearch.search.workers`; the outputs are the same either
+        way). In the search's own process, sep held the interpreter lock while the model waited, and formatting
+        text left the resident memory growing with the field.
     on_chunk
         Called with the number of catalogue rows done after each chunk has been handed to the writer (progress
         displays, memory probes such as ``benchmarks/bench_search.py``).
@@ -1024,9 +1080,10 @@ def run_search(
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         with atomic_path(out_dir / "scores.ecsv") as scores_tmp:
-            writer = ScoresWriter(scores_tmp, meta, use_process=write_process)
+            writer = ScoresWriter(scores_tmp, meta, use_process=worker_processes)
             try:
-                for chunk in iter_scored_chunks(inp, scorer, config, threshold, tally, progress, chunk_rows):
+                for chunk in iter_scored_chunks(inp, scorer, config, threshold, tally, progress, chunk_rows,
+                                                worker_processes):
                     pos = chunk.positions
                     member_names = list(chunk.members)
                     meta["members"] = member_names

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 from pathlib import Path
 
 from astropy.table import Table
+
+from lenssearch.search.workers import RecycledWorker
 
 #: Rows per call of astropy's ECSV writer: it holds every line of its input in memory.
 WRITE_CHUNK_ROWS = 5000
@@ -75,28 +76,13 @@ def append_ecsv(path: str, table: Table, meta: dict, header: bool, chunk_rows: i
         return os.fstat(fh.fileno()).st_size
 
 
-_POOL = None
-_LOCK = threading.Lock()
-
-
-def _pool():
-    """The writer process: one spawned process, shared by the searches of this process, replaced after
-    :data:`WRITER_TASKS_PER_CHILD` chunks (or when broken)."""
-    global _POOL
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with _LOCK:
-        if _POOL is None or getattr(_POOL, "_broken", False) or getattr(_POOL, "_shutdown_thread", False):
-            _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                        max_tasks_per_child=WRITER_TASKS_PER_CHILD)
-        return _POOL
+#: The writer process (shared by the searches of this process).
+WORKER = RecycledWorker("catalogue writer", WRITER_TASKS_PER_CHILD)
 
 
 def writer_pids() -> list[int]:
     """Process ids of the live writer processes (for memory figures)."""
-    pool = _POOL
-    return list(getattr(pool, "_processes", None) or {}) if pool is not None else []
+    return WORKER.pids()
 
 
 class ScoresWriter:
@@ -120,7 +106,7 @@ class ScoresWriter:
         self.size = 0  # bytes of the file known to be complete
         self.header_written = False
         self.pending: list[tuple[object, Table]] = []
-        self.pool = _pool() if use_process else None
+        self.pool = WORKER.pool() if use_process else None
 
     def write(self, table: Table) -> None:
         header = not self.header_written

@@ -1,0 +1,69 @@
+"""The search's worker processes: one spawned process per kind of work, recycled after a fixed number of tasks.
+
+A search keeps its own process for the model and the cutting; three kinds of work run beside it, each in one
+worker process so that it neither takes the interpreter lock from the search nor leaves its memory in the
+search's process (each worker is replaced after ``tasks_per_child`` tasks, so what it keeps is bounded too):
+
+- the KB's great-expectations suite on the per-cutout statistics (:mod:`lenssearch.search.pipeline`);
+- the cleaning measurements of the candidates (sep, :func:`lenssearch.search.cleaning.measure_cutouts`);
+- the appending of the per-position rows to ``scores.ecsv`` (:mod:`lenssearch.search.writer`).
+
+A worker is shared by the searches of a process (its imports are paid once) and started on first use, or ahead
+of a search with :meth:`RecycledWorker.warm_up`. Spawned processes re-import the parent's ``__main__`` module: a
+script without a ``__main__`` guard breaks them, and each user of a worker then does its work in its own process
+instead (``BrokenProcessPool``).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+
+class RecycledWorker:
+    """One spawned worker process (a ``ProcessPoolExecutor`` of one), replaced after ``tasks_per_child`` tasks.
+
+    Parameters
+    ----------
+    name
+        What it does (for messages).
+    tasks_per_child
+        Tasks run by one process before it is replaced.
+    first_task
+        Run first in every new pool (its imports), so that the first real task does not wait for them;
+        :attr:`ready` is its future.
+    """
+
+    def __init__(self, name: str, tasks_per_child: int, first_task: Callable[[], None] | None = None):
+        self.name, self.tasks_per_child, self.first_task = name, tasks_per_child, first_task
+        self._pool = None
+        self.ready = None
+        self._lock = threading.Lock()
+
+    def pool(self):
+        """The executor: a new one if there is none yet, or if the last one broke or was shut down."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with self._lock:
+            pool = self._pool
+            if pool is None or getattr(pool, "_broken", False) or getattr(pool, "_shutdown_thread", False):
+                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                 max_tasks_per_child=self.tasks_per_child)
+                self.ready = self._pool.submit(self.first_task) if self.first_task is not None else None
+            return self._pool
+
+    def warm_up(self, wait: bool = False) -> None:
+        """Start the process now (and run its first task); with ``wait``, until that is done."""
+        self.pool()
+        if wait and self.ready is not None:
+            self.ready.result()
+
+    @property
+    def broken(self) -> bool:
+        return self._pool is not None and bool(getattr(self._pool, "_broken", False))
+
+    def pids(self) -> list[int]:
+        """Process ids of its live processes (for memory figures)."""
+        pool = self._pool
+        return list(getattr(pool, "_processes", None) or {}) if pool is not None else []
