@@ -132,3 +132,40 @@ def test_nearest_neighbour_distance():
     assert d[0] == pytest.approx(5.0, rel=1e-6) and j[0] == 0
     d, j = cleaning.nearest_neighbour(ra, dec, [], [])
     assert np.isinf(d).all() and (j == -1).all()
+
+
+# ------------------------------------------------------------------------------------------ the cleaning worker
+def test_candidates_measured_in_the_worker_equal_in_process_and_survive_its_death(params):
+    """The cleaning worker process gives the measurements made here; if it dies, they are made here."""
+    import os
+    import signal
+    import types
+
+    from lenssearch.search.pipeline import CLEANING_WORKER, _CandidateMeasurements
+
+    rng = np.random.default_rng(3)
+    cutouts = np.stack([cutout(rng, [(64, 64, 30.0, 3.0)]), cutout(rng, pedestal_sigma=4.0), cutout(rng)])
+    inp = types.SimpleNamespace(noise_sigma=np.asarray(NOISE, float), bands=BANDS, pixel_scale_arcsec=PIXEL_SCALE)
+    expected = cleaning.measure_cutouts(cutouts, inp.noise_sigma, BANDS, PIXEL_SCALE, params)
+    got: dict[int, dict] = {}
+
+    def apply(rows, measured):
+        for k, r in enumerate(rows):
+            got[int(r)] = {name: v[k] for name, v in measured.items()}
+
+    m = _CandidateMeasurements(inp, params, apply)
+    assert m.pool is not None
+    m.submit(np.array([0, 1]), cutouts[:2])
+    m.submit(np.array([2]), cutouts[2:])
+    m.resolve_until(3)
+    assert not m.pending and CLEANING_WORKER.pids() and os.getpid() not in CLEANING_WORKER.pids()
+    for pid in CLEANING_WORKER.pids():
+        os.kill(pid, signal.SIGKILL)
+    m.submit(np.array([10, 11, 12]), cutouts)  # the dead worker: measured here
+    m.resolve_until(13)
+    assert m.pool is None  # fell back to this process
+    for r, i in [(0, 0), (1, 1), (2, 2), (10, 0), (11, 1), (12, 2)]:
+        for name in cleaning.MEASUREMENTS:
+            assert got[r][name] == pytest.approx(expected[name][i], nan_ok=True), (r, name)
+    assert expected["background_sigma"][1] > params.background_max_sigma  # the pedestal is measured as such
+    assert expected["kron_radius_arcsec"][0] > 0  # the central galaxy is found
