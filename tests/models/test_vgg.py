@@ -123,3 +123,16 @@ def test_predict_is_silent_by_default_also_after_loading(tmp_path, capsys):
     capsys.readouterr()
     loaded.predict(raw_cutouts(3, 3))  # what MLflow's Keras pyfunc wrapper calls: no progress bar
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("network", ["vgg", "sc_vgg"])
+def test_predict_of_arrays_equals_keras_predict_bit_for_bit(network):
+    """QuietModel scores arrays with predict_on_batch, batch_size at a time (no data pipeline per call): the same
+    probabilities as Keras' predict, for a count that is not a multiple of the batch and for an explicit batch."""
+    model = build_model(network, CFG)
+    x = raw_cutouts(75, 3, seed=4)
+    reference = keras.Model.predict(model, x, verbose=0)
+    np.testing.assert_array_equal(model.predict(x), reference)
+    np.testing.assert_array_equal(model.predict(x, batch_size=16), keras.Model.predict(model, x, batch_size=16, verbose=0))
+    assert model.predict(x).shape == (75, 1)
+    assert model.predict(x[:0]).shape == (0, 1)  # (Keras' own predict fails on an empty array)

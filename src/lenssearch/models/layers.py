@@ -22,6 +22,7 @@ find them once :mod:`lenssearch.models` is imported.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 #: Converts a median absolute deviation into the standard deviation of a Gaussian (1 / Phi^-1(3/4)).
@@ -129,7 +130,18 @@ class QuietModel(keras.Model):
     ``QuietModel(inputs, outputs)``: a functional model in every other respect, saved and loaded as one (it is
     registered under ``lenssearch``, like the layers), so the registered models score quietly; pass
     ``verbose=1`` to see the bar.
+
+    A numpy array is scored ``batch_size`` (Keras' default: 32) cutouts at a time with ``predict_on_batch``:
+    Keras' ``predict`` builds a new data pipeline on every call, and called once per batch of a field search
+    (as MLflow's wrapper does) that took ~2.0 ms per cutout against ~1.15 ms for the committee on this CPU, and
+    kept ~130 bytes per cutout scored (the search's memory grew with the field). The probabilities are the
+    same, bit for bit.
     """
 
     def predict(self, x, batch_size=None, verbose=0, steps=None, callbacks=None):
+        if isinstance(x, np.ndarray) and steps is None and callbacks is None and not verbose and len(self.outputs) == 1:
+            if len(x) == 0:  # (Keras' predict fails on an empty array)
+                return np.zeros((0, *self.outputs[0].shape[1:]), dtype=np.float32)
+            size = int(batch_size or 32)
+            return np.concatenate([np.asarray(self.predict_on_batch(x[i : i + size])) for i in range(0, len(x), size)])
         return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
