@@ -18,10 +18,11 @@ Figures printed:
   its first chunk and at the end, and the peaks of its two worker processes (the great-expectations suite's and
   the catalogue writer's, sampled; both are replaced after a fixed number of tasks). The verdict is on the
   steady-state growth: the slope of the anonymous memory over the second half of the largest search, in bytes
-  per position, extrapolated to a survey of 10^8 positions: "flat" only if it adds less than 100 MB there (a
-  slope under ~1 byte per position) and the workers' peaks do not grow between the two largest sizes; otherwise
-  "GROWS". The slopes of the peak and of the end anonymous memory between the two largest sizes are printed too:
-  they include the allocators' warm-up (the anonymous memory settles within the first few 10^5 positions). These
+  per position, with its standard error, extrapolated to a survey of 10^8 positions: "flat" only if the top of
+  its 2-sigma range adds less than 100 MB there (a slope under ~1 byte per position) and the workers' memory is
+  bounded, "GROWS" if the bottom of the range adds more, otherwise "not determined" (too short a search for the
+  precision: ``--sizes 1e6,3e6``). The slopes of the peak and of the end anonymous memory between the two largest
+  sizes are printed too: they include the allocators' warm-up (the anonymous memory settles within the first few 10^5 positions). These
   searches use a cheap real Keras model (a central-crop mean and a sigmoid) so that the largest runs in minutes:
   the model's own memory is per batch, the same at every size, and what could grow with the catalogue is the
   search's bookkeeping, which this measures. The first model of ``--model`` is also measured at 10^4 and 10^5
@@ -199,15 +200,17 @@ class WorkerPeaks:
         return {kind: (max(p.values(), default=0.0), len(p)) for kind, p in self.peaks.items()}
 
 
-def steady_slope(timeline: list[tuple[int, float]]) -> float:
+def steady_slope(timeline: list[tuple[int, float]]) -> tuple[float, float]:
     """Least-squares slope (bytes per position) of the anonymous memory over the second half of a search's
-    timeline ``(positions done, RssAnon MB)``: the growth once the allocators have reached their steady state."""
+    timeline ``(positions done, RssAnon MB)``, the growth once the allocators have reached their steady state, and
+    its standard error (the samples move by a few MB with the transient buffers); NaNs below 6 samples."""
     half = timeline[len(timeline) // 2 :]
-    if len(half) < 3:
-        return float("nan")
+    if len(half) < 6:
+        return float("nan"), float("nan")
     x = np.array([t[0] for t in half], float)
     y = np.array([t[1] for t in half], float) * 2**20
-    return float(np.polyfit(x, y, 1)[0])
+    coef, cov = np.polyfit(x, y, 1, cov=True)
+    return float(coef[0]), float(np.sqrt(cov[0, 0]))
 
 
 def child(args) -> None:
@@ -229,7 +232,7 @@ def child(args) -> None:
     rss_mb, end_mb, anon_mb = peak_rss_mb(), peak_rss_mb("VmRSS"), peak_rss_mb("RssAnon")
     w = workers.stop()
     print(json.dumps({"n": args.child, "seconds": elapsed, "peak_rss_mb": rss_mb, "end_rss_mb": end_mb,
-                      "end_anon_mb": anon_mb, "steady_slope": steady_slope(timeline),
+                      "end_anon_mb": anon_mb, **dict(zip(("steady_slope", "steady_slope_se"), steady_slope(timeline))),
                       "anon_last_chunk_mb": timeline[-1][1] if timeline else float("nan"),
                       "anon_after_first_chunk_mb": timeline[0][1] if timeline else float("nan"),
                       "ge_worker_peak_mb": w["ge"][0], "ge_workers": w["ge"][1],
@@ -342,21 +345,24 @@ def memory(cfg, field: Path, kind: str, sizes, threshold: float, ge: bool = True
               f"the last; "
               f"worker peaks (processes) {workers}  ({r['seconds']:.0f} s, {r['n'] / r['seconds']:.0f} cutouts/s, "
               f"{r['n_candidates']} candidates)")
-    if len(rows) > 1:
+    if len(rows) > 1 and rows[-1]["n"] != rows[-2]["n"]:
         memory_verdict(rows)
     return rows
 
 
 def candidate_cost(with_candidates: list[dict], without: list[dict]) -> None:
-    """Print the memory the candidates take: the anonymous memory after the last chunk of the largest search with
-    candidates minus that of the same search without (same size, same warm-up), per candidate. The candidates are
-    kept by design (ranked and cleaned together at the end), so this grows with their number, not the field's."""
-    hi, lo = max(with_candidates, key=lambda r: r["n"]), max(without, key=lambda r: r["n"])
-    if hi["n"] != lo["n"] or hi["n_candidates"] == 0:
+    """Print the memory the kept candidates take: between the two largest sizes, the growth of the anonymous memory
+    (after the last chunk) with candidates minus that without, per additional candidate. The candidates are kept by
+    design (ranked and cleaned together at the end), so this grows with their number, not with the field's."""
+    w = sorted(with_candidates, key=lambda r: r["n"])[-2:]
+    wo = {r["n"]: r for r in without}
+    if len(w) < 2 or any(r["n"] not in wo for r in w) or w[1]["n_candidates"] == w[0]["n_candidates"]:
         return
-    per = (hi["anon_last_chunk_mb"] - lo["anon_last_chunk_mb"]) * 2**20 / hi["n_candidates"]
-    print(f"  candidates kept: {hi['n_candidates']} at {hi['n']} positions take {per:.0f} bytes each "
-          f"({per * 1e6 / 2**20:.0f} MB per million candidates)")
+    grow_with = w[1]["anon_last_chunk_mb"] - w[0]["anon_last_chunk_mb"]
+    grow_without = wo[w[1]["n"]]["anon_last_chunk_mb"] - wo[w[0]["n"]]["anon_last_chunk_mb"]
+    per = (grow_with - grow_without) * 2**20 / (w[1]["n_candidates"] - w[0]["n_candidates"])
+    print(f"  candidates kept: {w[0]['n_candidates']} -> {w[1]['n_candidates']} between {w[0]['n']} and {w[1]['n']} "
+          f"positions, {per:.0f} bytes each ({per * 1e6 / 2**20:.0f} MB per million candidates)")
 
 
 #: A survey search: the catalogue size the slopes are extrapolated to, and the growth allowed there.
@@ -365,41 +371,49 @@ SURVEY_ALLOWED_MB = 100.0
 
 
 def memory_verdict(rows: list[dict]) -> str:
-    """Print the slopes and the verdict ("flat" or "GROWS", returned).
+    """Print the slopes and the verdict, returned: "flat", "GROWS" or "not determined".
 
     The verdict is on the steady-state growth: the slope of the search process's anonymous memory over the second
-    half of the largest search (:func:`steady_slope`), extrapolated to :data:`SURVEY_POSITIONS`; "flat" only if it
-    adds less than :data:`SURVEY_ALLOWED_MB` there (< ~1 byte per position), and if the worker processes' memory is
-    bounded: they are replaced after a fixed number of tasks, so it is once the largest search has replaced each
-    worker at least once (its peak is then a whole worker's life), or if their peaks do not grow by more than 10%
-    between the two largest sizes.
-    The slope of the peaks between the two largest sizes is printed too: it includes the allocators' warm-up (the
-    anonymous memory settles over the first few 10^5 positions) and the pages of the memory-mapped images.
+    half of the largest search (:func:`steady_slope`), extrapolated to :data:`SURVEY_POSITIONS` with its 2-sigma
+    range. "flat" only if the top of that range adds less than :data:`SURVEY_ALLOWED_MB` there (< ~1 byte per
+    position) and the worker processes' memory is bounded; "GROWS" if the bottom of the range adds more (or the
+    workers' peaks grow); otherwise "not determined": the search is too short for the precision (the samples move
+    by a few MB with the transient buffers), run a longer one (``--sizes 1e6,3e6``). The workers are replaced
+    after a fixed number of tasks, so their memory is bounded once the largest search has replaced each of them
+    at least once (its peak is then a whole worker's life), or if their peaks do not grow by more than 10% between
+    the two largest sizes. The slopes of the peak and of the anonymous memory between the two largest sizes are
+    printed too: they include the allocators' warm-up (the anonymous memory settles within a few 10^5 positions).
     """
     rows = sorted(rows, key=lambda r: r["n"])
-    if len(rows) < 2 or rows[-1]["n"] == rows[-2]["n"]:
-        print("  (two sizes at least are needed for a slope)")
-        return "GROWS"
     lo, hi = rows[-2], rows[-1]
     dn = hi["n"] - lo["n"]
     peak_slope = (hi["peak_rss_mb"] - lo["peak_rss_mb"]) * 2**20 / dn
     anon_slope = (hi["anon_last_chunk_mb"] - lo["anon_last_chunk_mb"]) * 2**20 / dn
-    steady = hi["steady_slope"]
-    survey_mb = steady * (SURVEY_POSITIONS - hi["n"]) / 2**20
+    steady, se = hi["steady_slope"], hi["steady_slope_se"]
+    scale = (SURVEY_POSITIONS - hi["n"]) / 2**20
+    low_mb, mid_mb, high_mb = (steady - 2 * se) * scale, steady * scale, (steady + 2 * se) * scale
     workers_lo = lo["ge_worker_peak_mb"] + lo["writer_peak_mb"] + lo["cleaning_peak_mb"]
     workers_hi = hi["ge_worker_peak_mb"] + hi["writer_peak_mb"] + hi["cleaning_peak_mb"]
     # a worker is replaced after a fixed number of tasks: its memory is bounded once the largest search has seen
     # a whole worker's life (more than one process of each kind), or if the peaks do not grow
     recycled = hi["writers"] > 1 and (hi["ge_workers"] > 1 or hi["ge_worker_peak_mb"] == 0)
     workers_flat = recycled or workers_hi <= 1.10 * workers_lo + 1.0
-    verdict = "flat" if (np.isfinite(steady) and survey_mb < SURVEY_ALLOWED_MB and workers_flat) else "GROWS"
+    if not np.isfinite(steady):
+        verdict = "not determined"
+    elif low_mb > SURVEY_ALLOWED_MB or not workers_flat:
+        verdict = "GROWS"
+    elif high_mb < SURVEY_ALLOWED_MB:
+        verdict = "flat"
+    else:
+        verdict = "not determined"
     print(f"  between {lo['n']} and {hi['n']} positions: peak {peak_slope:+.2f} B/position, anonymous memory "
           f"after the last chunk {anon_slope:+.2f} B/position (both include the allocators' warm-up); worker "
           f"peaks {workers_lo:.0f} -> {workers_hi:.0f} MB ({hi['writers']} writer and {hi['ge_workers']} "
           "great-expectations processes in the largest search)")
-    print(f"  steady state (second half of the {hi['n']}-position search): {steady:+.3f} B/position of anonymous "
-          f"memory -> {survey_mb:+.0f} MB at {SURVEY_POSITIONS:.0e} positions -> {verdict} (flat only if < "
-          f"{SURVEY_ALLOWED_MB:.0f} MB there and the workers' memory is bounded)")
+    print(f"  steady state (second half of the {hi['n']}-position search): {steady:+.3f} +/- {se:.3f} B/position "
+          f"of anonymous memory -> {mid_mb:+.0f} MB at {SURVEY_POSITIONS:.0e} positions (2-sigma range "
+          f"{low_mb:+.0f} to {high_mb:+.0f}) -> {verdict} (flat only if the range stays below "
+          f"{SURVEY_ALLOWED_MB:.0f} MB and the workers' memory is bounded)")
     return verdict
 
 
@@ -453,7 +467,7 @@ def main() -> None:
         # great-expectations pass; then with 2% of candidates, for what they take
         without = memory(cfg, field, "tiny", sizes, 2.0)
         memory(cfg, field, "tiny", sizes, 2.0, ge=False)
-        candidate_cost(memory(cfg, field, "tiny", sizes[-1:], tiny_threshold), without)
+        candidate_cost(memory(cfg, field, "tiny", sizes[-2:], tiny_threshold), without)
         if kinds and kinds[0] != "tiny":
             memory(cfg, field, kinds[0], tuple(n for n in sizes if n <= 100_000), thresholds[kinds[0]])
         if not args.quick:
