@@ -104,26 +104,23 @@ class ScoresWriter:
         self.path, self.meta, self.chunk_rows = str(path), meta if meta is not None else {}, chunk_rows
         Path(self.path).write_text("")
         self.size = 0  # bytes of the file known to be complete
-        self.header_written = False
         self.pending: list[tuple[object, Table]] = []
         self.pool = WORKER.pool() if use_process else None
 
     def write(self, table: Table) -> None:
-        header = not self.header_written
-        self.header_written = True
-        if self.pool is not None:
-            from concurrent.futures.process import BrokenProcessPool
+        from concurrent.futures.process import BrokenProcessPool
 
-            while len(self.pending) >= MAX_PENDING:
-                self._wait_first()
-            if self.pool is not None:
-                try:
-                    future = self.pool.submit(append_ecsv, self.path, table, dict(self.meta), header, self.chunk_rows)
-                except BrokenProcessPool:
-                    self._fall_back()
-                else:
-                    self.pending.append((future, table))
-                    return
+        while self.pool is not None and len(self.pending) >= MAX_PENDING:
+            self._wait_first()
+        if self.pool is not None:
+            header = self.size == 0 and not self.pending  # the first table: nothing written, nothing on its way
+            try:
+                future = self.pool.submit(append_ecsv, self.path, table, dict(self.meta), header, self.chunk_rows)
+            except BrokenProcessPool:
+                self._fall_back()
+            else:
+                self.pending.append((future, table))
+                return
         self.size = append_ecsv(self.path, table, dict(self.meta), self.size == 0, self.chunk_rows)
 
     def _wait_first(self) -> None:
