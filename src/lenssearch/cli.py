@@ -2,15 +2,19 @@
 
 Each verb parses its arguments, loads the typed config, and calls one pure function of a subpackage. Paths come
 from ``dvc.yaml`` as arguments; defaults of parameters live in ``params.yaml`` only. Bad input is printed as one
-line ``error: ...`` on stderr, without a traceback, and the command exits with status 2.
+line ``error: ...`` on stderr, without a traceback, and the command exits with status 2. Ctrl-C and SIGTERM unwind
+a verb (its temporary files removed, nothing half-written left) and exit with 130 and 143.
 
 Heavy imports (TensorFlow, MLflow, great-expectations) happen inside the verbs, so ``lenssearch --help`` is fast.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
@@ -42,17 +46,44 @@ def fail(message: str) -> None:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch system's time limit) received by a verb: raised in the main thread, so that the
+    verb unwinds as after Ctrl-C (temporary files removed, nothing half-written, worker processes stopped)."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """SIGTERM raises :class:`Terminated` while a verb runs (Python's default ends the process at once, without
+    its cleanup); the previous handler is restored afterwards. Only in the main thread, where handlers can be set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def verb(func: Callable) -> Callable:
     """Turn bad-input exceptions raised by a verb into one clear line and a non-zero exit."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            with _sigterm_unwinds():
+                return func(*args, **kwargs)
         except (LensSearchError, ConfigError) as exc:
             fail(str(exc))
         except FileNotFoundError as exc:
             fail(f"{exc.filename}: no such file" if exc.filename else str(exc))
+        except Terminated:
+            typer.secho("terminated (SIGTERM)", err=True)
+            raise typer.Exit(128 + signal.SIGTERM)
         except KeyboardInterrupt:
             typer.secho("interrupted", err=True)
             raise typer.Exit(130)

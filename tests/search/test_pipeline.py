@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -316,43 +317,81 @@ def test_fits_catalogue_is_searched_lazily(field, keras_model, cfg, tmp_path):
 
 KILLED_SEARCH = """
 import sys, time
-from pathlib import Path
-sys.path.insert(0, {root!r})
-from lenssearch._runtime import apply_offline_env
-apply_offline_env()
-import dataclasses
-from lenssearch.config import load_config
-from lenssearch.search.pipeline import open_field, run_search
-from lenssearch.search.scoring import Scorer
-from tests.search.search_helpers import BANDS, PARAMS, build_keras_model
 
-model = build_keras_model()
-def predict(x):  # a slow model: the search is killed while it runs
-    time.sleep(0.5)
-    return model.predict_on_batch(x)
-cfg = load_config(PARAMS)
-cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, batch_size=1, prefetch_batches=0, ge_chunk_rows=0))
-field = Path({field!r})
-with open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
-    run_search(cfg, inp, {out!r}, model_uri=Scorer(predict, "keras:slow"), log_mlflow=False, progress=False,
-               chunk_rows=1)
+
+def main():  # only in the search's process: its worker processes re-import this script
+    sys.path.insert(0, {root!r})
+    from lenssearch._runtime import apply_offline_env
+    apply_offline_env()
+    import dataclasses
+    from pathlib import Path
+    from lenssearch.cli import Terminated, _sigterm_unwinds
+    from lenssearch.config import load_config
+    from lenssearch.search.pipeline import open_field, run_search
+    from lenssearch.search.scoring import Scorer
+    from tests.search.search_helpers import BANDS, PARAMS, build_keras_model
+
+    model = build_keras_model()
+    def predict(x):  # a slow model: the search is killed while it runs
+        time.sleep(0.5)
+        return model.predict_on_batch(x)
+    cfg = load_config(PARAMS)
+    s = dataclasses.replace(cfg.search, batch_size=1, prefetch_batches=0, ge_chunk_rows=2)
+    cfg = dataclasses.replace(cfg, search=s)
+    field = Path({field!r})
+    try:
+        with _sigterm_unwinds(), open_field(BANDS, cfg.search.detection, field_dir=field,
+                                            catalogue=field / "members.ecsv") as inp:
+            run_search(cfg, inp, {out!r}, model_uri=Scorer(predict, "keras:slow"), log_mlflow=False,
+                       progress=False, chunk_rows=1)
+    except Terminated:
+        sys.exit(143)
+
+
+if __name__ == "__main__":
+    main()
 """
 
 
-def test_killed_search_leaves_no_file_that_looks_complete(field, tmp_path):
-    """A search killed (SIGKILL) after some per-position rows were streamed to disk leaves only a hidden
-    temporary file: no scores.ecsv, candidates.ecsv or metrics.json."""
+def _children(pid: int) -> set[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists() or not Path("/dev/shm").is_dir(), reason="Linux /proc")
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_killed_search_leaves_no_file_that_looks_complete(field, tmp_path, sig):
+    """A search killed after some per-position rows were streamed to disk leaves no scores.ecsv, candidates.ecsv
+    or metrics.json: after SIGKILL only a hidden temporary file, after SIGTERM (which the CLI's verbs turn into an
+    unwinding exception) nothing at all, and exit status 143. Either way its worker processes (great-expectations,
+    writer, cleaning) end by themselves, and the shared-memory blocks and semaphores of the search are freed."""
     import os
     import signal
     import subprocess
     import sys
     import time
-    from pathlib import Path
 
     root = str(Path(__file__).resolve().parents[2])
     out = tmp_path / "out"
-    script = KILLED_SEARCH.format(root=root, field=str(field), out=str(out))
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    script = tmp_path / "killed_search.py"
+    script.write_text(KILLED_SEARCH.format(root=root, field=str(field), out=str(out)))
+    shm_before = set(os.listdir("/dev/shm"))
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 120
         streamed = None
@@ -363,15 +402,26 @@ def test_killed_search_leaves_no_file_that_looks_complete(field, tmp_path):
                 break
             time.sleep(0.05)
         assert streamed is not None, proc.communicate(timeout=5)[1].decode()[-2000:] if proc.poll() is not None else ""
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        workers = _children(proc.pid)
+        assert workers  # the search's worker processes (and the resource tracker)
+        os.kill(proc.pid, getattr(signal, sig))
+        code = proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    names = {p.name for p in out.iterdir()}
+    names = {p.name for p in out.iterdir()} if out.exists() else set()
     assert not names & {"scores.ecsv", "candidates.ecsv", "counts.ecsv", "metrics.json", "gallery"}
-    assert all(name.startswith(".") for name in names)
+    if sig == "SIGKILL":
+        assert code == -signal.SIGKILL and all(name.startswith(".") for name in names)
+    else:
+        assert code == 143 and not names, proc.stderr.read().decode()[-2000:]
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_running(pid) for pid in workers):
+        time.sleep(0.1)
+    assert not [pid for pid in workers if _running(pid)], "worker processes outlived the search"
+    ours = {n for n in set(os.listdir("/dev/shm")) - shm_before if n.startswith(("psm_", f"sem.loky-{proc.pid}-"))}
+    assert not ours, f"left in /dev/shm: {sorted(ours)}"
 
 
 def test_model_sees_one_batch_shape_and_buffers_are_reused(field, keras_model, cfg):

@@ -112,8 +112,50 @@ def test_great_expectations_runs_in_a_worker_process_and_falls_back_to_a_thread(
     assert [p.tolist() for _, p in verdicts] == [inline_ok.tolist()] and tally.ge_runs == 1
 
     broken = _ExpectationChunks(c, vcfg, 100, ValidationTally(), lambda rows, passed, ok: verdicts.append((rows, passed)))
+    broken.add(np.arange(7), stats, inline_ok)  # 7 < 100 rows: kept, then handed over to a worker that has died
     future = Future()
     future.set_exception(BrokenProcessPool("the worker died"))
-    broken.pending.append((np.arange(7), inline_ok, future, stats))
+    broken.pending.append((broken.current, future))
+    broken.current = None
     broken.finish()
     assert verdicts[-1][1].tolist() == inline_ok.tolist() and broken.tally.ge_disagreements == 0
+
+
+def test_statistics_go_through_reused_shared_memory_and_are_freed(vcfg):
+    """A search's statistics chunks lie in at most MAX_PENDING + 1 shared-memory blocks, reused from chunk to chunk
+    (nothing of a chunk's size is allocated per great-expectations run); the verdicts are those of the suite on
+    the same rows; finish and abort free every block."""
+    from multiprocessing import shared_memory
+
+    from lenssearch.search.pipeline import ValidationTally, _ExpectationChunks
+
+    cut = batch()
+    cut[3] *= 5.0
+    c = ctx(vcfg)
+    stats, failed = validate_batch(cut, c)
+    inline_ok = ~np.any(np.column_stack(list(failed.values())), axis=1)
+    expected, _ = run_expectations(stats, c, vcfg)
+
+    def blocks(chunks):
+        held = [chunks.current, *chunks.free, *(b for b, _ in chunks.pending)]
+        return {b.shm.name for b in held if b is not None}
+
+    verdicts = []
+    chunks = _ExpectationChunks(c, vcfg, 4, ValidationTally(), lambda rows, passed, ok: verdicts.append((rows.copy(), passed)))
+    names = set()
+    for i in range(6):  # 7 rows each, >= 4: one great-expectations run per add
+        chunks.add(np.arange(7 * i, 7 * i + 7), stats, inline_ok)
+        names |= blocks(chunks)
+    chunks.finish()
+    assert len(names) <= _ExpectationChunks.MAX_PENDING + 1
+    assert np.concatenate([r for r, _ in verdicts]).tolist() == list(range(42))
+    assert all(p.tolist() == expected.tolist() for _, p in verdicts) and chunks.tally.ge_runs == 6
+    aborted = _ExpectationChunks(c, vcfg, 4, ValidationTally(), lambda rows, passed, ok: None)
+    for i in range(3):
+        aborted.add(np.arange(7 * i, 7 * i + 7), stats, inline_ok)
+        names |= blocks(aborted)
+    aborted.abort()
+    assert not blocks(chunks) and not blocks(aborted)
+    for name in names:
+        with pytest.raises(FileNotFoundError):
+            shared_memory.SharedMemory(name=name)

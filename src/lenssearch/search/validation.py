@@ -304,3 +304,36 @@ def run_expectations(stats: dict[str, np.ndarray], ctx: ValidationContext, vcfg)
             failures.append({"expectation": r.expectation_config.type,
                              "column": r.expectation_config.kwargs.get("column"), "rows": len(rows)})
     return passed, failures
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedStats:
+    """Where a chunk of per-cutout statistics lies in shared memory: the block's name, the record dtype of one row
+    (one field per statistics column, plus the fields in ``extra`` that are not statistics) and the number of rows.
+    Handed to the great-expectations worker instead of the statistics themselves (a few bytes to pickle)."""
+
+    name: str
+    dtype: np.dtype
+    rows: int
+    extra: tuple[str, ...] = ()
+
+
+def read_shared_stats(where: SharedStats) -> dict[str, np.ndarray]:
+    """Copy the statistics columns of ``where`` out of its shared-memory block (the block is left as it is)."""
+    from multiprocessing import shared_memory
+
+    shm = shared_memory.SharedMemory(name=where.name)
+    try:
+        table = np.ndarray((where.rows,), dtype=where.dtype, buffer=shm.buf)
+        stats = {k: np.array(table[k]) for k in where.dtype.names if k not in where.extra}
+        del table  # no view of the block outlives it
+    finally:
+        shm.close()
+    return stats
+
+
+def run_shared_expectations(where: SharedStats, ctx: ValidationContext, vcfg) -> tuple[np.ndarray, list[dict]]:
+    """:func:`run_expectations` on statistics in shared memory (:class:`SharedStats`): the search's
+    great-expectations worker runs this, so that the search neither concatenates nor pickles the ~3 MB of a chunk's
+    statistics (transient blocks that glibc's allocator keeps, fragmented, in a long search)."""
+    return run_expectations(read_shared_stats(where), ctx, vcfg)

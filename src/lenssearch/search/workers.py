@@ -12,12 +12,35 @@ A worker is shared by the searches of a process (its imports are paid once) and 
 of a search with :meth:`RecycledWorker.warm_up`. Spawned processes re-import the parent's ``__main__`` module: a
 script without a ``__main__`` guard breaks them, and each user of a worker then does its work in its own process
 instead (``BrokenProcessPool``).
+
+A worker ends by itself when the search's process is gone (:func:`_exit_with_parent`): a search killed by a
+signal it cannot handle (SIGKILL, the kernel's out-of-memory killer) would otherwise leave its workers blocked for
+ever on the task queue (each worker holds both ends of that pipe, so it never reads end-of-file), with their
+memory, and the named semaphores and shared-memory blocks that the resource tracker frees only once every one of
+them has exited.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from typing import Callable
+
+#: How often (seconds) a worker checks that the process that started it is still there.
+PARENT_POLL_SECONDS = 0.5
+
+
+def _exit_with_parent(parent: int) -> None:
+    """The initializer of every worker process: a daemon thread ends the worker (``os._exit``) as soon as its
+    parent, the search's process ``parent``, is gone (the worker is then re-parented: ``os.getppid()`` changes)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lenssearch-parent-watch", daemon=True).start()
 
 
 class RecycledWorker:
@@ -49,7 +72,8 @@ class RecycledWorker:
             pool = self._pool
             if pool is None or getattr(pool, "_broken", False) or getattr(pool, "_shutdown_thread", False):
                 self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                                 max_tasks_per_child=self.tasks_per_child)
+                                                 max_tasks_per_child=self.tasks_per_child,
+                                                 initializer=_exit_with_parent, initargs=(os.getpid(),))
                 self.ready = self._pool.submit(self.first_task) if self.first_task is not None else None
             return self._pool
 
