@@ -107,8 +107,11 @@ def test_kernel_equals_the_numpy_reference_on_random_masks(seed):
 def test_clean_batch_and_empty_batch():
     ctx = context(128, 3)
     assert_kernel_equals_reference(noise(16, 128, 3, 1), ctx)
-    empty = noise(0, 128, 3, 1)  # (the numpy reference does not take an empty batch)
+    empty = noise(0, 128, 3, 1)
     assert kernel_usable(empty, ctx) and all(len(v) == 0 for v in cutout_statistics(empty, ctx).values())
+    assert_kernel_equals_reference(empty, ctx)
+    reference = _cutout_statistics_numpy(empty.astype(np.float64), ctx)  # an empty batch the kernel does not take
+    assert set(reference) == set(cutout_statistics(empty, ctx)) and all(len(v) == 0 for v in reference.values())
 
 
 def test_other_inputs_use_the_numpy_reference():

@@ -116,6 +116,8 @@ def _band_statistics(cutouts: np.ndarray, b: int, width: int) -> tuple[np.ndarra
     level: the lowest median of the four corners. Zero (no-data) and non-finite pixels are left out.
     """
     n, size, _, n_bands = cutouts.shape
+    if n == 0:
+        return np.zeros(0), np.zeros(0)
     flat = np.ascontiguousarray(cutouts).reshape(n, -1)
     rows = cutouts[..., b][:, _noise_rows(size, width, ROW_STRIDE), :]  # n x r x S (a gather of whole rows)
     diff = (rows[:, :, 1:] - rows[:, :, :-1]).reshape(n, -1)
