@@ -136,10 +136,12 @@ def test_nearest_neighbour_distance():
 
 # ------------------------------------------------------------------------------------------ the cleaning worker
 def test_candidates_measured_in_the_worker_equal_in_process_and_survive_its_death(params):
-    """The cleaning worker process gives the measurements made here; if it dies, they are made here."""
+    """The cleaning worker process gives the measurements made here, whether the cutouts go through the shared
+    ring or (more than it holds) are pickled; if the worker dies, they are made here; the ring is freed."""
     import os
     import signal
     import types
+    from multiprocessing import shared_memory
 
     from lenssearch.search.pipeline import CLEANING_WORKER, _CandidateMeasurements
 
@@ -153,19 +155,55 @@ def test_candidates_measured_in_the_worker_equal_in_process_and_survive_its_deat
         for k, r in enumerate(rows):
             got[int(r)] = {name: v[k] for name, v in measured.items()}
 
-    m = _CandidateMeasurements(inp, params, apply)
+    m = _CandidateMeasurements(inp, params, apply, capacity=2)
     assert m.pool is not None
-    m.submit(np.array([0, 1]), cutouts[:2])
-    m.submit(np.array([2]), cutouts[2:])
-    m.resolve_until(3)
-    assert not m.pending and CLEANING_WORKER.pids() and os.getpid() not in CLEANING_WORKER.pids()
+    everything = np.ones(3, dtype=bool)
+    m.submit(np.array([0, 1]), cutouts, np.array([True, True, False]))  # through the ring (2 slots)
+    assert m.ring is not None and list(m.ring.spans) == [(0, 2)]
+    m.submit(np.array([2]), cutouts, np.array([False, False, True]))  # the ring is full: waits for the first batch
+    assert list(m.ring.spans) == [(0, 1)]
+    m.submit(np.array([3, 4, 5]), cutouts, everything)  # more than the ring holds: pickled
+    m.resolve_until(6)
+    assert not m.pending and not m.ring.spans and CLEANING_WORKER.pids() and os.getpid() not in CLEANING_WORKER.pids()
     for pid in CLEANING_WORKER.pids():
         os.kill(pid, signal.SIGKILL)
-    m.submit(np.array([10, 11, 12]), cutouts)  # the dead worker: measured here
+    m.submit(np.array([10, 11]), cutouts, np.array([False, True, True]))  # the dead worker: measured here
     m.resolve_until(13)
     assert m.pool is None  # fell back to this process
-    for r, i in [(0, 0), (1, 1), (2, 2), (10, 0), (11, 1), (12, 2)]:
-        for name in cleaning.MEASUREMENTS:
-            assert got[r][name] == pytest.approx(expected[name][i], nan_ok=True), (r, name)
+    name = m.ring.shm.name
+    m.close()
+    with pytest.raises(FileNotFoundError):
+        shared_memory.SharedMemory(name=name)
+    for r, i in [(0, 0), (1, 1), (2, 2), (3, 0), (4, 1), (5, 2), (10, 1), (11, 2)]:
+        for key in cleaning.MEASUREMENTS:
+            assert got[r][key] == pytest.approx(expected[key][i], nan_ok=True), (r, key)
     assert expected["background_sigma"][1] > params.background_max_sigma  # the pedestal is measured as such
     assert expected["kron_radius_arcsec"][0] > 0  # the central galaxy is found
+
+
+def test_cutout_ring_takes_and_gives_back_in_order():
+    """The ring hands out consecutive slots, wraps to the start when the end is too short, refuses what does not
+    fit, and is empty again once every span is given back."""
+    from multiprocessing import shared_memory
+
+    from lenssearch.search.pipeline import _CutoutRing
+
+    ring = _CutoutRing(10, (4, 4, 3))
+    try:
+        assert [ring.take(4), ring.take(4)] == [0, 4]
+        assert ring.take(3) is None and ring.take(11) is None and ring.take(0) is None  # 2 left at the end
+        ring.give_back()  # 0..4 free again
+        assert ring.take(3) == 0  # the end (8..10) is too short: wrapped
+        assert ring.take(2) is None  # 3..4 only: one slot
+        assert ring.take(1) == 3
+        ring.give_back()
+        ring.give_back()
+        ring.give_back()
+        assert not ring.spans and ring.take(10) == 0
+        ring.block[:] = 1.0
+        assert ring.where(2, 5).read().shape == (3, 4, 4, 3) and ring.where(2, 5).read().sum() == 3 * 48
+    finally:
+        name = ring.shm.name
+        ring.release()
+    with pytest.raises(FileNotFoundError):
+        shared_memory.SharedMemory(name=name)

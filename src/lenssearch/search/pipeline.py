@@ -600,52 +600,144 @@ CLEANING_TASKS_PER_CHILD = 512
 CLEANING_WORKER = RecycledWorker("cleaning", CLEANING_TASKS_PER_CHILD, cleaning.import_sep)
 
 
+class _CutoutRing:
+    """The candidates' cutouts on their way to the cleaning worker: ``capacity`` cutout slots in one block of shared
+    memory, taken and given back in order (a ring).
+
+    Each scored batch copies its candidates into consecutive free slots (:meth:`take`); the cleaning worker reads
+    them there (:class:`~lenssearch.search.cleaning.SharedCutouts`); their slots are given back once the batch's
+    measurements are applied (:meth:`give_back`, oldest first). Without it each batch's candidates were copied
+    into a new array and pickled (~200 kB per cutout, twice): transient blocks of varying size that glibc's
+    allocator kept, fragmented, in the search's process (~1.9 kB per candidate kept).
+    """
+
+    def __init__(self, capacity: int, shape: tuple[int, ...]):
+        from collections import deque
+        from multiprocessing import shared_memory
+
+        self.capacity, self.shape = capacity, (capacity, *shape)
+        self.shm = shared_memory.SharedMemory(create=True, size=4 * int(np.prod(self.shape)))
+        self.block = np.ndarray(self.shape, dtype=np.float32, buffer=self.shm.buf)
+        self.spans: deque = deque()  # (start, stop) of the slots taken, oldest first
+        self.head = 0  # the slot after the newest span
+
+    def take(self, k: int) -> int | None:
+        """The first of ``k`` consecutive free slots, now taken; None if there are not as many."""
+        if k <= 0 or k > self.capacity:
+            return None
+        if not self.spans:
+            start = 0
+        else:
+            oldest = self.spans[0][0]
+            if self.head > oldest:  # free: head..capacity, then 0..oldest
+                start = self.head if self.capacity - self.head >= k else 0 if oldest >= k else None
+            else:  # wrapped: free from head to oldest
+                start = self.head if oldest - self.head >= k else None
+        if start is None:
+            return None
+        self.spans.append((start, start + k))
+        self.head = start + k
+        return start
+
+    def give_back(self) -> None:
+        """Free the oldest span."""
+        self.spans.popleft()
+        if not self.spans:
+            self.head = 0
+
+    def where(self, start: int, stop: int) -> cleaning.SharedCutouts:
+        return cleaning.SharedCutouts(self.shm.name, self.shape, start, stop)
+
+    def release(self) -> None:
+        """Free the block (unlinked; unmapped as soon as no view of it is left)."""
+        self.block = None
+        try:
+            self.shm.close()
+        except BufferError:
+            pass
+        try:
+            self.shm.unlink()
+        except FileNotFoundError:
+            pass
+
+
 class _CandidateMeasurements:
     """The cleaning measurements of the candidates (:func:`cleaning.measure_cutouts`), made in the cleaning worker
     process while the model scores the next batches.
 
     sep holds the interpreter lock (~2.5 ms per candidate, three bands): measured in the search's own thread, the
-    model waited for it. Each scored batch hands a copy of its candidates' cutouts over; the results are given to
-    ``apply(rows, measurements)`` in row order before the chunk that holds their rows is final
-    (:meth:`resolve_until`). At most :attr:`MAX_PENDING` batches wait (bounded memory). If the worker cannot run,
-    the measurements are made here, with the same results.
+    model waited for it. Each scored batch copies its candidates' cutouts into a ring of ``capacity`` slots in
+    shared memory (:class:`_CutoutRing`, made on the first candidate) that the worker reads; the results are given
+    to ``apply(rows, measurements)`` in row order before the chunk that holds their rows is final
+    (:meth:`resolve_until`). At most :attr:`MAX_PENDING` batches wait (bounded memory); a batch with more candidates
+    than the ring holds is pickled to the worker instead. If the worker cannot run, the measurements are made here,
+    with the same results.
     """
 
     MAX_PENDING = 8
 
-    def __init__(self, inp: SearchInput, params, apply, use_process: bool = True):
+    def __init__(self, inp: SearchInput, params, apply, use_process: bool = True, capacity: int = 256):
         from collections import deque
 
         self.args = (inp.noise_sigma, inp.bands, inp.pixel_scale_arcsec, params)
         self.apply = apply
+        self.capacity = capacity
         self.pool = CLEANING_WORKER.pool() if use_process else None
-        self.pending: deque = deque()  # (rows, cutouts, future), in row order
+        self.ring: _CutoutRing | None = None
+        self.pending: deque = deque()  # (rows, cutouts or a span of the ring, future), in row order
 
-    def submit(self, rows: np.ndarray, cutouts: np.ndarray) -> None:
-        """Measure the candidates ``cutouts`` (the search's catalogue rows ``rows``, increasing)."""
+    def submit(self, rows: np.ndarray, cutouts: np.ndarray, select: np.ndarray) -> None:
+        """Measure the candidates ``cutouts[select]`` (the search's catalogue rows ``rows``, increasing)."""
         from concurrent.futures.process import BrokenProcessPool
 
         if self.pool is not None:
+            where = self._into_ring(cutouts, select)
+            held = where if where is not None else cutouts[select]  # a copy: the buffer goes back to the pool
             try:
-                future = self.pool.submit(cleaning.measure_cutouts, cutouts, *self.args)
+                if where is not None:
+                    future = self.pool.submit(cleaning.measure_shared_cutouts, where, *self.args)
+                else:
+                    future = self.pool.submit(cleaning.measure_cutouts, held, *self.args)
             except BrokenProcessPool:
                 self.pool = None
+                if where is not None:
+                    self.ring.give_back()
             else:
-                self.pending.append((rows, cutouts, future))
+                self.pending.append((rows, held, future))
                 while len(self.pending) > self.MAX_PENDING:
                     self._resolve_first()
                 return
-        self.apply(rows, cleaning.measure_cutouts(cutouts, *self.args))
+        self.apply(rows, cleaning.measure_cutouts(cutouts[select], *self.args))
+
+    def _into_ring(self, cutouts: np.ndarray, select: np.ndarray) -> cleaning.SharedCutouts | None:
+        """Copy ``cutouts[select]`` into the ring (waiting for the oldest batches if it is full); None if it
+        cannot hold them (more than its capacity, another cutout shape or dtype)."""
+        k = int(np.count_nonzero(select))
+        if self.ring is None and k <= self.capacity and cutouts.dtype == np.float32:
+            self.ring = _CutoutRing(self.capacity, cutouts.shape[1:])
+        ring = self.ring
+        if ring is None or k > ring.capacity or cutouts.shape[1:] != ring.shape[1:] or cutouts.dtype != np.float32:
+            return None
+        start = ring.take(k)
+        while start is None and any(not isinstance(held, np.ndarray) for _, held, _ in self.pending):
+            self._resolve_first()
+            start = ring.take(k)
+        if start is None:
+            return None
+        np.compress(select, cutouts, axis=0, out=ring.block[start : start + k])
+        return ring.where(start, start + k)
 
     def _resolve_first(self) -> None:
         from concurrent.futures.process import BrokenProcessPool
 
-        rows, cutouts, future = self.pending.popleft()
+        rows, held, future = self.pending.popleft()
         try:
             measured = future.result()
         except BrokenProcessPool:
             self.pool = None
-            measured = cleaning.measure_cutouts(cutouts, *self.args)
+            measured = cleaning.measure_cutouts(held if isinstance(held, np.ndarray) else held.read(), *self.args)
+        if not isinstance(held, np.ndarray):
+            self.ring.give_back()
         self.apply(rows, measured)
 
     def resolve_until(self, stop: int) -> None:
@@ -653,10 +745,21 @@ class _CandidateMeasurements:
         while self.pending and self.pending[0][0][0] < stop:
             self._resolve_first()
 
+    def close(self) -> None:
+        """Free the ring (every measurement applied, or dropped by :meth:`abort`)."""
+        if self.ring is not None:
+            self.ring.release()
+            self.ring = None
+
     def abort(self) -> None:
-        for _, _, future in self.pending:
-            future.cancel()
+        """Drop the pending batches; the one the worker measures, if any, is waited for (a few seconds at most)
+        before the ring is freed, so that no process still opens it."""
+        from concurrent.futures import wait
+
+        running = [future for _, _, future in self.pending if not future.cancel()]
         self.pending.clear()
+        wait(running, timeout=30.0)
+        self.close()
 
 
 class _PoolClosed(Exception):
@@ -821,7 +924,7 @@ def iter_scored_chunks(
                 c.measurements[name][local] = values[sel]
 
     measurer = _CandidateMeasurements(inp, s.cleaning, apply_measurements,
-                                      worker_processes and measure_above is not None)
+                                      worker_processes and measure_above is not None, capacity=s.batch_size)
 
     def ready() -> Iterator[ScoredChunk]:
         while open_chunks and open_chunks[0].remaining == 0 and open_chunks[0].ge_pending == 0:
@@ -858,6 +961,7 @@ def iter_scored_chunks(
         measurer.abort()
         raise
     finally:
+        measurer.close()
         pool.closed.set()  # a producer waiting for a buffer stops
         items.close()
 
@@ -900,7 +1004,7 @@ def _score_batch(scorer, measure_above, item, chunks_of, expectations, measurer)
     if measure_above is not None and ok.any():
         cand = scores.main >= measure_above
         if cand.any():
-            measurer.submit(idx[np.flatnonzero(ok)[cand]], cut[cand])  # a copy: the buffer goes back to the pool
+            measurer.submit(idx[np.flatnonzero(ok)[cand]], cut, cand)  # copied: the buffer goes back to the pool
     for c, sel, local in chunks_of(idx):
         c.validation[local] = labels[sel]
         c.status[local] = np.where(ok[sel], "scored", "invalid")
