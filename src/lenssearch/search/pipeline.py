@@ -600,6 +600,12 @@ CLEANING_TASKS_PER_CHILD = 512
 CLEANING_WORKER = RecycledWorker("cleaning", CLEANING_TASKS_PER_CHILD, cleaning.import_sep)
 
 
+#: The ring of candidates' cutouts holds ``search.batch_size // CANDIDATE_RING_FRACTION`` of them (12.5 MB for 64
+#: cutouts of 128 x 128 x 3): at a candidate rate of a few per cent, several batches' candidates; a batch with more
+#: candidates than that is pickled to the cleaning worker instead.
+CANDIDATE_RING_FRACTION = 4
+
+
 class _CutoutRing:
     """The candidates' cutouts on their way to the cleaning worker: ``capacity`` cutout slots in one block of shared
     memory, taken and given back in order (a ring).
@@ -924,7 +930,8 @@ def iter_scored_chunks(
                 c.measurements[name][local] = values[sel]
 
     measurer = _CandidateMeasurements(inp, s.cleaning, apply_measurements,
-                                      worker_processes and measure_above is not None, capacity=s.batch_size)
+                                      worker_processes and measure_above is not None,
+                                      capacity=max(s.batch_size // CANDIDATE_RING_FRACTION, 1))
 
     def ready() -> Iterator[ScoredChunk]:
         while open_chunks and open_chunks[0].remaining == 0 and open_chunks[0].ge_pending == 0:
