@@ -138,16 +138,10 @@ class SharedCutouts:
 
     def read(self) -> np.ndarray:
         """A copy of the cutouts (the block is left as it is)."""
-        from multiprocessing import shared_memory
+        from lenssearch.search.workers import read_shared_block
 
-        shm = shared_memory.SharedMemory(name=self.name)
-        try:
-            block = np.ndarray(self.shape, dtype=np.float32, buffer=shm.buf)
-            cutouts = np.array(block[self.start : self.stop])
-            del block  # no view of the block outlives it
-        finally:
-            shm.close()
-        return cutouts
+        return read_shared_block(self.name, self.shape, np.float32,
+                                 lambda block: np.array(block[self.start : self.stop]))
 
 
 def measure_shared_cutouts(where: SharedCutouts, *args) -> dict[str, np.ndarray]:

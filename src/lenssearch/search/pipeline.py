@@ -58,12 +58,10 @@ from lenssearch.search.validation import (
     ValidationContext,
     failure_labels,
     import_great_expectations,
-    read_shared_stats,
-    run_expectations,
     run_shared_expectations,
     validate_batch,
 )
-from lenssearch.search.workers import RecycledWorker
+from lenssearch.search.workers import RecycledWorker, cancel_and_wait, free_shared_block, new_shared_block
 from lenssearch.search.writer import WRITE_CHUNK_ROWS, EcsvAppender, ScoresWriter
 
 #: Default threshold when neither the configuration nor the model version gives one (Angora et al. 2023, 4.1).
@@ -417,12 +415,10 @@ class _StatsBuffer:
     ROW, OK = "_row", "_inline_ok"
 
     def __init__(self, columns: dict[str, np.ndarray], capacity: int):
-        from multiprocessing import shared_memory
-
         fields = [(k, v.dtype) for k, v in columns.items()] + [(self.ROW, np.int64), (self.OK, np.bool_)]
         self.dtype = np.dtype(fields)
         self.capacity = capacity
-        self.shm = shared_memory.SharedMemory(create=True, size=max(self.dtype.itemsize * capacity, 1))
+        self.shm = new_shared_block(self.dtype.itemsize * capacity)
         self.table = np.ndarray((capacity,), dtype=self.dtype, buffer=self.shm.buf)
         self.n = 0
 
@@ -446,21 +442,9 @@ class _StatsBuffer:
         """The rows' numbers and inline verdicts (views of the block: used before the buffer is reused)."""
         return self.table[self.ROW][: self.n], self.table[self.OK][: self.n]
 
-    def stats(self) -> dict[str, np.ndarray]:
-        """The statistics (copies), for a great-expectations run in this process."""
-        return read_shared_stats(self.where())
-
     def release(self) -> None:
-        """Free the block (unlinked; unmapped as soon as no view of it is left)."""
         self.table = None
-        try:
-            self.shm.close()
-        except BufferError:  # a view is still alive somewhere: unmapped when it goes
-            pass
-        try:
-            self.shm.unlink()
-        except FileNotFoundError:
-            pass
+        free_shared_block(self.shm)
 
 
 class _ExpectationChunks:
@@ -525,11 +509,7 @@ class _ExpectationChunks:
         self.pending.append((buf, self._submit(buf)))
 
     def _submit(self, buf: _StatsBuffer):
-        from concurrent.futures import ThreadPoolExecutor
-
-        if isinstance(self.pool, ThreadPoolExecutor):
-            return self.pool.submit(run_expectations, buf.stats(), self.ctx, self.vcfg)
-        return self.pool.submit(run_shared_expectations, buf.where(), self.ctx, self.vcfg)
+        return self.pool.submit(run_shared_expectations, buf.where(), self.ctx, self.vcfg)  # process or thread
 
     def _fall_back(self) -> None:
         """The worker process could not run (e.g. a script without a ``__main__`` guard, which the spawned worker
@@ -584,12 +564,9 @@ class _ExpectationChunks:
     def abort(self) -> None:
         """Drop the pending chunks after a failure. The shared worker finishes the chunk it runs, if any: that
         is waited for (a few seconds at most) before the blocks are freed, so that no process still opens one."""
-        from concurrent.futures import wait
-
         if self.pool is None:
             return
-        running = [f for _, f in self.pending if not f.cancel()]
-        wait(running, timeout=30.0)
+        cancel_and_wait([f for _, f in self.pending])
         self._release()
 
 
@@ -619,10 +596,9 @@ class _CutoutRing:
 
     def __init__(self, capacity: int, shape: tuple[int, ...]):
         from collections import deque
-        from multiprocessing import shared_memory
 
         self.capacity, self.shape = capacity, (capacity, *shape)
-        self.shm = shared_memory.SharedMemory(create=True, size=4 * int(np.prod(self.shape)))
+        self.shm = new_shared_block(4 * int(np.prod(self.shape)))
         self.block = np.ndarray(self.shape, dtype=np.float32, buffer=self.shm.buf)
         self.spans: deque = deque()  # (start, stop) of the slots taken, oldest first
         self.head = 0  # the slot after the newest span
@@ -655,16 +631,8 @@ class _CutoutRing:
         return cleaning.SharedCutouts(self.shm.name, self.shape, start, stop)
 
     def release(self) -> None:
-        """Free the block (unlinked; unmapped as soon as no view of it is left)."""
         self.block = None
-        try:
-            self.shm.close()
-        except BufferError:
-            pass
-        try:
-            self.shm.unlink()
-        except FileNotFoundError:
-            pass
+        free_shared_block(self.shm)
 
 
 class _CandidateMeasurements:
@@ -718,11 +686,12 @@ class _CandidateMeasurements:
     def _into_ring(self, cutouts: np.ndarray, select: np.ndarray) -> cleaning.SharedCutouts | None:
         """Copy ``cutouts[select]`` into the ring (waiting for the oldest batches if it is full); None if it
         cannot hold them (more than its capacity, another cutout shape or dtype)."""
-        k = int(np.count_nonzero(select))
-        if self.ring is None and k <= self.capacity and cutouts.dtype == np.float32:
+        if cutouts.dtype != np.float32:
+            return None
+        if self.ring is None:
             self.ring = _CutoutRing(self.capacity, cutouts.shape[1:])
-        ring = self.ring
-        if ring is None or k > ring.capacity or cutouts.shape[1:] != ring.shape[1:] or cutouts.dtype != np.float32:
+        ring, k = self.ring, int(np.count_nonzero(select))
+        if k > ring.capacity or cutouts.shape[1:] != ring.shape[1:]:
             return None
         start = ring.take(k)
         while start is None and any(not isinstance(held, np.ndarray) for _, held, _ in self.pending):
@@ -760,11 +729,8 @@ class _CandidateMeasurements:
     def abort(self) -> None:
         """Drop the pending batches; the one the worker measures, if any, is waited for (a few seconds at most)
         before the ring is freed, so that no process still opens it."""
-        from concurrent.futures import wait
-
-        running = [future for _, _, future in self.pending if not future.cancel()]
+        cancel_and_wait([future for _, _, future in self.pending])
         self.pending.clear()
-        wait(running, timeout=30.0)
         self.close()
 
 

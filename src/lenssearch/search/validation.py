@@ -319,23 +319,16 @@ class SharedStats:
     rows: int
     extra: tuple[str, ...] = ()
 
+    def read(self) -> dict[str, np.ndarray]:
+        """Copies of the statistics columns (the block is left as it is)."""
+        from lenssearch.search.workers import read_shared_block
 
-def read_shared_stats(where: SharedStats) -> dict[str, np.ndarray]:
-    """Copy the statistics columns of ``where`` out of its shared-memory block (the block is left as it is)."""
-    from multiprocessing import shared_memory
-
-    shm = shared_memory.SharedMemory(name=where.name)
-    try:
-        table = np.ndarray((where.rows,), dtype=where.dtype, buffer=shm.buf)
-        stats = {k: np.array(table[k]) for k in where.dtype.names if k not in where.extra}
-        del table  # no view of the block outlives it
-    finally:
-        shm.close()
-    return stats
+        return read_shared_block(self.name, (self.rows,), self.dtype, lambda table: {
+            k: np.array(table[k]) for k in self.dtype.names if k not in self.extra})
 
 
 def run_shared_expectations(where: SharedStats, ctx: ValidationContext, vcfg) -> tuple[np.ndarray, list[dict]]:
     """:func:`run_expectations` on statistics in shared memory (:class:`SharedStats`): the search's
     great-expectations worker runs this, so that the search neither concatenates nor pickles the ~3 MB of a chunk's
     statistics (transient blocks that glibc's allocator keeps, fragmented, in a long search)."""
-    return run_expectations(read_shared_stats(where), ctx, vcfg)
+    return run_expectations(where.read(), ctx, vcfg)

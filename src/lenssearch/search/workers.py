@@ -25,7 +25,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
+
+import numpy as np
 
 #: How often (seconds) a worker checks that the process that started it is still there.
 PARENT_POLL_SECONDS = 0.5
@@ -41,6 +43,45 @@ def _exit_with_parent(parent: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="lenssearch-parent-watch", daemon=True).start()
+
+
+def new_shared_block(nbytes: int):
+    """A new block of shared memory of ``nbytes`` (at least 1) for data handed to a worker by name."""
+    from multiprocessing import shared_memory
+
+    return shared_memory.SharedMemory(create=True, size=max(int(nbytes), 1))
+
+
+def free_shared_block(shm) -> None:
+    """Close and unlink a block made by :func:`new_shared_block` (unmapped as soon as no view of it is left)."""
+    try:
+        shm.close()
+    except BufferError:  # a view is still alive somewhere: unmapped when it goes
+        pass
+    try:
+        shm.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def read_shared_block(name: str, shape: tuple[int, ...], dtype, take: Callable[[np.ndarray], Any]) -> Any:
+    """``take(array)`` of the shared-memory block ``name`` seen as an array of ``shape`` and ``dtype``; ``take``
+    must copy what it keeps (the block is closed on return)."""
+    from multiprocessing import shared_memory
+
+    shm = shared_memory.SharedMemory(name=name)
+    try:
+        return take(np.ndarray(shape, dtype=dtype, buffer=shm.buf))
+    finally:
+        shm.close()
+
+
+def cancel_and_wait(futures, timeout: float = 30.0) -> None:
+    """Cancel ``futures``; wait (at most ``timeout`` s) for those a worker already runs, so that no worker still
+    reads a shared-memory block when it is freed."""
+    from concurrent.futures import wait
+
+    wait([f for f in futures if not f.cancel()], timeout=timeout)
 
 
 class RecycledWorker:
