@@ -1,37 +1,420 @@
-"""Small I/O helpers shared by every stage: atomic writes."""
+"""Small I/O helpers shared by every stage: atomic writes that never remove what the program did not write.
+
+:func:`atomic_path` yields a temporary path beside the output; whatever the block writes there (a file or a folder)
+is renamed onto the output only when the block succeeds. An existing output is replaced only when that cannot lose
+anything of the user's:
+
+- a file replaces a file (the output path the user named) or a symbolic link (the link, not what it points to);
+- a folder replaces a folder only when every entry of the old folder was written by lenssearch: each folder output
+  carries a manifest (:data:`MANIFEST`, one relative path a line) of what it holds, and later atomic writes inside
+  it add their names to it;
+- anything else (a folder where a file is expected, a file or a link where a folder is expected, a folder holding
+  files that lenssearch did not write) raises :class:`OutputPathError`, naming the path, and leaves it untouched.
+
+:func:`check_output_path` makes the same check before a verb starts its work, so that a bad ``--out`` fails at once.
+Temporary names carry the host and the process id (``.<name>.<host>-<pid>.<random>.tmp``): the temporaries of a
+process that died without cleaning up (``kill -9``) are removed by the next write of the same output.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal, Optional
+
+from lenssearch.errors import LensSearchError
+
+#: Manifest of a folder output: the entries (relative paths, folders with a trailing ``/``) that lenssearch wrote.
+MANIFEST = ".lenssearch-written"
+
+Kind = Literal["file", "dir"]
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+class OutputPathError(LensSearchError):
+    """An output path that cannot be written without removing something that lenssearch did not write."""
 
-    An interrupted or failing write never leaves a file (or folder) at ``path`` that looks finished.
-    Works for files and for folders (whatever the block creates at the temporary path).
+
+# ------------------------------------------------------------------------------------------ temporary names
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
+
+
+def _tmp_prefix(name: str) -> str:
+    return f".{name}.{_host()}-{os.getpid()}."
+
+
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
+
+
+def _is_our_temporary(name: str) -> bool:
+    return _TMP_RE.match(name) is not None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the temporaries of ``path`` left by processes of this host that no longer run (e.g. ``kill -9``).
+
+    Only names of the form ``.<name>.<host>-<pid>.<random>.tmp`` written by :func:`atomic_path` are touched, and
+    only when ``<host>`` is this machine and process ``<pid>`` is gone; returns the paths removed.
     """
     path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    host = _host()
+    for candidate in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        match = _TMP_RE.match(candidate.name)
+        if match is None or match["name"] != path.name or match["host"] != host:
+            continue
+        pid = int(match["pid"])
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            if candidate.is_dir() and not candidate.is_symlink():
+                shutil.rmtree(candidate)
+            else:
+                candidate.unlink()
+            removed.append(candidate)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with the glob wildcards ``*?[`` escaped."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+# ------------------------------------------------------------------------------------------ manifests
+def _read_manifest(folder: Path) -> Optional[set[str]]:
+    try:
+        lines = (folder / MANIFEST).read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return {line for line in lines if line and not line.startswith("#")}
+
+
+def _write_manifest(folder: Path) -> None:
+    entries = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        rel_root = Path(root).relative_to(folder)
+        for d in dirs:
+            entries.append((rel_root / d).as_posix() + "/")
+        for f in sorted(files):
+            if rel_root == Path(".") and f == MANIFEST:
+                continue
+            entries.append((rel_root / f).as_posix())
+    text = "# written by lenssearch: the entries below may be replaced by its next run; others are never removed\n"
+    (folder / MANIFEST).write_text(text + "".join(e + "\n" for e in sorted(entries)))
+
+
+def _record_in_manifests(path: Path) -> None:
+    """Add ``path`` (just written) to the manifest of the nearest folder output that holds it."""
+    path = path.absolute()
+    is_dir = path.is_dir() and not path.is_symlink()
+    for ancestor in path.parents:
+        known = _read_manifest(ancestor)
+        if known is None:
+            continue
+        rel = path.relative_to(ancestor).as_posix() + ("/" if is_dir else "")
+        parents = [p.as_posix() + "/" for p in Path(rel.rstrip("/")).parents if p != Path(".")]
+        new = [e for e in (*parents, rel) if e not in known]
+        if new:
+            with contextlib.suppress(OSError), open(ancestor / MANIFEST, "a") as fh:
+                fh.write("".join(e + "\n" for e in new))
+        return
+
+
+def foreign_entries(folder: str | Path, limit: int = 5) -> list[str]:
+    """Up to ``limit`` entries of ``folder`` (relative paths) that lenssearch did not write.
+
+    An entry is lenssearch's when the manifest of ``folder``, or of a folder output nested in it, lists it, or when
+    it is one of :func:`atomic_path`'s temporaries. A folder without a manifest is wholly foreign (but empty).
+    """
+    folder = Path(folder)
+    found: list[str] = []
+
+    def walk(current: Path, owners: list[tuple[Path, set[str]]]) -> None:
+        own = _read_manifest(current)
+        if own is not None:
+            owners = [*owners, (current, own)]
+        try:
+            children = sorted(os.scandir(current), key=lambda e: e.name)
+        except OSError:
+            found.append(current.relative_to(folder).as_posix() + "/")
+            return
+        for entry in children:
+            if len(found) >= limit:
+                return
+            child = Path(entry.path)
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if entry.name == MANIFEST and own is not None:
+                continue
+            if _is_our_temporary(entry.name):
+                continue
+            listed = any(
+                child.relative_to(root).as_posix() + ("/" if is_dir else "") in names for root, names in owners
+            )
+            if not listed:
+                found.append(child.relative_to(folder).as_posix() + ("/" if is_dir else ""))
+                continue
+            if is_dir:
+                walk(child, owners)
+
+    walk(folder, [])
+    return found
+
+
+# ------------------------------------------------------------------------------------------ checks
+def _describe(path: Path) -> str:
+    if path.is_symlink():
+        return "a symbolic link"
+    if path.is_dir():
+        return "a folder"
+    if path.is_file():
+        return "a file"
+    return "neither a file nor a folder"
+
+
+def check_output_path(path: str | Path, kind: Optional[Kind] = None) -> None:
+    """Raise :class:`OutputPathError` if writing a ``kind`` output at ``path`` would remove what lenssearch did
+    not write (see the module docstring); ``kind=None`` checks only what is wrong whatever the output is.
+
+    Nothing is created or removed.
+    """
+    path = Path(path)
+    for parent in (path.parent, *path.parent.parents):
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise OutputPathError(f"{path}: cannot write here, {parent} is {_describe(parent)}, not a folder")
+            break
+    if not (path.exists() or path.is_symlink()):
+        return
+    if path.is_symlink():
+        if kind == "dir":
+            raise OutputPathError(
+                f"{path}: is a symbolic link; expected a folder path for this output (give a new path, or the "
+                "folder the link points to)"
+            )
+        return
+    if path.is_dir():
+        if kind == "file":
+            raise OutputPathError(
+                f"{path}: is a folder; expected a file path for this output (e.g. {path / 'out.ecsv'}); "
+                "the folder was left untouched"
+            )
+        foreign = foreign_entries(path)
+        if foreign:
+            raise OutputPathError(
+                f"{path}: the folder exists and holds files that lenssearch did not write ({', '.join(foreign)}"
+                f"{', ...' if len(foreign) >= 5 else ''}); it was left untouched: give a new or empty folder, "
+                "or remove it yourself"
+            )
+        return
+    if kind == "dir":
+        raise OutputPathError(
+            f"{path}: is {_describe(path)}; expected a folder path for this output; the file was left untouched"
+        )
+    if not path.is_file():
+        raise OutputPathError(f"{path}: is {_describe(path)}; expected a file path for this output")
+
+
+# ------------------------------------------------------------------------------------------ atomic writes
+@contextlib.contextmanager
+def atomic_path(path: str | Path, kind: Optional[Kind] = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    An interrupted or failing write never leaves a file (or folder) at ``path`` that looks finished. Works for
+    files and for folders (whatever the block creates at the temporary path; a folder gets a :data:`MANIFEST`).
+    ``path`` is checked with :func:`check_output_path` before the block runs and again before the rename: an
+    existing output is replaced only when nothing of the user's is lost, else :class:`OutputPathError` is raised
+    and ``path`` is left as it was.
+
+    Parameters
+    ----------
+    kind
+        ``"file"`` or ``"dir"`` when the caller knows what it writes (a wrong target then fails before the work).
+    """
+    path = Path(path)
+    check_output_path(path, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.unlink()
+    old: Optional[Path] = None
     try:
         yield tmp
-        if not tmp.exists():
+        if not (tmp.exists() or tmp.is_symlink()):
             raise FileNotFoundError(f"{path}: nothing was written")
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        written: Kind = "dir" if tmp.is_dir() and not tmp.is_symlink() else "file"
+        check_output_path(path, written)
+        if written == "dir":
+            _write_manifest(tmp)
+        if path.is_dir() and not path.is_symlink():  # wholly lenssearch's (checked above): moved aside, then removed
+            fd, old_name = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            old = Path(old_name)
+            old.unlink()
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None and not (path.exists() or path.is_symlink()):
+                os.replace(old, path)  # the previous output back where it was
+                old = None
+            raise
+        _record_in_manifests(path)
     finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
+        for leftover in (tmp, old):
+            if leftover is None:
+                continue
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            elif leftover.exists() or leftover.is_symlink():
+                leftover.unlink()
+
+
+# ------------------------------------------------------------------------------------------ strict readers
+def _last_line(path: Path, block: int = 65536) -> tuple[bytes, int]:
+    """The last line of a file (without its newline) and its 1-based line number (counted in a streaming pass)."""
+    n_lines = 0
+    last = b""
+    with open(path, "rb") as fh:
+        for line in fh:
+            n_lines += 1
+            last = line
+    return last, n_lines
+
+
+def check_text_complete(path: str | Path, what: str = "file") -> None:
+    """Raise :class:`~lenssearch.errors.InputFileError` if a text table does not end with a newline.
+
+    Every table lenssearch and astropy write ends with a newline; a file cut while it was written or copied stops
+    in the middle of its last row, whose last value may still parse (a Dec of ``-2.19`` cut from ``-2.1934``), so
+    the missing newline is the only reliable sign.
+    """
+    from lenssearch.errors import InputFileError
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            raise InputFileError(f"{path}: the {what} is empty (0 bytes)")
+        with open(path, "rb") as fh:
+            fh.seek(size - 1)
+            complete = fh.read(1) == b"\n"
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    if not complete:
+        last, n_lines = _last_line(path)
+        shown = last.decode(errors="replace")
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise InputFileError(
+            f"{path}: the {what} looks truncated: it ends in the middle of line {n_lines} ('{shown}') without a "
+            "newline; copy or write it again (if the file is complete, add a newline at its end)"
+        )
+
+
+def read_ecsv(path: str | Path, what: str = "table"):
+    """Read an ECSV table strictly (astropy's pure-Python ECSV reader, no guessing), refusing a truncated file.
+
+    Raises
+    ------
+    InputFileError
+        A missing, unreadable, malformed or truncated file, named with what is wrong.
+    """
+    from astropy.table import Table
+
+    from lenssearch.errors import InputFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such {what}" if not path.exists() else f"{path}: the {what} is not a file")
+    check_text_complete(path, what)
+    try:
+        return Table.read(path, format="ascii.ecsv", guess=False)
+    except Exception as exc:  # astropy raises many types for malformed tables
+        raise InputFileError(f"{path}: not a readable ECSV {what} ({type(exc).__name__}: {exc})") from None
+
+
+def fits_open_checked(path: str | Path, what: str = "FITS file", memmap: bool = False, **kwargs):
+    """``astropy.io.fits.open`` that refuses a missing, corrupt or truncated file with one clear error.
+
+    Every HDU's header is read and its data checked to lie wholly inside the file (a file cut while it was
+    written or copied otherwise opens, then fails with ``TypeError: buffer is too small`` or a reshape error when
+    its pixels are read, the file named only in a warning). The caller closes the returned ``HDUList``; see
+    :func:`open_fits` for a context manager.
+
+    Raises
+    ------
+    InputFileError
+        Naming the file, ``what`` it is, and what is wrong.
+    """
+    import warnings
+
+    from astropy.io import fits
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    from lenssearch.errors import InputFileError
+
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{path}: no such {what}")
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a folder, expected a {what}")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="File may have been truncated", category=AstropyUserWarning)
+            hdul = fits.open(path, memmap=memmap, **kwargs)
+            hdus = list(hdul)  # reads every header
+    except (OSError, TypeError, ValueError, IndexError, KeyError) as exc:
+        raise InputFileError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") from None
+    try:
+        size = path.stat().st_size
+        if not hdus:
+            raise InputFileError(f"{path}: not a readable {what} (no HDU)")
+        for i, hdu in enumerate(hdus):
+            start = int(hdul.fileinfo(i)["datLoc"])
+            need = int(hdu.size)
+            if start + need > size:
+                name = hdu.name or f"#{i}"
+                raise InputFileError(
+                    f"{path}: the {what} is truncated: HDU {i} ({name}) needs {need} bytes of data but the file "
+                    f"ends {start + need - size} bytes short ({size} bytes); copy or write it again"
+                )
+    except BaseException:
+        hdul.close()
+        raise
+    return hdul
+
+
+@contextlib.contextmanager
+def open_fits(path: str | Path, what: str = "FITS file", memmap: bool = False, **kwargs):
+    """:func:`fits_open_checked` as a context manager; errors that astropy raises while the block reads the file
+    (``OSError``, ``TypeError``, ``ValueError``) become the same one-line :class:`InputFileError`."""
+    from lenssearch.errors import InputFileError, LensSearchError
+
+    hdul = fits_open_checked(path, what, memmap, **kwargs)
+    try:
+        yield hdul
+    except (OSError, TypeError, ValueError) as exc:
+        if isinstance(exc, LensSearchError):
+            raise
+        raise InputFileError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") from None
+    finally:
+        hdul.close()
