@@ -23,6 +23,7 @@ import typer
 from lenssearch._runtime import apply_offline_env
 from lenssearch.config import ConfigError, load_config
 from lenssearch.errors import LensSearchError
+from lenssearch.io import check_output_folder, check_output_path
 
 app = typer.Typer(
     name="lenssearch",
@@ -142,6 +143,8 @@ def lenstool_check_cmd(
 
     if params is not None:
         load(params, None)
+    if out is not None:
+        check_output_path(out, "file")  # before the work: a folder there is refused, and left untouched
     result = lenstool_check(parfile, multfile)
     typer.echo("\n".join(result.families.pformat(max_lines=-1, max_width=-1)))
     if out is not None:
@@ -171,6 +174,7 @@ def simulate_cmd(
     from lenssearch.simulate.inject import run_simulate
 
     cfg = load(params, profile)
+    check_output_path(out, "dir")
     metrics = run_simulate(cfg, fields, out, reports)
     typer.echo(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
     typer.echo(f"wrote {out}")
@@ -191,6 +195,7 @@ def negatives_cmd(
     from lenssearch.simulate.negatives import run_negatives
 
     cfg = load(params, profile)
+    check_output_path(out, "dir")
     metrics = run_negatives(cfg, fields, out, reports)
     typer.echo(json.dumps({"n_negatives": metrics["n_negatives"], "excluded": metrics["excluded"]}))
     typer.echo(f"wrote {out}")
@@ -202,6 +207,10 @@ ImagesOption = Annotated[
 ]
 StackOption = Annotated[Optional[Path], typer.Option("--stack", help="Stack of cutouts (FITS cube or HDF5) to score.")]
 TrackingOption = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow store (default sqlite:///mlflow.db).")]
+IgnoreBandsOption = Annotated[bool, typer.Option(
+    "--ignore-band-keywords",
+    help="Do not refuse images whose FILTER/FILTER1/FILTER2/PHOTPLAM keywords name another band than given.",
+)]
 
 
 @app.command("search-field")
@@ -215,6 +224,7 @@ def search_field_cmd(
     from lenssearch.search.demo import build_search_field
 
     cfg = load(params, profile)
+    check_output_path(out, "dir")
     path = build_search_field(cfg, out)
     typer.echo(f"wrote {path}")
 
@@ -235,6 +245,7 @@ def search_cmd(
     stars: Annotated[Optional[Path], typer.Option("--stars", help="Bright stars (ra, dec, mag); default <field>/stars.ecsv.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Model URI; default search.model_uri.")] = None,
     tracking_uri: TrackingOption = None,
+    ignore_band_keywords: IgnoreBandsOption = False,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
 ) -> None:
@@ -242,7 +253,9 @@ def search_cmd(
     from lenssearch.search.pipeline import open_input, read_planted, run_search
 
     cfg = load(params, profile)
-    with open_input(cfg, field=field, images=image, catalogue=catalogue, stack=stack, stars=stars) as inp:
+    check_output_folder(out)
+    with open_input(cfg, field=field, images=image, catalogue=catalogue, stack=stack, stars=stars,
+                    ignore_band_keywords=ignore_band_keywords) as inp:
         result = run_search(cfg, inp, out, model_uri=model, planted=read_planted(planted), tracking_uri=tracking_uri)
     typer.echo("\n".join(result.counts.pformat(max_lines=-1, max_width=-1)))
     typer.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.metrics.items()))
@@ -262,6 +275,7 @@ def known_lenses_cmd(
     ] = None,
     model: Annotated[Optional[list[str]], typer.Option("--model", help="Model URI(s); default search.model_uri.")] = None,
     tracking_uri: TrackingOption = None,
+    ignore_band_keywords: IgnoreBandsOption = False,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
 ) -> None:
@@ -269,7 +283,9 @@ def known_lenses_cmd(
     from lenssearch.search.pipeline import open_input, run_known_lenses
 
     cfg = load(params, profile)
-    with open_input(cfg, field=field, images=image, catalogue=known, stack=stack, known=True, default_label=default_label) as inp:
+    check_output_folder(out)
+    with open_input(cfg, field=field, images=image, catalogue=known, stack=stack, known=True,
+                    default_label=default_label, ignore_band_keywords=ignore_band_keywords) as inp:
         table, totals = run_known_lenses(cfg, inp, out, model or [cfg.search.model_uri], tracking_uri=tracking_uri)
     typer.echo("\n".join(totals.pformat(max_lines=-1, max_width=-1)))
     typer.echo(f"wrote {out}")
@@ -295,6 +311,7 @@ def kb_cmd(
     from lenssearch.kb.build import build_kb
 
     cfg = load(params, profile)
+    check_output_path(out, "file")
     summary = build_kb(mocks, negatives, out, cfg, fields_dir=fields)
     if reports is not None:
         from lenssearch.kb.report import write_kb_reports
@@ -316,6 +333,7 @@ def validate_cmd(
     from lenssearch.kb.validation import validate_kb
 
     cfg = load(params, profile)
+    check_output_path(out, "dir")
     result = validate_kb(kb, out, cfg)
     n = len(result.expectations)
     if not result.success:
@@ -458,6 +476,9 @@ def field_cmd(
     from lenssearch.io import atomic_path
 
     cfg = load(params, profile)
+    check_output_folder(out)
+    if metrics is not None:
+        check_output_path(metrics, "file")
 
     def build_lenstool_field_with_light(entry, cfg, out_dir):
         path = build_lenstool_field(entry, cfg, out_dir)

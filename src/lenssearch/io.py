@@ -232,6 +232,24 @@ def check_output_path(path: str | Path, kind: Optional[Kind] = None) -> None:
         raise OutputPathError(f"{path}: is {_describe(path)}; expected a file path for this output")
 
 
+def check_output_folder(path: str | Path, files: tuple[str, ...] = (), folders: tuple[str, ...] = ()) -> None:
+    """Check a folder that a verb writes its outputs into, one by one (``search --out``): ``path`` may be missing
+    or an existing folder (whose other files stay), not a file; ``files`` and ``folders`` inside it are checked
+    with :func:`check_output_path`. Nothing is created or removed.
+
+    Raises
+    ------
+    OutputPathError
+        Naming the path and what is wrong.
+    """
+    path = Path(path)
+    check_output_path(path, None if path.is_dir() else "dir")
+    for name in files:
+        check_output_path(path / name, "file")
+    for name in folders:
+        check_output_path(path / name, "dir")
+
+
 # ------------------------------------------------------------------------------------------ atomic writes
 @contextlib.contextmanager
 def atomic_path(path: str | Path, kind: Optional[Kind] = None) -> Iterator[Path]:

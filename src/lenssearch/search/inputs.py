@@ -29,6 +29,8 @@ from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 
 from lenssearch.errors import InputFileError, LensSearchError
+from lenssearch.fields.bands import check_band_keywords
+from lenssearch.io import check_text_complete, fits_open_checked, read_ecsv
 
 #: Column names accepted for right ascension / declination / identifiers (first match wins, case-insensitive).
 RA_NAMES = ("ra", "alpha_j2000", "raj2000", "ra_deg")
@@ -80,6 +82,9 @@ class FieldImages:
         Band name -> FITS image path, in the band order of the search (e.g. F435W, F606W, F814W).
     align_tolerance_pix
         Largest allowed offset, in pixels, between the sky positions of the same pixel in two bands.
+    check_bands
+        Refuse an image whose ``FILTER``/``FILTER1``/``FILTER2``/``PHOTPLAM`` keywords say it is another band
+        (:func:`lenssearch.fields.bands.check_band_keywords`); False: trust the order given.
 
     Raises
     ------
@@ -87,7 +92,7 @@ class FieldImages:
         A file without a celestial WCS, bands of different shapes, or grids that are not aligned.
     """
 
-    def __init__(self, paths: dict[str, Path], align_tolerance_pix: float = 0.01):
+    def __init__(self, paths: dict[str, Path], align_tolerance_pix: float = 0.01, check_bands: bool = True):
         self.bands = tuple(paths)
         self.paths = {band: Path(p) for band, p in paths.items()}
         self._hduls: list[fits.HDUList] = []
@@ -97,12 +102,11 @@ class FieldImages:
             for band, path in self.paths.items():
                 if not path.exists():
                     raise SearchInputError(f"{path}: no such image for band {band}")
-                try:
-                    hdul = fits.open(path, memmap=True)
-                except OSError as exc:
-                    raise SearchInputError(f"{path}: not a readable FITS file ({exc})") from None
+                hdul = fits_open_checked(path, f"FITS image of band {band}", memmap=True)  # truncation refused
                 self._hduls.append(hdul)
                 hdu = _first_image_hdu(hdul, path)
+                if check_bands:
+                    check_band_keywords(path, band, self.bands, hdu.header, hdul[0].header)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", FITSFixedWarning)
                     wcs = WCS(hdu.header)
@@ -156,12 +160,12 @@ class FieldImages:
         self.close()
 
     @classmethod
-    def from_field_dir(cls, field_dir: str | Path, bands: Sequence[str]) -> "FieldImages":
+    def from_field_dir(cls, field_dir: str | Path, bands: Sequence[str], check_bands: bool = True) -> "FieldImages":
         """Open ``image_<BAND>.fits`` for every band of a field directory."""
         field_dir = Path(field_dir)
         if not field_dir.is_dir():
             raise SearchInputError(f"{field_dir}: no such field directory")
-        return cls({band: field_dir / f"image_{band}.fits" for band in bands})
+        return cls({band: field_dir / f"image_{band}.fits" for band in bands}, check_bands=check_bands)
 
     # --------------------------------------------------------------------------------- geometry
     def world_to_pixel(self, ra_deg: np.ndarray, dec_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -347,6 +351,9 @@ def _standardise(table: Table, path: Path, offset: int = 0, n_total: int | None 
     return out
 
 
+#: Suffixes of text catalogues, refused when they do not end with a newline (cut mid-row).
+TEXT_SUFFIXES = (".ecsv", ".csv", ".txt", ".dat", ".tsv", ".cat")
+
 #: Suffixes of FITS catalogues that :class:`FitsCatalogue` reads in row chunks (uncompressed files only).
 LAZY_FITS_SUFFIXES = (".fits", ".fit", ".fts")
 
@@ -423,6 +430,22 @@ def position_rows(positions: "Table | FitsCatalogue", start: int, stop: int) -> 
     return positions[start:stop]
 
 
+def read_table(path: str | Path, what: str) -> Table:
+    """Read a small table whole (ECSV strictly, other text formats checked for a cut last row, or FITS)."""
+    path = Path(path)
+    if path.suffix.lower() == ".ecsv":
+        try:
+            return read_ecsv(path, what)
+        except InputFileError as exc:
+            raise SearchInputError(str(exc)) from None
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        check_text_complete(path, what)
+    try:
+        return Table.read(path)
+    except Exception as exc:  # astropy raises many types for malformed tables
+        raise SearchInputError(f"{path}: cannot read the {what} ({type(exc).__name__}: {exc})") from None
+
+
 def read_positions(path: str | Path, lazy: bool = False) -> "Table | FitsCatalogue":
     """Read a catalogue of positions to score (ECSV, FITS or any astropy-readable table).
 
@@ -448,17 +471,24 @@ def read_positions(path: str | Path, lazy: bool = False) -> "Table | FitsCatalog
                 raise
     wanted = {*RA_NAMES, *DEC_NAMES, *ID_NAMES, *EXTRA_COLUMNS}
     table = None
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        check_text_complete(path, "catalogue")  # a file cut mid-row would give a last row with a wrong value
     if path.suffix.lower() == ".ecsv":
         try:
             table = _read_ecsv_columns(path, wanted)
         except Exception:  # anything unusual (multidimensional columns, odd quoting): astropy's own reader
             table = None
     if table is None:
-        fmt = "ascii.ecsv" if path.suffix.lower() == ".ecsv" else None
-        try:
-            table = Table.read(path, format=fmt) if fmt else Table.read(path)
-        except Exception as exc:  # astropy raises many types for malformed tables
-            raise SearchInputError(f"{path}: cannot read the catalogue ({exc})") from None
+        if path.suffix.lower() == ".ecsv":
+            try:
+                table = read_ecsv(path, "catalogue")
+            except InputFileError as exc:
+                raise SearchInputError(str(exc)) from None
+        else:
+            try:
+                table = Table.read(path)
+            except Exception as exc:  # astropy raises many types for malformed tables
+                raise SearchInputError(f"{path}: cannot read the catalogue ({exc})") from None
     if _find_column(table, RA_NAMES) is not None and _find_column(table, DEC_NAMES) is not None and len(table) == 0:
         raise SearchInputError(f"{path}: the catalogue is empty; nothing to search")
     return _standardise(table, path)
@@ -599,7 +629,10 @@ class CutoutStack:
         self._data = self._h5["cutouts"]
         table = Table()
         if "metadata" in self._h5:
-            meta = Table.read(self.path, path="metadata")
+            try:
+                meta = Table.read(self.path, path="metadata")
+            except Exception as exc:  # astropy/h5py raise many types for a damaged table
+                raise SearchInputError(f"{self.path}: unreadable 'metadata' table ({type(exc).__name__}: {exc})") from None
             for name in ("id", "ra", "dec", "label"):
                 if name in meta.colnames:
                     table[name] = meta[name]
@@ -613,9 +646,9 @@ class CutoutStack:
 
     def _open_fits(self) -> None:
         try:
-            self._hdul = fits.open(self.path, memmap=True)
-        except OSError as exc:
-            raise SearchInputError(f"{self.path}: not a readable FITS or HDF5 file ({exc})") from None
+            self._hdul = fits_open_checked(self.path, "cutout stack (FITS)", memmap=True)
+        except InputFileError as exc:
+            raise SearchInputError(str(exc)) from None
         cube = None
         for hdu in self._hdul:
             if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)) and hdu.header.get("NAXIS", 0) == 4:
@@ -655,7 +688,13 @@ class CutoutStack:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Cutouts ``start:stop`` as float32 n x S x S x B."""
-        block = np.asarray(self._data[start:stop], dtype=np.float32)
+        try:
+            block = np.asarray(self._data[start:stop], dtype=np.float32)
+        except (OSError, TypeError, ValueError) as exc:  # a damaged or truncated HDF5 dataset
+            raise SearchInputError(
+                f"{self.path}: cannot read cutouts {start}-{stop} of the stack ({type(exc).__name__}: {exc}); "
+                "is the file truncated?"
+            ) from None
         if self._channels_first:
             block = np.ascontiguousarray(np.moveaxis(block, 1, -1))
         return block

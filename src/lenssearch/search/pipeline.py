@@ -40,7 +40,7 @@ import numpy as np
 from astropy.table import Table
 
 from lenssearch.errors import LensSearchError
-from lenssearch.io import atomic_path
+from lenssearch.io import atomic_path, check_output_folder
 from lenssearch.search import cleaning, classes
 from lenssearch.search.inputs import (
     Batch,
@@ -51,6 +51,7 @@ from lenssearch.search.inputs import (
     detect_sources,
     position_rows,
     read_positions,
+    read_table,
 )
 from lenssearch.search.scoring import Scorer, Scores, load_scorer
 from lenssearch.search.validation import (
@@ -132,6 +133,7 @@ def open_field(
     images: dict[str, str | Path] | None = None,
     catalogue: str | Path | None = None,
     stars: str | Path | None = None,
+    check_bands: bool = True,
 ) -> SearchInput:
     """Open a field for a search: band images (a field directory or explicit paths) and positions.
 
@@ -141,10 +143,10 @@ def open_field(
     ``stars`` or the field directory's ``stars.ecsv`` (columns ``ra``, ``dec``, ``mag``).
     """
     if images is not None:
-        field_images = FieldImages({b: Path(images[b]) for b in bands})
+        field_images = FieldImages({b: Path(images[b]) for b in bands}, check_bands=check_bands)
         desc = ", ".join(str(images[b]) for b in bands)
     elif field_dir is not None:
-        field_images = FieldImages.from_field_dir(field_dir, bands)
+        field_images = FieldImages.from_field_dir(field_dir, bands, check_bands=check_bands)
         desc = str(field_dir)
     else:
         raise LensSearchError("a field search needs a field directory or band images")
@@ -166,7 +168,7 @@ def open_field(
         star_table = None
         star_path = Path(stars) if stars is not None else (Path(field_dir) / "stars.ecsv" if field_dir else None)
         if star_path is not None and star_path.exists():
-            star_table = Table.read(star_path, format="ascii.ecsv" if star_path.suffix == ".ecsv" else None)
+            star_table = read_table(star_path, "star catalogue")
             missing = [c for c in ("ra", "dec", "mag") if c not in star_table.colnames]
             if missing:
                 raise SearchInputError(f"{star_path}: star catalogue lacks columns {missing} (needs ra, dec, mag)")
@@ -233,11 +235,13 @@ def open_input(
     stars: str | Path | None = None,
     known: bool = False,
     default_label: str | None = None,
+    ignore_band_keywords: bool = False,
 ) -> SearchInput:
     """Open what a verb searches: a field (directory or ``BAND=path`` images) or a stack, from the CLI's options.
 
     With ``known``, ``catalogue`` is a catalogue of known lenses (:func:`read_known_lenses`); for a stack it must
-    have one row per cutout.
+    have one row per cutout. ``ignore_band_keywords`` skips the check of the images' filter keywords against
+    their bands (:mod:`lenssearch.fields.bands`).
     """
     bands = tuple(cfg.base.bands)
     if stack is not None and (field is not None or images):
@@ -259,7 +263,7 @@ def open_input(
         raise LensSearchError("nothing to search: give --field, --image BAND=path for each band, or --stack")
     inp = open_field(
         bands, cfg.search.detection, field_dir=field, images=_parse_images(images, bands) if images else None,
-        catalogue=None if known else catalogue, stars=stars,
+        catalogue=None if known else catalogue, stars=stars, check_bands=not ignore_band_keywords,
     )
     if known:
         if catalogue is None:
@@ -1146,6 +1150,16 @@ class _Candidates:
         return {k: v[order] for k, v in out.items()}
 
 
+def check_cutout_size(config, inp: SearchInput, scorer: Scorer) -> None:
+    """Refuse, before anything is scored, cutouts that the model does not take (naming the stack file or the
+    ``search.cutout_pixels`` parameter and the size the model expects)."""
+    if inp.stack is not None:
+        size, source = inp.stack.size, f"{inp.stack.path} (cutout stack)"
+    else:
+        size, source = config.search.cutout_pixels, f"search.cutout_pixels = {config.search.cutout_pixels}"
+    scorer.check_cutouts((size, size, len(inp.bands)), source)
+
+
 def run_search(
     config,
     inp: SearchInput,
@@ -1200,11 +1214,14 @@ def run_search(
     """
     cfg = config.search
     out_dir = Path(out_dir)
+    check_output_folder(out_dir, files=("scores.ecsv", "candidates.ecsv", "counts.ecsv", "metrics.json"),
+                        folders=("gallery",))
     if isinstance(model_uri, Scorer):
         scorer = model_uri
     else:
         scorer = load_scorer(model_uri or cfg.model_uri, tracking_uri=tracking_uri)
     uri = scorer.uri
+    check_cutout_size(config, inp, scorer)
     if cfg.threshold is not None:
         threshold, threshold_source = float(cfg.threshold), "params search.threshold"
     elif scorer.threshold is not None:
@@ -1509,10 +1526,13 @@ def run_known_lenses(
     """
     cfg = config.search
     out_dir = Path(out_dir)
+    check_output_folder(out_dir, files=("known_lenses.ecsv", "known_lenses_totals.ecsv", "known_lenses.md"))
     if not model_uris:
         raise LensSearchError("known-lenses needs at least one model URI")
     scorers = [uri if isinstance(uri, Scorer) else load_scorer(uri, tracking_uri=tracking_uri) for uri in model_uris]
     model_uris = [scorer.uri for scorer in scorers]
+    for scorer in scorers:
+        check_cutout_size(config, inp, scorer)
     positions = inp.positions
     labels = np.asarray(positions["label"], dtype=str)
     is_lens = np.asarray([classes.KNOWN_LABELS[v] for v in labels])

@@ -122,12 +122,28 @@ class Scorer:
         The tuned threshold tagged on the registered version, or None.
     """
 
-    def __init__(self, predict: Callable[[np.ndarray], Any], uri: str, threshold: float | None = None):
+    def __init__(self, predict: Callable[[np.ndarray], Any], uri: str, threshold: float | None = None,
+                 input_shape: tuple[int, int, int] | None = None):
         self._predict = predict
         self.uri = uri
         self.label = model_label(uri)
         self.threshold = threshold
+        self.input_shape = input_shape  # S x S x B of one cutout, from the model's signature (None: unknown)
         self.member_names: tuple[str, ...] | None = None
+
+    def check_cutouts(self, shape: tuple[int, int, int], source: str) -> None:
+        """Refuse cutouts of ``shape`` (S x S x B) that the model does not take, naming ``source`` (the stack file
+        or the parameter that sets the cutout size) and the size expected; nothing is scored."""
+        if self.input_shape is None:
+            return
+        want = tuple(self.input_shape)
+        got = tuple(int(v) for v in shape)
+        if len(want) != len(got) or any(w not in (-1, None) and w != g for w, g in zip(want, got)):
+            fmt = lambda s: "x".join("?" if v in (-1, None) else str(v) for v in s[:2]) + f" pixels x {s[2]} bands"
+            raise LensSearchError(
+                f"{source}: cutouts of {fmt(got)}, but the model {self.uri} takes cutouts of {fmt(want)} (its "
+                "MLflow signature); give cutouts of that size"
+            )
 
     def score(self, cutouts: np.ndarray) -> Scores:
         """Score one batch (an empty batch gives empty scores)."""
@@ -191,4 +207,18 @@ def load_scorer(uri: str, tracking_uri: str | None = None) -> Scorer:
         def predict(x, _model=model):
             return _model.predict(x, params={MEMBERS_PARAM: True})
 
-    return Scorer(predict, uri, threshold_from_tags(tags))
+    return Scorer(predict, uri, threshold_from_tags(tags), input_shape=signature_cutout_shape(model))
+
+
+def signature_cutout_shape(model) -> tuple[int, int, int] | None:
+    """S x S x B of the cutouts a pyfunc takes, from its tensor input signature (None: no such signature)."""
+    try:
+        schema = model.metadata.get_input_schema()
+        if schema is None or not schema.is_tensor_spec() or len(schema.inputs) != 1:
+            return None
+        shape = tuple(schema.inputs[0].shape)
+    except Exception:  # a model without metadata or an unusual signature: not checked
+        return None
+    if len(shape) != 4:
+        return None
+    return tuple(int(v) for v in shape[1:])
