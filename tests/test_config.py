@@ -81,3 +81,82 @@ def test_cli_prints_merged_config(repo_root):
     assert proc.returncode == 0, proc.stderr
     printed = yaml.safe_load(proc.stdout)
     assert printed["base"]["bands"] == ["F435W", "F606W", "F814W"]
+
+
+# ------------------------------------------------------------------ ranges (issue 19, case 2)
+def _numeric(tp) -> bool:
+    import types
+    import typing
+
+    origin = typing.get_origin(tp)
+    if tp in (int, float):
+        return True
+    if origin in (typing.Union, types.UnionType, tuple, list, dict):
+        return any(_numeric(a) for a in typing.get_args(tp) if a is not Ellipsis)
+    return False
+
+
+def _sections():
+    import typing
+
+    import lenssearch.config as config_module
+
+    for obj in vars(config_module).values():
+        if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == config_module.__name__:
+            yield obj, typing.get_type_hints(obj)
+
+
+def test_every_numeric_parameter_has_a_range():
+    from lenssearch.config_ranges import RANGES, _parse
+
+    missing = [f"{cls.__name__}.{f.name}" for cls, hints in _sections() for f in dataclasses.fields(cls)
+               if _numeric(hints[f.name]) and f.name not in RANGES.get(cls.__name__, {})]
+    assert missing == [], f"numeric parameters without a range in lenssearch/config_ranges.py: {missing}"
+    fields = {cls.__name__: {f.name for f in dataclasses.fields(cls)} for cls, _ in _sections()}
+    for section, ranges in RANGES.items():
+        assert section in fields, section
+        for name, spec in ranges.items():
+            assert name in fields[section], f"{section}.{name}"
+            for s in spec if isinstance(spec, tuple) else (spec,):
+                _parse(s)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("search.batch_size", 0, r"search\.batch_size must be >= 1, got 0"),  # was: an endless loop at 100% CPU
+    ("search.batch_size", -5, r"search\.batch_size must be >= 1, got -5"),  # was: a traceback
+    ("search.threshold", 1.7, r"search\.threshold must be in \[0, 1\], got 1\.7"),  # was: silently 0 candidates
+    ("search.threshold", float("nan"), r"search\.threshold must be in \[0, 1\], got nan"),
+    ("search.qtp_min", 0.7, r"search\.qtp_min \(0\.7\) must not exceed search\.tp_min \(0\.5\)"),
+    ("search.cleaning.crowded_max_fraction", 1.5, r"search\.cleaning\.crowded_max_fraction must be in \[0, 1\]"),
+    ("kb.n_folds", 1, r"kb\.n_folds must be >= 2, got 1"),
+    ("train.batch_size.vgg", 0, r"train\.batch_size\.vgg must be >= 1, got 0"),
+    ("train.network.dropout", 1.0, r"train\.network\.dropout must be in \[0, 1\), got 1\.0"),
+    ("base.cosmology.Om0", -0.1, r"base\.cosmology\.Om0 must be in \[0, 1\], got -0\.1"),
+    ("field.synthetic.fields.0.center_radec", [150.0, 95.0], r"field\.synthetic\.fields\[0\]\.center_radec\[1\] must be in \[-90, 90\]"),
+    ("validate.noise_ratio_range", [1.5, 0.75], r"validate\.noise_ratio_range must be \[low, high\] with low <= high"),
+])
+def test_out_of_range_parameter_is_named(repo_root, key, value, message):
+    data = _params(repo_root)
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node[int(part)] if part.isdigit() else node[part]
+    node[parts[-1]] = value
+    with pytest.raises(ConfigError, match=rf"^params\.yaml: {message}"):
+        config_from_dict(data, "params.yaml")
+
+
+def test_cli_search_refuses_batch_size_zero_at_once(repo_root, tmp_path):
+    """search.batch_size: 0 made the search spin forever; now the configuration is refused before any input is read."""
+    data = _params(repo_root)
+    data["search"]["batch_size"] = 0
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    proc = subprocess.run(
+        [sys.executable, "-m", "lenssearch", "search", "--params", str(bad), "--field", str(tmp_path / "nofield"),
+         "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"{bad}: search.batch_size must be >= 1, got 0" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -2,7 +2,8 @@
 
 ``params.yaml`` is the demo profile; alternative profiles (``configs/paper.yaml``) are overlays whose keys
 replace those of ``params.yaml`` (a deep merge). Every section of the YAML maps to one frozen dataclass below;
-an unknown key or a missing key raises :class:`ConfigError` naming the dotted key and the file.
+an unknown key, a missing key or a number outside its range (:mod:`lenssearch.config_ranges`) raises
+:class:`ConfigError` naming the dotted key and the file.
 
 To add a section: write its dataclass here, add a field of that type to :class:`Config`, and add the section to
 ``params.yaml`` (and, where the paper differs, to ``configs/paper.yaml``). Derived values are properties, never
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
+
+from lenssearch.config_ranges import range_error
 
 
 class ConfigError(ValueError):
@@ -567,6 +570,9 @@ def _build(cls: type, data: dict, prefix: str, source: str) -> Any:
                 continue
             raise ConfigError(f"{source}: missing key '{key}'")
         kwargs[name] = _convert(data[name], hints[name], key, source)
+    problem = range_error(cls.__name__, kwargs, prefix)  # ranges: lenssearch/config_ranges.py
+    if problem:
+        raise ConfigError(f"{source}: {problem}")
     return cls(**kwargs)
 
 
