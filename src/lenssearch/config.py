@@ -185,6 +185,7 @@ class UserFieldConfig:
     deflection: Optional[str] = None
     lenstool: Optional[str] = None
     psfs: Optional[dict[str, str]] = None  # band -> FITS path; modelled/empirical PSFs when absent
+    ignore_band_keywords: bool = False  # true: do not refuse images whose FILTER*/PHOTPLAM name another band
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,9 @@ read_deflection_fits`) or a LensTool parameter file, and a member catalogue (ECS
 ``dec`` (degrees), ``z`` and ``mag_<band>``. Everything is checked before anything is written; bad input raises
 one :class:`~lenssearch.errors.LensSearchError` naming the file, the band or the column:
 
-- a band of ``base.bands`` without an image, an unreadable image, an image without a celestial WCS;
+- a band of ``base.bands`` without an image, an unreadable or truncated image, an image without a celestial WCS,
+  an image whose ``FILTER``/``FILTER1``/``FILTER2``/``PHOTPLAM`` keywords name another band
+  (:mod:`lenssearch.fields.bands`; the entry's ``ignore_band_keywords: true`` skips this check);
 - NaN (or infinite) pixels in an image;
 - bands whose WCS or shapes differ (misaligned by more than 0.01 pixel anywhere on the frame);
 - a deflection map that does not cover the image footprint;
@@ -33,22 +35,23 @@ from lenssearch.fields.photometry import depth_from_pixel_sigma, robust_pixel_no
 WCS_TOLERANCE_PIXELS = 0.01
 
 
-def _read_image(path: Path, band: str):
-    from astropy.io import fits
+def _read_image(path: Path, band: str, bands=(), check_bands: bool = True):
     from astropy.wcs import WCS, FITSFixedWarning
     import warnings
 
+    from lenssearch.fields.bands import check_band_keywords
+    from lenssearch.io import open_fits
+
     if not path.exists():
         raise InputFileError(f"{path}: image for band {band} not found")
-    try:
-        with fits.open(path) as hdul:
-            hdu = next((h for h in hdul if h.data is not None and getattr(h.data, "ndim", 0) == 2), None)
-            if hdu is None:
-                raise InputFileError(f"{path}: no 2-D image HDU for band {band}")
-            data = np.asarray(hdu.data, dtype=np.float64)
-            header = hdu.header.copy()
-    except OSError as exc:
-        raise InputFileError(f"{path}: not a readable FITS image for band {band} ({exc})") from None
+    with open_fits(path, f"FITS image for band {band}") as hdul:  # a truncated file is refused, named
+        hdu = next((h for h in hdul if h.data is not None and getattr(h.data, "ndim", 0) == 2), None)
+        if hdu is None:
+            raise InputFileError(f"{path}: no 2-D image HDU for band {band}")
+        if check_bands:
+            check_band_keywords(path, band, tuple(bands) or (band,), hdu.header, hdul[0].header)
+        data = np.asarray(hdu.data, dtype=np.float64)
+        header = hdu.header.copy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         wcs = WCS(header).celestial
@@ -102,9 +105,16 @@ def _read_members(path: Path, bands):
 
     if not path.exists():
         raise InputFileError(f"{path}: member catalogue not found")
+    from lenssearch.io import check_text_complete
+
     fmt = {".ecsv": "ascii.ecsv", ".csv": "ascii.csv", ".fits": "fits", ".fit": "fits"}.get(path.suffix.lower())
+    if fmt is None or fmt.startswith("ascii"):
+        check_text_complete(path, "member catalogue")  # a file cut mid-row would give a wrong last member
     try:
-        table = Table.read(path, format=fmt) if fmt else Table.read(path)
+        if fmt is not None and fmt.startswith("ascii"):
+            table = Table.read(path, format=fmt, guess=False)
+        else:
+            table = Table.read(path, format=fmt) if fmt else Table.read(path)
     except Exception as exc:  # astropy raises many types for unreadable tables
         raise InputFileError(f"{path}: not a readable table ({exc})") from None
     lower = {c.lower(): c for c in table.colnames}
@@ -167,7 +177,8 @@ def build_user_field(entry, cfg, out_dir: str | Path, *, with_critical_lines: bo
     if (entry.deflection is None) == (entry.lenstool is None):
         raise LensSearchError(f"{where}: give exactly one of 'deflection' (FITS) or 'lenstool' (parameter file)")
     paths = {b: Path(entry.images[b]) for b in bands}
-    images = {b: _read_image(paths[b], b) for b in bands}
+    check_bands = not getattr(entry, "ignore_band_keywords", False)
+    images = {b: _read_image(paths[b], b, bands, check_bands) for b in bands}
     _check_alignment(images, paths)
     ref_data, _, wcs = images[bands[-1]]
     shape = ref_data.shape
@@ -207,10 +218,12 @@ def build_user_field(entry, cfg, out_dir: str | Path, *, with_critical_lines: bo
 
     psfs = {}
     if entry.psfs:
-        from astropy.io import fits
+        from lenssearch.io import open_fits
 
         for band, p in entry.psfs.items():
-            data = np.asarray(fits.getdata(p), dtype=float)
+            with open_fits(p, f"PSF image for band {band}") as hdul:
+                hdu = next((h for h in hdul if h.data is not None), hdul[0])
+                data = np.asarray(hdu.data, dtype=float)
             if data.ndim != 2 or not np.all(np.isfinite(data)) or not data.sum() > 0:
                 raise InputFileError(f"{p}: PSF for band {band} must be a finite 2-D image with positive sum")
             psfs[band] = data / data.sum()

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from lenssearch.errors import InputFileError, LensSearchError
-from lenssearch.io import atomic_path
+from lenssearch.io import atomic_path, read_ecsv
 
 #: Metadata columns every KB row has (NaN / empty where they do not apply).
 REQUIRED_COLUMNS = (
@@ -62,18 +62,21 @@ def read_cutout_metadata(path: str | Path):
     meta_path = path / "metadata.ecsv"
     if not meta_path.exists():
         raise InputFileError(f"{meta_path}: missing from the cutout set {path}")
-    meta = Table.read(meta_path, format="ascii.ecsv")
+    meta = read_ecsv(meta_path, "cutout-set metadata")  # strict: a truncated file is refused, named
     if "id" not in meta.colnames:
         raise InputFileError(f"{meta_path}: no 'id' column")
     file, kind = _cutout_file(path)
     ids = None
     if kind == "h5":
-        with h5py.File(file, "r") as h5:
-            if "cutouts" not in h5:
-                raise InputFileError(f"{file}: no dataset 'cutouts'")
-            shape = tuple(h5["cutouts"].shape)
-            attrs = {k: h5.attrs[k] for k in h5.attrs}
-            ids = [v.decode() for v in h5["ids"][...]] if "ids" in h5 else None
+        try:
+            with h5py.File(file, "r") as h5:
+                if "cutouts" not in h5:
+                    raise InputFileError(f"{file}: no dataset 'cutouts'")
+                shape = tuple(h5["cutouts"].shape)
+                attrs = {k: h5.attrs[k] for k in h5.attrs}
+                ids = [v.decode() for v in h5["ids"][...]] if "ids" in h5 else None
+        except OSError as exc:  # h5py: a truncated or corrupt file
+            raise InputFileError(f"{file}: not a readable HDF5 cutout file ({exc}); is it truncated?") from None
         if ids is not None and ids != [str(v) for v in meta["id"]]:
             raise InputFileError(f"{path}: the ids of {file.name} and metadata.ecsv differ (rows out of order?)")
     else:
@@ -95,7 +98,10 @@ class _CutoutReader:
         if self.kind == "h5":
             import h5py
 
-            self._h5 = h5py.File(self.file, "r")
+            try:
+                self._h5 = h5py.File(self.file, "r")
+            except OSError as exc:  # a truncated or corrupt file
+                raise InputFileError(f"{self.file}: not a readable HDF5 cutout file ({exc}); is it truncated?") from None
             self.data = self._h5["cutouts"]
         else:
             self.data = np.load(self.file, mmap_mode="r")
@@ -309,6 +315,13 @@ def build_kb(mocks_dir: str | Path, negatives_dir: str | Path, out_path: str | P
     for path, shape in ((mocks_dir, shape_m), (negatives_dir, shape_n)):
         if tuple(shape[1:]) != expected:
             raise InputFileError(f"{path}: cutouts of shape {tuple(shape[1:])}, expected {expected}")
+    for path, attrs, want, option in ((mocks_dir, attrs_m, "mock", "--mocks"),
+                                      (negatives_dir, attrs_n, "negative", "--negatives")):
+        kind = attrs.get("kind")
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        if kind is not None and str(kind) != want:  # the labels would be inverted
+            raise InputFileError(f"{path}: a cutout set of kind '{kind}' given as {option} (expected kind '{want}'); "
+                                 "are --mocks and --negatives swapped?")
     for path, attrs in ((mocks_dir, attrs_m), (negatives_dir, attrs_n)):
         if "bands" in attrs:
             got = [b.decode() if isinstance(b, bytes) else str(b) for b in attrs["bands"]]

@@ -529,24 +529,23 @@ def read_deflection_fits(
         pair = _find_pair(path)
         if pair is None:
             raise InputFileError(f"{path}: no such deflection map (nor {split_paths(path)[0].name} / _y pair)")
+    from lenssearch.io import open_fits
+
     images, headers = [], []
-    try:
-        if pair is None:
-            with fits.open(path) as hdul:
-                for name in EXTENSIONS:
-                    hdu = _image_hdu(hdul, name, path)
-                    images.append((np.array(hdu.data, dtype=float), path))
-                    headers.append(hdu.header.copy())
-        else:
-            for p in pair:
-                if not p.exists():
-                    raise InputFileError(f"{p}: no such deflection map file")
-                with fits.open(p) as hdul:
-                    hdu = _image_hdu(hdul, None, p)
-                    images.append((np.array(hdu.data, dtype=float), p))
-                    headers.append(hdu.header.copy())
-    except OSError as exc:
-        raise InputFileError(f"{path}: not a readable FITS file ({exc})") from None
+    if pair is None:
+        with open_fits(path, "deflection map") as hdul:  # a truncated file is refused, named
+            for name in EXTENSIONS:
+                hdu = _image_hdu(hdul, name, path)
+                images.append((np.array(hdu.data, dtype=float), path))
+                headers.append(hdu.header.copy())
+    else:
+        for p in pair:
+            if not p.exists():
+                raise InputFileError(f"{p}: no such deflection map file")
+            with open_fits(p, "deflection map") as hdul:
+                hdu = _image_hdu(hdul, None, p)
+                images.append((np.array(hdu.data, dtype=float), p))
+                headers.append(hdu.header.copy())
 
     arrays = []
     wcs_list = []

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lenssearch.errors import InputFileError
-from lenssearch.io import atomic_path
+from lenssearch.io import atomic_path, read_ecsv
 
 CUTOUTS = "cutouts.h5"
 METADATA = "metadata.ecsv"
@@ -68,14 +68,17 @@ def read_cutout_set(path: str | Path, *, load_cutouts: bool = True):
     for name in (CUTOUTS, METADATA):
         if not (path / name).exists():
             raise InputFileError(f"{path / name}: missing from the cutout set {path}")
-    meta = Table.read(path / METADATA, format="ascii.ecsv")
-    with h5py.File(path / CUTOUTS, "r") as h5:
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
-        attrs["bands"] = [b.decode() if isinstance(b, bytes) else str(b) for b in h5.attrs["bands"]]
-        attrs["zeropoints_ab"] = json.loads(attrs["zeropoints_ab"])
-        n = h5["cutouts"].shape[0]
-        ids = [v.decode() for v in h5["ids"][...]]
-        cutouts = h5["cutouts"][...] if load_cutouts else None
+    meta = read_ecsv(path / METADATA, "cutout-set metadata")  # strict: a truncated file is refused, named
+    try:
+        with h5py.File(path / CUTOUTS, "r") as h5:
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
+            attrs["bands"] = [b.decode() if isinstance(b, bytes) else str(b) for b in h5.attrs["bands"]]
+            attrs["zeropoints_ab"] = json.loads(attrs["zeropoints_ab"])
+            n = h5["cutouts"].shape[0]
+            ids = [v.decode() for v in h5["ids"][...]]
+            cutouts = h5["cutouts"][...] if load_cutouts else None
+    except OSError as exc:  # h5py: a truncated or corrupt file
+        raise InputFileError(f"{path / CUTOUTS}: not a readable HDF5 cutout file ({exc}); is it truncated?") from None
     if n != len(meta) or ids != [str(v) for v in meta["id"]]:
         raise InputFileError(f"{path}: {CUTOUTS} ({n} cutouts) and {METADATA} ({len(meta)} rows) do not match")
     return cutouts, meta, attrs
