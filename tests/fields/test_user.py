@@ -118,3 +118,59 @@ def test_members_without_radec(user_inputs, cfg, tmp_path):
 def test_exactly_one_mass_model(user_inputs, cfg, tmp_path):
     entry, _ = user_inputs
     _expect_error(dataclasses.replace(entry, deflection=None), cfg, tmp_path, "exactly one of")
+
+
+# ------------------------------------------------------------------ issue 19: truncated files, band order
+def _truncate(path, keep=0.6):
+    from pathlib import Path
+
+    path = Path(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def test_truncated_image_is_named(user_inputs, cfg, tmp_path):
+    entry, _ = user_inputs
+    _truncate(entry.images["F606W"])  # was: TypeError: buffer is too small (a traceback)
+    _expect_error(entry, cfg, tmp_path, r"F606W\.fits: the FITS image for band F606W is truncated: HDU 0")
+
+
+def test_truncated_deflection_map_is_named(user_inputs, field, cfg, tmp_path):
+    import shutil
+
+    entry, d = user_inputs
+    cut = _truncate(shutil.copy(field.deflection_path, d / "deflection.fits"))
+    _expect_error(dataclasses.replace(entry, deflection=str(cut)), cfg, tmp_path,
+                  r"deflection\.fits: the deflection map is truncated")
+
+
+def test_truncated_member_catalogue_is_named(user_inputs, cfg, tmp_path):
+    entry, _ = user_inputs
+    text = open(entry.members).read()
+    open(entry.members, "w").write(text[: len(text) - 7])  # cut in the middle of the last row's last number
+    _expect_error(entry, cfg, tmp_path, r"members\.ecsv: the member catalogue looks truncated: it ends in the "
+                                        r"middle of line \d+")
+
+
+def test_swapped_band_images_are_refused(user_inputs, cfg, tmp_path):
+    entry, _ = user_inputs
+    images = dict(entry.images, F435W=entry.images["F814W"], F814W=entry.images["F435W"])
+    swapped = dataclasses.replace(entry, images=images)
+    _expect_error(swapped, cfg, tmp_path, r"F814W\.fits: given as band F435W, but its header names filter F814W")
+    # the override trusts the order given (here the images are on one grid, so the field is built)
+    out = build_user_field(dataclasses.replace(swapped, ignore_band_keywords=True), cfg, tmp_path / "f2",
+                           with_critical_lines=False)
+    assert (out / "field.json").exists()
+
+
+def test_pivot_wavelength_names_the_band():
+    from lenssearch.fields.bands import BandMismatchError, check_band_keywords
+
+    bands = ("F435W", "F606W", "F814W")
+    check_band_keywords("a.fits", "F814W", bands, {"FILTER1": "CLEAR1L", "FILTER2": "F814W", "PHOTPLAM": 8045.0})
+    check_band_keywords("a.fits", "F435W", bands, {})  # no keywords: accepted as given
+    with pytest.raises(BandMismatchError, match=r"a\.fits: given as band F814W, but its header names filter F435W"):
+        check_band_keywords("a.fits", "F814W", bands, {"FILTER1": "F435W", "FILTER2": "CLEAR2L"})
+    with pytest.raises(BandMismatchError, match=r"PHOTPLAM = 4329 A is that of F435W"):
+        check_band_keywords("a.fits", "F814W", bands, {"PHOTPLAM": 4329.0})
