@@ -243,7 +243,8 @@ def check_output_folder(path: str | Path, files: tuple[str, ...] = (), folders: 
         Naming the path and what is wrong.
     """
     path = Path(path)
-    check_output_path(path, None if path.is_dir() else "dir")
+    if not path.is_dir():  # an existing folder (or a link to one) is written into, its other files kept
+        check_output_path(path, "dir")
     for name in files:
         check_output_path(path / name, "file")
     for name in folders:
