@@ -200,3 +200,19 @@ def test_temporaries_of_a_killed_process_are_removed(tmp_path):
         tmp.write_text("b\n")
     assert not live[0].exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.ecsv"]
+
+
+def test_lenstool_check_out_on_an_existing_folder_is_refused(s1063_dir, tmp_path):
+    """Was: exit 0, the folder replaced by an ECSV file and everything in it deleted."""
+    from typer.testing import CliRunner
+
+    from lenssearch.cli import app
+
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes\n")
+    res = CliRunner().invoke(app, ["lenstool-check", str(s1063_dir / "best.par"), str(s1063_dir / "mul_gold.cat"),
+                                   "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith(f"error: {out}: is a folder; expected a file path") and "Traceback" not in res.output
+    assert (out / "notes.txt").read_text() == "my notes\n" and [p.name for p in out.iterdir()] == ["notes.txt"]
