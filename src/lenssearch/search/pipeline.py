@@ -488,7 +488,7 @@ class _ExpectationChunks:
         if self.current.n >= self.chunk_rows:
             self.flush()
         while self.pending and self.pending[0][1].done():  # verdicts ready: apply them now, free their buffers
-            self._apply(*self.pending.pop(0))
+            self._apply_oldest()
 
     def _buffer(self, stats: dict[str, np.ndarray], rows: int) -> _StatsBuffer:
         """A free buffer that takes a chunk of these statistics, or a new one (the search's first chunks)."""
@@ -501,16 +501,22 @@ class _ExpectationChunks:
         return _StatsBuffer(stats, self.chunk_rows + rows)
 
     def flush(self) -> None:
-        """Hand the accumulated rows to the worker."""
-        buf, self.current = self.current, None
+        """Hand the accumulated rows to the worker.
+
+        A buffer is always in one of ``current``, ``pending`` or ``free`` (for a moment in two, never in none), so
+        that :meth:`abort` frees it whenever an interruption (Ctrl-C) comes.
+        """
+        buf = self.current
         if buf is None:
             return
         if buf.n == 0:
             self.free.append(buf)
+            self.current = None
             return
         while len(self.pending) >= self.MAX_PENDING:
-            self._apply(*self.pending.pop(0))
+            self._apply_oldest()
         self.pending.append((buf, self._submit(buf)))
+        self.current = None
 
     def _submit(self, buf: _StatsBuffer):
         return self.pool.submit(run_shared_expectations, buf.where(), self.ctx, self.vcfg)  # process or thread
@@ -523,9 +529,11 @@ class _ExpectationChunks:
         if not isinstance(self.pool, ThreadPoolExecutor):
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search-ge")
 
-    def _apply(self, buf: _StatsBuffer, future) -> None:
+    def _apply_oldest(self) -> None:
+        """Wait for the oldest pending verdict and apply it; its buffer leaves ``pending`` only once it is free."""
         from concurrent.futures.process import BrokenProcessPool
 
+        buf, future = self.pending[0]
         try:
             passed, failures = future.result()
         except BrokenProcessPool:
@@ -543,6 +551,7 @@ class _ExpectationChunks:
         del rows, inline_ok
         buf.n = 0
         self.free.append(buf)
+        self.pending.pop(0)
 
     def finish(self) -> None:
         """Run the last chunk and apply every verdict."""
@@ -551,15 +560,17 @@ class _ExpectationChunks:
         try:
             self.flush()
             while self.pending:
-                self._apply(*self.pending.pop(0))
+                self._apply_oldest()
         finally:
             self._release()
 
     def _release(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
+        done = set()
         for buf in [self.current, *self.free, *(b for b, _ in self.pending)]:
-            if buf is not None:
+            if buf is not None and id(buf) not in done:
+                done.add(id(buf))
                 buf.release()
         self.current, self.free, self.pending = None, [], []
         if isinstance(self.pool, ThreadPoolExecutor):  # the fallback; the worker process is shared and kept
@@ -1266,9 +1277,10 @@ def run_search(
     try:
         with atomic_path(out_dir / "scores.ecsv") as scores_tmp:
             writer = ScoresWriter(scores_tmp, meta, use_process=worker_processes)
+            scored = iter_scored_chunks(inp, scorer, config, threshold, tally, progress, chunk_rows,
+                                        worker_processes)
             try:
-                for chunk in iter_scored_chunks(inp, scorer, config, threshold, tally, progress, chunk_rows,
-                                                worker_processes):
+                for chunk in scored:
                     pos = chunk.positions
                     member_names = list(chunk.members)
                     meta["members"] = member_names
@@ -1329,6 +1341,10 @@ def run_search(
                     })
                 writer.finish()  # every chunk in the file before it is renamed
             except BaseException:
+                # interrupted here rather than inside the generator (Ctrl-C while a chunk is written): close it
+                # now, so that its workers' tasks are waited for and its shared memory freed before the exception
+                # unwinds (not when the generator is collected, perhaps after the resource tracker has given up)
+                scored.close()
                 writer.abort()  # nothing is appended once the temporary file is removed
                 raise
             c = cands.table(member_names)

@@ -35,7 +35,15 @@ PARENT_POLL_SECONDS = 0.5
 
 def _exit_with_parent(parent: int) -> None:
     """The initializer of every worker process: a daemon thread ends the worker (``os._exit``) as soon as its
-    parent, the search's process ``parent``, is gone (the worker is then re-parented: ``os.getppid()`` changes)."""
+    parent, the search's process ``parent``, is gone (the worker is then re-parented: ``os.getppid()`` changes).
+
+    The worker ignores SIGINT: Ctrl-C in a terminal reaches every process of the group, and it is the search's
+    process that unwinds (its abort paths wait for the task a worker runs, then free the shared memory); a worker
+    killed by it in the middle of a task printed its own traceback and could leave a block registered with the
+    resource tracker (``leaked shared_memory objects`` at exit)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -45,11 +53,40 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="lenssearch-parent-watch", daemon=True).start()
 
 
+#: Held while a block is attached without tracking (see :func:`_attach`), so that a block made meanwhile by
+#: another thread of the same process is tracked as it must be.
+_TRACKER_LOCK = threading.Lock()
+
+
 def new_shared_block(nbytes: int):
-    """A new block of shared memory of ``nbytes`` (at least 1) for data handed to a worker by name."""
+    """A new block of shared memory of ``nbytes`` (at least 1) for data handed to a worker by name.
+
+    Its creator owns it: the block is registered with the resource tracker (which unlinks it if the search is
+    killed) until :func:`free_shared_block` unlinks it.
+    """
     from multiprocessing import shared_memory
 
-    return shared_memory.SharedMemory(create=True, size=max(int(nbytes), 1))
+    with _TRACKER_LOCK:
+        return shared_memory.SharedMemory(create=True, size=max(int(nbytes), 1))
+
+
+def _attach(name: str):
+    """Open an existing block by name *without* registering it with the resource tracker: only its creator does
+    (Python < 3.13 registered every process that opened a block, and a reader that ended while the creator
+    freed the block left a registration that the tracker reported as ``leaked shared_memory objects``)."""
+    from multiprocessing import resource_tracker, shared_memory
+
+    try:
+        return shared_memory.SharedMemory(name=name, track=False)  # Python >= 3.13
+    except TypeError:
+        pass
+    with _TRACKER_LOCK:
+        register = resource_tracker.register
+        resource_tracker.register = lambda *args, **kwargs: None
+        try:
+            return shared_memory.SharedMemory(name=name)
+        finally:
+            resource_tracker.register = register
 
 
 def free_shared_block(shm) -> None:
@@ -67,9 +104,7 @@ def free_shared_block(shm) -> None:
 def read_shared_block(name: str, shape: tuple[int, ...], dtype, take: Callable[[np.ndarray], Any]) -> Any:
     """``take(array)`` of the shared-memory block ``name`` seen as an array of ``shape`` and ``dtype``; ``take``
     must copy what it keeps (the block is closed on return)."""
-    from multiprocessing import shared_memory
-
-    shm = shared_memory.SharedMemory(name=name)
+    shm = _attach(name)
     try:
         return take(np.ndarray(shape, dtype=dtype, buffer=shm.buf))
     finally:
