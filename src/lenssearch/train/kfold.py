@@ -88,7 +88,12 @@ def _fingerprint(network: str, cfg, kb_hash: str) -> str:
 def _prepare_models_dir(models_dir: Path, fingerprint: str) -> None:
     """Keep the folder's splits only if they were made by the same configuration and KB."""
     marker = models_dir / "fingerprint.json"
+    if models_dir.exists() and not models_dir.is_dir():
+        raise LensSearchError(f"{models_dir}: is a file; --models expects a folder path (the file was left untouched)")
     if models_dir.exists():
+        if not marker.exists() and any(models_dir.iterdir()):  # not a folder that train made: never emptied
+            raise LensSearchError(f"{models_dir}: the folder exists and holds files that lenssearch train did not "
+                                  "write (no fingerprint.json); it was left untouched: give a new or empty folder")
         old = json.loads(marker.read_text()).get("fingerprint") if marker.exists() else None
         if old != fingerprint:
             for child in models_dir.iterdir():
