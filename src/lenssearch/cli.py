@@ -367,6 +367,8 @@ def evaluate_cmd(
     from lenssearch.evaluate.stages import run_evaluate
 
     cfg = load(params, profile)
+    check_output_path(out, "dir")
+    check_output_path(report, "file")
     result = run_evaluate(cfg, predictions, kb, out, report, tracking_uri=tracking_uri, log_mlflow=mlflow)
     typer.echo(" ".join(f"{k}={v}" for k, v in result.items()))
     typer.echo(f"wrote {out} and {report}")
@@ -386,6 +388,7 @@ def committee_cmd(
     from lenssearch.evaluate.stages import run_committee
 
     cfg = load(params, profile)
+    check_output_path(out, "dir")
     best = run_committee(cfg, predictions, out, tracking_uri=tracking_uri, log_mlflow=mlflow)
     typer.echo(best["note"])
     for c in best["committees"]:
@@ -410,6 +413,9 @@ def tune_cmd(
     from lenssearch.evaluate.stages import run_tune
 
     cfg = load(params, profile)
+    check_output_path(out, "file")
+    check_output_path(storage, "file")
+    check_output_path(plots, "dir")
     doc = run_tune(cfg, predictions, committees, out, storage, plots, tracking_uri=tracking_uri, log_mlflow=mlflow)
     for name, r in doc["models"].items():
         typer.echo(f"{name}: threshold {r['threshold']:.4f} (purity {r['purity']}, completeness "
@@ -433,6 +439,7 @@ def promote_cmd(
     from lenssearch.evaluate.stages import run_promote
 
     cfg = load(params, profile)
+    check_output_path(out, "file")
     run_promote(cfg, predictions, committees, thresholds, out, dry_run=dry_run, tracking_uri=tracking_uri,
                 echo=typer.echo)
 
