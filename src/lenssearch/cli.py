@@ -37,6 +37,10 @@ ProfileOption = Annotated[
     Optional[Path], typer.Option("--profile", help="Profile overlay applied over --params, e.g. configs/paper.yaml.")
 ]
 
+VariantOption = Annotated[
+    Optional[str], typer.Option("--variant", help="KB ground-truth variant (params 'variants'), e.g. angora, visible.")
+]
+
 EXIT_BAD_INPUT = 2
 
 
@@ -91,9 +95,9 @@ def verb(func: Callable) -> Callable:
     return wrapper
 
 
-def load(params: Path, profile: Optional[Path]):
-    """Load the configuration for a verb."""
-    return load_config(params, profile)
+def load(params: Path, profile: Optional[Path], variant: Optional[str] = None):
+    """Load the configuration for a verb (with a KB variant merged in when one is named)."""
+    return load_config(params, profile, variant)
 
 
 @app.callback()
@@ -162,6 +166,7 @@ def simulate_cmd(
     fields: FieldsRootOption,
     out: Annotated[Path, typer.Option("--out", help="Cutout set of the mocks (cutouts.h5 + metadata.ecsv).")],
     reports: ReportsOption = None,
+    variant: VariantOption = None,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
 ) -> None:
@@ -170,8 +175,8 @@ def simulate_cmd(
 
     from lenssearch.simulate.inject import run_simulate
 
-    cfg = load(params, profile)
-    metrics = run_simulate(cfg, fields, out, reports)
+    cfg = load(params, profile, variant)
+    metrics = run_simulate(cfg, fields, out, reports, variant=variant or "")
     typer.echo(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
     typer.echo(f"wrote {out}")
 
@@ -182,17 +187,22 @@ def negatives_cmd(
     fields: FieldsRootOption,
     out: Annotated[Path, typer.Option("--out", help="Cutout set of the non-lenses (cutouts.h5 + metadata.ecsv).")],
     reports: ReportsOption = None,
+    mocks: Annotated[
+        Optional[Path], typer.Option("--mocks", help="The variant's mocks: their hosts and arcs (negatives.match_hosts).")
+    ] = None,
+    variant: VariantOption = None,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
 ) -> None:
-    """Cut non-lens cutouts centred on cluster members (edges, bright stars and known lenses excluded)."""
+    """Cut non-lens cutouts centred on cluster members, plain or with a confuser (hard negatives)."""
     import json
 
     from lenssearch.simulate.negatives import run_negatives
 
-    cfg = load(params, profile)
-    metrics = run_negatives(cfg, fields, out, reports)
-    typer.echo(json.dumps({"n_negatives": metrics["n_negatives"], "excluded": metrics["excluded"]}))
+    cfg = load(params, profile, variant)
+    metrics = run_negatives(cfg, fields, out, reports, mocks_dir=mocks, variant=variant or "")
+    typer.echo(json.dumps({"n_negatives": metrics["n_negatives"], "excluded": metrics["excluded"],
+                           "kinds": metrics["kinds"]}))
     typer.echo(f"wrote {out}")
 
 
@@ -286,6 +296,7 @@ def kb_cmd(
     ] = None,
     reports: Annotated[Optional[Path], typer.Option("--reports", help="Metrics and figures folder.")] = None,
     track: Annotated[bool, typer.Option("--track/--no-track", help="Log the KB run to MLflow.")] = True,
+    variant: VariantOption = None,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
 ) -> None:
@@ -294,8 +305,8 @@ def kb_cmd(
 
     from lenssearch.kb.build import build_kb
 
-    cfg = load(params, profile)
-    summary = build_kb(mocks, negatives, out, cfg, fields_dir=fields)
+    cfg = load(params, profile, variant)
+    summary = build_kb(mocks, negatives, out, cfg, fields_dir=fields, variant=variant or "")
     if reports is not None:
         from lenssearch.kb.report import write_kb_reports
 
@@ -309,13 +320,14 @@ def kb_cmd(
 def validate_cmd(
     kb: Annotated[Path, typer.Option("--kb", help="The knowledge base file (HDF5).")],
     out: Annotated[Path, typer.Option("--out", help="Report folder (summary.json, data_docs/).")],
+    variant: VariantOption = None,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
 ) -> None:
     """Validate the knowledge base with the great-expectations suite; non-zero exit on failure."""
     from lenssearch.kb.validation import validate_kb
 
-    cfg = load(params, profile)
+    cfg = load(params, profile, variant)
     result = validate_kb(kb, out, cfg)
     n = len(result.expectations)
     if not result.success:
@@ -340,6 +352,10 @@ def evaluate_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder of tables, figures and metrics.json.")],
     report: Annotated[Path, typer.Option("--report", help="Markdown report (an .html twin is written beside it).")],
     kb: Annotated[Optional[Path], typer.Option("--kb", help="Knowledge base (HDF5) with the metadata table.")] = None,
+    kb_dir: Annotated[
+        Optional[Path], typer.Option("--kb-dir", help="The variants' KBs (<variant>.h5): score every network on each.")
+    ] = None,
+    models: Annotated[Optional[Path], typer.Option("--models", help="Folder of models/<network>/run/model.keras.")] = None,
     tracking_uri: TrackingOption = None,
     mlflow: MlflowFlag = True,
     params: ParamsOption = Path("params.yaml"),
@@ -349,7 +365,10 @@ def evaluate_cmd(
     from lenssearch.evaluate.stages import run_evaluate
 
     cfg = load(params, profile)
-    result = run_evaluate(cfg, predictions, kb, out, report, tracking_uri=tracking_uri, log_mlflow=mlflow)
+    if kb_dir is not None and models is None:
+        fail("--kb-dir needs --models (the run models score the variants they were not trained on)")
+    result = run_evaluate(cfg, predictions, kb, out, report, tracking_uri=tracking_uri, log_mlflow=mlflow,
+                          kb_dir=kb_dir, models_dir=models)
     typer.echo(" ".join(f"{k}={v}" for k, v in result.items()))
     typer.echo(f"wrote {out} and {report}")
 
