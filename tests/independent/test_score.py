@@ -105,7 +105,8 @@ def test_model_channels():
     assert sc.model_channels("models:/lenssearch-f606w/latest", 1, bands) == (1,)
     assert sc.model_channels("models:/lenssearch@champion", 3, bands) == (0, 1, 2)
     assert sc.model_channels("runs:/abc/committee", None, bands) == (0, 1, 2)
-    with pytest.raises(LensSearchError, match="names none"):
+    assert sc.model_channels("models:/lenssearch@champion", 1, bands, {"candidate": "f435w"}) == (0,)
+    with pytest.raises(LensSearchError, match="takes one band"):
         sc.model_channels("models:/lenssearch-vgg/latest", 1, bands)
     with pytest.raises(LensSearchError, match="2 channels"):
         sc.model_channels("models:/x/1", 2, bands)

@@ -64,24 +64,29 @@ def _input_channels(model) -> int | None:
     return int(shape[-1])
 
 
-def model_channels(uri: str, n_channels: int | None, bands: tuple[str, ...]) -> tuple[int, ...]:
-    """The cutout channels a model reads: all bands, or one band named by a single-band model's name.
+def model_channels(uri: str, n_channels: int | None, bands: tuple[str, ...],
+                   tags: dict[str, str] | None = None) -> tuple[int, ...]:
+    """The cutout channels a model reads: all bands, or the one band of a single-band model, named by its registered
+    name (``lenssearch-f814w``) or by its version's ``network`` / ``candidate`` tag (a single-band network promoted
+    to ``lenssearch@champion``).
 
     Raises
     ------
     LensSearchError
         A model whose input has a channel count other than 1 or ``len(bands)``, or a single-band model whose name
-        names no band.
+        and tags name no band.
     """
     if n_channels is None or n_channels == len(bands):
         return tuple(range(len(bands)))
     if n_channels == 1:
         match = re.match(r"models:/([^/@]+)", uri)
-        name = match.group(1).lower() if match else ""
-        for k, band in enumerate(bands):
-            if name.endswith(band.lower()):
-                return (k,)
-        raise LensSearchError(f"model '{uri}' takes one band but its name names none of {list(bands)}")
+        names = [match.group(1) if match else "", *(str((tags or {}).get(k, "")) for k in ("network", "candidate"))]
+        for name in (n.lower() for n in names if n):
+            for k, band in enumerate(bands):
+                if name == band.lower() or name.endswith("-" + band.lower()):
+                    return (k,)
+        raise LensSearchError(f"model '{uri}' takes one band but neither its name nor its tags name one of "
+                              f"{list(bands)}")
     raise LensSearchError(f"model '{uri}' takes {n_channels} channels; the set has {len(bands)} bands {list(bands)}")
 
 
@@ -130,7 +135,7 @@ def load_models(specs: list[tuple[str, str]], bands: tuple[str, ...], default_th
         except Exception as exc:  # an alias or version that load_pyfunc resolved should have tags; say why not
             raise LensSearchError(f"model URI '{uri}': cannot read its version tags ({exc})") from None
         tuned = threshold_from_tags(tags)
-        channels = model_channels(uri, _input_channels(model), bands)
+        channels = model_channels(uri, _input_channels(model), bands, tags)
         # a committee pyfunc returns its score alone unless asked for its members (search.scoring.MEMBERS_PARAM)
         predict = model.predict
         loaded.append(LoadedModel(
