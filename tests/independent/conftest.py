@@ -37,7 +37,7 @@ def small_set(cfg, tmp_path_factory):
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory):
     """A tmp sqlite store: a 3-band stand-in registered as ``lenssearch`` (alias champion, tuned threshold tag
-    0.3) and a 1-band one as ``lenssearch-f814w``; returns ``(uri, {name: (uri, scale)})``."""
+    0.3) and a 1-band one as ``lenssearch-f814w``; returns ``(store uri, {label: (model uri, scale, threshold)})``."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -58,4 +58,5 @@ def registry(tmp_path_factory):
     finally:
         mlflow.set_tracking_uri(previous)
         mlflow.set_registry_uri(previous_registry)
-    return uri, {"champion": ("models:/lenssearch@champion", 40.0, 0.3), "f814w": ("models:/lenssearch-f814w/latest", 60.0, 0.5)}
+    return uri, {"champion": ("models:/lenssearch@champion", 40.0, 0.3),
+                 "f814w": ("models:/lenssearch-f814w/latest", 60.0, 0.5)}

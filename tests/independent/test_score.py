@@ -93,7 +93,8 @@ def test_unknown_model_uri_exits_2(small_set, registry, tmp_path):
 
     uri, _ = registry
     res = CliRunner().invoke(app, ["independent", "score", "--set", str(small_set), "--out", str(tmp_path / "o"),
-                                   "--model", "models:/lenssearch-f814w/latest", "--model", "models:/lenssearch-nope/latest",
+                                   "--model", "models:/lenssearch-f814w/latest",
+                                   "--model", "models:/lenssearch-nope/latest",
                                    "--tracking-uri", uri, "--no-mlflow", "--params", str(PARAMS)])
     assert res.exit_code == 2
     assert "models:/lenssearch-nope/latest" in res.output and "Traceback" not in res.output

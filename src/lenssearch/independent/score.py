@@ -205,7 +205,7 @@ def model_metrics(meta, scores: np.ndarray, snr: np.ndarray, threshold: float, s
     for kind in sorted(set(kinds[neg])):
         k = neg & (kinds == kind)
         fpr_by_kind[kind] = {"n": int(k.sum()), "fpr": float(selected[k].mean())}
-    tpr_by_kind_threshold = float(selected[pos].mean()) if pos.any() else None
+    tpr_threshold = float(selected[pos].mean()) if pos.any() else None
     return {
         "n_lenses": int(pos.sum()),
         "n_nonlenses": int(neg.sum()),
@@ -216,7 +216,7 @@ def model_metrics(meta, scores: np.ndarray, snr: np.ndarray, threshold: float, s
         "tpr_at_fpr": {f"{f:g}": tpr_at_fpr(labels, scores, f) for f in fprs},
         "min_measurable_fpr": min_measurable_fpr(int(neg.sum())),
         "threshold": float(threshold),
-        "tpr_at_threshold": tpr_by_kind_threshold,
+        "tpr_at_threshold": tpr_threshold,
         "fpr_at_threshold": float(selected[neg].mean()) if neg.any() else None,
         "fpr_by_kind": fpr_by_kind,
     }
@@ -325,7 +325,8 @@ def run_independent_score(cfg, set_dir: str | Path, out_dir: str | Path, model_u
     meta, scores, bands = score_set(set_dir, models, ind.batch_size)
 
     doc = {
-        "set": str(set_dir), "n_lenses": int(np.sum(meta["label"] == 1)), "n_nonlenses": int(np.sum(meta["label"] == 0)),
+        "set": str(set_dir), "n_lenses": int(np.sum(meta["label"] == 1)),
+        "n_nonlenses": int(np.sum(meta["label"] == 0)),
         "kinds": {k: int(np.sum(np.asarray(meta["kind"]).astype(str) == k)) for k in dict.fromkeys(meta["kind"])},
         "snr_min": float(ind.snr_min), "snr_bins": list(snr_bins), "fprs": list(ind.fprs), "models": {},
     }

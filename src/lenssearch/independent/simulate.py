@@ -120,7 +120,8 @@ def moffat_psf(fwhm_arcsec: float, beta: float, pixel_scale: float, size: int, o
     if size % 2 == 0:
         raise LensSearchError(f"independent.psf_size_pixels must be odd, got {size}")
     if beta <= 1.0 or fwhm_arcsec <= 0:
-        raise LensSearchError(f"independent: Moffat PSF needs beta > 1 and FWHM > 0, got beta {beta}, FWHM {fwhm_arcsec}")
+        raise LensSearchError(f"independent: a Moffat PSF needs beta > 1 and FWHM > 0, got beta {beta}, "
+                              f"FWHM {fwhm_arcsec}")
     alpha = fwhm_arcsec / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
     m = size * oversample
     c = (np.arange(m) - (m - 1) / 2.0) * pixel_scale / oversample
@@ -548,7 +549,8 @@ def kind_counts(n_nonlenses: int, fractions) -> dict[str, int]:
     :data:`NONLENS_KINDS`)."""
     unknown = sorted(set(fractions) - set(NONLENS_KINDS))
     if unknown:
-        raise LensSearchError(f"independent.confusers.fractions: unknown kind(s) {unknown}; known: {list(NONLENS_KINDS)}")
+        raise LensSearchError(f"independent.confusers.fractions: unknown kind(s) {unknown}; "
+                              f"known: {list(NONLENS_KINDS)}")
     weights = np.array([float(fractions.get(k, 0.0)) for k in NONLENS_KINDS])
     if np.any(weights < 0) or weights.sum() <= 0:
         raise LensSearchError("independent.confusers.fractions: fractions must be >= 0 with a positive sum")
@@ -616,8 +618,6 @@ def simulate_independent(cfg, *, n_lenses: int | None = None, n_nonlenses: int |
     ``n_lenses`` / ``n_nonlenses`` override the configuration (tests); the cutouts drawn are the first ones of
     the full set (the generators depend on the index only).
     """
-    from astropy.table import Table
-
     _check_config(cfg)
     ind = cfg.independent
     n_lenses = ind.n_lenses if n_lenses is None else int(n_lenses)
