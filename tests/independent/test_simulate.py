@@ -26,6 +26,7 @@ def test_set_layout(small_set, cfg):
     assert list(meta["label"]).count(1) == N_LENSES
     assert set(meta["kind"][meta["label"] == 0]) == set(sim.NONLENS_KINDS)
     assert str(meta["theta_e_arcsec"].unit) == "arcsec" and meta["lensed_snr"].description
+    assert len(set(meta["psf_index_F814W"])) > 1 and set(meta["psf_index_F435W"]) == {0}  # PSF across the detector
 
 
 def test_arc_snr_equals_lenstronomy_image_model(small_set, cfg):
@@ -47,7 +48,6 @@ def test_arc_snr_equals_lenstronomy_image_model(small_set, cfg):
     corner = -(n - 1) / 2.0 * s
     data = ImageData(image_data=np.zeros((n, n)), ra_at_xy_0=corner, dec_at_xy_0=corner,
                      transform_pix2angle=np.eye(2) * s)
-    psfs = sim.band_psfs(cfg)
     light = LightModel(["SERSIC_ELLIPSE"])
     lenses = meta[meta["label"] == 1]
     assert len(lenses) == N_LENSES
@@ -60,6 +60,7 @@ def test_arc_snr_equals_lenstronomy_image_model(small_set, cfg):
                       e2=row["source_e2"], center_x=row["source_x_arcsec"], center_y=row["source_y_arcsec"])
         unit = light.total_flux([{**kw_src, "amp": 1.0}])[0]
         snr = []
+        psfs = sim.band_psfs(cfg, f814w_index=row["psf_index_F814W"])
         for band in cfg.base.bands:
             flux = 10 ** (-0.4 * (row[f"source_mag_{band}"] - ZEROPOINTS_AB[band]))
             model = ImageModel(data, PSF(psf_type="PIXEL", kernel_point_source=psfs[band]), LensModel(["SIE", "SHEAR"]),
@@ -136,7 +137,7 @@ def test_noise_matches_the_depth(cfg):
     obs = observer.observe(sim.Scene("blank", [], []), np.random.default_rng(3))
     for k, band in enumerate(cfg.base.bands):
         assert_allclose(np.std(obs.observed[..., k]), obs.noise_sigma[k], rtol=0.03)
-        assert_allclose(depth_from_pixel_sigma(obs.noise_sigma[k], zeropoint(band), observer.psfs[band]),
+        assert_allclose(depth_from_pixel_sigma(obs.noise_sigma[k], zeropoint(band), obs.psfs[band]),
                         obs.depth_m5[k], atol=1e-6)
         lo, hi = sorted((cfg.independent.depth_shallow[band], cfg.independent.depth_deep[band]))
         assert lo <= obs.depth_m5[k] <= hi

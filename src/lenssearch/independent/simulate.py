@@ -21,7 +21,8 @@ The recipe differs from the knowledge base's on purpose (a different code and a 
 
 Light is evaluated on a grid ``supersampling`` times finer than the 0.03" pixels, ``pad_pixels`` wider than the
 cutout, averaged onto the pixels, convolved with the band PSF and cropped. PSFs: the empirical ACS/WFC F814W PSF
-(:func:`lenssearch.fields.psf.empirical_f814w_psf`), Moffat profiles for the other bands. Noise: each cutout draws
+(:func:`lenssearch.fields.psf.empirical_f814w_psf`) of a detector region drawn per cutout (56 regions; FWHM
+0.095-0.100"), Moffat profiles for the other bands. Noise: each cutout draws
 a depth between ``depth_shallow`` (CLASH-like) and ``depth_deep`` (HFF-like), the same fraction in every band;
 the 5-sigma point-source limit gives the background sigma per pixel through the PSF's noise-equivalent area
 (:func:`lenssearch.fields.photometry.pixel_sigma_from_depth`); the sources' Poisson noise uses an exposure time
@@ -63,6 +64,9 @@ RECIPE_BANDS = ("F435W", "F606W", "F814W")
 EDGE_ON_COLOURS = ((0.8, 2.0), (0.3, 0.8))
 STAR_COLOURS = ((0.3, 3.0), (0.1, 1.2))
 FIELD_GALAXY_COLOURS = ((-0.2, 3.0), (-0.1, 1.2))
+#: Detector regions of the empirical F814W PSF cube (7 x 8, :mod:`lenssearch.fields.psf`): each cutout draws one,
+#: as a galaxy falls anywhere on the detector (the KB uses the central region's PSF alone).
+F814W_PSF_REGIONS = 56
 #: Spiral discs: face-on to inclined; their bulge's R_e is this fraction of the disc's.
 SPIRAL_DISC_AXIS_RATIO = (0.4, 1.0)
 BULGE_RE_FRACTION = (0.15, 0.35)
@@ -131,15 +135,17 @@ def moffat_psf(fwhm_arcsec: float, beta: float, pixel_scale: float, size: int, o
     return psf / psf.sum()
 
 
-def band_psfs(cfg) -> dict[str, np.ndarray]:
-    """The PSF of every band: the empirical ACS/WFC PSF for F814W, Moffat profiles for the others."""
+def band_psfs(cfg, f814w_index: int | None = None) -> dict[str, np.ndarray]:
+    """The PSF of every band: the empirical ACS/WFC PSF for F814W (of detector region ``f814w_index``, default the
+    detector centre's), Moffat profiles for the others."""
     from lenssearch.fields.psf import empirical_f814w_psf
 
     ind = cfg.independent
     out = {}
     for band in cfg.base.bands:
         if band == "F814W":
-            out[band] = empirical_f814w_psf(cfg.base.pixel_scale_arcsec, ind.psf_size_pixels)
+            index = None if f814w_index is None else int(f814w_index)
+            out[band] = empirical_f814w_psf(cfg.base.pixel_scale_arcsec, ind.psf_size_pixels, index)
         elif band in ind.psf_moffat_fwhm_arcsec:
             out[band] = moffat_psf(ind.psf_moffat_fwhm_arcsec[band], ind.psf_moffat_beta,
                                    cfg.base.pixel_scale_arcsec, ind.psf_size_pixels)
@@ -465,6 +471,8 @@ class Observation:
     observed: np.ndarray
     noise_sigma: np.ndarray  # per band, e-/s per pixel
     depth_m5: np.ndarray  # per band, 5-sigma point-source AB limit
+    psf_index: np.ndarray  # per band, the PSF drawn (the F814W detector region; 0 for the Moffat bands)
+    psfs: dict  # band -> the PSF used
 
 
 def _deposit(image: np.ndarray, grid: Grid, x: float, y: float, flux: float) -> None:
@@ -494,7 +502,9 @@ class Observer:
         ind = cfg.independent
         self.bands = tuple(cfg.base.bands)
         self.grid = grid
-        self.psfs = band_psfs(cfg)
+        self.psf_sets = {b: [p] for b, p in band_psfs(cfg).items()}
+        if "F814W" in self.psf_sets:
+            self.psf_sets["F814W"] = [band_psfs(cfg, i)["F814W"] for i in range(F814W_PSF_REGIONS)]
         self.zeropoints = np.array([zeropoint(b) for b in self.bands])
         for name, preset in (("depth_shallow", ind.depth_shallow), ("depth_deep", ind.depth_deep),
                              ("exposure_time_s_deep", ind.exposure_time_s_deep)):
@@ -503,8 +513,6 @@ class Observer:
                 raise LensSearchError(f"independent.{name}: missing band(s) {missing}")
         self.m5_shallow = np.array([ind.depth_shallow[b] for b in self.bands])
         self.m5_deep = np.array([ind.depth_deep[b] for b in self.bands])
-        self.sigma_deep = np.array([pixel_sigma_from_depth(m, zp, self.psfs[b])
-                                    for m, zp, b in zip(self.m5_deep, self.zeropoints, self.bands)])
         self.exposure_deep = np.array([ind.exposure_time_s_deep[b] for b in self.bands])
         self.poisson = ind.source_poisson
         self._sigma_of = pixel_sigma_from_depth
@@ -516,17 +524,21 @@ class Observer:
         from scipy.signal import fftconvolve
 
         g = self.grid
+        psf_index = np.array([int(rng.integers(len(self.psf_sets[b]))) for b in self.bands])
+        psfs = {b: self.psf_sets[b][i] for b, i in zip(self.bands, psf_index)}
         depth_fraction = float(rng.uniform())
         m5 = self.m5_shallow + depth_fraction * (self.m5_deep - self.m5_shallow)
-        sigma = np.array([self._sigma_of(m, zp, self.psfs[b]) for m, zp, b in zip(m5, self.zeropoints, self.bands)])
-        exposure = self.exposure_deep * (self.sigma_deep / sigma) ** 2
+        sigma = np.array([self._sigma_of(m, zp, psfs[b]) for m, zp, b in zip(m5, self.zeropoints, self.bands)])
+        sigma_deep = np.array([self._sigma_of(m, zp, psfs[b])
+                               for m, zp, b in zip(self.m5_deep, self.zeropoints, self.bands)])
+        exposure = self.exposure_deep * (sigma_deep / sigma) ** 2
         noiseless = np.empty((g.n, g.n, len(self.bands)))
         lensed = np.zeros_like(noiseless)
         fluxes = [self.flux(c.mags) for c in scene.unlensed]
         point_fluxes = [self.flux(m) for _, _, m in scene.points]
         lensed_flux = self.flux(scene.lensed.mags) if scene.lensed is not None else None
         for k, band in enumerate(self.bands):
-            psf = self.psfs[band]
+            psf = psfs[band]
             frame = np.zeros((g.n_padded, g.n_padded))
             for comp, f in zip(scene.unlensed, fluxes):
                 frame += comp.image * f[k]
@@ -540,7 +552,7 @@ class Observer:
         if self.poisson:
             observed += rng.standard_normal(observed.shape) * np.sqrt(np.clip(noiseless, 0.0, None) / exposure)
         observed += rng.standard_normal(observed.shape) * sigma
-        return Observation(noiseless, lensed, observed.astype(np.float32), sigma, m5)
+        return Observation(noiseless, lensed, observed.astype(np.float32), sigma, m5, psf_index, psfs)
 
 
 # ------------------------------------------------------------------------------------------------ the set
@@ -654,6 +666,7 @@ def simulate_independent(cfg, *, n_lenses: int | None = None, n_nonlenses: int |
             row[f"noise_sigma_{b}"] = float(obs.noise_sigma[k])
             row[f"depth_m5_{b}"] = float(obs.depth_m5[k])
             row[f"lensed_snr_{b}"] = float(snr[k])
+            row[f"psf_index_{b}"] = int(obs.psf_index[k])
         row["lensed_snr"] = float(np.sqrt(np.sum(snr**2)))
         rows.append(row)
         if progress is not None:
@@ -680,13 +693,14 @@ def _metadata_table(rows: list[dict], bands) -> "Table":
 
     names = ["id", "label", "kind", *COLUMNS]
     for b in bands:
-        names += [f"lens_mag_{b}", f"source_mag_{b}", f"noise_sigma_{b}", f"depth_m5_{b}", f"lensed_snr_{b}"]
+        names += [f"lens_mag_{b}", f"source_mag_{b}", f"noise_sigma_{b}", f"depth_m5_{b}", f"lensed_snr_{b}",
+                  f"psf_index_{b}"]
     names.append("lensed_snr")
     if rows:
         meta = Table(rows=[[r[n] for n in names] for r in rows], names=names)
     else:
         meta = Table(names=names, dtype=["U16", "i8", "U16", *["f8"] * (len(names) - 3)])
-    for name in ("label", "n_images", "n_components", "n_field_galaxies"):
+    for name in ("label", "n_images", "n_components", "n_field_galaxies", *[f"psf_index_{b}" for b in bands]):
         meta[name] = np.asarray(meta[name], dtype=np.int64)
     descriptions = {
         "id": "cutout id", "label": "1 strong lens, 0 non-lens", "kind": f"one of {', '.join(KINDS)}",
@@ -705,6 +719,8 @@ def _metadata_table(rows: list[dict], bands) -> "Table":
         meta[f"depth_m5_{b}"].unit = "mag"
         descriptions[f"depth_m5_{b}"] = f"5-sigma point-source AB limit in {b}"
         descriptions[f"lensed_snr_{b}"] = f"arc S/N in {b}: matched filter of the noiseless lensed source"
+        descriptions[f"psf_index_{b}"] = (f"PSF of {b}: detector region of the empirical cube (F814W), 0 for a "
+                                          "Moffat band")
     for name, desc in descriptions.items():
         meta[name].description = desc
     return meta
