@@ -128,6 +128,19 @@ def test_nonlens_metadata(small_set):
     assert np.all(np.isnan(neg["theta_e_arcsec"])) and np.all(np.isnan(neg["magnification"]))
 
 
+def test_psfs_are_centred(cfg):
+    """Every PSF a cutout may draw peaks at its centre (a corner-peaked stamp would displace the F814W light)."""
+    observer = sim.Observer(cfg, sim.Grid(128, 8, 1, cfg.base.pixel_scale_arcsec))
+    regions = [i for i, _ in observer.psf_sets["F814W"]]
+    assert len(regions) >= 50 and 27 not in regions and 34 not in regions
+    for psfs in observer.psf_sets.values():
+        for _, psf in psfs:
+            assert sim.centred_psf(psf) and psf.sum() == pytest.approx(1.0)
+    corner = np.zeros((41, 41))
+    corner[39, 39] = 1.0
+    assert not sim.centred_psf(corner)
+
+
 def test_noise_matches_the_depth(cfg):
     """Blank sky: the pixel sigma is the one of the drawn depth (5 sigma point source through the PSF's NEA)."""
     from lenssearch.fields.photometry import depth_from_pixel_sigma, zeropoint

@@ -22,7 +22,7 @@ The recipe differs from the knowledge base's on purpose (a different code and a 
 Light is evaluated on a grid ``supersampling`` times finer than the 0.03" pixels, ``pad_pixels`` wider than the
 cutout, averaged onto the pixels, convolved with the band PSF and cropped. PSFs: the empirical ACS/WFC F814W PSF
 (:func:`lenssearch.fields.psf.empirical_f814w_psf`) of a detector region drawn per cutout (56 regions; FWHM
-0.095-0.100"), Moffat profiles for the other bands. Noise: each cutout draws
+0.095-0.100"; two corrupt stamps of the cube are left out), Moffat profiles for the other bands. Noise: each cutout draws
 a depth between ``depth_shallow`` (CLASH-like) and ``depth_deep`` (HFF-like), the same fraction in every band;
 the 5-sigma point-source limit gives the background sigma per pixel through the PSF's noise-equivalent area
 (:func:`lenssearch.fields.photometry.pixel_sigma_from_depth`); the sources' Poisson noise uses an exposure time
@@ -64,8 +64,8 @@ RECIPE_BANDS = ("F435W", "F606W", "F814W")
 EDGE_ON_COLOURS = ((0.8, 2.0), (0.3, 0.8))
 STAR_COLOURS = ((0.3, 3.0), (0.1, 1.2))
 FIELD_GALAXY_COLOURS = ((-0.2, 3.0), (-0.1, 1.2))
-#: Detector regions of the empirical F814W PSF cube (7 x 8, :mod:`lenssearch.fields.psf`): each cutout draws one,
-#: as a galaxy falls anywhere on the detector (the KB uses the central region's PSF alone).
+#: Detector regions of the empirical F814W PSF cube (7 x 8, :mod:`lenssearch.fields.psf`): each cutout draws one of
+#: the usable ones (:func:`centred_psf`), as a galaxy falls anywhere on the detector (the KB uses the central one).
 F814W_PSF_REGIONS = 56
 #: Spiral discs: face-on to inclined; their bulge's R_e is this fraction of the disc's.
 SPIRAL_DISC_AXIS_RATIO = (0.4, 1.0)
@@ -133,6 +133,19 @@ def moffat_psf(fwhm_arcsec: float, beta: float, pixel_scale: float, size: int, o
     sub = (1.0 + (x**2 + y**2) / alpha**2) ** (-beta)
     psf = sub.reshape(size, oversample, size, oversample).sum(axis=(1, 3))
     return psf / psf.sum()
+
+
+def centred_psf(psf: np.ndarray, tolerance_pixels: float = 0.5) -> bool:
+    """Whether a PSF peaks in its central pixel with its centroid within ``tolerance_pixels`` of it.
+
+    Two stamps of the shipped empirical F814W cube (regions 27 and 34) peak in a corner: rendered with them, a
+    galaxy's F814W light would move by ~9 pixels into an L-shaped artefact, so they are left out.
+    """
+    c = (psf.shape[0] - 1) / 2.0
+    y, x = np.mgrid[: psf.shape[0], : psf.shape[1]]
+    peak = np.unravel_index(int(np.argmax(psf)), psf.shape)
+    centroid = (float((psf * x).sum() / psf.sum()), float((psf * y).sum() / psf.sum()))
+    return peak == (int(c), int(c)) and max(abs(centroid[0] - c), abs(centroid[1] - c)) <= tolerance_pixels
 
 
 def band_psfs(cfg, f814w_index: int | None = None) -> dict[str, np.ndarray]:
@@ -502,9 +515,14 @@ class Observer:
         ind = cfg.independent
         self.bands = tuple(cfg.base.bands)
         self.grid = grid
-        self.psf_sets = {b: [p] for b, p in band_psfs(cfg).items()}
+        # band -> [(PSF index, PSF)]: every usable detector region of F814W, the one Moffat PSF of the other bands
+        self.psf_sets = {b: [(0, p)] for b, p in band_psfs(cfg).items()}
         if "F814W" in self.psf_sets:
-            self.psf_sets["F814W"] = [band_psfs(cfg, i)["F814W"] for i in range(F814W_PSF_REGIONS)]
+            regions = [(i, band_psfs(cfg, i)["F814W"]) for i in range(F814W_PSF_REGIONS)]
+            self.psf_sets["F814W"] = [(i, p) for i, p in regions if centred_psf(p)]
+        for band, psfs in self.psf_sets.items():
+            if not all(centred_psf(p) for _, p in psfs):
+                raise LensSearchError(f"independent: the PSF of {band} is not centred on its middle pixel")
         self.zeropoints = np.array([zeropoint(b) for b in self.bands])
         for name, preset in (("depth_shallow", ind.depth_shallow), ("depth_deep", ind.depth_deep),
                              ("exposure_time_s_deep", ind.exposure_time_s_deep)):
@@ -524,8 +542,9 @@ class Observer:
         from scipy.signal import fftconvolve
 
         g = self.grid
-        psf_index = np.array([int(rng.integers(len(self.psf_sets[b]))) for b in self.bands])
-        psfs = {b: self.psf_sets[b][i] for b, i in zip(self.bands, psf_index)}
+        drawn = {b: self.psf_sets[b][int(rng.integers(len(self.psf_sets[b])))] for b in self.bands}
+        psf_index = np.array([drawn[b][0] for b in self.bands])
+        psfs = {b: drawn[b][1] for b in self.bands}
         depth_fraction = float(rng.uniform())
         m5 = self.m5_shallow + depth_fraction * (self.m5_deep - self.m5_shallow)
         sigma = np.array([self._sigma_of(m, zp, psfs[b]) for m, zp, b in zip(m5, self.zeropoints, self.bands)])
