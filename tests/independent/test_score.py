@@ -52,7 +52,8 @@ def test_metrics_equal_scikit_learn(scored):
 
     doc, out, models, _ = scored
     table = Table.read(out / "scores.ecsv")
-    on_disk = json.loads((out / "metrics.json").read_text())
+    on_disk = json.loads((out / "metrics.json").read_text(), parse_constant=pytest.fail)  # strict JSON
+    assert on_disk["snr_bins"][-1] is None  # the open bin's .inf
     labels = np.asarray(table["label"])
     kinds = np.asarray(table["kind"]).astype(str)
     for label, (_, _, threshold) in models.items():
@@ -65,7 +66,8 @@ def test_metrics_equal_scikit_learn(scored):
         if np.any(labels[bright] == 1):
             assert m["auc_snr_ge_30"] == pytest.approx(roc_auc_score(labels[bright], p[bright]), abs=1e-12)
         for b in m["auc_by_snr_bin"]:
-            sel = (labels == 0) | ((snr >= b["snr_min"]) & (snr < b["snr_max"]))
+            hi = np.inf if b["snr_max"] is None else b["snr_max"]
+            sel = (labels == 0) | ((snr >= b["snr_min"]) & (snr < hi))
             assert b["n_lenses"] == int(np.sum(sel & (labels == 1)))
             if b["n_lenses"]:
                 assert b["auc"] == pytest.approx(roc_auc_score(labels[sel], p[sel]), abs=1e-12)

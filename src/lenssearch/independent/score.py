@@ -222,6 +222,17 @@ def model_metrics(meta, scores: np.ndarray, snr: np.ndarray, threshold: float, s
     }
 
 
+def _json_safe(value):
+    """Non-finite floats (the open last S/N bin's ``inf``) as ``null``: metrics.json is strict JSON for DVC."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def _fmt(value, digits: int = 3) -> str:
     if value is None:
         return "n/a"
@@ -355,7 +366,7 @@ def run_independent_score(cfg, set_dir: str | Path, out_dir: str | Path, model_u
     with atomic_path(out_dir / "scores.ecsv") as tmp:
         table.write(tmp, format="ascii.ecsv")
     with atomic_path(out_dir / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.write_text(json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n")
     with atomic_path(out_dir / "roc.png") as tmp:
         roc_figure(tmp, meta, scores)
     with atomic_path(out_dir / "summary.md") as tmp:
