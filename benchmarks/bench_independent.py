@@ -4,7 +4,7 @@ Simulates the first ``--n`` lenses and ``--n`` non-lenses of the demo profile's 
 ``independent``) in one process on one core, and prints the rate in cutouts per second for each class and overall
 (wall and CPU time; on a shared machine the wall time includes waiting for a CPU). A lens costs more than a
 non-lens: the ray tracing of the supersampled grid through the SIE + shear and the lens-equation solutions that
-check the source is multiply imaged. Target (issue 13): the demo set (600 + 600) in under a minute on one core.
+check the source is multiply imaged. Target (issue 13): the demo set (1000 + 1000) in under a minute on one core.
 
 Run: ``python benchmarks/bench_independent.py [--n 100] [--params params.yaml]``.
 """
