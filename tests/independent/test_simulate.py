@@ -180,3 +180,6 @@ def test_kind_counts_and_bad_config(cfg):
     bad = dataclasses.replace(cfg, base=dataclasses.replace(cfg.base, bands=("F435W", "F814W")))
     with pytest.raises(LensSearchError, match="base.bands"):
         sim.simulate_independent(bad, n_lenses=1, n_nonlenses=0)
+    confusers = dataclasses.replace(cfg.independent.confusers, bulge_to_total_range=(0.0, 0.5))
+    with pytest.raises(LensSearchError, match="bulge_to_total_range"):
+        sim.simulate_independent(with_independent(cfg, confusers=confusers), n_lenses=0, n_nonlenses=1)

@@ -486,6 +486,7 @@ class Observation:
     depth_m5: np.ndarray  # per band, 5-sigma point-source AB limit
     psf_index: np.ndarray  # per band, the PSF drawn (the F814W detector region; 0 for the Moffat bands)
     psfs: dict  # band -> the PSF used
+    depth_fraction: float  # 0: the shallow limits, 1: the deep ones
 
 
 def _deposit(image: np.ndarray, grid: Grid, x: float, y: float, flux: float) -> None:
@@ -571,7 +572,8 @@ class Observer:
         if self.poisson:
             observed += rng.standard_normal(observed.shape) * np.sqrt(np.clip(noiseless, 0.0, None) / exposure)
         observed += rng.standard_normal(observed.shape) * sigma
-        return Observation(noiseless, lensed, observed.astype(np.float32), sigma, m5, psf_index, psfs)
+        return Observation(noiseless, lensed, observed.astype(np.float32), sigma, m5, psf_index, psfs,
+                           depth_fraction)
 
 
 # ------------------------------------------------------------------------------------------------ the set
@@ -608,6 +610,14 @@ def _check_config(cfg) -> None:
         raise LensSearchError("independent: supersampling >= 1, pad_pixels >= 0 and cutout_pixels >= 8 expected")
     if ind.source.min_images < 1 or ind.source.max_draws < 1:
         raise LensSearchError("independent.source: min_images and max_draws must be >= 1")
+    lo, hi = ind.confusers.bulge_to_total_range
+    if not 0.0 < lo <= hi < 1.0:
+        raise LensSearchError(f"independent.confusers.bulge_to_total_range must lie inside (0, 1), got {[lo, hi]}")
+    for key, bounds in (("deflector.re_range_arcsec", ind.deflector.re_range_arcsec),
+                        ("source.re_range_arcsec", ind.source.re_range_arcsec),
+                        ("confusers.disc_re_range_arcsec", ind.confusers.disc_re_range_arcsec)):
+        if min(bounds) <= 0:
+            raise LensSearchError(f"independent.{key} must be positive (drawn log-uniformly), got {list(bounds)}")
 
 
 #: Metadata columns: name -> (unit, description). Columns not filled by a kind are NaN (or 0 for counts).
@@ -677,8 +687,7 @@ def simulate_independent(cfg, *, n_lenses: int | None = None, n_nonlenses: int |
         for name in COLUMNS:
             default = 0 if name in ("n_images", "n_components", "n_field_galaxies") else np.nan
             row[name] = scene.truth.get(name, default)
-        row["depth_fraction"] = float((obs.depth_m5[0] - observer.m5_shallow[0])
-                                      / (observer.m5_deep[0] - observer.m5_shallow[0]))
+        row["depth_fraction"] = obs.depth_fraction
         for k, b in enumerate(bands):
             row[f"lens_mag_{b}"] = scene.truth.get(f"lens_mag_{b}", np.nan)
             row[f"source_mag_{b}"] = scene.truth.get(f"source_mag_{b}", np.nan)
