@@ -533,6 +533,55 @@ def train_cmd(
     typer.echo(f"wrote {reports / 'predictions.ecsv'}")
 
 
+independent_app = typer.Typer(
+    help="The independent test set (lenstronomy, never trained on): simulate it, score every model on it.",
+    no_args_is_help=True,
+)
+app.add_typer(independent_app, name="independent")
+
+
+@independent_app.command("simulate")
+@verb
+def independent_simulate_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Cutout set of the independent test set (data/independent).")],
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Simulate lenses (SIE + shear, Sersic source and light) and confusers with lenstronomy."""
+    import json
+
+    from lenssearch.independent.simulate import run_independent_simulate
+
+    cfg = load(params, profile)
+    summary = run_independent_simulate(cfg, out)
+    typer.echo(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()}))
+    typer.echo(f"wrote {out}")
+
+
+@independent_app.command("score")
+@verb
+def independent_score_cmd(
+    set_dir: Annotated[Path, typer.Option("--set", help="The independent cutout set (data/independent).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder of scores.ecsv, metrics.json, roc.png, summary.md.")],
+    model: Annotated[
+        Optional[list[str]], typer.Option("--model", help="Model URI (repeatable); default independent.models.")
+    ] = None,
+    committees: CommitteesOption = None,
+    tracking_uri: TrackingOption = None,
+    mlflow: MlflowFlag = True,
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Score the independent set: AUC overall and by arc S/N, TPR at fixed FPR, FPR by confuser kind."""
+    from lenssearch.independent.score import run_independent_score, summary_markdown
+
+    cfg = load(params, profile)
+    doc = run_independent_score(cfg, set_dir, out, model_uris=model, committees=committees,
+                                tracking_uri=tracking_uri, log_mlflow=mlflow)
+    typer.echo(summary_markdown(doc).rstrip())
+    typer.echo(f"wrote {out}")
+
+
 def main() -> None:
     """Entry point for ``python -m lenssearch`` and the console script."""
     app(prog_name="lenssearch")

@@ -500,6 +500,88 @@ class ConfuserConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class IndependentDeflectorConfig:
+    """Lens galaxies of the independent test set: SIE + external shear mass, elliptical Sersic light."""
+
+    theta_e_range_arcsec: tuple[float, float]  # uniform
+    mass_axis_ratio_range: tuple[float, float]  # SIE q, uniform
+    shear_gamma_range: tuple[float, float]  # |gamma|, uniform, random angle
+    mag_range_F814W: tuple[float, float]  # AB, uniform
+    sersic_n_range: tuple[float, float]
+    re_range_arcsec: tuple[float, float]  # log-uniform
+    light_axis_ratio_range: tuple[float, float]
+    colour_F435W_F814W_range: tuple[float, float]  # red early-type colours
+    colour_F606W_F814W_range: tuple[float, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class IndependentSourceConfig:
+    """Background sources of the independent lenses: elliptical Sersic, blue, inside or near the caustic."""
+
+    mag_range_F814W: tuple[float, float]  # intrinsic (unlensed) AB, uniform
+    sersic_n_range: tuple[float, float]
+    re_range_arcsec: tuple[float, float]  # log-uniform
+    axis_ratio_range: tuple[float, float]
+    colour_F435W_F814W_range: tuple[float, float]
+    colour_F606W_F814W_range: tuple[float, float]
+    position_max_theta_e: float  # source centre uniform in a disc of this radius (units of theta_E)
+    min_images: int  # the centre must have at least this many images (strong lensing); redrawn otherwise
+    max_draws: int  # redraws of the source position before the disc is shrunk towards the caustic centre
+
+
+@dataclasses.dataclass(frozen=True)
+class IndependentConfusersConfig:
+    """Non-lenses of the independent test set: the kinds and their fractions, and their own ranges."""
+
+    fractions: dict[str, float]  # kind -> fraction of the non-lenses (normalised in code)
+    companion_count_range: tuple[int, int]  # blue_companion: unlensed blue neighbours within 2"
+    companion_distance_range_arcsec: tuple[float, float]
+    companion_mag_range_F814W: tuple[float, float]
+    disc_re_range_arcsec: tuple[float, float]  # spiral and edge_on discs
+    disc_mag_range_F814W: tuple[float, float]
+    bulge_to_total_range: tuple[float, float]
+    spiral_arm_amplitude_range: tuple[float, float]
+    spiral_pitch_range_deg: tuple[float, float]
+    edge_on_axis_ratio_range: tuple[float, float]
+    pair_separation_range_arcsec: tuple[float, float]  # pairs and mergers
+    pair_delta_mag_range: tuple[float, float]
+    ring_radius_range_arcsec: tuple[float, float]  # blue (partial) rings around an early-type galaxy
+    ring_width_range_arcsec: tuple[float, float]
+    ring_mag_range_F814W: tuple[float, float]
+    star_mag_range_F814W: tuple[float, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class IndependentConfig:
+    """The ``independent-set`` and ``independent`` stages: a test set simulated with lenstronomy, never trained on."""
+
+    n_lenses: int
+    n_nonlenses: int
+    cutout_pixels: int
+    supersampling: int  # sub-pixels per side of the surface-brightness grid
+    pad_pixels: int  # rendered around the cutout so that PSF wings of nearby light enter it
+    psf_size_pixels: int  # odd
+    psf_moffat_fwhm_arcsec: dict[str, float]  # Moffat PSFs of the bands other than F814W (empirical ACS PSF)
+    psf_moffat_beta: float
+    depth_shallow: dict[str, float]  # 5-sigma point-source AB limits; each cutout draws a depth between them
+    depth_deep: dict[str, float]
+    exposure_time_s_deep: dict[str, float]  # at the deep limit (scaled with the depth) for the sources' Poisson noise
+    source_poisson: bool
+    field_galaxies_per_cutout: float  # mean number of faint unrelated galaxies in every cutout (both classes)
+    field_galaxy_mag_range_F814W: tuple[float, float]
+    deflector: IndependentDeflectorConfig
+    source: IndependentSourceConfig
+    confusers: IndependentConfusersConfig
+    models: tuple[str, ...]  # model URIs scored by the ``independent`` stage
+    batch_size: int
+    snr_bins: tuple[float, ...]  # edges of the arc-S/N bins (the last may be .inf)
+    snr_min: float  # AUC of the lenses at or above this arc S/N against all non-lenses
+    fprs: tuple[float, ...]  # TPR at these false-positive rates ("not measurable" below 1 / N_neg)
+    default_threshold: float  # threshold of a model without a tuned threshold tag
+    experiment: str  # MLflow experiment
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The whole configuration: one attribute per section of ``params.yaml``."""
 
@@ -517,6 +599,7 @@ class Config:
     promote: PromoteConfig
     hpsearch: HPSearchConfig
     variants: dict[str, Any]  # KB ground-truth variants: name -> overlay of the simulate/negatives/kb sections
+    independent: IndependentConfig
 
 
 # --------------------------------------------------------------------------------------------------- loading
