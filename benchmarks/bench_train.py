@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-NETWORKS = ("vgg", "sc_vgg", "f435w", "f606w", "f814w")
+NETWORKS = ("vgg", "sc_vgg", "resnet", "f435w", "f606w", "f814w")
 OVERHEAD_TARGET = 1.10
 MEMORY_TARGET_GB = 6.0
 
@@ -44,16 +44,20 @@ def _configs():
     }
 
 
-def _compiled(network, cfg, bands):
-    """(whole network, its preparation, its compiled classifier), as the train stage builds them."""
+def _compiled(network, cfg, bands, mixed: bool | None = None):
+    """(whole network, its preparation, its compiled classifier), as the train stage builds them.
+
+    ``mixed``: bfloat16 mixed precision (default: the profile's ``train.mixed_precision``)."""
     import keras
 
     from lenssearch.models import build_model, split_model
+    from lenssearch.train.fit import make_optimizer, set_precision
 
+    set_precision(cfg.train.mixed_precision if mixed is None else mixed)
     keras.utils.set_random_seed(0)
     model = build_model(network, cfg.train.network, bands)
     preparation, classifier = split_model(model)
-    classifier.compile(keras.optimizers.Adadelta(cfg.train.learning_rate), "binary_crossentropy",
+    classifier.compile(make_optimizer(cfg.train), "binary_crossentropy",
                        metrics=[keras.metrics.BinaryAccuracy(name="accuracy")])
     return model, preparation, classifier
 
@@ -115,8 +119,9 @@ def pipeline_overhead(kb_path: Path, cfg, rounds: int = 4, epochs_per_fit: int =
             "epochs_timed": len(times["pipeline"])}
 
 
-def throughput(network: str, cfg, steps: int, bands=("F435W", "F606W", "F814W")) -> dict:
-    """Training, preparation and inference images/s of one network on random raw cutouts held in memory."""
+def throughput(network: str, cfg, steps: int, bands=("F435W", "F606W", "F814W"), mixed: bool = False) -> dict:
+    """Training, preparation and inference images/s of one network on random raw cutouts held in memory
+    (``mixed``: bfloat16 mixed precision)."""
     from lenssearch.models import network_bands
     from lenssearch.train.data import prepare_cutouts
 
@@ -126,7 +131,7 @@ def throughput(network: str, cfg, steps: int, bands=("F435W", "F606W", "F814W"))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch * steps, pixels, pixels, n_bands)).astype(np.float32)
     y = (np.arange(len(x)) % 2).astype(np.float32)
-    model, preparation, classifier = _compiled(network, cfg, bands)
+    model, preparation, classifier = _compiled(network, cfg, bands, mixed)
     prepare_cutouts(preparation, x[:batch], tuple(range(n_bands)))  # trace
     t0 = time.perf_counter()
     prepared = prepare_cutouts(preparation, x.copy(), tuple(range(n_bands)))
@@ -197,6 +202,18 @@ def write_noise_kb(path: Path, n: int, n_folds: int = 10) -> Path:
     return path
 
 
+def demo_training_time(models_dir: Path) -> dict:
+    """Wall time of each network's last training (``timing.json`` written by the train stage) and the total."""
+    out = {}
+    for network in NETWORKS:
+        path = models_dir / network / "timing.json"
+        if path.exists():
+            out[network] = float(json.loads(path.read_text())["train_seconds"])
+    if out:
+        out["total"] = sum(out.values())
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kb", type=Path, default=None, help="a knowledge base (default: a 900-cutout toy KB)")
@@ -230,16 +247,24 @@ def main() -> None:
               f"(numpy {overhead['numpy_epoch_s']:.2f} s, cached tensors {overhead['tensors_epoch_s']:.2f} s) = "
               f"{overhead['ratio']:.3f} (target <= {OVERHEAD_TARGET}) {verdict}")
 
-        print(f"{'profile':8s} {'network':8s} {'params':>9s} {'train img/s':>12s} {'prepare img/s':>14s} "
-              f"{'infer img/s':>12s}")
+        print(f"{'profile':8s} {'network':8s} {'precision':10s} {'params':>9s} {'train img/s':>12s} "
+              f"{'prepare img/s':>14s} {'infer img/s':>12s}")
         results["throughput"] = {}
         for profile, cfg in configs.items():
             steps = args.steps if profile == "demo" else args.paper_steps
             for network in NETWORKS:
-                r = throughput(network, cfg, steps)
-                results["throughput"][f"{profile}/{network}"] = r
-                print(f"{profile:8s} {network:8s} {r['params']:9d} {r['train_img_s']:12.1f} "
-                      f"{r['prepare_img_s']:14.1f} {r['infer_img_s']:12.1f}")
+                for mixed in (False, True):
+                    r = throughput(network, cfg, steps, mixed=mixed)
+                    precision = "bfloat16" if mixed else "float32"
+                    results["throughput"][f"{profile}/{network}/{precision}"] = r
+                    print(f"{profile:8s} {network:8s} {precision:10s} {r['params']:9d} {r['train_img_s']:12.1f} "
+                          f"{r['prepare_img_s']:14.1f} {r['infer_img_s']:12.1f}", flush=True)
+        timing = demo_training_time(REPO / "models")
+        if timing:
+            results["demo_training_s"] = timing
+            print("demo training time (models/<network>/timing.json of the last `dvc repro`): "
+                  + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items() if k != "total")
+                  + f"; total {timing['total']:.0f} s")
 
         if not args.skip_memory:
             path = write_noise_kb(Path(tmp) / "paper_kb.h5", args.paper_cutouts)

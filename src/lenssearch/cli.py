@@ -38,6 +38,10 @@ ProfileOption = Annotated[
     Optional[Path], typer.Option("--profile", help="Profile overlay applied over --params, e.g. configs/paper.yaml.")
 ]
 
+VariantOption = Annotated[
+    Optional[str], typer.Option("--variant", help="KB ground-truth variant (params 'variants'), e.g. angora, visible.")
+]
+
 EXIT_BAD_INPUT = 2
 
 
@@ -92,9 +96,9 @@ def verb(func: Callable) -> Callable:
     return wrapper
 
 
-def load(params: Path, profile: Optional[Path]):
-    """Load the configuration for a verb."""
-    return load_config(params, profile)
+def load(params: Path, profile: Optional[Path], variant: Optional[str] = None):
+    """Load the configuration for a verb (with a KB variant merged in when one is named)."""
+    return load_config(params, profile, variant)
 
 
 @app.callback()
@@ -165,6 +169,7 @@ def simulate_cmd(
     fields: FieldsRootOption,
     out: Annotated[Path, typer.Option("--out", help="Cutout set of the mocks (cutouts.h5 + metadata.ecsv).")],
     reports: ReportsOption = None,
+    variant: VariantOption = None,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
 ) -> None:
@@ -173,9 +178,9 @@ def simulate_cmd(
 
     from lenssearch.simulate.inject import run_simulate
 
-    cfg = load(params, profile)
+    cfg = load(params, profile, variant)
     check_output_path(out, "dir")
-    metrics = run_simulate(cfg, fields, out, reports)
+    metrics = run_simulate(cfg, fields, out, reports, variant=variant or "")
     typer.echo(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
     typer.echo(f"wrote {out}")
 
@@ -186,18 +191,23 @@ def negatives_cmd(
     fields: FieldsRootOption,
     out: Annotated[Path, typer.Option("--out", help="Cutout set of the non-lenses (cutouts.h5 + metadata.ecsv).")],
     reports: ReportsOption = None,
+    mocks: Annotated[
+        Optional[Path], typer.Option("--mocks", help="The variant's mocks: their hosts and arcs (negatives.match_hosts).")
+    ] = None,
+    variant: VariantOption = None,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
 ) -> None:
-    """Cut non-lens cutouts centred on cluster members (edges, bright stars and known lenses excluded)."""
+    """Cut non-lens cutouts centred on cluster members, plain or with a confuser (hard negatives)."""
     import json
 
     from lenssearch.simulate.negatives import run_negatives
 
-    cfg = load(params, profile)
+    cfg = load(params, profile, variant)
     check_output_path(out, "dir")
-    metrics = run_negatives(cfg, fields, out, reports)
-    typer.echo(json.dumps({"n_negatives": metrics["n_negatives"], "excluded": metrics["excluded"]}))
+    metrics = run_negatives(cfg, fields, out, reports, mocks_dir=mocks, variant=variant or "")
+    typer.echo(json.dumps({"n_negatives": metrics["n_negatives"], "excluded": metrics["excluded"],
+                           "kinds": metrics["kinds"]}))
     typer.echo(f"wrote {out}")
 
 
@@ -302,6 +312,7 @@ def kb_cmd(
     ] = None,
     reports: Annotated[Optional[Path], typer.Option("--reports", help="Metrics and figures folder.")] = None,
     track: Annotated[bool, typer.Option("--track/--no-track", help="Log the KB run to MLflow.")] = True,
+    variant: VariantOption = None,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
 ) -> None:
@@ -310,9 +321,9 @@ def kb_cmd(
 
     from lenssearch.kb.build import build_kb
 
-    cfg = load(params, profile)
+    cfg = load(params, profile, variant)
     check_output_path(out, "file")
-    summary = build_kb(mocks, negatives, out, cfg, fields_dir=fields)
+    summary = build_kb(mocks, negatives, out, cfg, fields_dir=fields, variant=variant or "")
     if reports is not None:
         from lenssearch.kb.report import write_kb_reports
 
@@ -326,13 +337,14 @@ def kb_cmd(
 def validate_cmd(
     kb: Annotated[Path, typer.Option("--kb", help="The knowledge base file (HDF5).")],
     out: Annotated[Path, typer.Option("--out", help="Report folder (summary.json, data_docs/).")],
+    variant: VariantOption = None,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
 ) -> None:
     """Validate the knowledge base with the great-expectations suite; non-zero exit on failure."""
     from lenssearch.kb.validation import validate_kb
 
-    cfg = load(params, profile)
+    cfg = load(params, profile, variant)
     check_output_path(out, "dir")
     result = validate_kb(kb, out, cfg)
     n = len(result.expectations)
@@ -358,6 +370,10 @@ def evaluate_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder of tables, figures and metrics.json.")],
     report: Annotated[Path, typer.Option("--report", help="Markdown report (an .html twin is written beside it).")],
     kb: Annotated[Optional[Path], typer.Option("--kb", help="Knowledge base (HDF5) with the metadata table.")] = None,
+    kb_dir: Annotated[
+        Optional[Path], typer.Option("--kb-dir", help="The variants' KBs (<variant>.h5): score every network on each.")
+    ] = None,
+    models: Annotated[Optional[Path], typer.Option("--models", help="Folder of models/<network>/run/model.keras.")] = None,
     tracking_uri: TrackingOption = None,
     mlflow: MlflowFlag = True,
     params: ParamsOption = Path("params.yaml"),
@@ -369,7 +385,10 @@ def evaluate_cmd(
     cfg = load(params, profile)
     check_output_path(out, "dir")
     check_output_path(report, "file")
-    result = run_evaluate(cfg, predictions, kb, out, report, tracking_uri=tracking_uri, log_mlflow=mlflow)
+    if kb_dir is not None and models is None:
+        fail("--kb-dir needs --models (the run models score the variants they were not trained on)")
+    result = run_evaluate(cfg, predictions, kb, out, report, tracking_uri=tracking_uri, log_mlflow=mlflow,
+                          kb_dir=kb_dir, models_dir=models)
     typer.echo(" ".join(f"{k}={v}" for k, v in result.items()))
     typer.echo(f"wrote {out} and {report}")
 
@@ -540,6 +559,55 @@ def train_cmd(
                            "registered": f"lenssearch-{network}/{summary.registered_version}",
                            "trained": summary.trained_splits}))
     typer.echo(f"wrote {reports / 'predictions.ecsv'}")
+
+
+independent_app = typer.Typer(
+    help="The independent test set (lenstronomy, never trained on): simulate it, score every model on it.",
+    no_args_is_help=True,
+)
+app.add_typer(independent_app, name="independent")
+
+
+@independent_app.command("simulate")
+@verb
+def independent_simulate_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Cutout set of the independent test set (data/independent).")],
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Simulate lenses (SIE + shear, Sersic source and light) and confusers with lenstronomy."""
+    import json
+
+    from lenssearch.independent.simulate import run_independent_simulate
+
+    cfg = load(params, profile)
+    summary = run_independent_simulate(cfg, out)
+    typer.echo(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()}))
+    typer.echo(f"wrote {out}")
+
+
+@independent_app.command("score")
+@verb
+def independent_score_cmd(
+    set_dir: Annotated[Path, typer.Option("--set", help="The independent cutout set (data/independent).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder of scores.ecsv, metrics.json, roc.png, summary.md.")],
+    model: Annotated[
+        Optional[list[str]], typer.Option("--model", help="Model URI (repeatable); default independent.models.")
+    ] = None,
+    committees: CommitteesOption = None,
+    tracking_uri: TrackingOption = None,
+    mlflow: MlflowFlag = True,
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Score the independent set: AUC overall and by arc S/N, TPR at fixed FPR, FPR by confuser kind."""
+    from lenssearch.independent.score import run_independent_score, summary_markdown
+
+    cfg = load(params, profile)
+    doc = run_independent_score(cfg, set_dir, out, model_uris=model, committees=committees,
+                                tracking_uri=tracking_uri, log_mlflow=mlflow)
+    typer.echo(summary_markdown(doc).rstrip())
+    typer.echo(f"wrote {out}")
 
 
 def main() -> None:

@@ -235,6 +235,8 @@ class NetworkConfig:
     dropout: float
     leaky_relu_slope: float
     normalisation_softening: float  # asinh stretch turns logarithmic above this many noise sigmas
+    resnet_filters: tuple[int, ...]  # ResNet: filters of each stage (the first stage keeps the resolution)
+    resnet_blocks_per_stage: int  # residual blocks (two 3x3 convolutions + identity/projection) per stage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,7 +245,8 @@ class TrainConfig:
 
     network: NetworkConfig
     batch_size: dict[str, int]  # per network (the paper: 32 for VGG, 16 for SC-VGG)
-    learning_rate: float  # Adadelta (Zeiler 2012: 1.0)
+    optimizer: Literal["adadelta", "adam"]  # the paper: Adadelta (Zeiler 2012); Adam converges in fewer epochs
+    learning_rate: float  # Adadelta: 1.0 (Zeiler 2012); Adam: 1e-3 (Kingma & Ba 2015)
     max_epochs: int
     warmup_epochs: int  # epochs before early stopping and the LR schedule start watching the validation loss
     early_stopping_patience: int
@@ -252,6 +255,9 @@ class TrainConfig:
     min_learning_rate: float
     examples_per_class: int  # balanced training examples per class and epoch; 0: the majority class's count
     deterministic: bool  # tf.config.experimental.enable_op_determinism
+    mixed_precision: bool  # bfloat16 compute (float32 weights, loss and output) where the CPU/GPU supports it
+    run_model: Literal["retrain", "fold_mean"]  # retrain on all folds, or average the k fold models' weights
+    kb_variant: dict[str, str]  # network -> the KB variant (``variants``) it is trained on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -336,6 +342,7 @@ class EvaluateConfig:
     """The ``evaluate`` stage: Tables A.1-A.5 and Figs. 6, 8, 9, 11, A.1 of Angora et al. 2023."""
 
     networks: tuple[str, ...]
+    tables_variant: str  # the KB variant of Tables A.1-A.5 (the paper's protocol: angora)
     threshold: float  # Angora et al. 2023, Sect. 4.1: 0.5
     adversarial_source_mag_F814W: float  # Table A.1 notes: sources fainter than this ...
     adversarial_theta_e_max_arcsec: float  # ... and lenses smaller than this are adversarial
@@ -434,6 +441,16 @@ class SourcePopulationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class VisibilityConfig:
+    """Which mocks are kept as lenses (HOLISMOKES: Canameras et al. 2021, Sect. 2.2; 0 disables a cut)."""
+
+    magnification_min: float  # total magnification of the source
+    peak_sigma_min: float  # brightest lensed-source pixel (noiseless, PSF-convolved), in background sigma, any band
+    lensed_snr_min: float  # matched-filter S/N of the lensed source, the bands in quadrature
+    draws_per_round_max: int  # candidates drawn per round at most (draws follow the measured acceptance)
+
+
+@dataclasses.dataclass(frozen=True)
 class SimulateConfig:
     """The ``simulate`` stage: mock GGSLs injected at secondary caustics (simulate/inject.py)."""
 
@@ -447,6 +464,7 @@ class SimulateConfig:
     image_min_abs_magnification: float
     max_rounds: int
     sources: SourcePopulationConfig
+    visibility: VisibilityConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -462,6 +480,109 @@ class NegativesConfig:
     # null: no member is excluded for its own critical line (the paper's vetted negatives may host mocks too)
     strong_lens_theta_e_min_arcsec: Optional[float]
     strong_lens_source_redshift: float
+    match_hosts: bool  # draw the non-lenses' hosts from the mocks' hosts (no host-brightness shortcut)
+    hard_negatives: dict[str, float]  # confuser kind -> fraction of the non-lenses (simulate/confusers.py)
+    confusers: ConfuserConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfuserConfig:
+    """Geometry and brightness of the hard negatives injected into member cutouts (simulate/confusers.py)."""
+
+    neighbour_radius_arcsec: tuple[float, float]  # blue companions, pairs, stars: distance from the centre
+    companion_mag_from_arcs: bool  # companions as bright as the variant's lensed arcs (else the source counts)
+    disc_re_arcsec: tuple[float, float]  # spiral and edge-on discs
+    disc_mag_offset: tuple[float, float]  # disc F814W magnitude - host F814W magnitude
+    spiral_arms: tuple[int, int]
+    spiral_pitch_deg: tuple[float, float]
+    edge_on_axis_ratio: tuple[float, float]
+    ring_radius_arcsec: tuple[float, float]
+    ring_width_fraction: tuple[float, float]  # ring Gaussian width / radius
+    ring_knots: tuple[int, int]  # star-forming knots along the ring
+    pair_mag_offset: tuple[float, float]  # companion early-type magnitude - host magnitude
+    star_mag_range: tuple[float, float]  # F814W AB
+
+
+@dataclasses.dataclass(frozen=True)
+class IndependentDeflectorConfig:
+    """Lens galaxies of the independent test set: SIE + external shear mass, elliptical Sersic light."""
+
+    theta_e_range_arcsec: tuple[float, float]  # uniform
+    mass_axis_ratio_range: tuple[float, float]  # SIE q, uniform
+    shear_gamma_range: tuple[float, float]  # |gamma|, uniform, random angle
+    mag_range_F814W: tuple[float, float]  # AB, uniform
+    sersic_n_range: tuple[float, float]
+    re_range_arcsec: tuple[float, float]  # log-uniform
+    light_axis_ratio_range: tuple[float, float]
+    colour_F435W_F814W_range: tuple[float, float]  # red early-type colours
+    colour_F606W_F814W_range: tuple[float, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class IndependentSourceConfig:
+    """Background sources of the independent lenses: elliptical Sersic, blue, inside or near the caustic."""
+
+    mag_range_F814W: tuple[float, float]  # intrinsic (unlensed) AB, uniform
+    sersic_n_range: tuple[float, float]
+    re_range_arcsec: tuple[float, float]  # log-uniform
+    axis_ratio_range: tuple[float, float]
+    colour_F435W_F814W_range: tuple[float, float]
+    colour_F606W_F814W_range: tuple[float, float]
+    position_max_theta_e: float  # source centre uniform in a disc of this radius (units of theta_E)
+    min_images: int  # the centre must have at least this many images (strong lensing); redrawn otherwise
+    max_draws: int  # redraws of the source position before the disc is shrunk towards the caustic centre
+
+
+@dataclasses.dataclass(frozen=True)
+class IndependentConfusersConfig:
+    """Non-lenses of the independent test set: the kinds and their fractions, and their own ranges."""
+
+    fractions: dict[str, float]  # kind -> fraction of the non-lenses (normalised in code)
+    companion_count_range: tuple[int, int]  # blue_companion: unlensed blue neighbours within 2"
+    companion_distance_range_arcsec: tuple[float, float]
+    companion_mag_range_F814W: tuple[float, float]
+    disc_re_range_arcsec: tuple[float, float]  # spiral and edge_on discs
+    disc_mag_range_F814W: tuple[float, float]
+    bulge_to_total_range: tuple[float, float]
+    spiral_arm_amplitude_range: tuple[float, float]
+    spiral_pitch_range_deg: tuple[float, float]
+    edge_on_axis_ratio_range: tuple[float, float]
+    pair_separation_range_arcsec: tuple[float, float]  # pairs and mergers
+    pair_delta_mag_range: tuple[float, float]
+    ring_radius_range_arcsec: tuple[float, float]  # blue (partial) rings around an early-type galaxy
+    ring_width_range_arcsec: tuple[float, float]
+    ring_mag_range_F814W: tuple[float, float]
+    star_mag_range_F814W: tuple[float, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class IndependentConfig:
+    """The ``independent-set`` and ``independent`` stages: a test set simulated with lenstronomy, never trained on."""
+
+    n_lenses: int
+    n_nonlenses: int
+    cutout_pixels: int
+    supersampling: int  # sub-pixels per side of the surface-brightness grid
+    pad_pixels: int  # rendered around the cutout so that PSF wings of nearby light enter it
+    psf_size_pixels: int  # odd
+    psf_moffat_fwhm_arcsec: dict[str, float]  # Moffat PSFs of the bands other than F814W (empirical ACS PSF)
+    psf_moffat_beta: float
+    depth_shallow: dict[str, float]  # 5-sigma point-source AB limits; each cutout draws a depth between them
+    depth_deep: dict[str, float]
+    exposure_time_s_deep: dict[str, float]  # at the deep limit (scaled with the depth) for the sources' Poisson noise
+    source_poisson: bool
+    field_galaxies_per_cutout: float  # mean number of faint unrelated galaxies in every cutout (both classes)
+    field_galaxy_mag_range_F814W: tuple[float, float]
+    deflector: IndependentDeflectorConfig
+    source: IndependentSourceConfig
+    confusers: IndependentConfusersConfig
+    models: tuple[str, ...]  # model URIs scored by the ``independent`` stage
+    batch_size: int
+    snr_bins: tuple[float, ...]  # edges of the arc-S/N bins (the last may be .inf)
+    snr_min: float  # AUC of the lenses at or above this arc S/N against all non-lenses
+    fprs: tuple[float, ...]  # TPR at these false-positive rates ("not measurable" below 1 / N_neg)
+    default_threshold: float  # threshold of a model without a tuned threshold tag
+    experiment: str  # MLflow experiment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -481,6 +602,8 @@ class Config:
     tune: TuneConfig
     promote: PromoteConfig
     hpsearch: HPSearchConfig
+    variants: dict[str, Any]  # KB ground-truth variants: name -> overlay of the simulate/negatives/kb sections
+    independent: IndependentConfig
 
 
 # --------------------------------------------------------------------------------------------------- loading
@@ -604,12 +727,49 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+#: The sections a KB variant may override (everything else is shared by every variant: fields, depth, PSF).
+VARIANT_SECTIONS = ("simulate", "negatives", "kb", "validate")
+
+
 def config_from_dict(data: dict, source: str = "<dict>") -> Config:
-    """Build the typed configuration from an already-parsed mapping."""
-    return _build(Config, data, "", source)
+    """Build the typed configuration from an already-parsed mapping (every KB variant is checked too)."""
+    cfg = _build(Config, data, "", source)
+    for name in cfg.variants:
+        with_variant(cfg, name, source)
+    return cfg
 
 
-def load_config(path: str | Path = "params.yaml", profile: str | Path | None = None) -> Config:
+def with_variant(cfg: Config, name: str, source: str = "params") -> Config:
+    """``cfg`` with the KB variant ``name`` (``variants.<name>``) merged over its simulate/negatives/kb/validate
+    sections.
+
+    A variant (HOLISMOKES XVI, Sect. 2: networks trained on different ground truths) changes only what is drawn
+    and kept, never the fields, their depth or PSF. An unknown variant or key is a :class:`ConfigError`.
+    """
+    if name not in cfg.variants:
+        raise ConfigError(f"{source}: unknown KB variant '{name}' (variants: {sorted(cfg.variants)})")
+    overlay = cfg.variants[name] or {}
+    if not isinstance(overlay, typing.Mapping):
+        raise ConfigError(f"{source}: key 'variants.{name}' must be a mapping of sections, got {overlay!r}")
+    bad = sorted(set(overlay) - set(VARIANT_SECTIONS))
+    if bad:
+        raise ConfigError(f"{source}: key 'variants.{name}' may override only {list(VARIANT_SECTIONS)}, got {bad}")
+    replaced = {}
+    for section, values in overlay.items():
+        merged = deep_merge(as_dict(getattr(cfg, section)), _plain_mapping(values))
+        section_cls = type(getattr(cfg, section))
+        replaced[section] = _build(section_cls, merged, section, f"{source} (variant '{name}')")
+    return dataclasses.replace(cfg, **replaced)
+
+
+def _plain_mapping(value: Any) -> Any:
+    if isinstance(value, typing.Mapping):
+        return {k: _plain_mapping(v) for k, v in value.items()}
+    return value
+
+
+def load_config(path: str | Path = "params.yaml", profile: str | Path | None = None,
+                variant: str | None = None) -> Config:
     """Read ``params.yaml`` (and optionally a profile overlay such as ``configs/paper.yaml``).
 
     Parameters
@@ -618,6 +778,8 @@ def load_config(path: str | Path = "params.yaml", profile: str | Path | None = N
         The demo profile, ``params.yaml``.
     profile
         An overlay whose keys replace those of ``path``; its unknown keys are reported against its own name.
+    variant
+        A KB variant (``variants.<name>``) merged over the simulate/negatives/kb sections (:func:`with_variant`).
     """
     data = read_yaml(path)
     source = str(path)
@@ -625,7 +787,8 @@ def load_config(path: str | Path = "params.yaml", profile: str | Path | None = N
         overlay = read_yaml(profile)
         data = deep_merge(data, overlay)
         source = f"{path} + {profile}"
-    return config_from_dict(data, source)
+    cfg = config_from_dict(data, source)
+    return with_variant(cfg, variant, source) if variant is not None else cfg
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:

@@ -129,10 +129,53 @@ RANGES: dict[str, dict[str, Any]] = {
         "star_mag_limit": MAGNITUDE, "strong_lens_theta_e_min_arcsec": NON_NEGATIVE,
         "strong_lens_source_redshift": REDSHIFT,
     },
+    # ---- KB variants, hard negatives, the independent test set
+    "VisibilityConfig": {"magnification_min": NON_NEGATIVE, "peak_sigma_min": NON_NEGATIVE,
+                         "lensed_snr_min": NON_NEGATIVE, "draws_per_round_max": AT_LEAST_ONE},
+    "ConfuserConfig": {
+        "neighbour_radius_arcsec": NON_NEGATIVE, "disc_re_arcsec": POSITIVE, "disc_mag_offset": ANY,
+        "spiral_arms": NON_NEGATIVE, "spiral_pitch_deg": "[0, 90]", "edge_on_axis_ratio": "(0, 1]",
+        "ring_radius_arcsec": POSITIVE, "ring_width_fraction": "(0, 1]", "ring_knots": NON_NEGATIVE,
+        "pair_mag_offset": ANY, "star_mag_range": MAGNITUDE,
+    },
+    "IndependentDeflectorConfig": {
+        "theta_e_range_arcsec": POSITIVE, "mass_axis_ratio_range": "(0, 1]", "shear_gamma_range": "[0, 1)",
+        "mag_range_F814W": MAGNITUDE, "sersic_n_range": "(0, 20]", "re_range_arcsec": POSITIVE,
+        "light_axis_ratio_range": "(0, 1]", "colour_F435W_F814W_range": ANY, "colour_F606W_F814W_range": ANY,
+    },
+    "IndependentSourceConfig": {
+        "mag_range_F814W": MAGNITUDE, "sersic_n_range": "(0, 20]", "re_range_arcsec": POSITIVE,
+        "axis_ratio_range": "(0, 1]", "colour_F435W_F814W_range": ANY, "colour_F606W_F814W_range": ANY,
+        "position_max_theta_e": NON_NEGATIVE, "min_images": AT_LEAST_ONE, "max_draws": AT_LEAST_ONE,
+    },
+    "IndependentConfusersConfig": {
+        "fractions": NON_NEGATIVE, "companion_count_range": NON_NEGATIVE,
+        "companion_distance_range_arcsec": NON_NEGATIVE, "companion_mag_range_F814W": MAGNITUDE,
+        "disc_re_range_arcsec": POSITIVE, "disc_mag_range_F814W": MAGNITUDE, "bulge_to_total_range": FRACTION,
+        "spiral_arm_amplitude_range": NON_NEGATIVE, "spiral_pitch_range_deg": "[0, 90]",
+        "edge_on_axis_ratio_range": "(0, 1]", "pair_separation_range_arcsec": NON_NEGATIVE,
+        "pair_delta_mag_range": ANY, "ring_radius_range_arcsec": POSITIVE, "ring_width_range_arcsec": POSITIVE,
+        "ring_mag_range_F814W": MAGNITUDE, "star_mag_range_F814W": MAGNITUDE,
+    },
+    "IndependentConfig": {
+        "n_lenses": NON_NEGATIVE, "n_nonlenses": NON_NEGATIVE, "cutout_pixels": "[2, inf)",
+        "supersampling": AT_LEAST_ONE, "pad_pixels": NON_NEGATIVE, "psf_size_pixels": "[3, inf)",
+        "psf_moffat_fwhm_arcsec": POSITIVE, "psf_moffat_beta": "(1, inf)", "depth_shallow": MAGNITUDE,
+        "depth_deep": MAGNITUDE, "exposure_time_s_deep": POSITIVE, "field_galaxies_per_cutout": NON_NEGATIVE,
+        "field_galaxy_mag_range_F814W": MAGNITUDE, "batch_size": AT_LEAST_ONE,
+        "snr_bins": "[0, inf]",  # the last edge may be .inf (an open bin)
+        "snr_min": NON_NEGATIVE, "fprs": "(0, 1]", "default_threshold": PROBABILITY,
+    },
 }
+RANGES["NetworkConfig"].update({"resnet_filters": AT_LEAST_ONE, "resnet_blocks_per_stage": AT_LEAST_ONE})
+RANGES["NegativesConfig"].update({"hard_negatives": FRACTION})
 
-#: (section, first, second): ``first <= second``; (section, field, None): the two items of a pair field increase.
+#: (section, first, second): ``first <= second``; (section, field, None): the two items of a pair field do not
+#: decrease. Besides these, every field whose name holds ``_range`` and whose value is a pair is such a pair.
 ORDERED: tuple[tuple[str, str, Optional[str]], ...] = (
+    *((("ConfuserConfig", name, None)) for name in (
+        "neighbour_radius_arcsec", "disc_re_arcsec", "disc_mag_offset", "spiral_arms", "spiral_pitch_deg",
+        "edge_on_axis_ratio", "ring_radius_arcsec", "ring_width_fraction", "ring_knots", "pair_mag_offset")),
     ("CriticalLinesConfig", "theta_e_min_arcsec", "theta_e_max_arcsec"),
     ("MemberPopulationConfig", "sersic_n_range", None),
     ("MemberPopulationConfig", "axis_ratio_range", None),
@@ -172,6 +215,8 @@ def describe(spec: str) -> str:
     low, high, low_in, high_in = _parse(spec)
     if spec == ANY:
         return "must be a finite number"
+    if math.isinf(high) and high_in:
+        return f"must be {'>=' if low_in else '>'} {low:g} (or inf)"
     if math.isinf(high):
         return f"must be {'>=' if low_in else '>'} {low:g}"
     if math.isinf(low):
@@ -180,8 +225,8 @@ def describe(spec: str) -> str:
 
 
 def _ok(value: float, spec: str) -> bool:
-    if not math.isfinite(value):
-        return False
+    if math.isnan(value):
+        return False  # infinities pass only a range closed at infinity ("[0, inf]")
     low, high, low_in, high_in = _parse(spec)
     return (value > low or (low_in and value == low)) and (value < high or (high_in and value == high))
 
@@ -222,7 +267,10 @@ def range_error(section: str, values: dict[str, Any], prefix: str) -> Optional[s
         for key, number in _numbers(value, dotted(name)):
             if not _ok(number, spec):
                 return f"{key} {describe(spec)}, got {number!r}"
-    for sec, first, second in ORDERED:
+    pairs = [(section, name, None) for name, value in values.items()
+             if "_range" in name and isinstance(value, tuple) and len(value) == 2
+             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)]
+    for sec, first, second in (*ORDERED, *pairs):
         if sec != section or first not in values:
             continue
         if second is None:

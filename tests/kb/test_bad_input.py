@@ -68,8 +68,8 @@ def test_swapped_mocks_and_negatives_are_refused(inputs, tmp_path):
     out = tmp_path / "kb.h5"
     res = CliRunner().invoke(app, ["kb", "--mocks", str(inputs / "negatives"), "--negatives", str(inputs / "mocks"),
                                    "--out", str(out), "--no-track"])
-    _refused(res, f"{inputs / 'negatives'}: a cutout set of kind 'negative' given as --mocks (expected kind 'mock'); "
-                  "are --mocks and --negatives swapped?")
+    _refused(res, f"{inputs / 'negatives'}: a cutout set of kind 'negative', expected 'mock' (--mocks and "
+                  "--negatives swapped?)")
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 

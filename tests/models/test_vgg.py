@@ -15,7 +15,7 @@ from lenssearch.models.layers import MAD_TO_SIGMA
 
 CFG = NetworkConfig(
     input_pixels=32, binning=2, filters=(4, 8), sc_vgg_filters=(2, 4), convs_per_block=2, dense_units=(8, 4),
-    dropout=0.2, leaky_relu_slope=0.1, normalisation_softening=1.0,
+    dropout=0.2, leaky_relu_slope=0.1, normalisation_softening=1.0, resnet_filters=(4, 8), resnet_blocks_per_stage=1,
 )
 
 
@@ -106,8 +106,9 @@ def test_network_bands_and_unknown_network():
     assert network_bands("vgg") == (0, 1, 2)
     assert network_bands("sc_vgg") == (0, 1, 2)
     assert [network_bands(b)[0] for b in ("f435w", "f606w", "f814w")] == [0, 1, 2]
+    assert network_bands("resnet") == (0, 1, 2)
     with pytest.raises(KeyError, match="unknown network"):
-        network_bands("resnet")
+        network_bands("densenet")
 
 
 def test_too_many_poolings_for_the_input_raise():
@@ -136,3 +137,44 @@ def test_predict_of_arrays_equals_keras_predict_bit_for_bit(network):
     np.testing.assert_array_equal(model.predict(x, batch_size=16), keras.Model.predict(model, x, batch_size=16, verbose=0))
     assert model.predict(x).shape == (75, 1)
     assert model.predict(x[:0]).shape == (0, 1)  # (Keras' own predict fails on an empty array)
+
+
+def test_resnet_has_residual_stages_that_halve_the_resolution():
+    cfg = dataclasses.replace(CFG, resnet_filters=(4, 8, 8), resnet_blocks_per_stage=2)
+    model = build_model("resnet", cfg)
+    adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
+    assert len(adds) == 6  # 3 stages x 2 blocks, each adds its input back
+    # stage 1 keeps the 16x16 binned input, stages 2 and 3 halve it
+    assert [model.get_layer(f"stage{s}_block1_add").output.shape[1] for s in (1, 2, 3)] == [16, 8, 4]
+    # a projection where the width or the resolution changes, identities elsewhere
+    assert {layer.name for layer in model.layers if layer.name.endswith("_proj")} == {
+        "stage2_block1_proj", "stage3_block1_proj"}
+    assert any(isinstance(layer, keras.layers.GlobalAveragePooling2D) for layer in model.layers)
+
+
+def test_mixed_precision_keeps_the_preparation_and_the_output_in_float32():
+    from lenssearch.train.fit import set_precision
+
+    try:
+        set_precision(True)
+        model = build_model("resnet", CFG)
+        assert model.get_layer("normalisation").compute_dtype == "float32"
+        assert model.get_layer("stem_conv").compute_dtype == "bfloat16"
+        assert model.get_layer("probability").compute_dtype == "float32"
+        out = model.predict(raw_cutouts(3, 3), verbose=0)
+        assert out.dtype == np.float32 and np.all((out > 0) & (out < 1))
+    finally:
+        set_precision(False)
+
+
+def test_fold_mean_model_averages_the_fold_models():
+    from lenssearch.train.kfold import fold_mean_model
+
+    folds = []
+    for seed in (1, 2, 3):
+        keras.utils.set_random_seed(seed)
+        folds.append(build_model("vgg", CFG))
+    mean = fold_mean_model(folds, "vgg")
+    x = raw_cutouts(4, 3, seed=2)
+    expected = np.mean([m.predict(x, verbose=0) for m in folds], axis=0)
+    assert_allclose(mean.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)

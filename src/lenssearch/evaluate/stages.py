@@ -169,11 +169,33 @@ ROW_LABELS = {
 
 
 def run_evaluate(cfg, predictions_dir: Path, kb: Path | None, out_dir: Path, report: Path,
-                 tracking_uri: str | None = None, log_mlflow: bool = True) -> dict:
-    """Tables A.1-A.5, Figs. 6, 8, 9, 11, A.1, the report beside the paper's values, and MLflow runs."""
+                 tracking_uri: str | None = None, log_mlflow: bool = True, kb_dir: Path | None = None,
+                 models_dir: Path | None = None) -> dict:
+    """Tables A.1-A.5, Figs. 6, 8, 9, 11, A.1, the report beside the paper's values, and MLflow runs.
+
+    With ``kb_dir`` (the variants' KBs, ``<variant>.h5``) and ``models_dir``: the tables are made on
+    ``evaluate.tables_variant`` (out-of-fold where a network was trained on it, else its run model's held-out
+    scores) and every network is scored on every variant (:mod:`lenssearch.evaluate.variants`); ``kb`` is then
+    not used.
+    """
+    from lenssearch.evaluate import variants as V
+
     e = cfg.evaluate
     networks = list(e.networks)
-    wide = load_wide(predictions_dir, networks, kb)
+    variant_rows, variant_baselines = None, None
+    if kb_dir is not None:
+        if e.tables_variant not in cfg.variants:
+            raise LensSearchError(f"evaluate.tables_variant '{e.tables_variant}' is not one of the variants "
+                                  f"{sorted(cfg.variants)}")
+        kb = V.kb_path(kb_dir, e.tables_variant)
+        preds = {n: V.network_scores(cfg, n, e.tables_variant, predictions_dir, kb_dir, models_dir)[0]
+                 for n in networks}
+        ids = set.intersection(*[set(p["id"]) for p in preds.values()])
+        preds = {n: p[np.isin(p["id"], list(ids))] for n, p in preds.items()}
+        wide = join_predictions(preds, read_kb_metadata(kb))
+        variant_rows, variant_baselines = V.variant_table(cfg, networks, predictions_dir, kb_dir, models_dir)
+    else:
+        wide = load_wide(predictions_dir, networks, kb)
     sel = selection(cfg)
     rng = np.random.default_rng(cfg.base.seed)
     fit = tables.fit_red_sequence(wide, rng, e.red_sequence_clip_sigma, e.red_sequence_lts_fraction)
@@ -209,6 +231,17 @@ def run_evaluate(cfg, predictions_dir: Path, kb: Path | None, out_dir: Path, rep
         }
         baseline = _host_baseline(wide, labels)
         metrics = {"counts": result, "red_sequence": red, "host_baseline": baseline, "networks": per_net}
+        if variant_rows is not None:
+            variant_rows.write(tmp / "tables" / "table_variants.ecsv", format="ascii.ecsv")
+            t["variants"] = variant_rows
+            metrics["tables_variant"] = e.tables_variant
+            metrics["variants"] = {
+                v: {"host_baseline": variant_baselines.get(v),
+                    "networks": {str(r["network"]): {k: r[k] for k in variant_rows.colnames
+                                                     if k not in ("network", "variant")}
+                                 for r in variant_rows if r["variant"] == v}}
+                for v in sorted({str(x) for x in variant_rows["variant"]})
+            }
         _write_json(tmp / "metrics.json", _clean_json(metrics))
 
         fig_dir = tmp / "figures"
@@ -232,6 +265,8 @@ def run_evaluate(cfg, predictions_dir: Path, kb: Path | None, out_dir: Path, rep
             e.threshold))
     blocks = _evaluation_blocks(cfg, t, per_net, red, result, [out_dir / "figures" / f.name for f in figs], report,
                                 baseline)
+    if variant_rows is not None:
+        blocks = _variant_blocks(cfg, variant_rows, variant_baselines) + blocks
     md, html = write_report(blocks, report, "lenssearch evaluation against Angora et al. 2023")
 
     if log_mlflow:
@@ -250,6 +285,37 @@ def run_evaluate(cfg, predictions_dir: Path, kb: Path | None, out_dir: Path, rep
         ids = registry.log_runs(e.experiment, parent, children, tracking_uri)
         result["mlflow_run_id"] = ids["evaluation"]
     return result
+
+
+def _variant_blocks(cfg, rows, baselines) -> list:
+    """The report's first section: every network on every KB variant, by arc S/N, and the host baselines."""
+    e = cfg.evaluate
+    cols = ["network", "variant", "source", "n_lenses", "n_nonlenses", "auc", "n_visible", "auc_visible"] + [
+        c for c in rows.colnames if c.startswith("auc_snr_")]
+
+    def cell(v):
+        if isinstance(v, (float, np.floating)):
+            return f"{v:.3f}" if np.isfinite(v) else "-"
+        return str(v)
+
+    body = [[cell(r[c]) for c in cols] for r in rows]
+    base = []
+    for v, b in sorted(baselines.items()):
+        auc = b.get("lens_brightness_auc")
+        base.append([v, "-" if auc is None else f"{auc:.3f}", cell(b.get("lens_mag_median_lenses", np.nan)),
+                     cell(b.get("lens_mag_median_nonlenses", np.nan))])
+    return [
+        ("h2", "Networks by KB variant and arc S/N"),
+        ("p", "Every network on every KB variant (`oof`: out-of-fold on the variant it was trained on; `heldout`: "
+              "its run model on another variant, without the plain member cutouts both variants hold). "
+              f"`auc_visible`: the lenses whose lensed source reaches S/N >= {e.visible_snr_min:g} in the "
+              "network's bands against every non-lens of the variant, hard negatives included; `auc_snr_<bin>`: "
+              "each S/N bin's lenses against every non-lens."),
+        ("table", cols, body),
+        ("p", "The host baseline: the AUC of the lens galaxy's F814W brightness alone (0.5: the hosts of lenses "
+              f"and non-lenses are alike). Tables A.1-A.5 below are on the `{e.tables_variant}` variant."),
+        ("table", ["variant", "host-brightness AUC", "median host F814W (lenses)", "(non-lenses)"], base),
+    ]
 
 
 def _evaluation_blocks(cfg, t, per_net, red, counts, fig_paths, report: Path, baseline: dict | None = None) -> list:

@@ -36,9 +36,9 @@ REQUIRED_COLUMNS = (
     "id", "label", "field", "member_id", "theta_e_arcsec", "z_s", "source_mag_F435W", "source_mag_F606W",
     "source_mag_F814W", "source_re_arcsec", "sersic_n", "axis_ratio", "position_angle_deg", "magnification",
     "n_images", "lens_mag_F814W", "lens_color_F606W_F814W", "lensed_snr_F435W", "lensed_snr_F606W",
-    "lensed_snr_F814W",
+    "lensed_snr_F814W", "lensed_snr", "confuser",
 )
-STRING_COLUMNS = ("id", "field", "member_id")
+STRING_COLUMNS = ("id", "field", "member_id", "confuser")
 #: Cutouts copied per block while streaming.
 BLOCK = 256
 #: Stream offset of the kb stage in ``[base.seed, stream]``.
@@ -284,7 +284,7 @@ def _attr(value):
 
 # ------------------------------------------------------------------------------------------------ the stage
 def build_kb(mocks_dir: str | Path, negatives_dir: str | Path, out_path: str | Path, cfg,
-             fields_dir: str | Path | None = None, progress: bool = True) -> dict:
+             fields_dir: str | Path | None = None, progress: bool = True, variant: str = "") -> dict:
     """Build the knowledge base file; returns a summary (counts per class, fold and field).
 
     Parameters
@@ -299,6 +299,8 @@ def build_kb(mocks_dir: str | Path, negatives_dir: str | Path, out_path: str | P
         Optional fields root: adds ``z_lens`` and the expected ``noise_sigma_<band>`` of each cutout's field.
     progress
         tqdm progress bar over blocks.
+    variant
+        The KB variant's name (``variants``), recorded in the file's attribute ``variant``.
     """
     import h5py
     from astropy.table import vstack
@@ -315,14 +317,12 @@ def build_kb(mocks_dir: str | Path, negatives_dir: str | Path, out_path: str | P
     for path, shape in ((mocks_dir, shape_m), (negatives_dir, shape_n)):
         if tuple(shape[1:]) != expected:
             raise InputFileError(f"{path}: cutouts of shape {tuple(shape[1:])}, expected {expected}")
-    for path, attrs, want, option in ((mocks_dir, attrs_m, "mock", "--mocks"),
-                                      (negatives_dir, attrs_n, "negative", "--negatives")):
-        kind = attrs.get("kind")
-        kind = kind.decode() if isinstance(kind, bytes) else kind
-        if kind is not None and str(kind) != want:  # the labels would be inverted
-            raise InputFileError(f"{path}: a cutout set of kind '{kind}' given as {option} (expected kind '{want}'); "
-                                 "are --mocks and --negatives swapped?")
-    for path, attrs in ((mocks_dir, attrs_m), (negatives_dir, attrs_n)):
+    for path, attrs, kind in ((mocks_dir, attrs_m, "mock"), (negatives_dir, attrs_n, "negative")):
+        got_kind = attrs.get("kind")
+        got_kind = got_kind.decode() if isinstance(got_kind, bytes) else got_kind
+        if got_kind is not None and got_kind != kind:
+            raise InputFileError(f"{path}: a cutout set of kind '{got_kind}', expected '{kind}' (--mocks and "
+                                 "--negatives swapped?)")
         if "bands" in attrs:
             got = [b.decode() if isinstance(b, bytes) else str(b) for b in attrs["bands"]]
             if tuple(got) != bands:
@@ -379,6 +379,7 @@ def build_kb(mocks_dir: str | Path, negatives_dir: str | Path, out_path: str | P
         h5.attrs["seed"] = seed
         h5.attrs["validation_fraction"] = float(kb_cfg.validation_fraction)
         h5.attrs["mocks_per_negative"] = float(kb_cfg.mocks_per_negative)
+        h5.attrs["variant"] = str(variant)
     return summarise(table)
 
 

@@ -40,8 +40,9 @@ def _prepare(inputs, cfg: Any, prefix: str):
     """Binning then robust normalisation: the layers that make a network accept raw cutouts."""
     x = inputs
     if cfg.binning > 1:
-        x = keras.layers.AveragePooling2D(cfg.binning, name=f"{prefix}binning")(x)
-    return RobustNormalization(cfg.normalisation_softening, name=f"{prefix}{PREPARATION_LAYER}")(x)
+        x = keras.layers.AveragePooling2D(cfg.binning, dtype="float32", name=f"{prefix}binning")(x)
+    # float32 whatever the precision policy: medians and MADs of raw e-/s need it (bfloat16 keeps 8 bits)
+    return RobustNormalization(cfg.normalisation_softening, dtype="float32", name=f"{prefix}{PREPARATION_LAYER}")(x)
 
 
 def _vgg_head(x, cfg: Any, prefix: str, filter_counts: tuple[int, ...]):
@@ -57,7 +58,7 @@ def _vgg_head(x, cfg: Any, prefix: str, filter_counts: tuple[int, ...]):
         x = keras.layers.LeakyReLU(cfg.leaky_relu_slope, name=f"{prefix}dense{layer}_act")(x)
         if cfg.dropout > 0:
             x = keras.layers.Dropout(cfg.dropout, name=f"{prefix}dense{layer}_dropout")(x)
-    return keras.layers.Dense(1, activation="sigmoid", name=f"{prefix}probability")(x)
+    return keras.layers.Dense(1, activation="sigmoid", dtype="float32", name=f"{prefix}probability")(x)
 
 
 def _check_shape(input_shape: tuple[int, ...], cfg: Any, name: str) -> None:
@@ -110,7 +111,7 @@ def build_sc_vgg(input_shape: tuple[int, int, int], cfg: Any, name: str = "sc_vg
         band = BANDS[index] if input_shape[-1] == len(BANDS) else f"band_{index}"
         band_input = BandSelect(index, name=f"{band}_select")(prepared)
         branches.append(_vgg_head(band_input, cfg, f"{band}_", cfg.sc_vgg_filters))
-    outputs = keras.layers.Average(name="probability")(branches)
+    outputs = keras.layers.Average(dtype="float32", name="probability")(branches)
     return QuietModel(inputs, outputs, name=name)
 
 
@@ -126,9 +127,17 @@ def _single_band(band: str) -> Callable[..., keras.Model]:
 
 
 #: Network name -> builder ``(input_shape, cfg, name) -> keras.Model``.
+def _build_resnet(input_shape: tuple[int, int, int], cfg: Any, name: str = "resnet") -> keras.Model:
+    """The ResNet of the HOLISMOKES committees (:mod:`lenssearch.models.resnet`)."""
+    from lenssearch.models.resnet import build_resnet
+
+    return build_resnet(input_shape, cfg, name)
+
+
 MODELS: dict[str, Callable[..., keras.Model]] = {
     "vgg": build_vgg,
     "sc_vgg": build_sc_vgg,
+    "resnet": _build_resnet,
     **{band.lower(): _single_band(band) for band in BANDS},
 }
 

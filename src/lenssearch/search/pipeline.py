@@ -1422,6 +1422,7 @@ def run_search(
                 "n_scored": n_scored,
                 "n_above_threshold": n_cand,
                 "n_candidates": int(kept.sum()),
+                "candidates_per_scored": int(kept.sum()) / n_scored if n_scored else 0.0,
                 "cleaning_rejected": n_rejected,
                 "cleaning_rejected_fraction": n_rejected / n_cand if n_cand else 0.0,
                 "duplicates_removed": int(passed.sum() - kept.sum()),

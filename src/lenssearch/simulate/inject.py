@@ -43,15 +43,15 @@ from lenssearch.errors import LensSearchError
 SIMULATE_STREAM = 101
 
 REJECTION_REASONS = ("no_critical_line_at_z_s", "theta_e_out_of_range_at_z_s", "placement_failed",
-                     "no_image_in_cutout")
+                     "no_image_in_cutout", "magnification_below_min", "peak_below_min", "lensed_snr_below_min")
 
 METADATA_COLUMNS = (
     "id", "label", "field", "member_id", "line_id", "z_lens", "theta_e_arcsec", "theta_e_catalogue_arcsec",
     "z_s_catalogue", "z_s", "source_mag_F435W", "source_mag_F606W", "source_mag_F814W", "source_re_kpc",
     "source_re_arcsec", "sersic_n", "axis_ratio", "position_angle_deg", "source_x_arcsec", "source_y_arcsec",
     "magnification", "magnification_in_cutout", "n_images", "n_images_in_cutout", "lens_mag_F814W",
-    "lens_color_F606W_F814W", "lensed_snr_F435W", "lensed_snr_F606W", "lensed_snr_F814W",
-    "cutout_ra", "cutout_dec", "cutout_row0", "cutout_col0",
+    "lens_color_F606W_F814W", "lensed_snr_F435W", "lensed_snr_F606W", "lensed_snr_F814W", "lensed_snr",
+    "arc_peak_sigma", "confuser", "confuser_mag_F814W", "confuser_x_arcsec", "confuser_y_arcsec", "cutout_ra", "cutout_dec", "cutout_row0", "cutout_col0",
 )
 
 
@@ -99,6 +99,24 @@ def lensed_snr(lensed: np.ndarray, noise_sigma) -> np.ndarray:
     lensed = np.asarray(lensed, dtype=np.float64)
     sigma = np.asarray(noise_sigma, dtype=np.float64)
     return np.sqrt(np.sum((lensed / sigma[None, None, :]) ** 2, axis=(0, 1)))
+
+
+def arc_peak_sigma(lensed: np.ndarray, noise_sigma) -> float:
+    """The brightest pixel of the noiseless, PSF-convolved lensed source in units of the background sigma, over
+    the bands (the HOLISMOKES visibility criterion: Canameras et al. 2021, Sect. 2.2)."""
+    sigma = np.asarray(noise_sigma, dtype=np.float64)
+    return float(np.max(np.max(np.asarray(lensed, np.float64), axis=(0, 1)) / sigma))
+
+
+def visibility_failure(meta: dict, visibility) -> str | None:
+    """The first visibility cut (``simulate.visibility``) that a mock fails, or None if it is kept."""
+    if meta["magnification"] < visibility.magnification_min:
+        return "magnification_below_min"
+    if meta["arc_peak_sigma"] < visibility.peak_sigma_min:
+        return "peak_below_min"
+    if meta["lensed_snr"] < visibility.lensed_snr_min:
+        return "lensed_snr_below_min"
+    return None
 
 
 def field_generator(seed: int, stream: int, field_index: int) -> np.random.Generator:
@@ -241,6 +259,27 @@ class MockFactory:
                           ay.astype(np.float32), grid, outside)
 
     # ------------------------------------------------------------------------------------------ one mock
+    def can_reach_peak(self, cand: Candidate) -> bool:
+        """Whether any placement of the candidate's source could pass ``visibility.peak_sigma_min``.
+
+        Lensing conserves surface brightness and a PSF of unit sum cannot raise a maximum, so no pixel of the
+        lensed source exceeds the source's central surface brightness times the pixel area. A source whose bound
+        is below the cut fails it wherever it is placed: it is rejected before its member's lens is computed
+        (an exact test, not an approximation: the kept mocks are the same).
+        """
+        from lenssearch.simulate.render import SersicSource, flux_from_ab
+
+        cut = self.sim.visibility.peak_sigma_min
+        if not cut > 0:
+            return True
+        src = cand.source
+        mags = self.colours.magnitudes(src["mag_F814W"], src["z_s"])
+        fluxes = np.array([float(flux_from_ab(mags[b], zp)) for b, zp in zip(self.scene.bands, self.scene.zeropoints)])
+        unit = SersicSource(0.0, 0.0, re_arcsec=src["re_arcsec"], sersic_n=src["sersic_n"],
+                            axis_ratio=src["axis_ratio"], angle_deg=src["position_angle_deg"])
+        central = unit.amplitude_for_flux(1.0) * np.exp(unit.bn) * self.scene.pixel_scale_arcsec**2
+        return bool(np.max(fluxes * central / self.noise_sigma) >= cut)
+
     def make(self, cand: Candidate, ml: MemberLens):
         """Render one mock: ``(cutout, metadata dict)`` or ``(None, rejection reason)``."""
         from lenssearch.simulate.local import count_images, sample_in_caustic
@@ -248,6 +287,12 @@ class MockFactory:
 
         src = cand.source
         z_s = src["z_s"]
+        mags = self.colours.magnitudes(src["mag_F814W"], z_s)
+        fluxes = [float(flux_from_ab(mags[b], zp)) for b, zp in zip(self.scene.bands, self.scene.zeropoints)]
+        shape = dict(re_arcsec=src["re_arcsec"], sersic_n=src["sersic_n"], axis_ratio=src["axis_ratio"],
+                     angle_deg=src["position_angle_deg"])
+        if not self.can_reach_peak(cand):
+            return None, "peak_below_min"
         line = ml.grid.critical_line(z_s)
         if line is None:
             return None, "no_critical_line_at_z_s"
@@ -257,8 +302,6 @@ class MockFactory:
         pos = sample_in_caustic(rng, line.caustic_x, line.caustic_y, self.sim.buffer_re_fraction * src["re_arcsec"])
         if pos is None:
             return None, "placement_failed"
-        shape = dict(re_arcsec=src["re_arcsec"], sersic_n=src["sersic_n"], axis_ratio=src["axis_ratio"],
-                     angle_deg=src["position_angle_deg"])
         xc, yc = ml.centre_xy
         grid = ml.grid
         bx, by = grid.source_positions(z_s)
@@ -271,8 +314,6 @@ class MockFactory:
             return None, "no_image_in_cutout"
 
         source_rel = SersicSource(pos[0] - xc, pos[1] - yc, **shape)
-        mags = self.colours.magnitudes(src["mag_F814W"], z_s)
-        fluxes = [float(flux_from_ab(mags[b], zp)) for b, zp in zip(self.scene.bands, self.scene.zeropoints)]
         f = self.cosmology.dds_over_ds(self.z_lens, z_s)
         injected, unit = self.renderer.render(source_rel, ml.alpha_x, ml.alpha_y, f, fluxes)
         cutout = self.scene.cutout(ml.row0, ml.col0, self.n) + injected
@@ -286,6 +327,7 @@ class MockFactory:
         lens_col = (float(member["mag_F606W"]) - lens_mag) if "mag_F606W" in member.colnames else np.nan
         snr = lensed_snr(injected, self.noise_sigma)
         meta = {
+            "confuser": "lens",
             "member_id": cand.member_id, "line_id": cand.line_id, "z_lens": self.z_lens,
             "theta_e_arcsec": line.theta_e_arcsec, "theta_e_catalogue_arcsec": cand.theta_e_catalogue,
             "z_s_catalogue": cand.z_catalogue, "z_s": z_s,
@@ -297,50 +339,72 @@ class MockFactory:
             "n_images_in_cutout": n_in_cutout,
             "lens_mag_F814W": lens_mag, "lens_color_F606W_F814W": lens_col,
             **{f"lensed_snr_{b}": float(v) for b, v in zip(self.scene.bands, snr)},
+            "lensed_snr": float(np.sqrt(np.sum(snr**2))),
+            "arc_peak_sigma": arc_peak_sigma(injected, self.noise_sigma),
             "cutout_ra": ml.centre_radec[0], "cutout_dec": ml.centre_radec[1],
             "cutout_row0": ml.row0, "cutout_col0": ml.col0,
         }
+        failed = visibility_failure(meta, self.sim.visibility)
+        if failed is not None:
+            return None, failed
         return cutout, meta
 
 
-def simulate_field(scene, cfg, n_mocks: int, field_index: int, colours, progress: bool = True):
+def simulate_field(scene, cfg, n_mocks: int, field_index: int, colours, progress: bool = True, position: int = 0,
+                   id_prefix: str = ""):
     """All mocks of one field: ``(cutouts (n, 128, 128, n_bands), list of metadata dicts, rejection counts)``."""
     from tqdm import tqdm
 
     factory = MockFactory(scene, cfg, colours)
     rng = field_generator(cfg.base.seed, SIMULATE_STREAM, field_index)
     rejected = {r: 0 for r in REJECTION_REASONS}
+    lenses: dict[str, MemberLens] = {}
     results: list[tuple[int, np.ndarray, dict]] = []
     next_index = 0
-    bar = tqdm(total=n_mocks, desc=f"simulate {scene.name}", unit="mock", disable=not progress, leave=False)
+    bar = tqdm(total=n_mocks, desc=f"simulate {scene.name}", unit="mock", disable=not progress, leave=False,
+               position=position)
     for _ in range(cfg.simulate.max_rounds):
         need = n_mocks - len(results)
         if need <= 0:
             break
-        cands = factory.draw_candidates(rng, need, next_index)
-        next_index += need
+        # draw as many candidates as the acceptance so far says are needed (a visibility cut keeps a fraction)
+        acceptance = max(len(results), 1) / next_index if next_index else 1.0
+        n_draw = int(min(max(need, np.ceil(1.1 * need / max(acceptance, 1e-3))),
+                         cfg.simulate.visibility.draws_per_round_max))
+        cands = factory.draw_candidates(rng, n_draw, next_index)
+        next_index += n_draw
+        kept_before = len(results)
         order: dict[str, list[Candidate]] = {}
         for c in cands:
+            if not factory.can_reach_peak(c):
+                rejected["peak_below_min"] += 1
+                continue
             order.setdefault(c.member_id, []).append(c)
         round_results = []
         for member_id, group in order.items():
-            ml = factory.member_lens(member_id)
+            if member_id not in lenses:  # a member's lens is computed once per field, whatever the rounds
+                lenses[member_id] = factory.member_lens(member_id)
+            ml = lenses[member_id]
             for c in group:
                 cutout, meta = factory.make(c, ml)
                 if cutout is None:
                     rejected[meta] += 1
                     continue
                 round_results.append((c.index, cutout, meta))
-                bar.update(1)
-        results.extend(sorted(round_results, key=lambda t: t[0]))
+                if bar.n < n_mocks:
+                    bar.update(1)
+        # keep the first ``need`` of this round in draw order: the result does not depend on processing order
+        results.extend(sorted(round_results, key=lambda t: t[0])[: n_mocks - kept_before])
+        bar.n = len(results)
     bar.close()
     if len(results) < n_mocks:
         raise LensSearchError(
             f"field '{scene.name}': placed only {len(results)} of {n_mocks} mocks in {cfg.simulate.max_rounds} "
             f"rounds (rejections: {rejected})"
         )
+    rejected["n_drawn"] = next_index
     for k, (_, _, meta) in enumerate(results):
-        meta["id"] = f"mock-{scene.name}-{k:05d}"
+        meta["id"] = f"{id_prefix}mock-{scene.name}-{k:05d}"
         meta["field"] = scene.name
         meta["label"] = 1
     cutouts = np.stack([r[1] for r in results]) if results else np.zeros((0, factory.n, factory.n, len(scene.bands)),
@@ -357,7 +421,7 @@ def metadata_table(rows: list[dict]):
 
     cols = {}
     for name in METADATA_COLUMNS:
-        if name in ("id", "field", "member_id"):
+        if name in ("id", "field", "member_id", "confuser"):
             cols[name] = np.array([str(r.get(name, "")) for r in rows], dtype=str)
         elif name in INTEGER_COLUMNS:
             cols[name] = np.array([r.get(name, -1) for r in rows], dtype=np.int64)
@@ -366,21 +430,72 @@ def metadata_table(rows: list[dict]):
     table = Table(cols)
     units = {"theta_e_arcsec": "arcsec", "theta_e_catalogue_arcsec": "arcsec", "source_re_kpc": "kpc",
              "source_re_arcsec": "arcsec", "position_angle_deg": "deg", "source_x_arcsec": "arcsec",
-             "source_y_arcsec": "arcsec", "cutout_ra": "deg", "cutout_dec": "deg"}
+             "source_y_arcsec": "arcsec", "cutout_ra": "deg", "cutout_dec": "deg", "confuser_x_arcsec": "arcsec",
+             "confuser_y_arcsec": "arcsec", "confuser_mag_F814W": "mag"}
     for name, unit in units.items():
         table[name].unit = unit
     return table
 
 
+#: What the field workers need (inherited by forked processes: the configuration holds read-only mappings that do
+#: not pickle, the fields' images are large).
+_JOBS: dict = {}
+
+
+def _simulate_job(k: int):
+    from lenssearch.simulate.scene import FieldScene
+
+    i, field, n = _JOBS["jobs"][k]
+    cfg = _JOBS["cfg"]
+    if n == 0:
+        return field.name, None, [], {}
+    scene = FieldScene(field, tuple(cfg.base.bands), with_lens=True)
+    cut, rows, rej = simulate_field(scene, cfg, n, i, _JOBS["colours"], _JOBS["progress"], position=k,
+                                    id_prefix=_JOBS["id_prefix"])
+    return scene.name, cut, rows, rej
+
+
+def _map_fields(n_jobs: int):
+    """The fields' mocks, in field order: one process per field up to the CPU count (each field has its own seeded
+    generator, so the result is the same whatever the number of processes)."""
+    import multiprocessing
+    import os
+
+    workers = min(n_jobs, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_simulate_job(k) for k in range(n_jobs)]
+    pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_signals)
+    try:
+        result = pool.map(_simulate_job, range(n_jobs), chunksize=1)
+        pool.close()
+        return result
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+
+
+def _worker_signals() -> None:
+    """A field worker ends quietly when its parent stops it (the CLI's SIGTERM handler is for the parent)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def run_simulate(cfg, fields_dir: str | Path, out_dir: str | Path, reports_dir: str | Path | None = None,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, variant: str = "") -> dict:
     """The ``simulate`` stage: write ``out_dir`` (a cutout set, :mod:`lenssearch.simulate.store`) and reports.
+
+    ``variant``: the KB variant's name (``cfg`` already has it merged in); it prefixes the ids (``<variant>-mock-...``)
+    so that cutouts of different variants never share an id.
 
     Returns the metrics (also written to ``reports_dir/metrics.json`` with the figures).
     """
     from lenssearch.fields.layout import list_fields
     from lenssearch.simulate.colours import ColourModel
-    from lenssearch.simulate.scene import FieldScene, check_fields
+    from lenssearch.simulate.scene import check_fields
     from lenssearch.simulate.store import write_cutout_set
 
     t0 = time.perf_counter()
@@ -390,15 +505,19 @@ def run_simulate(cfg, fields_dir: str | Path, out_dir: str | Path, reports_dir: 
     colours = ColourModel.build(bands, cfg.simulate.sources.sed, "F814W", cfg.simulate.sources.z_max + 0.5)
     counts = split_counts(cfg.simulate.n_mocks, len(fields))
     all_cutouts, all_rows, rejected, zeropoints = [], [], {}, {}
-    for i, (field, n) in enumerate(zip(fields, counts)):
-        scene = FieldScene(field, bands, with_lens=True)
-        zeropoints[scene.name] = dict(zip(bands, scene.zeropoints))
-        if n == 0:
-            continue
-        cut, rows, rej = simulate_field(scene, cfg, n, i, colours, progress)
-        all_cutouts.append(cut)
-        all_rows.extend(rows)
-        rejected[scene.name] = rej
+    jobs = [(i, field, n) for i, (field, n) in enumerate(zip(fields, counts))]
+    for i, field, n in jobs:
+        zeropoints[field.name] = {b: float(field.zeropoints_ab[b]) for b in bands}
+    _JOBS.update(cfg=cfg, jobs=jobs, colours=colours, progress=progress, id_prefix=f"{variant}-" if variant else "")
+    try:
+        for name, cut, rows, rej in _map_fields(len(jobs)):
+            if cut is None:
+                continue
+            all_cutouts.append(cut)
+            all_rows.extend(rows)
+            rejected[name] = rej
+    finally:
+        _JOBS.clear()
     cutouts = np.concatenate(all_cutouts) if all_cutouts else np.zeros((0, 1, 1, len(bands)), np.float32)
     table = metadata_table(all_rows)
     table.meta["stage"] = "simulate"

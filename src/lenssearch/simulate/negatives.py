@@ -75,8 +75,53 @@ def bright_star_near(scene, stars, ra, dec, radius_arcsec: float, mag_limit: flo
     return (d2 < radius_arcsec**2).any(axis=1)
 
 
-def negatives_field(scene, cfg, n_wanted: int, field_index: int):
-    """Negatives of one field: ``(cutouts, metadata rows, exclusion counts, n_eligible)``."""
+def _confuser_renderer(scene, cfg, mocks):
+    """The field's :class:`~lenssearch.simulate.confusers.ConfuserRenderer` (the mocks' renderer and PSFs)."""
+    from lenssearch.lensing.cosmology import Cosmology
+    from lenssearch.simulate.colours import ColourModel
+    from lenssearch.simulate.confusers import ConfuserRenderer
+    from lenssearch.simulate.render import Renderer
+    from lenssearch.simulate.sources import SourcePopulation
+
+    sim = cfg.simulate
+    renderer = Renderer(int(cfg.negatives.cutout_pixels), scene.pixel_scale_arcsec, sim.supersampling, scene.psfs(),
+                        sim.psf_pad_pixels)
+    colours = ColourModel.build(tuple(scene.bands), sim.sources.sed, "F814W", sim.sources.z_max + 0.5)
+    arc_mags = None
+    if mocks is not None and len(mocks):
+        mu = np.asarray(mocks["magnification_in_cutout"], float)
+        mag = np.asarray(mocks["source_mag_F814W"], float)
+        ok = np.isfinite(mu) & (mu > 0) & np.isfinite(mag)
+        arc_mags = mag[ok] - 2.5 * np.log10(mu[ok])
+    return ConfuserRenderer(renderer, scene.bands, scene.zeropoints, colours, SourcePopulation.from_config(sim.sources),
+                            cfg.negatives.confusers, float(scene.field.z_lens),
+                            Cosmology.from_config(cfg.base.cosmology).kpc_per_arcsec, arc_mags)
+
+
+def _host_weights(eligible_ids: list[str], mocks, match_hosts: bool) -> np.ndarray:
+    """Probability of each eligible member to host a non-lens: the mocks' own host frequencies when
+    ``match_hosts`` (no host-brightness shortcut), else uniform."""
+    if not match_hosts:
+        return np.full(len(eligible_ids), 1.0 / max(len(eligible_ids), 1))
+    if mocks is None:
+        raise LensSearchError("negatives.match_hosts needs the variant's mocks (--mocks DIR)")
+    counts: dict[str, int] = {}
+    for m in mocks["member_id"]:
+        counts[str(m)] = counts.get(str(m), 0) + 1
+    w = np.array([counts.get(m, 0) for m in eligible_ids], dtype=float)
+    if not w.sum() > 0:
+        raise LensSearchError("negatives.match_hosts: no eligible member of this field hosts a mock")
+    return w / w.sum()
+
+
+def negatives_field(scene, cfg, n_wanted: int, field_index: int, mocks=None, id_prefix: str = ""):
+    """Negatives of one field: ``(cutouts, metadata rows, exclusion counts, n_eligible, z_used, kinds)``.
+
+    ``mocks`` (the variant's mock metadata of this field) sets the hosts' distribution when
+    ``negatives.match_hosts`` and the brightness of blue companions and rings (:mod:`lenssearch.simulate.confusers`).
+    """
+    from lenssearch.simulate.confusers import confuser_counts
+
     neg = cfg.negatives
     n = int(neg.cutout_pixels)
     members = scene.members
@@ -101,27 +146,55 @@ def negatives_field(scene, cfg, n_wanted: int, field_index: int):
             continue
         eligible.append((k, r0, c0))
     rng = np.random.default_rng([int(cfg.base.seed), NEGATIVES_STREAM, int(field_index)])
-    take = min(n_wanted, len(eligible))
-    chosen = sorted(rng.choice(len(eligible), size=take, replace=False)) if take else []
+    kinds = confuser_counts(n_wanted, dict(neg.hard_negatives))
+    weights = _host_weights([str(members[k]["member_id"]) for k, _, _ in eligible], mocks, neg.match_hosts)
+    # plain cutouts: each member at most once (an identical cutout twice would sit in two folds)
+    hosts = np.flatnonzero(weights > 0)
+    n_plain = min(kinds["plain"], hosts.size)
+    plain = (rng.choice(hosts, size=n_plain, replace=False, p=weights[hosts] / weights[hosts].sum())
+             if n_plain else np.zeros(0, int))
+    # hard negatives: a host per confuser drawn with replacement (each cutout differs by its confuser); what the
+    # plain kind could not take goes to the confusers in their proportions
+    shortfall = kinds["plain"] - n_plain
+    hard = [k for k in sorted(kinds) if k != "plain" for _ in range(kinds[k])]
+    if shortfall and hard:
+        hard += list(rng.choice(hard, size=shortfall, replace=True))
+    hard = sorted(hard)
+    order = [(int(i), "plain") for i in sorted(plain)]
+    if hard:
+        hard_hosts = rng.choice(len(eligible), size=len(hard), replace=True, p=weights)
+        order += [(int(i), kind) for i, kind in zip(hard_hosts, hard)]
+    confusers = _confuser_renderer(scene, cfg, mocks) if hard else None
+    made = {"plain": 0}
     cutouts, rows = [], []
-    for j, idx in enumerate(chosen):
-        k, r0, c0 = eligible[int(idx)]
+    for j, (idx, kind) in enumerate(order):
+        k, r0, c0 = eligible[idx]
         member = members[k]
-        cutouts.append(scene.cutout(r0, c0, n))
+        cutout = scene.cutout(r0, c0, n)
+        extra = {}
+        if kind != "plain":
+            image, extra = confusers.render(kind, rng, member)
+            cutout = cutout + image
+        made[kind] = made.get(kind, 0) + 1
+        cutouts.append(cutout)
         _, radec = scene.window_centre(r0, c0, n)
         lens_mag = float(member["mag_F814W"]) if "mag_F814W" in members.colnames else np.nan
         lens_col = (float(member["mag_F606W"]) - lens_mag) if "mag_F606W" in members.colnames else np.nan
-        rows.append({"id": f"neg-{scene.name}-{j:05d}", "label": 0, "field": scene.name,
+        rows.append({"id": f"{id_prefix}neg-{scene.name}-{j:05d}", "label": 0, "field": scene.name,
                      "member_id": str(member["member_id"]), "z_lens": float(scene.field.z_lens),
                      "lens_mag_F814W": lens_mag, "lens_color_F606W_F814W": lens_col, "cutout_ra": radec[0],
-                     "cutout_dec": radec[1], "cutout_row0": r0, "cutout_col0": c0})
+                     "cutout_dec": radec[1], "cutout_row0": r0, "cutout_col0": c0, "confuser": kind, **extra})
     stack = np.stack(cutouts) if cutouts else np.zeros((0, n, n, len(scene.bands)), np.float32)
-    return stack, rows, counts, len(eligible), z_used
+    return stack, rows, counts, len(eligible), z_used, made
 
 
 def run_negatives(cfg, fields_dir: str | Path, out_dir: str | Path, reports_dir: str | Path | None = None,
-                  progress: bool = True) -> dict:
-    """The ``negatives`` stage: write the cutout set ``out_dir`` and ``reports_dir/metrics.json``."""
+                  progress: bool = True, mocks_dir: str | Path | None = None, variant: str = "") -> dict:
+    """The ``negatives`` stage: write the cutout set ``out_dir`` and ``reports_dir/metrics.json``.
+
+    ``mocks_dir``: the variant's mocks (a cutout set), whose hosts the non-lenses follow when
+    ``negatives.match_hosts`` and whose arcs set the confusers' brightness.
+    """
     from tqdm import tqdm
 
     from lenssearch.fields.layout import list_fields
@@ -135,12 +208,23 @@ def run_negatives(cfg, fields_dir: str | Path, out_dir: str | Path, reports_dir:
     bands = tuple(cfg.base.bands)
     wanted = split_counts(cfg.negatives.n_negatives, len(fields))
     all_cut, all_rows, zeropoints = [], [], {}
-    metrics = {"per_field": {}, "excluded": {r: 0 for r in EXCLUSION_REASONS}}
+    mocks = None
+    if mocks_dir is not None:
+        from lenssearch.simulate.store import read_cutout_set
+
+        _, mocks, attrs = read_cutout_set(mocks_dir, load_cutouts=False)
+        if attrs.get("kind") not in (None, "mock"):
+            raise LensSearchError(f"{mocks_dir}: a cutout set of kind '{attrs.get('kind')}', expected mocks")
+    metrics = {"per_field": {}, "excluded": {r: 0 for r in EXCLUSION_REASONS}, "kinds": {}}
     for i, (field, n) in enumerate(tqdm(list(zip(fields, wanted)), desc="negatives", unit="field",
                                         disable=not progress, leave=False)):
         scene = FieldScene(field, bands, with_lens=False)
         zeropoints[scene.name] = dict(zip(bands, scene.zeropoints))
-        cut, rows, excl, n_eligible, z_used = negatives_field(scene, cfg, n, i)
+        field_mocks = None if mocks is None else mocks[np.asarray(mocks["field"]) == scene.name]
+        cut, rows, excl, n_eligible, z_used, made = negatives_field(scene, cfg, n, i, field_mocks,
+                                                                    f"{variant}-" if variant else "")
+        for kind, c in made.items():
+            metrics["kinds"][kind] = metrics["kinds"].get(kind, 0) + c
         all_cut.append(cut)
         all_rows.extend(rows)
         for r, c in excl.items():

@@ -197,12 +197,13 @@ def fit_split(
 
     split_dir = Path(split_dir)
     folder = split_dir / CHECKPOINT
+    set_precision(cfg.mixed_precision)
     keras.utils.set_random_seed(seed)
     fresh = build_model(network, cfg.network, bands)  # this split's initial weights and dropout seeds
     if model is None:
         net = Network(fresh, *split_model(fresh))
         net.classifier.compile(
-            optimizer=keras.optimizers.Adadelta(learning_rate=cfg.learning_rate),
+            optimizer=make_optimizer(cfg),
             loss=keras.losses.BinaryCrossentropy(),
             metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
         )
@@ -211,7 +212,7 @@ def fit_split(
         net = model
         for target, source in zip(net.model.variables, fresh.variables, strict=True):
             target.assign(source)
-        for variable in net.classifier.optimizer.variables:  # Adadelta's accumulators and step count start at 0
+        for variable in net.classifier.optimizer.variables:  # the accumulators and step count start at 0
             variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
         net.classifier.optimizer.learning_rate = cfg.learning_rate
     del fresh
@@ -266,6 +267,25 @@ def fit_split(
     finally:
         bar.close()
     return net, state["history"]
+
+
+def make_optimizer(cfg):
+    """The ``train.optimizer`` at ``train.learning_rate``: Adadelta (Angora et al. 2023) or Adam."""
+    import keras
+
+    if cfg.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=cfg.learning_rate)
+    return keras.optimizers.Adadelta(learning_rate=cfg.learning_rate)
+
+
+def set_precision(mixed: bool) -> str:
+    """Keras' global dtype policy for the networks built next: ``mixed_bfloat16`` (bfloat16 compute, float32
+    weights; the input preparation and the output stay float32, :mod:`lenssearch.models`) or ``float32``."""
+    import keras
+
+    policy = "mixed_bfloat16" if mixed else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
 
 
 def predict_rows(classifier, pipelines, rows: np.ndarray) -> np.ndarray:

@@ -163,6 +163,53 @@ def _train_or_reuse(network, cfg, kb, pipelines, split, train_rows, test_rows, m
     return result, probabilities, True
 
 
+def fold_mean_model(fold_models: list, name: str):
+    """One model whose probability is the mean of the fold models' (raw cutouts in, as every network).
+
+    The run model of ``train.run_model: fold_mean``: the k networks of the cross-validation averaged, instead of
+    a (k+1)-th network trained on all folds. Each fold model is nested under the name ``fold_<k>``.
+    """
+    import keras
+
+    from lenssearch.models import QuietModel
+
+    inputs = keras.Input(shape=fold_models[0].input_shape[1:], name="cutouts")
+    outputs = [keras.Model(m.inputs, m.outputs, name=f"fold_{k}")(inputs) for k, m in enumerate(fold_models)]
+    mean = keras.layers.Average(dtype="float32", name="probability")(outputs) if len(outputs) > 1 else outputs[0]
+    return QuietModel(inputs, mean, name=name)
+
+
+def _fold_mean_or_reuse(network, kb, pipelines, models_dir: Path):
+    """The ``fold_mean`` run model: saved as ``run/model.keras`` with its validation-split result."""
+    import keras
+    from astropy.table import Table
+
+    from lenssearch.models import split_model
+
+    split_dir = models_dir / RUN_SPLIT
+    result_path = split_dir / "result.json"
+    rows = kb.validation_indices
+    if result_path.exists():
+        result = json.loads(result_path.read_text())
+        table = Table.read(split_dir / "predictions.ecsv", format="ascii.ecsv")
+        return result, np.asarray(table["probability"], dtype=float), False
+    folds = [keras.models.load_model(models_dir / f"fold_{k}" / "model.keras") for k in range(kb.n_folds)]
+    # the validation split through each fold's classifier on the prepared cutouts, averaged
+    probabilities = np.mean([predict_rows(split_model(m)[1], pipelines, rows) for m in folds], axis=0)
+    split_dir.mkdir(parents=True, exist_ok=True)
+    fold_mean_model(folds, network).save(split_dir / "model.keras")
+    _write_table(_split_table(kb, rows, network, probabilities), split_dir / "predictions.ecsv")
+    _write_json(split_dir / "history.json", {})
+    result = {
+        "split": RUN_SPLIT, "kind": "fold_mean",
+        "metrics": M.classification_metrics(kb.labels[rows], probabilities),
+        "confusion": M.confusion_counts(kb.labels[rows], probabilities),
+        "n_train": int(len(kb.cv_indices)), "n_test": int(len(rows)), "epochs": 0, "best_epoch": -1,
+    }
+    _write_json(result_path, result)
+    return result, probabilities, True
+
+
 def _split_artifacts(split_dir: Path, labels, probabilities, result, title: str) -> list[Path]:
     """ROC (CSV, PNG) and confusion matrix (PNG) of one split, written beside its model."""
     from lenssearch.train.plots import plot_confusion, plot_roc
@@ -177,6 +224,15 @@ def _split_artifacts(split_dir: Path, labels, probabilities, result, title: str)
         plot_roc(roc, result["metrics"]["auc"], title, figures / "roc.png"),
         plot_confusion(result["confusion"], title, figures / "confusion.png"),
     ]
+
+
+def kb_variant(kb_path) -> str:
+    """The KB variant a knowledge base was built as (its ``variant`` attribute; "" for an older file)."""
+    import h5py
+
+    with h5py.File(kb_path, "r") as h5:
+        value = h5.attrs.get("variant", "")
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def check_train_config(train, network: str) -> None:
@@ -237,6 +293,9 @@ def train_network(
     from lenssearch.config import as_dict, flatten
     from lenssearch.models import MODELS, build_model, network_bands, split_model
 
+    import time
+
+    t_start = time.perf_counter()
     if network not in MODELS:
         raise LensSearchError(f"unknown network '{network}' (known: {', '.join(MODELS)})")
     check_train_config(cfg.train, network)
@@ -273,8 +332,10 @@ def train_network(
         **{f"base.{k}": v for k, v in flatten(as_dict(cfg.base)).items()},
         **{f"train.{k}": v for k, v in flatten(as_dict(cfg.train)).items()},
     }
+    variant = kb_variant(kb_path)
     tags = {"kb_dvc_md5": kb_hash, "git_commit": tracking.git_commit(), "fingerprint": fingerprint,
-            "kb_path": str(kb_path)}
+            "kb_path": str(kb_path), "kb_variant": variant, "run_model": cfg.train.run_model,
+            "precision": "mixed_bfloat16" if cfg.train.mixed_precision else "float32"}
     trained: list[str] = []
     cache: dict = {}
     with tracking.network_run(network, params, tags, run_id=previous.get("parent_run_id"),
@@ -342,10 +403,13 @@ def train_network(
         ]
 
         # ------------------------------------------------------------------ the run model (Sect. 5)
-        run_result, run_probabilities, was_trained = _train_or_reuse(
-            network, cfg, kb, pipelines, RUN_SPLIT, kb.cv_indices, kb.validation_indices, models_dir, progress,
-            cache,
-        )
+        if cfg.train.run_model == "fold_mean":
+            run_result, run_probabilities, was_trained = _fold_mean_or_reuse(network, kb, pipelines, models_dir)
+        else:
+            run_result, run_probabilities, was_trained = _train_or_reuse(
+                network, cfg, kb, pipelines, RUN_SPLIT, kb.cv_indices, kb.validation_indices, models_dir, progress,
+                cache,
+            )
         if was_trained:
             trained.append(RUN_SPLIT)
         run_history = json.loads((models_dir / RUN_SPLIT / "history.json").read_text())
@@ -374,8 +438,12 @@ def train_network(
             version = tracking.log_registered_keras_model(
                 run_model, input_example, f"lenssearch-{network}",
                 tags={"network": network, "kb_dvc_md5": kb_hash, "git_commit": tags["git_commit"],
-                      "oof_auc": pooled["auc"]},
+                      "oof_auc": pooled["auc"], "kb_variant": variant, "run_model": cfg.train.run_model},
             )
             previous.update(registered_version=version, registered_run=parent_run_id)
             _write_json(run_file, previous)
+        if trained:  # wall time of this call's training (benchmarks/bench_train.py sums the networks')
+            seconds = time.perf_counter() - t_start
+            _write_json(models_dir / "timing.json", {"train_seconds": seconds, "splits": trained})
+            tracking.log_metrics({"train_seconds": seconds})
     return TrainingSummary(network, parent_run_id, dict(logged), str(version), metrics, trained)

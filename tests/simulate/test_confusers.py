@@ -1,0 +1,107 @@
+"""Hard negatives (simulate/confusers.py) and host matching in the negatives stage."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from lenssearch.errors import LensSearchError
+from lenssearch.simulate.confusers import CONFUSER_KINDS, confuser_counts
+from lenssearch.simulate.negatives import run_negatives
+from lenssearch.simulate.store import read_cutout_set, write_cutout_set
+
+
+def test_confuser_counts_split_and_checks():
+    counts = confuser_counts(100, {"blue_companion": 0.25, "ring": 0.05, "star": 0.125})
+    assert counts["blue_companion"] == 25 and counts["ring"] == 5 and counts["star"] in (12, 13)
+    assert sum(counts.values()) == 100 and counts["plain"] == 100 - 25 - 5 - counts["star"]
+    assert confuser_counts(7, {}) == {"plain": 7}
+    with pytest.raises(LensSearchError, match="unknown kind"):
+        confuser_counts(10, {"spiral_galaxy": 0.1})
+    with pytest.raises(LensSearchError, match="sum to <= 1"):
+        confuser_counts(10, {"ring": 0.7, "star": 0.5})
+
+
+@pytest.fixture(scope="module")
+def confuser_renderer(cfg, test_fields):
+    from lenssearch.fields.layout import list_fields
+    from lenssearch.simulate.negatives import _confuser_renderer
+    from lenssearch.simulate.scene import FieldScene
+
+    scene = FieldScene(list_fields(test_fields)[0], tuple(cfg.base.bands), with_lens=False)
+    return scene, _confuser_renderer(scene, cfg, None)
+
+
+@pytest.mark.parametrize("kind", CONFUSER_KINDS)
+def test_each_kind_adds_its_flux_where_it_should(confuser_renderer, kind):
+    scene, renderer = confuser_renderer
+    host = scene.members[2]
+    image, meta = renderer.render(kind, np.random.default_rng(5), host)
+    assert image.shape == (128, 128, 3) and np.all(np.isfinite(image))
+    # the flux of the F814W band is the drawn magnitude's (up to the PSF wings and light outside the cutout)
+    expected = 10 ** (-0.4 * (meta["confuser_mag_F814W"] - scene.zeropoints[2]))
+    lost = 0.7 if kind in ("spiral", "edge_on") else 0.4  # discs of R_e up to 1.5" overflow the 3.84" cutout
+    assert (1 - lost) * expected < image[..., 2].sum() <= 1.01 * expected
+    # the light is centred where the metadata says
+    yy, xx = np.mgrid[0:128, 0:128]
+    w = image[..., 2] / image[..., 2].sum()
+    pix = scene.pixel_scale_arcsec
+    cx, cy = (np.sum(w * xx) - 63.5) * pix, (np.sum(w * yy) - 63.5) * pix
+    r = float(np.hypot(meta["confuser_x_arcsec"], meta["confuser_y_arcsec"]))
+    tol = 0.25 if r < 1.5 else 0.45  # a companion near the edge loses part of its light
+    assert abs(cx - meta["confuser_x_arcsec"]) < tol and abs(cy - meta["confuser_y_arcsec"]) < tol
+
+
+def test_blue_confusers_are_bluer_than_the_host(confuser_renderer):
+    scene, renderer = confuser_renderer
+    host = scene.members[2]
+    zp = np.asarray(scene.zeropoints)
+    host_colour = float(host["mag_F435W"] - host["mag_F814W"])
+    for kind in ("blue_companion", "spiral", "ring"):
+        image, _ = renderer.render(kind, np.random.default_rng(11), host)
+        flux = image.sum(axis=(0, 1))
+        colour = -2.5 * np.log10(flux[0] / flux[2]) + zp[0] - zp[2]
+        assert colour < host_colour - 0.5, kind
+
+
+def _fake_mocks(path, members, counts, field="TEST"):
+    from astropy.table import Table
+
+    ids = [f"mock-{k}" for k in range(sum(counts))]
+    member_id = [m for m, c in zip(members, counts) for _ in range(c)]
+    table = Table({"id": ids, "field": [field] * len(ids), "member_id": member_id,
+                   "magnification_in_cutout": np.full(len(ids), 8.0),
+                   "source_mag_F814W": np.full(len(ids), 26.0)})
+    write_cutout_set(path, np.zeros((len(ids), 2, 2, 3), np.float32), table, bands=("F435W", "F606W", "F814W"),
+                     pixel_scale_arcsec=0.03, kind="mock", seed=0, zeropoints_ab={})
+    return path
+
+
+def test_matched_hosts_follow_the_mocks_and_confusers_are_counted(cfg, test_fields, tmp_path):
+    mocks = _fake_mocks(tmp_path / "mocks", ["TEST-M0000", "TEST-M0002"], [30, 10])
+    neg = dataclasses.replace(cfg.negatives, n_negatives=40, match_hosts=True,
+                              hard_negatives={"blue_companion": 0.5, "star": 0.25})
+    c = dataclasses.replace(cfg, negatives=neg)
+    metrics = run_negatives(c, test_fields, tmp_path / "neg", None, progress=False, mocks_dir=mocks,
+                            variant="visible")
+    cut, meta, _ = read_cutout_set(tmp_path / "neg")
+    assert len(meta) == 40 and cut.shape == (40, 128, 128, 3)
+    assert all(str(i).startswith("visible-neg-") for i in meta["id"])
+    hosts = np.asarray(meta["member_id"]).astype(str)
+    assert set(hosts) <= {"TEST-M0000", "TEST-M0002"}  # never a member that hosts no mock
+    kinds = np.asarray(meta["confuser"]).astype(str)
+    # two hosts: at most two plain cutouts (each member once); the rest went to the confusers
+    assert (kinds == "plain").sum() == 2 and metrics["kinds"]["plain"] == 2
+    assert (kinds == "blue_companion").sum() >= 20 and (kinds == "star").sum() >= 10
+    hard = kinds != "plain"
+    assert np.mean(hosts[hard] == "TEST-M0000") > 0.55  # 3:1 in the mocks
+    # a confuser changes the pixels of the host's plain cutout
+    plain = cut[np.flatnonzero((kinds == "plain") & (hosts == "TEST-M0000"))[0]]
+    other = cut[np.flatnonzero(hard & (hosts == "TEST-M0000"))[0]]
+    assert np.abs(other - plain).max() > 0
+
+
+def test_match_hosts_needs_the_mocks(cfg, test_fields, tmp_path):
+    c = dataclasses.replace(cfg, negatives=dataclasses.replace(cfg.negatives, match_hosts=True))
+    with pytest.raises(LensSearchError, match="needs the variant's mocks"):
+        run_negatives(c, test_fields, tmp_path / "neg", None, progress=False)
