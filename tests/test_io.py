@@ -216,3 +216,23 @@ def test_lenstool_check_out_on_an_existing_folder_is_refused(s1063_dir, tmp_path
     assert res.exit_code == 2, res.output
     assert res.output.startswith(f"error: {out}: is a folder; expected a file path") and "Traceback" not in res.output
     assert (out / "notes.txt").read_text() == "my notes\n" and [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_an_update_carries_the_users_files_over_and_keeps_them_foreign(tmp_path):
+    import shutil
+
+    target = tmp_path / "field"
+    _target_user_folder(target)
+    with atomic_path(target, carry_over=True) as tmp:  # e.g. painting the images of a field
+        shutil.copytree(target, tmp)
+        (tmp / "image.fits").write_text("new\n")
+    assert (target / "notes.txt").read_text() == "my notes\n" and (target / "deep" / "thesis.tex").exists()
+    assert foreign_entries(target) == ["deep/", "notes.txt", "summary.json"]  # still the user's
+    with pytest.raises(OutputPathError, match="holds files that lenssearch did not write"):
+        with atomic_path(target) as tmp:  # a plain replacement would remove them: refused
+            _write_folder(tmp)
+    with pytest.raises(OutputPathError, match=r"the update would remove files that lenssearch did not write \(notes"):
+        with atomic_path(target, carry_over=True) as tmp:
+            shutil.copytree(target, tmp)
+            (tmp / "notes.txt").unlink()
+    assert (target / "notes.txt").read_text() == "my notes\n"

@@ -106,8 +106,10 @@ def _read_manifest(folder: Path) -> Optional[set[str]]:
     return {line for line in lines if line and not line.startswith("#")}
 
 
-def _write_manifest(folder: Path) -> None:
+def _write_manifest(folder: Path, exclude: frozenset[str] = frozenset()) -> None:
+    """List what ``folder`` holds, less the ``exclude`` entries (the user's, carried over) and what they hold."""
     entries = []
+    skip = tuple(e for e in exclude if e.endswith("/"))
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         rel_root = Path(root).relative_to(folder)
@@ -117,6 +119,7 @@ def _write_manifest(folder: Path) -> None:
             if rel_root == Path(".") and f == MANIFEST:
                 continue
             entries.append((rel_root / f).as_posix())
+    entries = [e for e in entries if e not in exclude and not e.startswith(skip)]
     text = "# written by lenssearch: the entries below may be replaced by its next run; others are never removed\n"
     (folder / MANIFEST).write_text(text + "".join(e + "\n" for e in sorted(entries)))
 
@@ -138,7 +141,7 @@ def _record_in_manifests(path: Path) -> None:
         return
 
 
-def foreign_entries(folder: str | Path, limit: int = 5) -> list[str]:
+def foreign_entries(folder: str | Path, limit: Optional[int] = 5) -> list[str]:
     """Up to ``limit`` entries of ``folder`` (relative paths) that lenssearch did not write.
 
     An entry is lenssearch's when the manifest of ``folder``, or of a folder output nested in it, lists it, or when
@@ -157,7 +160,7 @@ def foreign_entries(folder: str | Path, limit: int = 5) -> list[str]:
             found.append(current.relative_to(folder).as_posix() + "/")
             return
         for entry in children:
-            if len(found) >= limit:
+            if limit is not None and len(found) >= limit:
                 return
             child = Path(entry.path)
             is_dir = entry.is_dir(follow_symlinks=False)
@@ -189,9 +192,11 @@ def _describe(path: Path) -> str:
     return "neither a file nor a folder"
 
 
-def check_output_path(path: str | Path, kind: Optional[Kind] = None) -> None:
+def check_output_path(path: str | Path, kind: Optional[Kind] = None, carry_over: bool = False) -> None:
     """Raise :class:`OutputPathError` if writing a ``kind`` output at ``path`` would remove what lenssearch did
     not write (see the module docstring); ``kind=None`` checks only what is wrong whatever the output is.
+    ``carry_over``: the writer copies the existing folder into the new one (an update), so a folder holding the
+    user's files is not refused here (:func:`atomic_path` checks that they are all still there).
 
     Nothing is created or removed.
     """
@@ -216,7 +221,7 @@ def check_output_path(path: str | Path, kind: Optional[Kind] = None) -> None:
                 f"{path}: is a folder; expected a file path for this output (e.g. {path / 'out.ecsv'}); "
                 "the folder was left untouched"
             )
-        foreign = foreign_entries(path)
+        foreign = [] if carry_over else foreign_entries(path)
         if foreign:
             raise OutputPathError(
                 f"{path}: the folder exists and holds files that lenssearch did not write ({', '.join(foreign)}"
@@ -253,7 +258,7 @@ def check_output_folder(path: str | Path, files: tuple[str, ...] = (), folders: 
 
 # ------------------------------------------------------------------------------------------ atomic writes
 @contextlib.contextmanager
-def atomic_path(path: str | Path, kind: Optional[Kind] = None) -> Iterator[Path]:
+def atomic_path(path: str | Path, kind: Optional[Kind] = None, carry_over: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     An interrupted or failing write never leaves a file (or folder) at ``path`` that looks finished. Works for
@@ -266,9 +271,13 @@ def atomic_path(path: str | Path, kind: Optional[Kind] = None) -> Iterator[Path]
     ----------
     kind
         ``"file"`` or ``"dir"`` when the caller knows what it writes (a wrong target then fails before the work).
+    carry_over
+        The block copies the existing folder into the temporary one and changes it (an update, e.g. painting the
+        images of a field): the existing folder may hold files that lenssearch did not write, provided every one
+        of them is still in the new folder (else :class:`OutputPathError`); they stay out of its manifest.
     """
     path = Path(path)
-    check_output_path(path, kind)
+    check_output_path(path, kind, carry_over)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     fd, tmp_name = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=".tmp", dir=path.parent)
@@ -281,9 +290,16 @@ def atomic_path(path: str | Path, kind: Optional[Kind] = None) -> Iterator[Path]
         if not (tmp.exists() or tmp.is_symlink()):
             raise FileNotFoundError(f"{path}: nothing was written")
         written: Kind = "dir" if tmp.is_dir() and not tmp.is_symlink() else "file"
-        check_output_path(path, written)
+        check_output_path(path, written, carry_over)
+        carried: frozenset[str] = frozenset()
+        if carry_over and written == "dir" and path.is_dir() and not path.is_symlink():
+            carried = frozenset(foreign_entries(path, limit=None))
+            lost = sorted(e for e in carried if not (tmp / e.rstrip("/")).exists())
+            if lost:
+                raise OutputPathError(f"{path}: the update would remove files that lenssearch did not write "
+                                      f"({', '.join(lost[:5])}); the folder was left untouched")
         if written == "dir":
-            _write_manifest(tmp)
+            _write_manifest(tmp, carried)
         if path.is_dir() and not path.is_symlink():  # wholly lenssearch's (checked above): moved aside, then removed
             fd, old_name = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=".tmp", dir=path.parent)
             os.close(fd)

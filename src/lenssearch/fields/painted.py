@@ -137,7 +137,7 @@ def add_synthetic_light(field_dir: str | Path, cfg, depth: str, image_size_arcse
         "light": f"synthetic (lenssearch.fields.painted), member magnitudes from mag_lenstool in {mag_band}",
         "n_field_galaxies": len(galaxies), "n_stars": len(stars),
     })
-    with atomic_path(field_dir) as tmp:
+    with atomic_path(field_dir, carry_over=True) as tmp:  # an update: every file of the field is copied over
         shutil.copytree(field_dir, tmp)
         for band in bands:
             layout.write_image(tmp / layout.image_name(band), images[band], wcs, band, zps[band],
