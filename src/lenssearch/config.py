@@ -488,7 +488,8 @@ class ConfuserConfig:
     neighbour_radius_arcsec: tuple[float, float]  # blue companions, pairs, stars: distance from the centre
     companion_mag_from_arcs: bool  # companions as bright as the variant's lensed arcs (else the source counts)
     disc_re_arcsec: tuple[float, float]  # spiral and edge-on discs
-    disc_mag_offset: tuple[float, float]  # disc F814W magnitude - host F814W magnitude
+    disc_mag_offset: tuple[float, float]  # disc galaxy F814W magnitude - the template member's F814W magnitude
+    bulge_to_total: tuple[float, float]  # disc galaxies' bulge-to-total flux ratio
     spiral_arms: tuple[int, int]
     spiral_pitch_deg: tuple[float, float]
     edge_on_axis_ratio: tuple[float, float]
