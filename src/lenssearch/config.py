@@ -459,6 +459,7 @@ class SimulateConfig:
     lens_grid_step_arcsec: float
     image_min_abs_magnification: float
     max_rounds: int
+    theta_e_weighting: Literal["theta_e", "uniform"]  # lines drawn prop. to theta_E (the paper) or flat in theta_E
     sources: SourcePopulationConfig
     visibility: VisibilityConfig
 

@@ -227,7 +227,8 @@ class MockFactory:
         for k in range(n):
             src = {c: float(sources[c][k]) for c in sources.colnames}
             zb = float(z_bins[np.argmin(np.abs(z_bins - src["z_s"]))])
-            row = draw_secondary(self.catalogues[zb], rng, self.theta_min, self.theta_max)
+            row = draw_secondary(self.catalogues[zb], rng, self.theta_min, self.theta_max,
+                                 weighting=self.sim.theta_e_weighting)
             seed = int(rng.integers(0, 2**63 - 1))
             out.append(Candidate(start_index + k, src, str(row["member_id"]), int(row["line_id"]),
                                  float(row["theta_e_arcsec"]), zb, seed))
