@@ -384,7 +384,7 @@ class SourcePlaneView:
     """
 
     def __init__(self, model: MultiPlaneLensModel, z_s: float) -> None:
-        self.model = model
+        self.parent = model  # not '.model': that would read as a LensTool model wrapper
         self.z_s = float(z_s)
         self.z_lens = model.z_lens
         self.cosmology = model.cosmology
@@ -395,12 +395,12 @@ class SourcePlaneView:
         """Effective deflection ``theta - beta`` (arcsec) for sources at ``z_s``."""
         x = np.asarray(x, dtype=float)
         y = np.asarray(y, dtype=float)
-        bx, by = self.model.ray_trace(x, y, self.z_s, fast=fast)
+        bx, by = self.parent.ray_trace(x, y, self.z_s, fast=fast)
         return x - bx, y - by
 
     def hessian(self, x, y, fast: bool = True):
         """``I - A`` (symmetrised) for sources at ``z_s``."""
-        a11, a12, a22 = self.model.jacobian(x, y, self.z_s, fast=fast)
+        a11, a12, a22 = self.parent.jacobian(x, y, self.z_s, fast=fast)
         return 1.0 - a11, -a12, 1.0 - a22
 
     def convergence(self, x, y, fast: bool = True):
@@ -420,14 +420,14 @@ class SourcePlaneView:
     def ray_trace(self, x, y, z_s: float, fast: bool = True):
         """Source-plane positions for ``z_s`` (the view's redshift)."""
         self.dds_over_ds(z_s)
-        return self.model.ray_trace(x, y, self.z_s, fast=fast)
+        return self.parent.ray_trace(x, y, self.z_s, fast=fast)
 
     def jacobian(self, x, y, z_s: float, fast: bool = True):
         """Symmetrised Jacobian for ``z_s`` (the view's redshift)."""
         self.dds_over_ds(z_s)
-        return self.model.jacobian(x, y, self.z_s, fast=fast)
+        return self.parent.jacobian(x, y, self.z_s, fast=fast)
 
     def jacobian_matrix(self, x, y, z_s: float, fast: bool = True):
         """Full Jacobian for ``z_s`` (the view's redshift)."""
         self.dds_over_ds(z_s)
-        return self.model.jacobian_matrix(x, y, self.z_s, fast=fast)
+        return self.parent.jacobian_matrix(x, y, self.z_s, fast=fast)
