@@ -162,7 +162,11 @@ def lenstool_check_cmd(
             result.families.write(tmp, format="ascii.ecsv")
         typer.echo(f"wrote {out}")
     if len(meta["z_planes"]) > 1:
-        typer.echo(f"lens planes at z = {', '.join(f'{z:g}' for z in meta['z_planes'])}: {meta['planes']}-plane")
+        names = {"multi": "multi-plane ray tracing", "single": f"single plane at z = {meta['z_planes'][0]:g} (LensTool 6)"}
+        typer.echo(f"lens planes at z = {', '.join(f'{z:g}' for z in meta['z_planes'])}: {names[meta['planes']]}")
+        if result.other_planes is not None:
+            other, rms = result.other_planes
+            typer.echo(f"with {names[other]} instead: image-plane rms {rms:.4f} arcsec (--planes {other})")
     typer.echo(f"source: {'|mu|-weighted' if result.barycentre == 'magnification' else 'mean'} barycentre of the "
                f"ray-traced images; {meta['n_images']} images in {meta['n_families']} families")
     typer.echo(f"total source-plane scatter: {result.total_source_scatter_arcsec:.4f} arcsec")

@@ -218,6 +218,13 @@ def test_multi_plane_model_and_lenstool6_single_plane_option(tmp_path):
     single = lenstool_check(par, mul, planes="single", progress=False)
     assert single.families.meta["planes"] == "single"
     assert single.total_image_rms_arcsec > 0.05
+    # each check also reports the other convention, so a user sees which one a header was fitted with
+    assert result.other_planes == ("single", pytest.approx(single.total_image_rms_arcsec))
+    assert single.other_planes == ("multi", pytest.approx(result.total_image_rms_arcsec))
+    proc = _run_cli(par, mul)
+    assert proc.returncode == 0, proc.stderr
+    assert "lens planes at z = 0.375, 1.05: multi-plane ray tracing" in proc.stdout
+    assert "with single plane at z = 0.375 (LensTool 6) instead: image-plane rms" in proc.stdout
     same = read_parfile(Path(par), planes="single").model
     flat = read_parfile(_write_all_at(tmp_path, par, 0.375)).model
     x, y = np.linspace(-20, 20, 11), np.linspace(10, -10, 11)

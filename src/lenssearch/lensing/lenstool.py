@@ -551,8 +551,11 @@ def resolve_redshifts(images, image_block: ImageBlock | None = None, parfile: st
                                 "source at one redshift")
         if values[0] > 0:
             continue
-        if family in z_m:
-            z[idx], origin[idx] = z_m[family], "z_m_limit"
+        # LensTool names the family in z_m_limit ('6'), some files one of its images ('6.1')
+        key = family if family in z_m else next((str(images["id"][i]) for i in idx if str(images["id"][i]) in z_m),
+                                                None)
+        if key is not None:
+            z[idx], origin[idx] = z_m[key], "z_m_limit"
         elif family in header:
             value, line = header[family]
             if not value > 0:

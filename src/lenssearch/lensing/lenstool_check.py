@@ -83,6 +83,10 @@ class CheckResult:
         ``"magnification"`` or ``"mean"``.
     notes
         Assumptions and warnings (families left out, default cosmology, barycentre without ``image`` block ...).
+    other_planes
+        For a model with potentials at several redshifts: ``(planes, rms)`` of the other convention (``"single"``,
+        LensTool 6, when the check ran ``"multi"``, and conversely), so that a user sees which one the model's
+        header was fitted with; None otherwise.
     """
 
     families: object
@@ -92,6 +96,7 @@ class CheckResult:
     lenstool_rms_arcsec: float | None = None
     barycentre: str = "magnification"
     notes: list = dataclasses.field(default_factory=list)
+    other_planes: tuple | None = None
 
 
 # ------------------------------------------------------------------------------------------------ lens equation
@@ -416,4 +421,10 @@ def lenstool_check(parfile: str | Path, multfile: str | Path, *, planes: str = "
     if lt.reference_radec is None:
         raise LensToolError(f"{parfile}: runmode has no 'reference 3 RA Dec'; cannot place RA/Dec images")
     images = read_multiple_images(multfile, lt.reference_radec)
-    return check_model(lt, images, barycentre=barycentre, progress=progress)
+    result = check_model(lt, images, barycentre=barycentre, progress=progress)
+    if len(lt.z_planes) > 1:
+        other = "single" if planes == "multi" else "multi"
+        alt = check_model(read_parfile(parfile, planes=other), images, barycentre=barycentre, progress=False)
+        result.other_planes = (other, alt.total_image_rms_arcsec)
+        result.families.meta["other_planes"] = {"planes": other, "total_image_rms_arcsec": alt.total_image_rms_arcsec}
+    return result
