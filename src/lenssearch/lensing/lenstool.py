@@ -18,10 +18,19 @@ skip it:
   ``sigma = sigma* (L/L*)^(1/vdslope)``, ``r_cut = r_cut* (L/L*)^(2/slope)``, ``r_core = r_core* (L/L*)^(1/2)``
   (``slope`` and ``vdslope`` default to 4, i.e. ``r_cut ~ L^(1/2)`` and Faber-Jackson ``sigma ~ L^(1/4)``);
   ellipticity ``(a^2 - b^2)/(a^2 + b^2)`` and angle from the catalogue;
-- ``cosmologie``: ``H0``, ``omegaM``, ``omegaX`` (defaults 70, 0.3, 0.7; flat LambdaCDM only).
+- ``cosmologie``: ``H0``, ``omegaM``, ``omegaX`` (defaults 70, 0.3, 0.7; flat LambdaCDM only; a file without the
+  block says so in ``LensToolModel.notes``);
+- ``image``: ``forme`` (the kind of fit), ``sigposArcsec`` and the ``z_m_limit idx family flag z ...`` lines that
+  hold the optimised redshifts of families without spectroscopy (:func:`resolve_redshifts`);
+- ``grille``: ``nlentille``, the number of potentials, checked against those defined;
+- the header comment ``#Chi2pos: X`` of a ``best.par`` (LensTool's own chi2 of the image positions).
 
-Every other block (``grille``, ``cline``, ``grande``, ``champ``, ``image``, ``source``, ``limit`` ...) is skipped.
-Malformed input raises :class:`lenssearch.errors.LensToolError` naming the file and the line.
+Potentials at several ``z_lens`` make a :class:`~lenssearch.lensing.model.MultiPlaneLensModel` (``planes="multi"``)
+or, as LensTool 6 does, one plane at the first potential's redshift (``planes="single"``).
+
+Every other block (``cline``, ``grande``, ``champ``, ``source``, ``limit`` ...) is skipped. Malformed input raises
+:class:`lenssearch.errors.LensToolError` naming the file and the line; so does a file that ends without ``fini``
+(cut at a block boundary) or defines fewer potentials than ``nlentille``.
 
 Coordinates: LensTool's relative frame, ``x = -(RA - RA0) cos(Dec0) 3600``, ``y = (Dec - Dec0) 3600`` (arcsec,
 ``x`` to the West), see :func:`radec_to_xy` and :func:`xy_to_radec`.
