@@ -7,6 +7,9 @@ import pytest
 from lenssearch.lensing.cosmology import Cosmology
 from lenssearch.lensing.model import LensComponent, LensModel, MultiPlaneLensModel
 
+# lenstronomy warns that an astropy cosmology is given; it is the one we mean
+pytestmark = pytest.mark.filterwarnings("ignore:Cosmology is provided")
+
 COSMO = Cosmology(70.0, 0.3)
 Z1, Z2, ZS = 0.375, 1.05, 2.5
 SIE = dict(theta_e_arcsec=1.4, q=0.7, angle_deg=35.0, center_x=0.2, center_y=-0.3)
