@@ -50,6 +50,8 @@ def test_two_plane_ray_tracing_matches_lenstronomy():
     x, y = rng.uniform(-3, 3, 400), rng.uniform(-3, 3, 400)
     bx, by = ours.ray_trace(x, y, ZS)
     tx, ty = model.ray_shooting(x, y, kwargs)
+    cached = ours.ray_trace(x, y, ZS, first_plane_deflection=ours.first_plane_deflection(x, y))
+    np.testing.assert_allclose(cached, (bx, by), atol=1e-12)
     # lenstronomy's SIE is accurate to ~1e-6 arcsec (see test_sis_sie); the planes add no error of their own
     np.testing.assert_allclose(bx, tx, atol=2e-5)
     np.testing.assert_allclose(by, ty, atol=2e-5)

@@ -172,7 +172,9 @@ class _Grid:
                 f = self.model.dds_over_ds(z_s)
                 self._cache[key] = (self.xx - f * self._alpha[0], self.yy - f * self._alpha[1])
             else:
-                self._cache[key] = self.model.ray_trace(self.xx, self.yy, z_s)
+                if self._alpha is None:  # the nearest plane does not depend on z_s
+                    self._alpha = self.model.first_plane_deflection(self.xx, self.yy)
+                self._cache[key] = self.model.ray_trace(self.xx, self.yy, z_s, first_plane_deflection=self._alpha)
         return self._cache[key]
 
     def cells_containing(self, bx: float, by: float, z_s: float):

@@ -322,8 +322,12 @@ class MultiPlaneLensModel:
         ratio = [[d12(p.z_lens, zt) / d(zt) if zt > p.z_lens else 0.0 for zt in targets] for p in active]
         return active, ratio
 
-    def ray_trace(self, x, y, z_s: float, fast: bool = True):
-        """Source-plane positions (arcsec) of image-plane positions for a source at ``z_s`` (recursive equation)."""
+    def ray_trace(self, x, y, z_s: float, fast: bool = True, first_plane_deflection=None):
+        """Source-plane positions (arcsec) of image-plane positions for a source at ``z_s`` (recursive equation).
+
+        ``first_plane_deflection``: the nearest plane's ``(alpha_x, alpha_y)`` at ``(x, y)`` if already known (it
+        does not depend on ``z_s``: a grid ray-traced to many source redshifts computes it once).
+        """
         x = np.asarray(x, dtype=float)
         y = np.asarray(y, dtype=float)
         x, y = np.broadcast_arrays(x, y)
@@ -335,8 +339,15 @@ class MultiPlaneLensModel:
                 px = x - sum(ratio[i][j - 1] * alphas[i][0] for i in range(j))
                 py = y - sum(ratio[i][j - 1] * alphas[i][1] for i in range(j))
             if j < len(active):
-                alphas.append(active[j].deflection(px, py, fast=fast))
+                if j == 0 and first_plane_deflection is not None and active[0] is self.planes[0]:
+                    alphas.append(first_plane_deflection)
+                else:
+                    alphas.append(active[j].deflection(px, py, fast=fast))
         return px, py
+
+    def first_plane_deflection(self, x, y, fast: bool = True):
+        """Deflection of the nearest plane alone (arcsec, ``D_ds / D_s = 1``), for :meth:`ray_trace`."""
+        return self.planes[0].deflection(x, y, fast=fast)
 
     def jacobian_matrix(self, x, y, z_s: float, fast: bool = True):
         """``(a11, a12, a21, a22)`` of ``A = d beta / d theta`` for a source at ``z_s`` (recursive equation)."""
