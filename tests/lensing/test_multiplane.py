@@ -104,3 +104,32 @@ def test_one_plane_and_sources_in_front():
     np.testing.assert_allclose((x - ax, y - ay), (bx, by))
     with pytest.raises(Exception, match="view per source redshift"):
         view.dds_over_ds(1.5)
+
+
+def test_maps_and_critical_lines_of_a_multi_plane_model_need_a_source_redshift():
+    from astropy.table import Table
+
+    from lenssearch.errors import LensSearchError
+    from lenssearch.lensing.critical import secondary_critical_lines
+    from lenssearch.lensing.deflection_maps import compute_deflection_map, tan_wcs
+
+    multi = _ours()
+    wcs = tan_wcs((342.18, -44.53), (60, 60), 0.1)
+    with pytest.raises(LensSearchError, match="one map per source redshift"):
+        compute_deflection_map(multi, wcs, (60, 60), (342.18, -44.53))
+    members = Table({"id": ["front"], "x": [0.2], "y": [-0.3]})
+    with pytest.raises(LensSearchError, match="at_source_redshift"):
+        secondary_critical_lines(multi, members, ZS, resolution_arcsec=0.05, search_radius_arcsec=3.0,
+                                 theta_e_min_arcsec=0.2, theta_e_max_arcsec=3.5, progress=False)
+    # the view of one source redshift gives the map and the lines of that redshift
+    view = multi.at_source_redshift(ZS)
+    dmap = compute_deflection_map(view, wcs, (60, 60), (342.18, -44.53), z_lens=Z1, progress=False)
+    dmap.z_source = ZS
+    x, y = np.array([1.0, -0.7]), np.array([0.4, 1.2])
+    np.testing.assert_allclose(dmap.ray_trace(x, y, ZS), multi.ray_trace(x, y, ZS), atol=2e-3)
+    table = secondary_critical_lines(view, members, ZS, resolution_arcsec=0.05, search_radius_arcsec=3.0,
+                                     theta_e_min_arcsec=0.2, theta_e_max_arcsec=3.5, cluster_centres=np.zeros((0, 2)),
+                                     progress=False)
+    # the SIE's own line (the SIS behind it, 0.9" away, perturbs it): theta_E near the SIE's 1.4" x D_ds/D_s
+    f = COSMO.dds_over_ds(Z1, ZS)
+    assert len(table) == 1 and abs(table["theta_e_arcsec"][0] - 1.4 * f) < 0.3

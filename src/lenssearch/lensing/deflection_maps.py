@@ -323,6 +323,11 @@ class DeflectionMap:
 def _unwrap_model(model, reference_radec, z_lens, cosmology):
     """Accept a LensToolModel (``.model``, ``.reference_radec``) or a LensModel plus an explicit reference."""
     inner = getattr(model, "model", model)
+    if hasattr(inner, "planes") and not hasattr(inner, "deflection"):
+        raise LensSearchError(
+            f"compute_deflection_map: {inner!r} has lens planes at several redshifts; no single map at D_ds/D_s = 1 "
+            "describes it: make one map per source redshift from model.at_source_redshift(z_s)"
+        )
     ref = reference_radec if reference_radec is not None else getattr(model, "reference_radec", None)
     if ref is None:
         raise LensSearchError("compute_deflection_map: reference_radec is required for a bare lens model")
