@@ -134,8 +134,9 @@ def lenstool_check_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the per-family table here (ECSV).")] = None,
     planes: Annotated[
         str,
-        typer.Option("--planes", help="Potentials at several z_lens: 'multi' ray-traces plane by plane; 'single' "
-                                      "puts them all at the first potential's redshift (LensTool 6)."),
+        typer.Option("--planes", help="Potentials at several z_lens: 'multi' ray-traces plane by plane (multi-plane "
+                                      "LensTool, 7 and later); 'single' puts them all at the first potential's "
+                                      "redshift (LensTool 6)."),
     ] = "multi",
     barycentre: Annotated[
         str,

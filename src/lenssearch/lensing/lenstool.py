@@ -625,7 +625,9 @@ def read_member_catalogue(path: str | Path, reference: tuple[float, float] | Non
 # --------------------------------------------------------------------------------------------- models
 #: How the planes of a model with potentials at several redshifts are treated (``read_parfile(planes=...)``).
 PLANES = {
+    # the recursive equation of lenstronomy's MultiPlane, and of the multi-plane LensTool releases (7 and later)
     "multi": "ray-traced through each lens plane in order (recursive multi-plane lens equation)",
+    # LensTool 6 (o_dpl.c, e_grad.c): one D_ls/D_s(z of lens[0], z_s) scales the summed deflection of all potentials
     "single": "every potential at the first potential's redshift (LensTool 6: one D_ls/D_s for all)",
 }
 #: LensTool's ``image`` block ``forme`` values of the image-plane fit and the barycentre of the source they use.
