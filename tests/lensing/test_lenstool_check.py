@@ -164,9 +164,20 @@ def test_family_with_z_m_limit_redshift(tmp_path):
     # a wrong optimised redshift is seen in the rms
     par.write_text(text.replace("z_m_limit 1 2 0 3.5", "z_m_limit 1 2 0 2.5"))
     assert lenstool_check(par, mul, progress=False).total_image_rms_arcsec > 0.05
-    # or a '#N z:' header line of the catalogue
+    # LensTool's other spellings: several families bound to one redshift, a family written as a float or by one
+    # of its images
+    for line in ("z_m_limit 1 2 7 0 3.500  0.000  0.0000", "z_m_limit 1 2.0 0 3.500  0.000  0.0000",
+                 "z_m_limit 1 2.1 0 3.500  0.000  0.0000"):
+        par.write_text(text.replace("z_m_limit 1 2 0 3.5 0.0 0.0", line))
+        assert lenstool_check(par, mul, progress=False).total_image_rms_arcsec < 1e-5, line
+    # an input par file's prior (flag 1) is taken at its first bound, with a warning
+    par.write_text(text.replace("z_m_limit 1 2 0 3.5 0.0 0.0", "z_m_limit 1 2 1 3.5 5.0 0.1"))
+    result = lenstool_check(par, mul, progress=False)
+    assert result.total_image_rms_arcsec < 1e-5
+    assert any("is a prior (flag 1)" in note for note in result.notes)
+    # or a '#N z:' line of the catalogue (as LensTool prints its optimised redshifts)
     par.write_text(text.replace("\tz_m_limit 1 2 0 3.5 0.0 0.0\n", ""))
-    mul.write_text("#2 z: 3.5\n" + "\n".join(lines) + "\n")
+    mul.write_text("#2 z:3.500 dlsds:0.712\n" + "\n".join(lines) + "\n")
     result = lenstool_check(par, mul, progress=False)
     assert list(result.families["z_origin"]) == ["catalogue", "header"]
     assert result.total_image_rms_arcsec < 1e-5

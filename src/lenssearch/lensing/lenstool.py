@@ -495,7 +495,8 @@ def read_multiple_images(path: str | Path, reference: tuple[float, float] | None
     return table
 
 
-_HEADER_Z_RE = re.compile(r"^#\s*(\S+?)\s+z\s*[:=]\s*([-+0-9.eE]+)", re.IGNORECASE)
+#: LensTool prints '#<names> z:<z> dlsds:<r>' for the optimised redshifts; catalogues carry such lines.
+_HEADER_Z_RE = re.compile(r"^#\s*([^#:=]+?)\s+z\s*[:=]\s*([-+0-9.eE]+)", re.IGNORECASE)
 
 
 def _header_redshifts(path: Path) -> dict:
@@ -510,7 +511,26 @@ def _header_redshifts(path: Path) -> dict:
         except ValueError:
             raise LensToolError(f"{path}, line {number}: '#{match.group(1)} z:' expects a number, got "
                                 f"'{match.group(2)}'") from None
-        out[match.group(1)] = (z, number)
+        for name in re.split(r"[\s,]+", match.group(1).strip()):
+            out[name] = (z, number)
+    return out
+
+
+def _by_family(values: dict, images) -> dict:
+    """Re-key ``name -> value`` by catalogue family: a name is a family ('6'), one of its images ('6.1') or a
+    family written as a float ('6.0', as some best.par files do); an exact family name wins."""
+    families = set(str(f) for f in images["family"])
+    family_of_image = {str(i): str(f) for i, f in zip(images["id"], images["family"])}
+    out: dict = {}
+    exact = {}
+    for name, value in values.items():
+        if name in families:
+            exact[name] = value
+        elif name in family_of_image:
+            out.setdefault(family_of_image[name], value)
+        elif "." in name and name.rsplit(".", 1)[0] in families:
+            out.setdefault(name.rsplit(".", 1)[0], value)
+    out.update(exact)
     return out
 
 
@@ -542,8 +562,10 @@ def resolve_redshifts(images, image_block: ImageBlock | None = None, parfile: st
         A family whose images have different redshifts (naming the lines), or a negative header redshift.
     """
     source_file = images.meta.get("source_file", "multiple images")
-    header = images.meta.get("header_redshifts", {}) or {}
-    z_m = image_block.z_m_limit if image_block is not None else {}
+    header = _by_family(images.meta.get("header_redshifts", {}) or {}, images)
+    z_m = _by_family(image_block.z_m_limit if image_block is not None else {}, images)
+    z_m_lines = _by_family(image_block.z_m_limit_lines if image_block is not None else {}, images)
+    z_m_flags = _by_family(image_block.z_m_limit_flags if image_block is not None else {}, images)
     z = np.array(images["z"], dtype=float)
     origin = np.array(["catalogue"] * len(images), dtype=object)
     keep = np.ones(len(images), dtype=bool)
@@ -560,11 +582,14 @@ def resolve_redshifts(images, image_block: ImageBlock | None = None, parfile: st
                                 "source at one redshift")
         if values[0] > 0:
             continue
-        # LensTool names the family in z_m_limit ('6'), some files one of its images ('6.1')
-        key = family if family in z_m else next((str(images["id"][i]) for i in idx if str(images["id"][i]) in z_m),
-                                                None)
-        if key is not None:
-            z[idx], origin[idx] = z_m[key], "z_m_limit"
+        if family in z_m:
+            z[idx], origin[idx] = z_m[family], "z_m_limit"
+            if z_m_flags.get(family, 0) != 0:
+                warnings.append(
+                    f"{parfile}, line {z_m_lines.get(family, 0)}: z_m_limit of family '{family}' is a prior (flag "
+                    f"{z_m_flags[family]}), not an optimised value: took its first bound z = {z_m[family]:g}; use "
+                    "the best.par of the fit"
+                )
         elif family in header:
             value, line = header[family]
             if not value > 0:
@@ -650,6 +675,9 @@ class ImageBlock:
         writes in a ``best.par`` for families without a spectroscopic redshift).
     z_m_limit_lines
         Family name -> line number of its ``z_m_limit``.
+    z_m_limit_flags
+        Family name -> the ``bk`` flag (0 in a ``best.par``; non-zero: a prior of an input file, whose ``min`` is
+        then taken).
     sigpos_arcsec
         ``sigposArcsec`` (positional error of the images), or None.
     multfile
@@ -661,6 +689,7 @@ class ImageBlock:
     forme: int | None = None
     z_m_limit: dict = dataclasses.field(default_factory=dict)
     z_m_limit_lines: dict = dataclasses.field(default_factory=dict)
+    z_m_limit_flags: dict = dataclasses.field(default_factory=dict)
     sigpos_arcsec: float | None = None
     multfile: str | None = None
     line: int = 0
@@ -749,17 +778,25 @@ def _parse_image_block(path: Path, block: _Block | None) -> ImageBlock:
     for entry in block.entries:
         if entry.key != "z_m_limit":
             continue
-        if len(entry.values) < 4:
+        # LensTool (r_image.c, o_print_res.c): 'z_m_limit opt name [name ...] bk min max dderr', several families
+        # bound to one redshift; a best.par writes 'z_m_limit 1 <names> 0 <z> 0.000 0.0000' (z in 'min')
+        n = len(entry.values)
+        if n < 4:
             raise LensToolError(
                 f"{path}, line {entry.line}: 'z_m_limit' expects 'index family flag z ...', got "
                 f"'{' '.join(entry.values)}'"
             )
-        family = entry.values[1]
-        z = _number(path, entry, 3)
+        names, z_index = (entry.values[1:n - 4], n - 3) if n >= 6 else (entry.values[1:2], 3)
+        z = _number(path, entry, z_index)
         if not z > 0:
-            raise LensToolError(f"{path}, line {entry.line}: z_m_limit of family '{family}' must be > 0, got {z}")
-        out.z_m_limit[family] = z
-        out.z_m_limit_lines[family] = entry.line
+            raise LensToolError(
+                f"{path}, line {entry.line}: z_m_limit of family '{' '.join(names)}' must be > 0, got {z}"
+            )
+        flag = _number(path, entry, n - 4 if n >= 6 else 2, int)
+        for name in names:
+            out.z_m_limit[name] = z
+            out.z_m_limit_lines[name] = entry.line
+            out.z_m_limit_flags[name] = flag
     return out
 
 
