@@ -143,6 +143,11 @@ def lenstool_check_cmd(
         typer.Option("--barycentre", help="Source of a family: 'auto' (the image block's forme; |mu|-weighted "
                                           "without one), 'mean' (forme -1) or 'magnification' (forme -2)."),
     ] = "auto",
+    sigpos: Annotated[
+        Optional[float],
+        typer.Option("--sigpos", help="Positional error (arcsec) of the fit, to read the header's Chi2pos as an rms "
+                                      "(default: the par file's sigposArcsec, else 0.5)."),
+    ] = None,
     params: Annotated[
         Optional[Path], typer.Option("--params", help="Parameter file to validate (the cosmology is the par file's).")
     ] = None,
@@ -153,7 +158,7 @@ def lenstool_check_cmd(
 
     if params is not None:
         load(params, None)
-    result = lenstool_check(parfile, multfile, planes=planes, barycentre=barycentre)
+    result = lenstool_check(parfile, multfile, planes=planes, barycentre=barycentre, sigpos_arcsec=sigpos)
     for note in result.notes:
         typer.secho(f"note: {note}", err=True)
     meta = result.families.meta

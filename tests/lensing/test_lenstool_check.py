@@ -39,6 +39,9 @@ def test_a2744_hff_image_plane_rms_is_lenstools():
     assert result.lenstool_rms_arcsec == pytest.approx(0.672, abs=5e-4)
     assert abs(result.total_image_rms_arcsec - result.lenstool_rms_arcsec) <= 0.01
     assert len(result.families) == 29 and result.families.meta["n_images"] == 83
+    proc = _run_cli(A2744 / "best.par", A2744 / "img_mul_constraints.cat", "--sigpos", "0.25")
+    assert proc.returncode == 0, proc.stderr
+    assert "LensTool (header Chi2pos 150.084): 0.3362 arcsec" in proc.stdout  # half the 0.5" figure
 
 
 def _synthetic_par(tmp_path):

@@ -272,11 +272,18 @@ def _barycentre_mode(lt: LensToolModel, barycentre: str, notes: list) -> str:
     return "magnification"
 
 
-def lenstool_header_rms(lt: LensToolModel, n_images: int, notes: list | None = None) -> float | None:
-    """The image-plane rms implied by the header's ``#Chi2pos`` for ``n_images`` images, or None without one."""
+def lenstool_header_rms(lt: LensToolModel, n_images: int, notes: list | None = None,
+                        sigpos_arcsec: float | None = None) -> float | None:
+    """The image-plane rms implied by the header's ``#Chi2pos`` for ``n_images`` images, or None without one.
+
+    The positional error is ``sigpos_arcsec``, else the par file's ``sigposArcsec``, else LensTool's 0.5" (a
+    ``best.par`` does not repeat the ``image`` block of the fit's input file).
+    """
     if lt.chi2pos is None or n_images <= 0:
         return None
-    sigma = lt.image.sigpos_arcsec
+    if sigpos_arcsec is not None and not sigpos_arcsec > 0:
+        raise LensToolError(f"sigpos must be positive, got {sigpos_arcsec}")
+    sigma = sigpos_arcsec if sigpos_arcsec is not None else lt.image.sigpos_arcsec
     if sigma is None:
         sigma = DEFAULT_SIGPOS_ARCSEC
         if notes is not None:
@@ -286,7 +293,7 @@ def lenstool_header_rms(lt: LensToolModel, n_images: int, notes: list | None = N
 
 
 def check_model(lt: LensToolModel, images, *, barycentre: str = "auto", grid_step_arcsec: float = GRID_STEP_ARCSEC,
-                progress: bool = True) -> CheckResult:
+                sigpos_arcsec: float | None = None, progress: bool = True) -> CheckResult:
     """LensTool's image-plane rms of ``lt`` for a multiple-image table (see the module docstring).
 
     Parameters
@@ -300,6 +307,8 @@ def check_model(lt: LensToolModel, images, *, barycentre: str = "auto", grid_ste
         ``"magnification"``.
     grid_step_arcsec
         Step of the triangle-mapping grid; 0 searches only from the observed images.
+    sigpos_arcsec
+        Positional error of the fit, to read the header's ``Chi2pos`` (see :func:`lenstool_header_rms`).
     progress
         A tqdm bar over families.
     """
@@ -392,7 +401,7 @@ def check_model(lt: LensToolModel, images, *, barycentre: str = "auto", grid_ste
     )
     total_source = float(np.sqrt(np.mean(dev_source[multiple] ** 2)))
     total_image = float(np.sqrt(np.mean(offsets[used] ** 2))) if used.any() else float("nan")
-    lenstool_rms = lenstool_header_rms(lt, n_lenstool, notes)
+    lenstool_rms = lenstool_header_rms(lt, n_lenstool, notes, sigpos_arcsec)
     for table in (fam_table, img_table):
         for col in table.colnames:
             if col.endswith("arcsec") or col in ("x", "y", "source_x", "source_y", "beta_x", "beta_y", "x_pred",
@@ -413,7 +422,7 @@ def check_model(lt: LensToolModel, images, *, barycentre: str = "auto", grid_ste
 
 
 def lenstool_check(parfile: str | Path, multfile: str | Path, *, planes: str = "multi", barycentre: str = "auto",
-                   progress: bool = True) -> CheckResult:
+                   sigpos_arcsec: float | None = None, progress: bool = True) -> CheckResult:
     """Read a LensTool model and its multiple images and run :func:`check_model`.
 
     ``planes``: ``"multi"`` ray-traces potentials at several redshifts plane by plane; ``"single"`` puts them all
@@ -423,7 +432,7 @@ def lenstool_check(parfile: str | Path, multfile: str | Path, *, planes: str = "
     if lt.reference_radec is None:
         raise LensToolError(f"{parfile}: runmode has no 'reference 3 RA Dec'; cannot place RA/Dec images")
     images = read_multiple_images(multfile, lt.reference_radec)
-    result = check_model(lt, images, barycentre=barycentre, progress=progress)
+    result = check_model(lt, images, barycentre=barycentre, sigpos_arcsec=sigpos_arcsec, progress=progress)
     if len(lt.z_planes) > 1:
         other = "single" if planes == "multi" else "multi"
         alt = check_model(read_parfile(parfile, planes=other), images, barycentre=barycentre, progress=False)
