@@ -173,6 +173,13 @@ def test_family_with_z_m_limit_redshift(tmp_path):
                  "z_m_limit 1 2.1 0 3.500  0.000  0.0000"):
         par.write_text(text.replace("z_m_limit 1 2 0 3.5 0.0 0.0", line))
         assert lenstool_check(par, mul, progress=False).total_image_rms_arcsec < 1e-5, line
+    # a family with a catalogue redshift that the fit optimised: the best model's z_m_limit value is used
+    mul.write_text("\n".join(_family_lines(lt.model, [(1, 2.0, (1.0, 0.5)), (2, 3.5, (-0.8, 1.2))],
+                                            redshift_column={2: 2.8})) + "\n")
+    result = lenstool_check(par, mul, progress=False)
+    assert list(result.families["z_origin"]) == ["catalogue", "z_m_limit"] and result.total_image_rms_arcsec < 1e-5
+    assert any("has z = 2.8" in note and "used the optimised one" in note for note in result.notes)
+    mul.write_text("\n".join(lines) + "\n")
     # an input par file's prior (flag 1) is taken at its first bound, with a warning
     par.write_text(text.replace("z_m_limit 1 2 0 3.5 0.0 0.0", "z_m_limit 1 2 1 3.5 5.0 0.1"))
     result = lenstool_check(par, mul, progress=False)

@@ -535,11 +535,13 @@ def _by_family(values: dict, images) -> dict:
 
 
 def resolve_redshifts(images, image_block: ImageBlock | None = None, parfile: str | Path | None = None):
-    """Give every family its source redshift: the catalogue's, else the best.par's ``z_m_limit``, else ``#N z:``.
+    """Give every family its source redshift: the best.par's ``z_m_limit``, else the catalogue's, else ``#N z:``.
 
-    LensTool catalogues leave the redshift of a family without spectroscopy at 0 and the fit optimises it; the
-    ``best.par`` then holds it in the ``image`` block as ``z_m_limit idx family flag z ...``. Some catalogues
-    give it instead in a ``#N z: value`` comment line.
+    LensTool catalogues leave the redshift of a family without spectroscopy at 0 (or at a photometric guess) and
+    the fit optimises it; the ``best.par`` then holds the value of the best model in the ``image`` block as
+    ``z_m_limit idx family flag z ...`` (flag 0), which is the redshift that model used. Some catalogues give it
+    instead in a ``#N z: value`` comment line (as LensTool prints its optimised redshifts). A ``z_m_limit`` with a
+    non-zero flag is the prior of an input file: it only fills families at ``z <= 0`` (with a warning).
 
     Parameters
     ----------
@@ -580,9 +582,16 @@ def resolve_redshifts(images, image_block: ImageBlock | None = None, parfile: st
             listing = ", ".join(f"line {lines[i]}: z = {z[i]:g}" for i in idx)
             raise LensToolError(f"{source_file}: family '{family}' has mixed redshifts ({listing}); one family is one "
                                 "source at one redshift")
-        if values[0] > 0:
+        if values[0] > 0 and (family not in z_m or z_m_flags.get(family, 0) != 0):
             continue
         if family in z_m:
+            if values[0] > 0 and abs(values[0] - z_m[family]) > 1e-3:
+                # the fit optimised this family's redshift from the catalogue's value: the best model used its z
+                warnings.append(
+                    f"{parfile}, line {z_m_lines.get(family, 0)}: family '{family}' has z = {values[0]:g} in "
+                    f"{source_file} (line {lines[idx[0]]}) and the optimised z_m_limit z = {z_m[family]:g}: used "
+                    "the optimised one, as the best model did"
+                )
             z[idx], origin[idx] = z_m[family], "z_m_limit"
             if z_m_flags.get(family, 0) != 0:
                 warnings.append(
