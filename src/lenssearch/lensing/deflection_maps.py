@@ -400,7 +400,7 @@ def _header_for(dmap: DeflectionMap, axis: str):
     header["REF_DEC"] = (dmap.reference_radec[1], "[deg] model-frame reference Dec")
     header["LENSEQ"] = ("beta = theta - alpha", "lens equation (alpha scaled by D_ds/D_s)")
     if dmap.z_source is not None:
-        header["ZSOURCE"] = (dmap.z_source, "multi-plane: effective deflection for this z_s only")
+        header["ZSOURCE"] = (dmap.z_source, "multi-plane: map of this z_s only")
     header["H0"] = (dmap.cosmology.H0, "[km/s/Mpc] cosmology of the model")
     header["OM0"] = (dmap.cosmology.Om0, "matter density of the model")
     return header
@@ -453,7 +453,7 @@ def write_deflection_fits(
         primary.header["ZLENS"] = (dmap.z_lens, "lens redshift")
         primary.header["DDSDS"] = (1.0, "deflections normalised to D_ds/D_s = 1")
         if dmap.z_source is not None:
-            primary.header["ZSOURCE"] = (dmap.z_source, "multi-plane: effective deflection for this z_s only")
+            primary.header["ZSOURCE"] = (dmap.z_source, "multi-plane: map of this z_s only")
         primary.header["COMMENT"] = "Deflection map (arcsec) in extensions ALPHA_X, ALPHA_Y; see lenssearch docs."
         with atomic_path(path) as tmp:
             fits.HDUList([primary, *hdus]).writeto(tmp, output_verify="exception")
