@@ -430,7 +430,8 @@ def lenstool_check(parfile: str | Path, multfile: str | Path, *, planes: str = "
     """
     lt = read_parfile(parfile, planes=planes)
     if lt.reference_radec is None:
-        raise LensToolError(f"{parfile}: runmode has no 'reference 3 RA Dec'; cannot place RA/Dec images")
+        raise LensToolError(f"{parfile}: no 'reference 3 RA Dec' (or 'reference 1 hh:mm:ss dd:mm:ss') in a 'runmode' "
+                            "block: the model frame has no origin on the sky, so RA/Dec images cannot be placed")
     images = read_multiple_images(multfile, lt.reference_radec)
     result = check_model(lt, images, barycentre=barycentre, sigpos_arcsec=sigpos_arcsec, progress=progress)
     if len(lt.z_planes) > 1:
