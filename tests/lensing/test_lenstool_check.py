@@ -289,3 +289,25 @@ def test_cli_truncated_and_incomplete_par_files(tmp_path, case):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("error:") and expected in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_close_pair_across_a_critical_line_is_paired_one_to_one(tmp_path):
+    par = _synthetic_par(tmp_path)
+    model = read_parfile(par).model
+    # two observed images on the same side of the critical line near x = 8.7" (z_s = 2): Newton from each finds
+    # the same predicted image; the counter-image across the line must be the second one's partner
+    x, y = np.array([8.40, 8.66]), np.zeros(2)
+    lines = []
+    for k, (xi, yi) in enumerate(zip(x, y), start=1):
+        ra, dec = xy_to_radec(xi, yi, *REF)
+        lines.append(f"1.{k} {ra:.11f} {dec:.11f} 0.1 0.1 0.0 2.0 0.0")
+    mul = tmp_path / "mul.cat"
+    mul.write_text("\n".join(lines) + "\n")
+    result = lenstool_check(par, mul, barycentre="mean", progress=False)
+    bx, by = result.families["source_x"][0], result.families["source_y"][0]
+    local = [solve_lens_equation(model, bx, by, 2.0, xi, yi)[:2] for xi, yi in zip(x, y)]
+    assert np.hypot(*np.subtract(local[0], local[1])) < 1e-6  # nearest-image search: one image for both
+    px, py = np.asarray(result.images["x_pred"]), np.asarray(result.images["y_pred"])
+    assert np.all(result.images["paired"]) and np.hypot(px[1] - px[0], py[1] - py[0]) > 0.3
+    a11, a12, a21, a22 = model.jacobian_matrix(px, py, 2.0)
+    assert np.sign(a11[0] * a22[0] - a12[0] * a21[0]) != np.sign(a11[1] * a22[1] - a12[1] * a21[1])
