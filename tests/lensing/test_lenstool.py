@@ -196,3 +196,10 @@ def test_bad_multiple_image_catalogues(tmp_path):
         read_multiple_images(path)
     with pytest.raises(LensToolError, match="no such file"):
         read_multiple_images(tmp_path / "missing.cat")
+
+
+def test_image_families_as_lenstool_names_them():
+    from lenssearch.lensing.lenstool import image_family
+
+    assert [image_family(i) for i in ("6.1", "6.2", "12.10", "1.1a", "6a", "6b", "c2", "A")] == [
+        "6", "6", "12", "1", "6", "6", "c2", "A"]

@@ -459,6 +459,19 @@ def _read_table_lines(path: Path, columns: tuple[str, ...], what: str):
     return rows, numbers, ref_mode, ref
 
 
+_LETTER_SUFFIX_RE = re.compile(r"^(.*\d)[A-Za-z]+$")
+
+
+def image_family(image_id: str) -> str:
+    """The family (one source) of a LensTool image id: the part before the last dot (``'6.1'`` -> ``'6'``), or
+    before a letter suffix when there is no dot (``'6a'`` -> ``'6'``); otherwise the id itself."""
+    image_id = str(image_id)
+    if "." in image_id:
+        return image_id.rsplit(".", 1)[0]
+    match = _LETTER_SUFFIX_RE.match(image_id)
+    return match.group(1) if match else image_id
+
+
 def read_multiple_images(path: str | Path, reference: tuple[float, float] | None = None):
     """Read a LensTool multiple-image catalogue ``id RA Dec a b theta z mag`` into an astropy Table.
 
@@ -473,7 +486,7 @@ def read_multiple_images(path: str | Path, reference: tuple[float, float] | None
     Returns
     -------
     astropy.table.Table
-        Columns ``id``, ``family`` (the id before its last dot), ``ra``, ``dec`` (deg), ``a``, ``b``, ``theta``,
+        Columns ``id``, ``family`` (:func:`image_family`), ``ra``, ``dec`` (deg), ``a``, ``b``, ``theta``,
         ``z``, ``mag``, ``line`` (line number in the file) and, with ``reference``, ``x``, ``y``. ``z <= 0`` (a
         redshift left to the fit) is kept as read: :func:`resolve_redshifts` fills it in. ``meta``:
         ``source_file``, ``header_redshifts`` (family -> ``(z, line)`` of ``#N z:`` comment lines).
@@ -486,7 +499,7 @@ def read_multiple_images(path: str | Path, reference: tuple[float, float] | None
     table = Table(rows=rows, names=columns, dtype=(str, float, float, float, float, float, float, float))
     if ref_mode == 3:
         table["ra"], table["dec"] = xy_to_radec(table["ra"], table["dec"], *ref)
-    table["family"] = [i.rsplit(".", 1)[0] if "." in i else i for i in table["id"]]
+    table["family"] = [image_family(i) for i in table["id"]]
     table["line"] = numbers
     if reference is not None:
         table["x"], table["y"] = radec_to_xy(table["ra"], table["dec"], *reference)
