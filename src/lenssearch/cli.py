@@ -168,7 +168,8 @@ def lenstool_check_cmd(
             result.families.write(tmp, format="ascii.ecsv")
         typer.echo(f"wrote {out}")
     if len(meta["z_planes"]) > 1:
-        names = {"multi": "multi-plane ray tracing", "single": f"single plane at z = {meta['z_planes'][0]:g} (LensTool 6)"}
+        names = {"multi": "multi-plane ray tracing",
+                 "single": f"single plane at z = {meta['z_planes'][0]:g} (LensTool 6)"}
         typer.echo(f"lens planes at z = {', '.join(f'{z:g}' for z in meta['z_planes'])}: {names[meta['planes']]}")
         if result.other_planes is not None:
             other, rms = result.other_planes

@@ -132,7 +132,7 @@ def test_cli_bad_input_is_one_clear_error(tmp_path, case):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-# ------------------------------------------------------------------------------------------------ LensTool's conventions
+# ---------------------------------------------------------------------------------------- LensTool's conventions
 def _family_lines(model, families, guesses_radii=(15.0, 25.0), redshift_column=None):
     """Catalogue lines of the exact images of ``(family, z_s, beta)`` sources (z written as redshift_column)."""
     lines = []

@@ -615,7 +615,9 @@ def resolve_redshifts(images, image_block: ImageBlock | None = None, parfile: st
         elif family in header:
             value, line = header[family]
             if not value > 0:
-                raise LensToolError(f"{source_file}, line {line}: family '{family}' needs a redshift z > 0, got {value}")
+                raise LensToolError(
+                    f"{source_file}, line {line}: family '{family}' needs a redshift z > 0, got {value}"
+                )
             z[idx], origin[idx] = value, "header"
         else:
             keep[idx] = False
