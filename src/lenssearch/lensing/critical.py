@@ -565,6 +565,11 @@ def secondary_critical_lines(
         members = getattr(model, "members", None)
     if members is None:
         raise LensSearchError("secondary_critical_lines: no member table given")
+    if hasattr(model, "planes") and not hasattr(model, "dds_over_ds"):
+        raise LensSearchError(
+            f"secondary_critical_lines: {model!r} has lens planes at several redshifts: pass "
+            "model.at_source_redshift(z_s) (and cluster_centres) for each source redshift"
+        )
     if not (resolution_arcsec > 0 and search_radius_arcsec > 0 and 0 <= theta_e_min_arcsec < theta_e_max_arcsec):
         raise LensSearchError(
             "secondary_critical_lines: need resolution_arcsec > 0, search_radius_arcsec > 0 and "
