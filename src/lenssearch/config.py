@@ -460,6 +460,8 @@ class SimulateConfig:
     image_min_abs_magnification: float
     max_rounds: int
     theta_e_weighting: Literal["theta_e", "uniform"]  # lines drawn prop. to theta_E (the paper) or flat in theta_E
+    isolated_fraction: float  # mocks lensed by the member's own mass + external shear, without the cluster
+    isolated_shear_range: tuple[float, float]  # external shear of an isolated member (one draw per member)
     sources: SourcePopulationConfig
     visibility: VisibilityConfig
 
