@@ -97,7 +97,8 @@ def candidate_table(conn):
     t["G_first"] = np.array([s[0] for s in first])
     t["G_first_std"] = np.array([s[1] for s in first])
     t["forwarded"] = np.array([grading.forwarded(*s) for s in first], dtype=bool)
-    t["grade_class"] = np.array([grading.grade_class(s[0]) for s in stats], dtype="<U1")
+    # "none" rather than "": an empty string reads back from ECSV as a masked value
+    t["grade_class"] = np.array([grading.grade_class(s[0]) or "none" for s in stats], dtype="<U4")
     t["off_center_votes"] = off
     t["overdensity_votes"] = dense
     descriptions = {
@@ -113,7 +114,7 @@ def candidate_table(conn):
         "G_first": "mean grade of the first multiclass round",
         "G_first_std": "standard deviation of the first multiclass round's grades",
         "forwarded": "forwarded to the second team: G_first > 1, or G_first <= 1 with G_first_std > 0.75",
-        "grade_class": "A (G >= 2.5), B (1.5 <= G < 2.5) or empty",
+        "grade_class": "A (G >= 2.5), B (1.5 <= G < 2.5) or none",
         "off_center_votes": "number of graders who flagged the lens as off-centre",
         "overdensity_votes": "number of graders who voted for an overdense environment",
     }
