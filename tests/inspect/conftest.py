@@ -129,6 +129,7 @@ def browser(tmp_path_factory):
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1000"):
         options.add_argument(flag)
+    options.page_load_strategy = "eager"  # the page is usable before its stamps have loaded
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
     yield driver
