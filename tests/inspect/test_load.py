@@ -42,6 +42,7 @@ def test_eight_graders_at_once_lose_no_grade(tmp_path, inputs, serve):
                         errors.append(f"{name} {pos}: {r.status_code} {r.text}")
                     mine[pos] = value
             sent[name] = mine
+            session.close()
         except Exception as exc:  # reported below, with the grader's name
             errors.append(f"{name}: {exc!r}")
 

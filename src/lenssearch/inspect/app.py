@@ -340,6 +340,8 @@ def serve(folder: str | Path, port: int = 8765, host: str = "127.0.0.1", ready=N
 
     app = create_app(folder)
     server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
+    # stopping must not wait for the browsers' idle keep-alive connections (socketserver joins every thread)
+    server.block_on_close = False
     if ready is not None:
         ready(server.server_port)
     try:
