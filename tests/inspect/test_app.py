@@ -160,3 +160,24 @@ def test_the_app_stays_responsive_with_ten_thousand_candidates(tmp_path, inputs)
     timings["admin"] = time.perf_counter() - start
     assert max(timings[k] for k in ("home", "page", "resume", "grade")) < 0.5, timings
     assert timings["admin"] < 5.0, timings
+
+
+def test_the_modeling_networks_overlay_and_a_replaced_link(graded_app):
+    app, folder, tokens = graded_app
+    alice = _login(app, tokens["alice"])
+    with store.opened(folder) as conn:
+        rows = conn.execute(
+            """SELECT a.position, c.extra FROM assignments a JOIN candidates c ON c.id = a.candidate_id
+               JOIN graders g ON g.id = a.grader_id WHERE g.name = 'alice' AND a.round_id = 2""").fetchall()
+    with_model = [r["position"] for r in rows if '"model_theta_e_arcsec": 1.2' in r["extra"]]
+    without = [r["position"] for r in rows if '"model_theta_e_arcsec": null' in r["extra"]]
+    assert with_model and without
+    page = alice.get(f"/round/2/{with_model[0]}").text
+    # the synthetic model: centre 0.2" East of the stamp's centre, theta_E = 1.2" +- 0.15"
+    assert 'viewBox="-5 -5 10 10"' in page and re.search(r'translate\(-0\.(1999|2000),-?0\.0000\)', page)
+    assert '<circle r="1.2000" fill="none" stroke="lime"' in page
+    assert '<circle r="1.3500"' in page and '<circle r="1.0500"' in page
+    assert 'id="overlay"' not in alice.get(f"/round/2/{without[0]}").text
+    new = store.new_link(folder, "alice")
+    assert app.test_client().get(f"/login/{tokens['alice']}").status_code == 403
+    assert app.test_client().get(f"/login/{new}").status_code == 302

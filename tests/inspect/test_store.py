@@ -143,3 +143,24 @@ def test_export_has_every_graders_grades_and_the_aggregates(inspection, tmp_path
     assert len(runs) == 1
     assert runs[0].data.metrics["n_grade_A"] == metrics["n_grade_A"]
     assert "fleiss_kappa_multi" in runs[0].data.metrics
+
+
+def test_a_grader_counts_once_per_candidate_in_the_mean_grade(inspection):
+    folder, _ = inspection
+    store.add_round(folder, "multi", "multiclass")
+    store.assign(folder, "multi", 3, 0)
+    with store.opened(folder) as conn:
+        gid = {r["name"]: r["id"] for r in conn.execute("SELECT id, name FROM graders")}
+        for name, grade in (("alice", 3), ("bob", 3), ("carol", 0)):
+            for pos in range(12):
+                store.record_grade(conn, 1, gid[name], pos, grade)
+    store.add_round(folder, "second", "second_team", from_round="multi")
+    store.assign(folder, "second", 1, 0, graders=["carol"])  # carol again, on what was forwarded
+    with store.opened(folder) as conn:
+        for pos in range(12):
+            store.record_grade(conn, 2, gid["carol"], pos, 3)  # she changed her mind
+        table = aggregate.candidate_table(conn)
+    search = table[~table["calibration"]]
+    assert list(search["n_grades"]) == [3] * 12
+    assert np.allclose(search["G"], 3.0) and np.allclose(search["G_first"], 2.0)
+    assert list(search["grade_class"]) == ["A"] * 12 and all(search["forwarded"])

@@ -52,8 +52,9 @@ def candidate_table(conn):
     n = len(cands)
     binary = {g: np.full(n, -1, dtype=int) for g in graders}
     multi = {g: np.full(n, -1, dtype=int) for g in graders}
-    all_grades: list[list[int]] = [[] for _ in range(n)]
-    first_grades: list[list[int]] = [[] for _ in range(n)]
+    # per candidate, grader -> grade: a grader who graded a candidate in two rounds counts once (the later grade)
+    all_grades: list[dict[str, int]] = [{} for _ in range(n)]
+    first_grades: list[dict[str, int]] = [{} for _ in range(n)]
     off = np.zeros(n, dtype=int)
     dense = np.zeros(n, dtype=int)
     first_round = conn.execute("SELECT MIN(id) FROM rounds WHERE kind = 'multiclass'").fetchone()[0]
@@ -70,9 +71,9 @@ def candidate_table(conn):
         else:
             multi[r["grader"]][i] = r["grade"]
             if r["kind"] != "calibration":
-                all_grades[i].append(r["grade"])
+                all_grades[i][r["grader"]] = r["grade"]
                 if r["round_id"] == first_round:
-                    first_grades[i].append(r["grade"])
+                    first_grades[i][r["grader"]] = r["grade"]
     t = Table()
     t["id"] = [c["name"] for c in cands]
     t["ra"] = np.array([c["ra"] for c in cands]) * u.deg
@@ -89,8 +90,8 @@ def candidate_table(conn):
         t[f"grade_{g}"] = MaskedColumn(multi[g], mask=multi[g] < 0, dtype=int)
         t[f"grade_{g}"].description = (f"grade of grader {g}: 0 no lens, 1 possible, 2 probable, 3 definite "
                                        "(calibration systems: the calibration grade; masked: not graded)")
-    stats = [grading.mean_and_std(v) for v in all_grades]
-    first = [grading.mean_and_std(v) for v in first_grades]
+    stats = [grading.mean_and_std(v.values()) for v in all_grades]
+    first = [grading.mean_and_std(v.values()) for v in first_grades]
     t["n_grades"] = np.array([len(v) for v in all_grades], dtype=int)
     t["G"] = np.array([s[0] for s in stats])
     t["G_std"] = np.array([s[1] for s in stats])
@@ -108,7 +109,7 @@ def candidate_table(conn):
         "calibration": "a system of known class shown in the calibration round",
         "truth": "calibration truth: 1 lens, 0 non-lens (masked for search candidates)",
         "origin": "search, or for calibration systems known / planted / non-lens",
-        "n_grades": "number of multi-class grades (multiclass and second-team rounds)",
+        "n_grades": "number of graders who gave a multi-class grade (multiclass and second-team rounds)",
         "G": "mean grade of all multi-class grades (HOLISMOKES XVI Sect. 4)",
         "G_std": "population standard deviation of those grades",
         "G_first": "mean grade of the first multiclass round",

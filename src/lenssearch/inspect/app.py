@@ -209,10 +209,6 @@ def create_app(folder: str | Path, prerender_next: bool = True):
                       scaling_names=stamps.SCALING_NAMES, nonce=nonce(), csrf=session["csrf"],
                       extra={k: v for k, v in extra.items() if k.startswith("score_")}, title=meta["title"])
 
-    @app.get("/round/<int:round_id>/done")
-    def round_done(round_id):
-        return redirect("/")
-
     @app.get("/api/round/<int:round_id>")
     def api_round(round_id):
         user = grader()
@@ -390,10 +386,10 @@ PAGE_CANDIDATE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>{{ r
 <div>
 <div class="panel"><img id="img-stamp10" class="big" src="/img/{{ row['candidate_id'] }}/stamp10_lupton.png" alt="10 arcsec stamp">
 {% if overlay %}<svg class="overlay" id="overlay" width="400" height="400" viewBox="-5 -5 10 10">
-<g transform="translate({{ -overlay['east'] }},{{ -overlay['north'] }})">
-{% if overlay['sigma'] > 0 %}<circle r="{{ overlay['theta_e'] + overlay['sigma'] }}" fill="none" stroke="white" stroke-width="0.03" stroke-dasharray="0.1"/>
-{% if overlay['theta_e'] > overlay['sigma'] %}<circle r="{{ overlay['theta_e'] - overlay['sigma'] }}" fill="none" stroke="white" stroke-width="0.03" stroke-dasharray="0.1"/>{% endif %}{% endif %}
-<circle r="{{ overlay['theta_e'] }}" fill="none" stroke="lime" stroke-width="0.05"/>
+<g transform="translate({{ '%.4f' % -overlay['east'] }},{{ '%.4f' % -overlay['north'] }})">
+{% if overlay['sigma'] > 0 %}<circle r="{{ '%.4f' % (overlay['theta_e'] + overlay['sigma']) }}" fill="none" stroke="white" stroke-width="0.03" stroke-dasharray="0.1"/>
+{% if overlay['theta_e'] > overlay['sigma'] %}<circle r="{{ '%.4f' % (overlay['theta_e'] - overlay['sigma']) }}" fill="none" stroke="white" stroke-width="0.03" stroke-dasharray="0.1"/>{% endif %}{% endif %}
+<circle r="{{ '%.4f' % overlay['theta_e'] }}" fill="none" stroke="lime" stroke-width="0.05"/>
 <circle r="0.08" fill="lime"/></g></svg>{% endif %}
 <div class="cap">10&Prime;{% if overlay %}: lens centre and &theta;<sub>E</sub> = {{ '%.2f' % overlay['theta_e'] }}&Prime;
 &plusmn; {{ '%.2f' % overlay['sigma'] }} (modeling network){% endif %}</div></div>

@@ -1,10 +1,10 @@
 """``lenssearch inspect ...``: the organiser's verbs of the visual inspection (a typer sub-app of ``lenssearch``).
 
 ``init`` creates the inspection folder from the search's candidates and field; ``add-grader`` prints a grader's
-personal link; ``add-calibration`` adds systems of known class; ``add-round`` and ``assign`` create a round and
-its balanced, seeded assignments; ``render`` pre-renders the stamps; ``serve`` runs the web app on 127.0.0.1;
-``export`` writes the graded catalogue (ECSV) and logs a summary to MLflow; ``demo`` sets up and serves the demo.
-Heavy imports happen inside the verbs.
+personal link (``new-link`` replaces a lost one); ``add-calibration`` adds systems of known class; ``add-round``
+and ``assign`` create a round and its balanced, seeded assignments; ``render`` pre-renders the stamps; ``serve``
+runs the web app on 127.0.0.1; ``export`` writes the graded catalogue (ECSV) and logs a summary to MLflow;
+``demo`` sets up and serves the demo. Heavy imports happen inside the verbs.
 """
 
 from __future__ import annotations
@@ -52,6 +52,16 @@ def add_grader_cmd(folder: FolderArg, name: Annotated[str, typer.Argument(help="
     from lenssearch.inspect import store
 
     token = store.add_grader(folder, name)
+    typer.echo(f"{name} /login/{token}")
+
+
+@inspect_app.command("new-link")
+@verb
+def new_link_cmd(folder: FolderArg, name: Annotated[str, typer.Argument(help="A grader's name, or organiser.")]) -> None:
+    """Replace a grader's (or the organiser's) personal link, e.g. one that was lost; the old one stops working."""
+    from lenssearch.inspect import store
+
+    token = store.new_link(folder, name)
     typer.echo(f"{name} /login/{token}")
 
 

@@ -236,6 +236,8 @@ def init_inspection(folder: str | Path, candidates: str | Path, field: str | Pat
 
 
 def _plain(value):
+    if value is np.ma.masked:
+        return None
     if isinstance(value, (np.bool_, bool)):
         return bool(value)
     if isinstance(value, (np.integer,)):
@@ -256,6 +258,16 @@ def add_grader(folder: str | Path, name: str) -> str:
         if conn.execute("SELECT 1 FROM graders WHERE name = ?", (name,)).fetchone():
             raise LensSearchError(f"grader '{name}' exists already")
         conn.execute("INSERT INTO graders (name, token_sha256) VALUES (?, ?)", (name, token_hash(token)))
+    return token
+
+
+def new_link(folder: str | Path, name: str) -> str:
+    """A new personal token for a grader (or ``organiser``); the old link stops working. Returns the token."""
+    token = secrets.token_urlsafe(24)
+    with opened(folder) as conn, transaction(conn):
+        found = conn.execute("UPDATE graders SET token_sha256 = ? WHERE name = ?", (token_hash(token), name))
+        if found.rowcount != 1:
+            raise LensSearchError(f"no grader '{name}'")
     return token
 
 
