@@ -120,6 +120,9 @@ def test_graders_grade_with_the_keyboard_and_the_export_matches(inspection, serv
     # ---- the organiser's export matches what was clicked
     driver.delete_all_cookies()
     _open(driver, f"{server.url}/login/{tokens['organiser']}")
+    aggregates = {line.split()[0]: line for line in driver.find_element(By.ID, "aggregates").text.splitlines()[1:]}
+    assert set(aggregates) >= {v[3] for v in stored.values()}
+    assert "1 / 2" in aggregates[stored[0][3]]  # alice yes, bob no
     progress = driver.find_element(By.ID, "progress").text
     assert "bin binary alice 5 / 12" in progress and "bin binary bob 1 / 12" in progress
     text = driver.execute_async_script(

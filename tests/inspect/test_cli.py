@@ -1,6 +1,7 @@
 """``lenssearch inspect ...``: the organiser's verbs, bad input as one line and exit 2, export with MLflow."""
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -59,11 +60,19 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, inputs):
         (("serve", tmp_path / "nowhere"), "not an inspection folder"),
         (("demo", "--out", tmp_path / "d", "--no-serve"), "give --candidates and --field"),
     ]
-    for k, (args, message) in enumerate(cases):
-        r = _subprocess(*args) if k == 0 else _run(*args)
-        assert r.returncode == 2, (args, r.stdout, r.stderr)
-        assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
-        assert r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
+    folder = tmp_path / "insp"
+    _run("init", folder, "--candidates", inputs["candidates"], "--field", inputs["field"])
+    with socket.socket() as busy:  # a port that is taken
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        cases.append((("serve", folder, "--port", busy.getsockname()[1]), "cannot serve on 127.0.0.1:"))
+        cases.append((("assign", folder, "nothing"), "no round 'nothing'"))
+        cases.append((("add-round", folder, "r", "--kind", "final"), "round kind 'final' is not one of"))
+        for k, (args, message) in enumerate(cases):
+            r = _subprocess(*args) if k == 0 else _run(*args)
+            assert r.returncode == 2, (args, r.stdout, r.stderr)
+            assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
+            assert r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_demo_sets_up_two_graders(tmp_path):

@@ -92,6 +92,9 @@ def candidate_table(conn):
                                        "(calibration systems: the calibration grade; masked: not graded)")
     stats = [grading.mean_and_std(v.values()) for v in all_grades]
     first = [grading.mean_and_std(v.values()) for v in first_grades]
+    votes = np.column_stack([binary[g] for g in graders]) if graders else np.full((n, 0), -1)
+    t["n_binary"] = np.sum(votes >= 0, axis=1)
+    t["binary_yes"] = np.sum(votes == 1, axis=1)
     t["n_grades"] = np.array([len(v) for v in all_grades], dtype=int)
     t["G"] = np.array([s[0] for s in stats])
     t["G_std"] = np.array([s[1] for s in stats])
@@ -109,6 +112,8 @@ def candidate_table(conn):
         "calibration": "a system of known class shown in the calibration round",
         "truth": "calibration truth: 1 lens, 0 non-lens (masked for search candidates)",
         "origin": "search, or for calibration systems known / planted / non-lens",
+        "n_binary": "number of binary votes",
+        "binary_yes": "number of 'yes' binary votes (one forwards the candidate to the multi-class round)",
         "n_grades": "number of graders who gave a multi-class grade (multiclass and second-team rounds)",
         "G": "mean grade of all multi-class grades (HOLISMOKES XVI Sect. 4)",
         "G_std": "population standard deviation of those grades",

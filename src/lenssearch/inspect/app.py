@@ -30,6 +30,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from lenssearch.errors import LensSearchError
 from lenssearch.inspect import aggregate, grading, stamps, store
 
@@ -273,17 +275,21 @@ def create_app(folder: str | Path, prerender_next: bool = True):
         organiser()
         conn = db()
         table = aggregate.candidate_table(conn)
-        order = [i for i in sorted(range(len(table)), key=lambda i: -_finite(table["G"][i])) if table["n_grades"][i] > 0]
+        graded = np.flatnonzero((np.asarray(table["n_grades"]) > 0) | (np.asarray(table["n_binary"]) > 0))
+        # by mean grade, then by 'yes' votes of the binary round
+        order = graded[np.lexsort((-np.asarray(table["binary_yes"])[graded],
+                                   -np.nan_to_num(np.asarray(table["G"], float)[graded], nan=-1.0)))].tolist()
         page = max(int(request.args.get("page", 0) or 0), 0)
         shown = order[page * 100:(page + 1) * 100]
         rows = [{"id": table["id"][i], "score": float(table["score"][i]), "G": float(table["G"][i]),
                  "std": float(table["G_std"][i]), "n": int(table["n_grades"][i]), "cls": table["grade_class"][i],
                  "fwd": bool(table["forwarded"][i]), "off": int(table["off_center_votes"][i]),
-                 "dense": int(table["overdensity_votes"][i])} for i in shown]
+                 "dense": int(table["overdensity_votes"][i]),
+                 "yes": f"{int(table['binary_yes'][i])} / {int(table['n_binary'][i])}"} for i in shown]
         metrics = aggregate.summary_metrics(table)
         return render(PAGE_ADMIN, progress=aggregate.progress(conn), kappas=table.meta["fleiss_kappa"],
                       agreement=table.meta["calibration_agreement"], rows=rows, metrics=metrics, page=page,
-                      pages=(len(order) + 99) // 100, title=meta["title"], csrf=session["csrf"])
+                      pages=max((len(order) + 99) // 100, 1), title=meta["title"], csrf=session["csrf"])
 
     @app.get("/admin/export.ecsv")
     def admin_export():
@@ -298,13 +304,6 @@ def create_app(folder: str | Path, prerender_next: bool = True):
         return response
 
     return app
-
-
-def _finite(v) -> float:
-    import math
-
-    v = float(v)
-    return v if math.isfinite(v) else -1.0
 
 
 def model_overlay(extra: dict, ra: float, dec: float) -> dict | None:
@@ -334,8 +333,20 @@ def serve(folder: str | Path, port: int = 8765, host: str = "127.0.0.1", ready=N
         def log_request(self, *args, **kwargs):  # request lines would log the graders' login tokens
             pass
 
+    import socket
+
+    # werkzeug prints its own message and exits when the port is taken: check first, to say it in one line
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise LensSearchError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
     app = create_app(folder)
-    server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
+    try:
+        server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
+    except (OSError, SystemExit) as exc:
+        raise LensSearchError(f"cannot serve on {host}:{port}: {exc}") from None
     # stopping must not wait for the browsers' idle keep-alive connections (socketserver joins every thread)
     server.block_on_close = False
     if ready is not None:
@@ -469,9 +480,9 @@ PAGE_ADMIN = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>organise
 <h3>Calibration: agreement with the truth</h3><table><tr><th>grader</th><th>correct</th><th>lenses found</th></tr>
 {% for name, a in agreement.items() %}<tr><td>{{ name }}</td><td>{{ a['correct'] }} / {{ a['n'] }}</td>
 <td>{{ a['lenses_found'] }} / {{ a['lenses'] }}</td></tr>{% endfor %}</table>
-<h2>Candidates by mean grade (page {{ page + 1 }} of {{ pages }})</h2>
-<table id="aggregates"><tr><th>id</th><th>score</th><th>G</th><th>std</th><th>n</th><th>class</th><th>forwarded</th><th>off-centre</th><th>overdensity</th></tr>
-{% for r in rows %}<tr><td>{{ r['id'] }}</td><td>{{ '%.3f' % r['score'] }}</td><td>{{ '%.2f' % r['G'] }}</td><td>{{ '%.2f' % r['std'] }}</td>
+<h2>Graded candidates by mean grade (page {{ page + 1 }} of {{ pages }})</h2>
+<table id="aggregates"><tr><th>id</th><th>score</th><th>binary yes</th><th>G</th><th>std</th><th>n</th><th>class</th><th>forwarded</th><th>off-centre</th><th>overdensity</th></tr>
+{% for r in rows %}<tr><td>{{ r['id'] }}</td><td>{{ '%.3f' % r['score'] }}</td><td>{{ r['yes'] }}</td><td>{{ '%.2f' % r['G'] }}</td><td>{{ '%.2f' % r['std'] }}</td>
 <td>{{ r['n'] }}</td><td>{{ r['cls'] }}</td><td>{{ 'yes' if r['fwd'] else '' }}</td><td>{{ r['off'] }}</td><td>{{ r['dense'] }}</td></tr>{% endfor %}</table>
 {% if page > 0 %}<a href="/admin?page={{ page - 1 }}">previous</a>{% endif %} {% if page + 1 < pages %}<a href="/admin?page={{ page + 1 }}">next</a>{% endif %}
 <form method="post" action="/logout"><input type="hidden" name="csrf_token" value="{{ csrf }}"><button class="btn">log out</button></form>
