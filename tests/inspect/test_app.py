@@ -54,7 +54,8 @@ def test_csrf_origin_and_grade_validation(graded_app):
     csrf, _ = _csrf(alice, "/round/2/0")
     body = {"round": 2, "position": 0, "grade": 2}
     assert alice.post("/api/grade", json=body).status_code == 403
-    assert alice.post("/api/grade", json=body, headers={"X-CSRF-Token": "forged"}).status_code == 403
+    for forged in ("forged", "f\u00f6rged", csrf[:-1]):
+        assert alice.post("/api/grade", json=body, headers={"X-CSRF-Token": forged.encode("utf-8").decode("latin-1")}).status_code == 403
     cross = alice.post("/api/grade", json=body, headers={"X-CSRF-Token": csrf, "Origin": "http://evil.example"})
     assert cross.status_code == 403 and "cross-site" in cross.json["error"]
     seven = alice.post("/api/grade", json={**body, "grade": 7}, headers={"X-CSRF-Token": csrf})

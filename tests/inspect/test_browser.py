@@ -30,8 +30,9 @@ def _press(driver, *keys):
 
 def _grades(folder, grader, round_name):
     with store.opened(folder) as conn:
-        return {r["position"]: (r["grade"], r["off_center"], r["overdensity"], r["name"]) for r in conn.execute(
-            """SELECT a.position, g.grade, g.off_center, g.overdensity, c.name FROM grades g
+        return {r["position"]: (r["grade"], r["off_center"], r["overdensity"], r["name"], r["model_bad"])
+                for r in conn.execute(
+            """SELECT a.position, g.grade, g.off_center, g.overdensity, g.model_bad, c.name FROM grades g
                JOIN assignments a ON a.round_id = g.round_id AND a.grader_id = g.grader_id
                     AND a.candidate_id = g.candidate_id
                JOIN graders gr ON gr.id = g.grader_id JOIN rounds r ON r.id = g.round_id
@@ -45,6 +46,12 @@ def test_graders_grade_with_the_keyboard_and_the_export_matches(inspection, serv
     store.add_round(folder, "bin", "binary")
     store.assign(folder, "cal", None, 0, graders=["alice", "bob"])
     store.assign(folder, "bin", 2, 0, graders=["alice", "bob"])
+    with store.opened(folder) as conn:  # alice's fifth candidate has the modeling network's prediction
+        conn.execute(
+            """UPDATE candidates SET extra = json_set(extra, '$.model_theta_e_arcsec', 0.9,
+                                                      '$.model_theta_e_sigma_arcsec', 0.1)
+               WHERE id = (SELECT candidate_id FROM assignments a JOIN graders g ON g.id = a.grader_id
+                           WHERE g.name = 'alice' AND a.round_id = 2 AND a.position = 4)""")
     server = serve(folder)
     driver = browser
     driver.delete_all_cookies()
@@ -65,7 +72,8 @@ def test_graders_grade_with_the_keyboard_and_the_export_matches(inspection, serv
     _press(driver, "x")  # linear scaling
     _wait(driver, lambda d: d.find_element(By.ID, "img-stamp10").get_attribute("src").endswith("stamp10_linear.png"))
     assert "chosen" in driver.find_element(By.ID, "scaling-linear").get_attribute("class")
-    _press(driver, "y")
+    assert driver.find_elements(By.ID, "overlay") and driver.find_elements(By.ID, "flag-model")
+    _press(driver, "m", "y")  # m: the model's centre or theta_E is wrong
     _ready(driver, 2, 5)
     _press(driver, Keys.ARROW_LEFT)  # back: her grade is shown, and she changes it
     _ready(driver, 2, 4)
@@ -75,6 +83,7 @@ def test_graders_grade_with_the_keyboard_and_the_export_matches(inspection, serv
     clicked = {0: (1, 0, 0), 1: (0, 0, 0), 2: (1, 1, 0), 3: (0, 0, 1), 4: (0, 0, 0)}
     stored = _grades(folder, "alice", "bin")
     assert {pos: v[:3] for pos, v in stored.items()} == clicked
+    assert [v[4] for pos, v in sorted(stored.items())] == [0, 0, 0, 0, 1]
     # a grade of 7 is refused with a clear message, shown on the page, and nothing is stored
     driver.execute_script("send(7, false)")
     _wait(driver, lambda d: "grade 7 is not allowed" in d.find_element(By.ID, "msg").text)
@@ -103,7 +112,7 @@ def test_graders_grade_with_the_keyboard_and_the_export_matches(inspection, serv
         bob_positions = {r["name"]: r["position"] for r in conn.execute(
             """SELECT c.name, a.position FROM assignments a JOIN candidates c ON c.id = a.candidate_id
                JOIN graders g ON g.id = a.grader_id WHERE g.name = 'bob' AND a.round_id = 2""")}
-    for pos, (_, _, _, name) in stored.items():  # every candidate alice graded is in bob's list too
+    for pos, (_, _, _, name, _) in stored.items():  # every candidate alice graded is in bob's list too
         _open(driver, f"{server.url}/round/2/{bob_positions[name]}")
         _ready(driver, 2, bob_positions[name])
         assert driver.find_element(By.ID, "cand-name").text == name
@@ -129,9 +138,10 @@ def test_graders_grade_with_the_keyboard_and_the_export_matches(inspection, serv
         "const done = arguments[0]; fetch('/admin/export.ecsv').then(r => r.text()).then(done);")
     table = Table.read(text, format="ascii.ecsv")
     rows = {str(r["id"]): r for r in table}
-    for pos, (grade, off, dense, name) in stored.items():
+    for pos, (grade, off, dense, name, model_bad) in stored.items():
         assert rows[name]["binary_alice"] == grade
         assert rows[name]["off_center_votes"] == off and rows[name]["overdensity_votes"] == dense
+        assert rows[name]["model_bad_votes"] == model_bad
     assert rows[stored[0][3]]["binary_bob"] == 0
     graded_by_alice = {v[3] for v in stored.values()}
     not_graded = [i for i, r in enumerate(table) if str(r["id"]) not in graded_by_alice]

@@ -5,7 +5,7 @@ the candidate's id, RA, Dec, score, every grader's binary vote (``binary_<grader
 (``grade_<grader>``; masked where the grader did not grade it), the number of multi-class grades, ``G`` (mean of
 all multi-class grades of the multiclass and second-team rounds, as HOLISMOKES XVI average all eight graders),
 ``G_std``, ``G_first`` and ``forwarded`` (the first multi-class round's mean and the forwarding rule), the class
-(A/B), the off-centre and overdensity votes. The table's meta holds Fleiss' kappa per round and the calibration
+(A/B), the off-centre, overdensity and model-mis-predicted votes. The table's meta holds Fleiss' kappa per round and the calibration
 agreement of each grader.
 """
 
@@ -57,15 +57,17 @@ def candidate_table(conn):
     first_grades: list[dict[str, int]] = [{} for _ in range(n)]
     off = np.zeros(n, dtype=int)
     dense = np.zeros(n, dtype=int)
+    model_bad = np.zeros(n, dtype=int)
     first_round = conn.execute("SELECT MIN(id) FROM rounds WHERE kind = 'multiclass'").fetchone()[0]
     for r in conn.execute(
-        """SELECT g.candidate_id, g.grade, g.off_center, g.overdensity, g.round_id, r.kind, gr.name AS grader
+        """SELECT g.candidate_id, g.grade, g.off_center, g.overdensity, g.model_bad, g.round_id, r.kind, gr.name AS grader
            FROM grades g JOIN rounds r ON r.id = g.round_id JOIN graders gr ON gr.id = g.grader_id
            ORDER BY g.round_id"""
     ):
         i = index[r["candidate_id"]]
         off[i] += r["off_center"]
         dense[i] += r["overdensity"]
+        model_bad[i] += r["model_bad"]
         if r["kind"] == "binary":
             binary[r["grader"]][i] = r["grade"]
         else:
@@ -105,6 +107,7 @@ def candidate_table(conn):
     t["grade_class"] = np.array([grading.grade_class(s[0]) or "none" for s in stats], dtype="<U4")
     t["off_center_votes"] = off
     t["overdensity_votes"] = dense
+    t["model_bad_votes"] = model_bad
     descriptions = {
         "id": "candidate id (calibration systems: cal-<id>)",
         "ra": "right ascension (ICRS)", "dec": "declination (ICRS)",
@@ -123,6 +126,7 @@ def candidate_table(conn):
         "grade_class": "A (G >= 2.5), B (1.5 <= G < 2.5) or none",
         "off_center_votes": "number of graders who flagged the lens as off-centre",
         "overdensity_votes": "number of graders who voted for an overdense environment",
+        "model_bad_votes": "number of graders who found the modeling network's centre or Einstein radius wrong",
     }
     for name, text in descriptions.items():
         t[name].description = text

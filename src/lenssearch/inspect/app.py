@@ -7,9 +7,9 @@ Routes
 - ``GET /``: the grader's rounds with their progress and a link that resumes at the first ungraded candidate;
   after a complete calibration round, the grader's own agreement with the truth.
 - ``GET /round/<round>/<position>``: the page of one candidate of the grader's own list (keyboard: 0-3 grades,
-  y/n, f off-centre, e overdensity, z/x/c scalings, left/right back and next).
+  y/n, f off-centre, e overdensity, m model mis-predicted, z/x/c scalings, left/right back and next).
 - ``GET /api/round/<round>``: the grader's own progress and grades (JSON). ``POST /api/grade``: store a grade
-  (JSON ``{round, position, grade, off_center, overdensity}``; header ``X-CSRF-Token``).
+  (JSON ``{round, position, grade, off_center, overdensity, model_bad}``; header ``X-CSRF-Token``).
 - ``GET /img/<candidate>/<kind>.png``: a cached stamp, only of a candidate assigned to the grader.
 - ``GET /admin``, ``GET /admin/export.ecsv``: the organiser's progress, agreement, aggregates and export.
 - ``POST /logout``.
@@ -111,7 +111,7 @@ def create_app(folder: str | Path, prerender_next: bool = True):
             return
         sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
         expected = session.get("csrf", "")
-        if not expected or not hmac.compare_digest(str(sent), str(expected)):
+        if not expected or not hmac.compare_digest(str(sent).encode(), str(expected).encode()):
             fail(403, "missing or wrong CSRF token: reload the page")
         origin = request.headers.get("Origin")
         if origin and origin != request.host_url.rstrip("/"):
@@ -205,6 +205,7 @@ def create_app(folder: str | Path, prerender_next: bool = True):
         scale = grading.scale_of(rnd["kind"])
         state = {"round": round_id, "position": position, "n": info["n"], "grade": row["grade"],
                  "off_center": bool(row["off_center"]), "overdensity": bool(row["overdensity"]),
+                 "model_bad": bool(row["model_bad"]),
                  "scale": scale, "candidate": row["candidate_id"]}
         return render(PAGE_CANDIDATE, row=row, rnd=rnd, info=info, user=user, state=state, overlay=overlay,
                       scale=scale, grades=grading.SCALES[scale], bands=meta["bands"], scalings=stamps.SCALINGS,
@@ -226,12 +227,12 @@ def create_app(folder: str | Path, prerender_next: bool = True):
         user = grader()
         data = request.get_json(silent=True)
         if not isinstance(data, dict):
-            fail(400, "expected a JSON object {round, position, grade, off_center, overdensity}")
+            fail(400, "expected a JSON object {round, position, grade, off_center, overdensity, model_bad}")
         try:
             round_id, position = int(data["round"]), int(data["position"])
         except (KeyError, TypeError, ValueError):
             fail(400, "'round' and 'position' must be integers")
-        for flag in ("off_center", "overdensity"):
+        for flag in ("off_center", "overdensity", "model_bad"):
             if not isinstance(data.get(flag, False), bool):
                 fail(400, f"'{flag}' must be true or false")
         seconds = data.get("seconds")
@@ -241,7 +242,8 @@ def create_app(folder: str | Path, prerender_next: bool = True):
             fail(400, "no 'grade'")
         try:
             candidate = store.record_grade(db(), round_id, user["id"], position, data["grade"],
-                                           data.get("off_center", False), data.get("overdensity", False), seconds)
+                                           data.get("off_center", False), data.get("overdensity", False), seconds,
+                                           data.get("model_bad", False))
         except LensSearchError as exc:
             fail(400, str(exc))
         n = db().execute("SELECT COUNT(*) FROM assignments WHERE round_id = ? AND grader_id = ?",
@@ -415,11 +417,13 @@ PAGE_CANDIDATE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>{{ r
 <kbd>{{ k if scale == 'multiclass' else ('y' if k == 1 else 'n') }}</kbd> {{ v }}</button>{% endfor %}
 <button class="btn{{ ' on' if row['off_center'] }}" id="flag-off"><kbd>f</kbd> off-centre</button>
 <button class="btn{{ ' on' if row['overdensity'] }}" id="flag-dense"><kbd>e</kbd> overdensity</button>
+{% if overlay %}<button class="btn{{ ' on' if row['model_bad'] }}" id="flag-model"><kbd>m</kbd> model wrong</button>{% endif %}
 <button class="btn" id="back"><kbd>&larr;</kbd> back</button><button class="btn" id="next"><kbd>&rarr;</kbd> next</button></div>
 <div>your grade: <b id="own-grade">{{ row['grade'] if row['grade'] is not none else '-' }}</b></div>
 <div id="msg"></div>
 <div class="cap">Keys: {{ '0-3 grade' if scale == 'multiclass' else 'y yes, n no' }} (saves and moves on), f off-centre,
-e overdensity, z/x/c scalings, &larr;/&rarr; back/next.</div>
+e overdensity,{% if overlay %} m lens centre or &theta;<sub>E</sub> of the model wrong,{% endif %} z/x/c scalings,
+&larr;/&rarr; back/next.</div>
 <script nonce="{{ nonce }}">
 const S = {{ state|tojson }};
 const csrf = document.querySelector('meta[name=csrf-token]').content;
@@ -430,11 +434,13 @@ function mark() {
   document.querySelectorAll('.grade').forEach(b => b.classList.toggle('chosen', Number(b.dataset.grade) === S.grade));
   document.getElementById('flag-off').classList.toggle('on', S.off_center);
   document.getElementById('flag-dense').classList.toggle('on', S.overdensity);
+  const model = document.getElementById('flag-model');
+  if (model) { model.classList.toggle('on', S.model_bad); }
   document.getElementById('own-grade').textContent = S.grade === null ? '-' : S.grade;
 }
 async function send(grade, advance) {
   const body = {round: S.round, position: S.position, grade: grade, off_center: S.off_center,
-                overdensity: S.overdensity, seconds: (Date.now() - started) / 1000};
+                overdensity: S.overdensity, model_bad: S.model_bad, seconds: (Date.now() - started) / 1000};
   const r = await fetch('/api/grade', {method: 'POST', credentials: 'same-origin',
     headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf}, body: JSON.stringify(body)});
   const j = await r.json();
@@ -451,6 +457,7 @@ function scaling(s) {
 function toggle(flag) { S[flag] = !S[flag]; mark(); if (S.grade !== null) { send(S.grade, false); } }
 const keys = {ArrowLeft: () => go(S.position - 1), ArrowRight: () => go(S.position + 1),
   f: () => toggle('off_center'), e: () => toggle('overdensity'),
+  m: () => { if (document.getElementById('flag-model')) { toggle('model_bad'); } },
   z: () => scaling('lupton'), x: () => scaling('linear'), c: () => scaling('sqrt')};
 if (S.scale === 'multiclass') { for (const k of ['0', '1', '2', '3']) { keys[k] = () => send(Number(k), true); } }
 else { keys.y = () => send(1, true); keys.n = () => send(0, true); keys['1'] = keys.y; keys['0'] = keys.n; }
@@ -462,6 +469,9 @@ document.querySelectorAll('.grade').forEach(b => b.addEventListener('click', () 
 document.querySelectorAll('.scaling').forEach(b => b.addEventListener('click', () => scaling(b.dataset.scaling)));
 document.getElementById('flag-off').addEventListener('click', () => toggle('off_center'));
 document.getElementById('flag-dense').addEventListener('click', () => toggle('overdensity'));
+if (document.getElementById('flag-model')) {
+  document.getElementById('flag-model').addEventListener('click', () => toggle('model_bad'));
+}
 document.getElementById('back').addEventListener('click', () => go(S.position - 1));
 document.getElementById('next').addEventListener('click', () => go(S.position + 1));
 document.body.dataset.ready = '1';

@@ -4,7 +4,9 @@ An *inspection folder* holds the database and ``cache/`` (the rendered stamps). 
 (copied from the search's ``candidates.ecsv`` at ``init``, plus the calibration systems of known class), the
 graders (a personal token each, stored as its SHA-256 only), the rounds (``calibration``, ``binary``,
 ``multiclass``, ``second_team``), the assignments (one row per round, grader and candidate, with the grader's
-order) and the grades (at most one per round, grader and candidate: a ``UNIQUE`` constraint, re-grading replaces).
+order) and the grades (at most one per round, grader and candidate: a ``UNIQUE`` constraint, re-grading replaces),
+each with the grader's flags: lens off-centre, overdense environment, the modeling network's centre or Einstein
+radius mis-predicted (HOLISMOKES XVI Sect. 4.2).
 
 Every function opens its own connection (:func:`connect`), so the threads of the web server never share one; writes
 take the database's write lock at once (``BEGIN IMMEDIATE``) and wait up to 30 s for it.
@@ -73,6 +75,7 @@ CREATE TABLE IF NOT EXISTS grades (
     grade INTEGER NOT NULL CHECK (grade BETWEEN 0 AND 3),
     off_center INTEGER NOT NULL DEFAULT 0 CHECK (off_center IN (0, 1)),
     overdensity INTEGER NOT NULL DEFAULT 0 CHECK (overdensity IN (0, 1)),
+    model_bad INTEGER NOT NULL DEFAULT 0 CHECK (model_bad IN (0, 1)),
     seconds REAL,
     updated REAL NOT NULL,
     UNIQUE (round_id, grader_id, candidate_id)
@@ -439,7 +442,7 @@ def assignment_at(conn: sqlite3.Connection, round_id: int, grader_id: int, posit
     """The grader's assignment at ``position`` in a round, with the candidate and the grader's own grade."""
     return conn.execute(
         """SELECT a.id AS assignment_id, a.position, a.candidate_id, c.name, c.ra, c.dec, c.score, c.extra,
-                  c.calibration, g.grade, g.off_center, g.overdensity
+                  c.calibration, g.grade, g.off_center, g.overdensity, g.model_bad
            FROM assignments a JOIN candidates c ON c.id = a.candidate_id
            LEFT JOIN grades g ON g.round_id = a.round_id AND g.grader_id = a.grader_id AND g.candidate_id = a.candidate_id
            WHERE a.round_id = ? AND a.grader_id = ? AND a.position = ?""",
@@ -448,7 +451,8 @@ def assignment_at(conn: sqlite3.Connection, round_id: int, grader_id: int, posit
 
 
 def record_grade(conn: sqlite3.Connection, round_id: int, grader_id: int, position: int, grade,
-                 off_center: bool = False, overdensity: bool = False, seconds: float | None = None) -> int:
+                 off_center: bool = False, overdensity: bool = False, seconds: float | None = None,
+                 model_bad: bool = False) -> int:
     """Store (or replace) the grader's grade of their assignment at ``position``; returns the candidate id.
 
     Raises
@@ -468,12 +472,14 @@ def record_grade(conn: sqlite3.Connection, round_id: int, grader_id: int, positi
         if found is None:
             raise LensSearchError(f"no assignment at position {position} of round {round_id} for this grader")
         conn.execute(
-            """INSERT INTO grades (round_id, grader_id, candidate_id, grade, off_center, overdensity, seconds, updated)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            """INSERT INTO grades (round_id, grader_id, candidate_id, grade, off_center, overdensity, model_bad,
+                                   seconds, updated)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (round_id, grader_id, candidate_id) DO UPDATE SET grade = excluded.grade,
-                 off_center = excluded.off_center, overdensity = excluded.overdensity,
+                 off_center = excluded.off_center, overdensity = excluded.overdensity, model_bad = excluded.model_bad,
                  seconds = excluded.seconds, updated = excluded.updated""",
             (round_id, grader_id, found["candidate_id"], value, int(bool(off_center)), int(bool(overdensity)),
+             int(bool(model_bad)),
              seconds, time.time()),
         )
     return int(found["candidate_id"])
@@ -520,7 +526,7 @@ def calibration_agreement(conn: sqlite3.Connection, grader_id: int | None = None
 def own_grades(conn: sqlite3.Connection, round_id: int, grader_id: int) -> list[dict]:
     """A grader's own grades in a round (never another grader's)."""
     return [dict(r) for r in conn.execute(
-        """SELECT a.position, c.name AS candidate, g.grade, g.off_center, g.overdensity
+        """SELECT a.position, c.name AS candidate, g.grade, g.off_center, g.overdensity, g.model_bad
            FROM grades g JOIN assignments a ON a.round_id = g.round_id AND a.grader_id = g.grader_id
                 AND a.candidate_id = g.candidate_id JOIN candidates c ON c.id = g.candidate_id
            WHERE g.round_id = ? AND g.grader_id = ? ORDER BY a.position""",
