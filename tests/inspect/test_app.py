@@ -118,7 +118,13 @@ def test_no_file_outside_the_inspection_folder(graded_app, tmp_path):
             "SELECT id FROM candidates WHERE id NOT IN (SELECT candidate_id FROM assignments WHERE grader_id = ?)", (gid,))]
     png = alice.get(f"/img/{mine}/stamp10_lupton.png")
     assert png.status_code == 200 and png.data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (folder / "cache" / str(mine) / "hist.png").is_file()  # rendered once, cached in the folder
+    cached = folder / "cache" / str(mine) / "hist.png"
+    assert cached.is_file()  # every image of the candidate rendered at once, cached in the folder
+    rendered = cached.stat().st_mtime_ns
+    for kind in ("hist", "context80_sqrt", "stamp4_linear", "band2"):
+        response = alice.get(f"/img/{mine}/{kind}.png")
+        assert response.status_code == 200 and response.data[:4] == b"\x89PNG"
+    assert cached.stat().st_mtime_ns == rendered  # served from the cache, not rendered again
     for path in (f"/img/{mine}/..%2F..%2Finspection.sqlite.png", f"/img/{mine}/../../inspection.sqlite",
                  f"/img/{mine}/%2e%2e%2f%2e%2e%2fetc%2fpasswd.png", f"/img/{mine}/band9.png", f"/img/{mine}/x.png",
                  "/cache/1/hist.png", "/inspection.sqlite", "/static/app.js", "/img/99999/hist.png",
