@@ -25,6 +25,12 @@ def test_init_refuses_bad_inputs(tmp_path, inputs):
     Table({"id": ["a"], "dec": [2.0]}).write(bad, format="ascii.ecsv")
     with pytest.raises(InputFileError, match=r"bad.ecsv: no ra column"):
         store.init_inspection(tmp_path / "a", bad, inputs["field"])
+    Table({"id": ["a", "a"], "ra": [150.0, 150.001], "dec": [2.0, 2.0]}).write(bad, format="ascii.ecsv", overwrite=True)
+    with pytest.raises(InputFileError, match="bad.ecsv: id 'a' appears more than once"):
+        store.init_inspection(tmp_path / "a", bad, inputs["field"])
+    Table({"id": ["a", "b"], "ra": [150.0, 150.001], "dec": [2.0, 95.0]}).write(bad, format="ascii.ecsv", overwrite=True)
+    with pytest.raises(InputFileError, match=r"bad.ecsv: row 1: ra/dec \(150.001, 95.0\) is not a sky position"):
+        store.init_inspection(tmp_path / "a", bad, inputs["field"])
     with pytest.raises(InputFileError, match="no such field directory"):
         store.init_inspection(tmp_path / "b", inputs["candidates"], tmp_path / "nowhere")
     with pytest.raises(InputFileError, match="not an inspection folder"):

@@ -207,10 +207,11 @@ def init_inspection(folder: str | Path, candidates: str | Path, field: str | Pat
         pixel = images.pixel_scale_arcsec
     extra_cols = [c for c in table.colnames if c in MODEL_COLUMNS or c.startswith("score_") or c in ("is_lens", "class")]
     rows = []
-    for row in table:
+    for i, row in enumerate(table):
         extra = {c: _plain(row[c]) for c in extra_cols}
         score = float(row["score"]) if "score" in table.colnames else None
-        rows.append((str(row[ident]), float(row[ra]), float(row[dec]), score, json.dumps(extra)))
+        rows.append((str(row[ident]), *_position(row, ra, dec, candidates, i), score, json.dumps(extra)))
+    _unique([r[0] for r in rows], candidates)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CACHE_DIR).mkdir(exist_ok=True)
     organiser = secrets.token_urlsafe(24)
@@ -236,6 +237,24 @@ def init_inspection(folder: str | Path, candidates: str | Path, field: str | Pat
         Path(str(tmp) + suffix).unlink(missing_ok=True)
     tmp.rename(db_path(folder))
     return organiser
+
+
+def _position(row, ra: str, dec: str, path: Path, i: int) -> tuple[float, float]:
+    try:
+        position = float(row[ra]), float(row[dec])
+    except (TypeError, ValueError):
+        position = (float("nan"),) * 2
+    if not (np.isfinite(position[0]) and np.isfinite(position[1]) and -90 <= position[1] <= 90):
+        raise InputFileError(f"{path}: row {i}: ra/dec ({row[ra]}, {row[dec]}) is not a sky position in degrees")
+    return position
+
+
+def _unique(names: Sequence[str], path: Path) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InputFileError(f"{path}: id '{name}' appears more than once; the ids must be unique")
+        seen.add(name)
 
 
 def _plain(value):
@@ -304,7 +323,8 @@ def add_calibration_systems(folder: str | Path, truth: str | Path, origin: str |
     for i, row in enumerate(table):
         name = f"cal-{row[ident]}" if ident else f"cal-{truth.stem}-{i:04d}"
         row_origin = str(row[lower["origin"]]) if "origin" in lower else (origin or ("known" if is_lens[i] else "non-lens"))
-        rows.append((name, float(row[ra]), float(row[dec]), is_lens[i], row_origin))
+        rows.append((name, *_position(row, ra, dec, truth, i), is_lens[i], row_origin))
+    _unique([r[0] for r in rows], truth)
     with opened(folder) as conn, transaction(conn):
         for name, *_ in rows:
             if conn.execute("SELECT 1 FROM candidates WHERE name = ?", (name,)).fetchone():
