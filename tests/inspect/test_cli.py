@@ -83,3 +83,16 @@ def test_demo_sets_up_two_graders(tmp_path):
     assert oct((tmp_path / "demo" / "links.txt").stat().st_mode & 0o777) == "0o600"
     again = _run("demo", "--synthetic", "--out", tmp_path / "demo", "--no-serve")  # reuses the inspection
     assert again.returncode == 0 and again.stdout == r.stdout
+
+
+def test_render_fills_the_cache(tmp_path, inputs):
+    from .conftest import write_many_candidates
+
+    few = write_many_candidates(tmp_path / "few.ecsv", inputs["field"], 2)
+    folder = tmp_path / "insp"
+    assert _run("init", folder, "--candidates", few, "--field", inputs["field"]).returncode == 0
+    r = _run("render", folder)
+    assert r.returncode == 0 and "rendered 2 candidates" in r.stdout
+    for cid in (1, 2):
+        names = sorted(p.name for p in (folder / "cache" / str(cid)).iterdir())
+        assert ".complete" in names and "hist.png" in names and len(names) == 1 + 9 + 3 + 1

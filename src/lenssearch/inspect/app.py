@@ -263,7 +263,7 @@ def create_app(folder: str | Path, prerender_next: bool = True):
             fail(404, "no such image")
         if kind.startswith("band") and int(kind[4:]) >= len(meta["bands"]):
             fail(404, "no such image")
-        renderer.ensure(row["id"], row["ra"], row["dec"], row["name"])
+        renderer.ensure(row["id"], row["ra"], row["dec"])
         path = renderer.path(row["id"], kind).resolve()
         if folder not in path.parents or not path.is_file():
             fail(404, "no such image")

@@ -124,7 +124,7 @@ def render_cmd(folder: FolderArg) -> None:
     renderer = stamps.StampRenderer(folder, Path(meta["field_dir"]), meta["bands"], meta["noise_sigma"])
     try:
         for row in rows:
-            renderer.ensure(row["id"], row["ra"], row["dec"], row["name"])
+            renderer.ensure(row["id"], row["ra"], row["dec"])
     finally:
         renderer.close()
     typer.echo(f"rendered {len(rows)} candidates into {Path(folder) / 'cache'}")

@@ -102,7 +102,7 @@ def _save_png(path: Path, image: np.ndarray) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- environment
-def _environment_png(path: Path, members, ra: float, dec: float, name: str) -> None:
+def _environment_png(path: Path, members, ra: float, dec: float) -> None:
     """Histogram of members' redshifts within 100" (z up to 4 and up to 1), or their colour-magnitude diagram."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -185,7 +185,7 @@ class StampRenderer:
             raise ValueError(f"unknown image kind '{kind}'")
         return self.cache / str(int(candidate_id)) / f"{kind}.png"
 
-    def ensure(self, candidate_id: int, ra: float, dec: float, name: str = "") -> Path:
+    def ensure(self, candidate_id: int, ra: float, dec: float) -> Path:
         """Render every image of a candidate unless cached; returns its cache folder."""
         folder = self.cache / str(int(candidate_id))
         done = folder / ".complete"
@@ -215,6 +215,6 @@ class StampRenderer:
                 if size_name == "stamp10":
                     for b in range(cube.shape[-1]):
                         _save_png(folder / f"band{b}.png", band_grey(cube[..., b], self.noise[b]))
-            _environment_png(folder / "hist.png", self._members, ra, dec, name)
+            _environment_png(folder / "hist.png", self._members, ra, dec)
             done.touch()
         return folder
