@@ -615,6 +615,12 @@ def independent_score_cmd(
     typer.echo(f"wrote {out}")
 
 
+# ``lenssearch inspect ...`` (issue 16): the visual inspection's verbs, a sub-app (it imports ``verb`` from here)
+from lenssearch.inspect.cli import inspect_app  # noqa: E402
+
+app.add_typer(inspect_app, name="inspect")
+
+
 def main() -> None:
     """Entry point for ``python -m lenssearch`` and the console script."""
     app(prog_name="lenssearch")
