@@ -15,7 +15,7 @@ export PATH := $(BIN):$(PATH)
 
 MLFLOW_PORT ?= 5000
 
-.PHONY: install run test bench ui paper clean help
+.PHONY: install run test bench ui paper clean help inspect-demo
 
 help:
 	@echo "make run    - set up .venv and run the demo pipeline (dvc repro)"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench  - run the speed benchmarks"
 	@echo "make ui     - MLflow UI on http://127.0.0.1:$(MLFLOW_PORT)"
 	@echo "make paper  - run the pipeline at the paper's scale (configs/paper.yaml), for a GPU machine"
+	@echo "make inspect-demo - grade the demo search's candidates in the browser (graders alice, bob)"
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +48,19 @@ ui: install
 
 paper: install
 	eval dvc exp run --name paper $$(lenssearch profile-args configs/paper.yaml)
+
+# The visual inspection (issue 16) of the demo search's candidates, with two demo graders; their links are printed
+# (and kept in inspections/demo/links.txt). Without the search's outputs, a small synthetic field is used.
+INSPECT_PORT ?= 8765
+INSPECT_FIELD ?= data/search_field/SYN-A-search
+inspect-demo: install
+	@if [ -f reports/search/candidates.ecsv ] && [ -d $(INSPECT_FIELD) ]; then \
+		lenssearch inspect demo --out inspections/demo --candidates reports/search/candidates.ecsv \
+			--field $(INSPECT_FIELD) --port $(INSPECT_PORT); \
+	else \
+		echo "no reports/search/candidates.ecsv (run 'dvc repro search'): using a synthetic field"; \
+		lenssearch inspect demo --out inspections/demo-synthetic --synthetic --port $(INSPECT_PORT); \
+	fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache

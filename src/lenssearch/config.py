@@ -463,6 +463,9 @@ class SimulateConfig:
     lens_grid_step_arcsec: float
     image_min_abs_magnification: float
     max_rounds: int
+    theta_e_weighting: Literal["theta_e", "uniform"]  # lines drawn prop. to theta_E (the paper) or flat in theta_E
+    isolated_fraction: float  # mocks lensed by the member's own mass + external shear, without the cluster
+    isolated_shear_range: tuple[float, float]  # external shear of an isolated member (one draw per member)
     sources: SourcePopulationConfig
     visibility: VisibilityConfig
 
@@ -492,7 +495,8 @@ class ConfuserConfig:
     neighbour_radius_arcsec: tuple[float, float]  # blue companions, pairs, stars: distance from the centre
     companion_mag_from_arcs: bool  # companions as bright as the variant's lensed arcs (else the source counts)
     disc_re_arcsec: tuple[float, float]  # spiral and edge-on discs
-    disc_mag_offset: tuple[float, float]  # disc F814W magnitude - host F814W magnitude
+    disc_mag_offset: tuple[float, float]  # disc galaxy F814W magnitude - the template member's F814W magnitude
+    bulge_to_total: tuple[float, float]  # disc galaxies' bulge-to-total flux ratio
     spiral_arms: tuple[int, int]
     spiral_pitch_deg: tuple[float, float]
     edge_on_axis_ratio: tuple[float, float]

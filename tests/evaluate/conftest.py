@@ -45,5 +45,5 @@ def mlflow_store(tmp_path_factory):
     # artifacts beside the tmp store, never in the working directory
     mlflow.set_experiment(experiment_id=registry.experiment_id("train-fixtures", uri))
     for i, net in enumerate(NETWORKS):  # tiny real pyfunc models with the networks' input contract
-        registry.log_stand_in_model(f"lenssearch-{net}", 3 if net in ("vgg", "sc_vgg") else 1, 2.0 + i, root)
+        registry.log_stand_in_model(f"lenssearch-{net}", 3 if net in ("vgg", "sc_vgg", "resnet") else 1, 2.0 + i, root)
     return uri

@@ -29,7 +29,7 @@ def test_evaluate_verb_writes_report_beside_the_paper(synthetic, mlflow_store, t
     assert "not measurable" in text  # TPR at FPR 1e-3 with ~200 negatives
     assert (tmp_path / "evaluation.html").read_text().count("<table>") >= 6
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["networks"]) == {"vgg", "sc_vgg", "f435w", "f606w", "f814w"}
+    assert set(metrics["networks"]) == {"vgg", "sc_vgg", "resnet", "f435w", "f606w", "f814w"}
     assert metrics["networks"]["vgg"]["tpr_at_fpr_1e-03"] is None
     assert abs(metrics["red_sequence"]["slope"] + 0.04) < 0.02
     for name in ("fig6_roc", "fig6_boxplots", "fig8_false_positives", "fig9_false_negatives", "figA1_rates_2d",
@@ -53,7 +53,7 @@ def test_evaluate_verb_writes_report_beside_the_paper(synthetic, mlflow_store, t
     for key in ("A1", "A2", "A3", "A4", "A5", "snr"):
         assert (out / "tables" / f"table_{key}.ecsv").exists()
     runs = mlflow.search_runs(experiment_names=["lenssearch-evaluation"], filter_string="tags.kind = 'network'")
-    assert len(runs) == 5
+    assert len(runs) == 6
     vgg = runs[runs["tags.network"] == "vgg"].iloc[0]
     assert np.isclose(vgg["metrics.auc"], metrics["networks"]["vgg"]["auc"])
     assert "tpr_at_fpr_1e-03" in vgg["tags.not_measurable"]

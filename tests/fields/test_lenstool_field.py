@@ -203,3 +203,39 @@ def test_user_deflection_fits_without_wcs_exits_non_zero(tmp_path):
     assert "deflect_nowcs.fits: no celestial WCS" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "fields" / "USER").exists()
+
+
+def test_multi_plane_model_has_one_deflection_map_per_source_redshift(small_cluster, tmp_path):
+    from lenssearch.lensing.deflection_maps import read_deflection_fits
+    from lenssearch.lensing.lenstool import read_parfile, xy_to_radec
+
+    folder, entry = small_cluster
+    group = ("potentiel G1\n\tprofil 81\n\tx_centre 8.0\n\ty_centre -6.0\n\tellipticite 0.2\n\tangle_pos 30.0\n"
+             "\tcore_radius 1.0\n\tcut_radius 40.0\n\tv_disp 350.0\n\tz_lens 1.05\n\tend\ncosmologie")
+    par = tmp_path / "two_planes.par"
+    par.write_text(PARFILE.replace("cosmologie", group, 1))
+    entry = {**entry, "name": "TWOPLANES", "parfile": str(par)}
+    params = write_params(tmp_path, lenstool=[entry])
+    result = CliRunner().invoke(
+        app, ["field", "--out", str(tmp_path / "fields"), "--metrics", str(tmp_path / "metrics.json"),
+              "--params", str(params)],
+    )
+    assert result.exit_code == 0, result.output
+    field = tmp_path / "fields" / "TWOPLANES"
+    info = json.loads((field / "field.json").read_text())
+    assert info["lens_planes"]["z"] == [0.35, 1.05] and info["lens_planes"]["mode"] == "multi"
+    assert info["lens_planes"]["deflection_maps"] == {"2": "deflection_zs2.0.fits", "3": "deflection_zs3.0.fits"}
+    model = read_parfile(par).model
+    x, y = np.array([5.0, -7.5, 12.0]), np.array([-3.0, 9.0, 1.5])
+    ra, dec = xy_to_radec(x, y, *REF)
+    for z_s in (2.0, 3.0):
+        dmap = read_deflection_fits(field / f"deflection_zs{z_s}.fits")
+        assert dmap.z_source == z_s and dmap.dds_over_ds(z_s) == 1.0
+        with pytest.raises(Exception, match="use the map of that source redshift"):
+            dmap.dds_over_ds(z_s + 1.0)
+        # the map is the exact multi-plane lens equation at its source redshift
+        px, py = dmap.xy_to_pixel(x, y)
+        bx, by = model.ray_trace(x, y, z_s)
+        mx, my = dmap.ray_trace(x, y, z_s)
+        assert_allclose((mx, my), (bx, by), atol=2e-3)
+        assert (field / f"critical_lines_zs{z_s}.ecsv").exists()

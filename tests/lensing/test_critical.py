@@ -297,3 +297,18 @@ def test_theta_e_converges_with_resolution_on_s1063(s1063):
     assert sorted(coarse) == sorted(fine)
     for member in fine:
         assert coarse[member] == pytest.approx(fine[member], abs=0.03), member
+
+
+def test_draw_secondary_uniform_weighting_flattens_theta_e():
+    from astropy.table import Table
+
+    rng = np.random.default_rng(3)
+    theta = np.sort(np.concatenate([rng.uniform(0.2, 0.6, 400), rng.uniform(0.6, 2.0, 100)]))  # many small lines
+    table = Table({"theta_e_arcsec": theta, "line_id": np.arange(theta.size)})
+    drawn = np.asarray(cr.draw_secondary(table, rng, 0.2, 3.5, size=40000, weighting="uniform")["theta_e_arcsec"])
+    # flat in theta_E: [0.2, 0.6) holds 0.4 / 1.8 of the draws, not the 80% of the lines (nor ~53% of theta_E)
+    assert abs(np.mean(drawn < 0.6) - 0.4 / 1.8) < 0.03
+    natural = np.asarray(cr.draw_secondary(table, rng, 0.2, 3.5, size=40000)["theta_e_arcsec"])
+    assert np.mean(natural < 0.6) > 0.4
+    with pytest.raises(LensSearchError, match="weighting"):
+        cr.draw_secondary(table, rng, weighting="flat")

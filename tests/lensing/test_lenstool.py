@@ -156,11 +156,14 @@ BAD_PARFILES = {
         "line 6: unsupported profil 12",
     ),
     "no_model": (HEADER + COSMO + "fini\n", "no 'potentiel' or 'potfile' block"),
-    "reference_2": ("runmode\n\treference 2 1 2\n\tend\n", "line 2: 'reference 2' is not supported"),
-    "two_planes": (
-        "potentiel A\n\tprofil 1\n\tv_disp 250.\n\tz_lens 0.4\n\tend\n"
-        "potentiel B\n\tprofil 1\n\tv_disp 250.\n\tz_lens 0.6\n\tend\nfini\n",
-        "line 6: z_lens 0.6 differs",
+    "reference_2": ("runmode\n\treference 2 1 2\n\tend\nfini\n", "line 2: 'reference 2' is not supported"),
+    "no_fini": (
+        "potentiel A\n\tprofil 1\n\tv_disp 250.\n\tz_lens 0.4\n\tend\n",
+        "line 5: the file ends without 'fini' after block 'potentiel A' (line 1): it is truncated or incomplete",
+    ),
+    "fewer_potentials_than_nlentille": (
+        "grille\n\tnlentille 3\n\tend\npotentiel A\n\tprofil 1\n\tv_disp 250.\n\tz_lens 0.4\n\tend\nfini\n",
+        "line 2: 'nlentille 3' but the file defines 1 potentials (1 'potentiel' blocks): it is incomplete",
     ),
     "non_flat": (
         "potentiel A\n\tprofil 1\n\tv_disp 250.\n\tz_lens 0.4\n\tend\ncosmologie\n\tomegaM 0.3\n\tomegaX 0.6\n"
@@ -193,3 +196,10 @@ def test_bad_multiple_image_catalogues(tmp_path):
         read_multiple_images(path)
     with pytest.raises(LensToolError, match="no such file"):
         read_multiple_images(tmp_path / "missing.cat")
+
+
+def test_image_families_as_lenstool_names_them():
+    from lenssearch.lensing.lenstool import image_family
+
+    assert [image_family(i) for i in ("6.1", "6.2", "12.10", "1.1a", "6a", "6b", "c2", "A")] == [
+        "6", "6", "12", "1", "6", "6", "c2", "A"]

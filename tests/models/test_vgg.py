@@ -144,8 +144,8 @@ def test_resnet_has_residual_stages_that_halve_the_resolution():
     model = build_model("resnet", cfg)
     adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
     assert len(adds) == 6  # 3 stages x 2 blocks, each adds its input back
-    # stage 1 keeps the 16x16 binned input, stages 2 and 3 halve it
-    assert [model.get_layer(f"stage{s}_block1_add").output.shape[1] for s in (1, 2, 3)] == [16, 8, 4]
+    # the stem halves the 16x16 binned input, stage 1 keeps it, stages 2 and 3 halve it
+    assert [model.get_layer(f"stage{s}_block1_add").output.shape[1] for s in (1, 2, 3)] == [8, 4, 2]
     # a projection where the width or the resolution changes, identities elsewhere
     assert {layer.name for layer in model.layers if layer.name.endswith("_proj")} == {
         "stage2_block1_proj", "stage3_block1_proj"}

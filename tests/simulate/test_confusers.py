@@ -57,11 +57,11 @@ def test_blue_confusers_are_bluer_than_the_host(confuser_renderer):
     host = scene.members[2]
     zp = np.asarray(scene.zeropoints)
     host_colour = float(host["mag_F435W"] - host["mag_F814W"])
-    for kind in ("blue_companion", "spiral", "ring"):
+    for kind, bluer in (("blue_companion", 0.5), ("ring", 0.5), ("spiral", 0.2)):  # a spiral keeps a red bulge
         image, _ = renderer.render(kind, np.random.default_rng(11), host)
         flux = image.sum(axis=(0, 1))
         colour = -2.5 * np.log10(flux[0] / flux[2]) + zp[0] - zp[2]
-        assert colour < host_colour - 0.5, kind
+        assert colour < host_colour - bluer, kind
 
 
 def _fake_mocks(path, members, counts, field="TEST"):
@@ -105,3 +105,25 @@ def test_match_hosts_needs_the_mocks(cfg, test_fields, tmp_path):
     c = dataclasses.replace(cfg, negatives=dataclasses.replace(cfg.negatives, match_hosts=True))
     with pytest.raises(LensSearchError, match="needs the variant's mocks"):
         run_negatives(c, test_fields, tmp_path / "neg", None, progress=False)
+
+
+def test_disc_galaxies_sit_on_empty_positions_as_bright_as_the_hosts(cfg, test_fields, tmp_path):
+    mocks = _fake_mocks(tmp_path / "mocks", ["TEST-M0000", "TEST-M0002"], [20, 20])
+    neg = dataclasses.replace(cfg.negatives, n_negatives=6, match_hosts=True,
+                              hard_negatives={"spiral": 0.5, "edge_on": 0.5})
+    run_negatives(dataclasses.replace(cfg, negatives=neg), test_fields, tmp_path / "neg", None, progress=False,
+                  mocks_dir=mocks)
+    _, meta, _ = read_cutout_set(tmp_path / "neg")
+    assert set(np.asarray(meta["confuser"]).astype(str)) == {"spiral", "edge_on"}
+    assert np.all(np.asarray(meta["member_id"]).astype(str) == "sky")  # not on a member
+    # the central galaxy's magnitude is the disc galaxy's, within disc_mag_offset of a host's
+    offset = cfg.negatives.confusers.disc_mag_offset
+    mags = np.asarray(meta["lens_mag_F814W"], float)
+    assert np.array_equal(mags, np.asarray(meta["confuser_mag_F814W"], float))
+    from astropy.table import Table
+
+    members = Table.read(test_fields / "TEST" / "members.ecsv", format="ascii.ecsv")
+    host_mags = {str(m): float(v) for m, v in zip(members["member_id"], members["mag_F814W"])}
+    lo = min(host_mags["TEST-M0000"], host_mags["TEST-M0002"]) + offset[0]
+    hi = max(host_mags["TEST-M0000"], host_mags["TEST-M0002"]) + offset[1]
+    assert np.all((mags >= lo - 1e-9) & (mags <= hi + 1e-9))

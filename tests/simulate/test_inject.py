@@ -185,3 +185,42 @@ def test_magnification_matches_a_brute_force_ray_trace(cfg, mocks, test_fields):
         xx, yy = np.meshgrid(axis + centre[0], axis + centre[1])
         mu = sersic_at(src, xx - f * ax, yy - f * ay).sum() * step**2 * src.amplitude_for_flux(1.0)
         assert row["magnification"] == pytest.approx(mu, rel=0.01)
+
+
+def test_visibility_cuts_keep_only_visible_arcs_and_the_peak_bound_holds(cfg, test_fields, tmp_path):
+    """The visible variant's cuts: every kept mock passes them; the peak bound used to reject draws before any ray
+    tracing is never below the peak actually rendered (it is an upper bound, so no mock is lost by it)."""
+    from lenssearch.fields.layout import list_fields
+    from lenssearch.simulate.colours import ColourModel
+    from lenssearch.simulate.inject import MockFactory
+    from lenssearch.simulate.render import SersicSource, flux_from_ab
+    from lenssearch.simulate.scene import FieldScene
+
+    vis = dataclasses.replace(cfg.simulate.visibility, magnification_min=5.0, peak_sigma_min=5.0, lensed_snr_min=20.0)
+    c = dataclasses.replace(cfg, simulate=dataclasses.replace(cfg.simulate, n_mocks=6, visibility=vis,
+                                                              theta_e_weighting="uniform"))
+    metrics = run_simulate(c, test_fields, tmp_path / "mocks", None, progress=False, variant="visible")
+    _, meta, _ = read_cutout_set(tmp_path / "mocks")
+    assert len(meta) == 6 and all(str(i).startswith("visible-mock-") for i in meta["id"])
+    assert np.all(meta["magnification"] >= 5.0) and np.all(meta["arc_peak_sigma"] >= 5.0)
+    assert np.all(meta["lensed_snr"] >= 20.0)
+    snr = np.sqrt(sum(np.asarray(meta[f"lensed_snr_{b}"]) ** 2 for b in ("F435W", "F606W", "F814W")))
+    np.testing.assert_allclose(meta["lensed_snr"], snr, rtol=1e-9)
+    rejected = metrics["rejected"]["TEST"]
+    assert rejected["n_drawn"] > 6 and rejected["peak_below_min"] > 0  # the faint draws were rejected
+    # the bound: central surface brightness x pixel area >= the rendered peak, for the kept mocks
+    scene = FieldScene(list_fields(test_fields)[0], cfg.base.bands, with_lens=True)
+    colours = ColourModel.build(tuple(cfg.base.bands), cfg.simulate.sources.sed, "F814W",
+                                cfg.simulate.sources.z_max + 0.5)
+    factory = MockFactory(scene, c, colours)
+    for row in meta:
+        mags = colours.magnitudes(row["source_mag_F814W"], row["z_s"])
+        fluxes = np.array([float(flux_from_ab(mags[b], zp)) for b, zp in zip(scene.bands, scene.zeropoints)])
+        src = SersicSource(0, 0, re_arcsec=row["source_re_arcsec"], sersic_n=row["sersic_n"],
+                           axis_ratio=row["axis_ratio"], angle_deg=row["position_angle_deg"])
+        bound = np.max(fluxes * src.amplitude_for_flux(1.0) * np.exp(src.bn) * scene.pixel_scale_arcsec**2
+                       / factory.noise_sigma)
+        assert bound >= row["arc_peak_sigma"] * (1 - 1e-6)
+    # the draws do not depend on how many processes make the fields, nor on the run
+    run_simulate(c, test_fields, tmp_path / "again", None, progress=False, variant="visible")
+    assert (tmp_path / "mocks" / CUTOUTS).read_bytes() == (tmp_path / "again" / CUTOUTS).read_bytes()

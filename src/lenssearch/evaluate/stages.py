@@ -315,6 +315,10 @@ def _variant_blocks(cfg, rows, baselines) -> list:
         ("p", "The host baseline: the AUC of the lens galaxy's F814W brightness alone (0.5: the hosts of lenses "
               f"and non-lenses are alike). Tables A.1-A.5 below are on the `{e.tables_variant}` variant."),
         ("table", ["variant", "host-brightness AUC", "median host F814W (lenses)", "(non-lenses)"], base),
+        ("p", "Figures on our own simulation are not evidence that a network sees lenses: the `independent` stage "
+              "scores the champion, every network and the selected committees on a test set made with another code "
+              "and recipe (lenstronomy), after promotion: `reports/independent/summary.md` (AUC by arc S/N, TPR at "
+              "low FPR, false positives per confuser kind; MLflow experiment `lenssearch-independent`)."),
     ]
 
 

@@ -16,7 +16,7 @@ from astropy.table import Table
 
 from lenssearch.io import atomic_path
 
-NETWORKS = ("vgg", "sc_vgg", "f435w", "f606w", "f814w")
+NETWORKS = ("vgg", "sc_vgg", "resnet", "f435w", "f606w", "f814w")
 
 
 def synthetic_kb_metadata(rng: np.random.Generator, n: int, n_folds: int = 3, lens_fraction: float = 2 / 3) -> Table:
@@ -67,7 +67,7 @@ def synthetic_predictions(
     rng: np.random.Generator, meta: Table, networks=NETWORKS, noise: dict | None = None
 ) -> dict[str, Table]:
     """One ``predictions.ecsv``-like table per network for the cutouts of ``meta``."""
-    noise = noise or {"vgg": 1.2, "sc_vgg": 1.0, "f435w": 1.4, "f606w": 1.5, "f814w": 1.45}
+    noise = noise or {"vgg": 1.2, "sc_vgg": 1.0, "resnet": 1.1, "f435w": 1.4, "f606w": 1.5, "f814w": 1.45}
     lens = np.asarray(meta["label"]) == 1
     theta = np.nan_to_num(np.asarray(meta["theta_e_arcsec"]), nan=1.0)
     mag = np.nan_to_num(np.asarray(meta["source_mag_F814W"]), nan=26.0)

@@ -9,6 +9,13 @@ map size and pixel) and the ``field.critical_lines`` settings. Output: the field
   ``map_size_arcsec`` at ``map_pixel_arcsec`` centred on the model's reference
   (:mod:`lenssearch.lensing.deflection_maps`);
 - ``critical_lines_zs<z>.ecsv`` + ``_polygons.fits`` per source redshift (:mod:`lenssearch.lensing.critical`);
+- a model with potentials at several redshifts (a foreground or background group) is ray-traced plane by plane
+  (:class:`~lenssearch.lensing.model.MultiPlaneLensModel`): no single map scales to every source redshift, so the
+  field stores one exact map per source redshift of the critical lines, ``deflection_zs<z>.fits`` (the effective
+  deflection ``theta - beta`` for that ``z_s``, header ``ZSOURCE``), and its critical lines come from the same
+  multi-plane model; ``deflection.fits`` is then the map of the first source redshift divided by the main plane's
+  ``D_ds/D_s`` (header ``ZSNORM``), exact at that redshift and an approximation at others, for the stages that
+  scale one map; ``field.json`` lists the planes and the per-redshift maps;
 - ``convergence.png``: the convergence with the tangential critical lines at each source redshift (as Fig. 1 of
   Angora et al. 2023), derived from the deflection map by finite differences.
 
@@ -30,6 +37,13 @@ from lenssearch.errors import InputFileError, LensSearchError
 LINE_COLOURS = ("cyan", "lime", "orange", "red", "magenta", "white", "yellow")
 FIGURE_NAME = "convergence.png"
 CATALOGUE_RE = re.compile(r"^critical_lines_zs(\d+(?:\.\d+)?)\.ecsv$")
+
+
+def deflection_zs_name(z_s: float) -> str:
+    """File name of a multi-plane field's deflection map for sources at ``z_s`` (``deflection_zs2.0.fits``)."""
+    from lenssearch.lensing.critical import zs_label
+
+    return f"deflection_zs{zs_label(z_s)}.fits"
 
 
 def members_for_layout(members, z_lens: float):
@@ -155,15 +169,38 @@ def build_lenstool_field(entry, cfg, out_dir: str | Path, *, progress: bool = Tr
 
     n_pix = int(round(entry.map_size_arcsec / entry.map_pixel_arcsec))
     wcs = tan_wcs(lt.reference_radec, (n_pix, n_pix), entry.map_pixel_arcsec)
-    dmap = compute_deflection_map(lt, wcs, (n_pix, n_pix), progress=progress)
-
     cl = cfg.field.critical_lines
     lines = {}
-    for z_s in cl.source_redshifts:
-        lines[float(z_s)] = secondary_critical_lines(
-            lt, None, float(z_s), resolution_arcsec=cl.resolution_arcsec, search_radius_arcsec=cl.search_radius_arcsec,
-            theta_e_min_arcsec=cl.theta_e_min_arcsec, theta_e_max_arcsec=cl.theta_e_max_arcsec, progress=progress,
-        )
+    per_source_maps = {}
+    if lt.multi_plane:
+        from lenssearch.lensing.critical import cluster_scale_centres
+        from lenssearch.lensing.deflection_maps import DeflectionMap
+
+        centres = cluster_scale_centres(lt.model, lt.members)
+        for z_s in cl.source_redshifts:
+            view = lt.model.at_source_redshift(float(z_s))
+            smap = compute_deflection_map(view, wcs, (n_pix, n_pix), lt.reference_radec, z_lens=lt.z_lens,
+                                          cosmology=lt.cosmology, progress=progress)
+            smap.z_source = float(z_s)
+            per_source_maps[float(z_s)] = smap
+            lines[float(z_s)] = secondary_critical_lines(
+                view, lt.members, float(z_s), resolution_arcsec=cl.resolution_arcsec,
+                search_radius_arcsec=cl.search_radius_arcsec, theta_e_min_arcsec=cl.theta_e_min_arcsec,
+                theta_e_max_arcsec=cl.theta_e_max_arcsec, reference_radec=lt.reference_radec,
+                cluster_centres=centres, progress=progress,
+            )
+        z_norm = min(per_source_maps)
+        first = per_source_maps[z_norm]
+        f = lt.cosmology.dds_over_ds(lt.z_lens, z_norm)
+        dmap = DeflectionMap(first.alpha_x / f, first.alpha_y / f, wcs, lt.z_lens, lt.reference_radec, lt.cosmology)
+    else:
+        dmap = compute_deflection_map(lt, wcs, (n_pix, n_pix), progress=progress)
+        for z_s in cl.source_redshifts:
+            lines[float(z_s)] = secondary_critical_lines(
+                lt, None, float(z_s), resolution_arcsec=cl.resolution_arcsec,
+                search_radius_arcsec=cl.search_radius_arcsec, theta_e_min_arcsec=cl.theta_e_min_arcsec,
+                theta_e_max_arcsec=cl.theta_e_max_arcsec, progress=progress,
+            )
     members = members_for_layout(lt.members, lt.z_lens)
     info = {
         "name": entry.name,
@@ -174,6 +211,9 @@ def build_lenstool_field(entry, cfg, out_dir: str | Path, *, progress: bool = Tr
         "model_source": str(entry.parfile),
         "members_source": str(entry.members),
         "n_components": len(lt.model),
+        "lens_planes": {"z": list(lt.z_planes), "mode": lt.planes,
+                        "deflection_maps": {f"{z:g}": deflection_zs_name(z) for z in sorted(per_source_maps)},
+                        "deflection_normalised_at_zs": min(per_source_maps) if per_source_maps else None},
         "n_members": len(members),
         "deflection_map": {"size_arcsec": entry.map_size_arcsec, "pixel_arcsec": entry.map_pixel_arcsec,
                            "shape": [n_pix, n_pix]},
@@ -188,6 +228,8 @@ def build_lenstool_field(entry, cfg, out_dir: str | Path, *, progress: bool = Tr
         tmp.mkdir(parents=True)
         shutil.copyfile(entry.parfile, tmp / layout.MODEL_PAR)
         write_deflection_fits(dmap, tmp / layout.DEFLECTION)
+        for z_s, smap in per_source_maps.items():
+            write_deflection_fits(smap, tmp / deflection_zs_name(z_s))
         layout.write_table(tmp / layout.MEMBERS, members)
         for z_s, table in lines.items():
             write_secondary_catalogue(table, tmp / layout.critical_lines_name(z_s))

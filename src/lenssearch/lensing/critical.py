@@ -565,6 +565,11 @@ def secondary_critical_lines(
         members = getattr(model, "members", None)
     if members is None:
         raise LensSearchError("secondary_critical_lines: no member table given")
+    if hasattr(model, "planes") and not hasattr(model, "dds_over_ds"):
+        raise LensSearchError(
+            f"secondary_critical_lines: {model!r} has lens planes at several redshifts: pass "
+            "model.at_source_redshift(z_s) (and cluster_centres) for each source redshift"
+        )
     if not (resolution_arcsec > 0 and search_radius_arcsec > 0 and 0 <= theta_e_min_arcsec < theta_e_max_arcsec):
         raise LensSearchError(
             "secondary_critical_lines: need resolution_arcsec > 0, search_radius_arcsec > 0 and "
@@ -664,9 +669,18 @@ def secondary_critical_lines(
 
 
 # ------------------------------------------------------------------------------------------------ drawing
+#: ``weighting="uniform"``: the widest theta_E interval one line may stand for (arcsec), so that a lone large line
+#: is not drawn for the whole empty range above the others.
+UNIFORM_CELL_MAX_ARCSEC = 0.1
+
+
 def draw_secondary(table, rng: np.random.Generator, theta_min: float | None = None, theta_max: float | None = None,
-                   size: int | None = None):
+                   size: int | None = None, weighting: str = "theta_e"):
     """Draw secondary critical lines with probability proportional to ``theta_E`` (Angora et al. 2023, Sect. 3.1).
+
+    ``weighting="uniform"`` draws theta_E (nearly) uniformly over the lines' range instead (HOLISMOKES: Canameras
+    et al. 2021 flatten the theta_E distribution): each line is weighted by the theta_E interval it stands for,
+    half-way to its neighbours in theta_E, capped at :data:`UNIFORM_CELL_MAX_ARCSEC`.
 
     Parameters
     ----------
@@ -695,7 +709,20 @@ def draw_secondary(table, rng: np.random.Generator, theta_min: float | None = No
         raise LensSearchError(
             f"draw_secondary: no critical line with {theta_min} < theta_E < {theta_max} among {len(table)} lines"
         )
-    p = theta[pool] / theta[pool].sum()
+    if weighting == "uniform":
+        t = theta[pool]
+        order = np.argsort(t, kind="stable")
+        ts = t[order]
+        edges = np.concatenate([[ts[0]], 0.5 * (ts[1:] + ts[:-1]), [ts[-1]]])
+        cell = np.minimum(np.diff(edges), UNIFORM_CELL_MAX_ARCSEC)
+        cell = np.where(cell > 0, cell, UNIFORM_CELL_MAX_ARCSEC * 1e-3)
+        w = np.empty_like(t)
+        w[order] = cell
+    elif weighting == "theta_e":
+        w = theta[pool]
+    else:
+        raise LensSearchError(f"draw_secondary: weighting must be 'theta_e' or 'uniform', got {weighting!r}")
+    p = w / w.sum()
     if size is None:
         return table[int(rng.choice(pool, p=p))]
     return table[rng.choice(pool, size=size, p=p)]

@@ -147,6 +147,10 @@ class DeflectionMap:
         Distances for :meth:`ray_trace` (default ``Cosmology()``).
     source
         Where the map came from (a file name), used in messages.
+    z_source
+        None for a single-plane map at ``D_ds / D_s = 1`` (scaled to any source redshift). For a multi-plane
+        model, the one source redshift this map is the effective deflection ``theta - beta`` of (no scaling:
+        ``dds_over_ds(z_source) = 1`` and other redshifts raise; header ``ZSOURCE``).
 
     Notes
     -----
@@ -163,6 +167,7 @@ class DeflectionMap:
     reference_radec: tuple[float, float]
     cosmology: Cosmology = dataclasses.field(default_factory=Cosmology)
     source: str = "<memory>"
+    z_source: float | None = None
 
     def __post_init__(self) -> None:
         self.alpha_x = np.asarray(self.alpha_x, dtype=float)
@@ -259,7 +264,14 @@ class DeflectionMap:
         return 0.5 * (f_xx + f_yy)
 
     def dds_over_ds(self, z_s: float) -> float:
-        """``D_ds / D_s`` for a source at ``z_s``."""
+        """``D_ds / D_s`` for a source at ``z_s`` (1 for the ``z_source`` of a multi-plane map)."""
+        if self.z_source is not None:
+            if abs(float(z_s) - self.z_source) > 1e-6:
+                raise LensSearchError(
+                    f"{self.source}: multi-plane deflection map for z_s = {self.z_source:g} only, asked for "
+                    f"z_s = {float(z_s):g} (use the map of that source redshift)"
+                )
+            return 1.0
         return self.cosmology.dds_over_ds(self.z_lens, z_s)
 
     def ray_trace(self, x, y, z_s: float):
@@ -297,19 +309,25 @@ class DeflectionMap:
 
     @classmethod
     def from_pixel_axis_components(cls, ax_pix, ay_pix, wcs, z_lens, reference_radec, cosmology=None,
-                                   source: str = "<memory>") -> "DeflectionMap":
+                                   source: str = "<memory>", z_source: float | None = None) -> "DeflectionMap":
         """Build from maps in the file convention (components along the pixel axes, arcsec)."""
         ax_pix = np.asarray(ax_pix, dtype=float)
         ay_pix = np.asarray(ay_pix, dtype=float)
         m = local_pixel_matrices(wcs, ax_pix.shape, reference_radec)
         ax, ay = _pixel_axis_to_model(ax_pix, ay_pix, m)
-        return cls(ax, ay, wcs, z_lens, reference_radec, cosmology if cosmology is not None else Cosmology(), source)
+        return cls(ax, ay, wcs, z_lens, reference_radec, cosmology if cosmology is not None else Cosmology(), source,
+                   z_source)
 
 
 # ------------------------------------------------------------------------------------------------ compute
 def _unwrap_model(model, reference_radec, z_lens, cosmology):
     """Accept a LensToolModel (``.model``, ``.reference_radec``) or a LensModel plus an explicit reference."""
     inner = getattr(model, "model", model)
+    if hasattr(inner, "planes") and not hasattr(inner, "deflection"):
+        raise LensSearchError(
+            f"compute_deflection_map: {inner!r} has lens planes at several redshifts; no single map at D_ds/D_s = 1 "
+            "describes it: make one map per source redshift from model.at_source_redshift(z_s)"
+        )
     ref = reference_radec if reference_radec is not None else getattr(model, "reference_radec", None)
     if ref is None:
         raise LensSearchError("compute_deflection_map: reference_radec is required for a bare lens model")
@@ -381,6 +399,8 @@ def _header_for(dmap: DeflectionMap, axis: str):
     header["REF_RA"] = (dmap.reference_radec[0], "[deg] model-frame reference RA")
     header["REF_DEC"] = (dmap.reference_radec[1], "[deg] model-frame reference Dec")
     header["LENSEQ"] = ("beta = theta - alpha", "lens equation (alpha scaled by D_ds/D_s)")
+    if dmap.z_source is not None:
+        header["ZSOURCE"] = (dmap.z_source, "multi-plane: map of this z_s only")
     header["H0"] = (dmap.cosmology.H0, "[km/s/Mpc] cosmology of the model")
     header["OM0"] = (dmap.cosmology.Om0, "matter density of the model")
     return header
@@ -432,6 +452,8 @@ def write_deflection_fits(
         primary = fits.PrimaryHDU()
         primary.header["ZLENS"] = (dmap.z_lens, "lens redshift")
         primary.header["DDSDS"] = (1.0, "deflections normalised to D_ds/D_s = 1")
+        if dmap.z_source is not None:
+            primary.header["ZSOURCE"] = (dmap.z_source, "multi-plane: map of this z_s only")
         primary.header["COMMENT"] = "Deflection map (arcsec) in extensions ALPHA_X, ALPHA_Y; see lenssearch docs."
         with atomic_path(path) as tmp:
             fits.HDUList([primary, *hdus]).writeto(tmp, output_verify="exception")
@@ -582,6 +604,7 @@ def read_deflection_fits(
     frame = str(header.get("ALPHAFRM", "PIXEL")).strip().upper()
     if frame != "PIXEL":
         raise InputFileError(f"{px}: ALPHAFRM '{frame}' not supported (expected PIXEL, the HFF convention)")
+    z_source = float(header["ZSOURCE"]) if "ZSOURCE" in header else None
     return DeflectionMap.from_pixel_axis_components(
-        ax / norm, ay / norm, wcs_list[0], z_lens, reference_radec, cosmology, source=str(px)
+        ax / norm, ay / norm, wcs_list[0], z_lens, reference_radec, cosmology, source=str(px), z_source=z_source
     )

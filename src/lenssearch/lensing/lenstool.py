@@ -18,10 +18,19 @@ skip it:
   ``sigma = sigma* (L/L*)^(1/vdslope)``, ``r_cut = r_cut* (L/L*)^(2/slope)``, ``r_core = r_core* (L/L*)^(1/2)``
   (``slope`` and ``vdslope`` default to 4, i.e. ``r_cut ~ L^(1/2)`` and Faber-Jackson ``sigma ~ L^(1/4)``);
   ellipticity ``(a^2 - b^2)/(a^2 + b^2)`` and angle from the catalogue;
-- ``cosmologie``: ``H0``, ``omegaM``, ``omegaX`` (defaults 70, 0.3, 0.7; flat LambdaCDM only).
+- ``cosmologie``: ``H0``, ``omegaM``, ``omegaX`` (defaults 70, 0.3, 0.7; flat LambdaCDM only; a file without the
+  block says so in ``LensToolModel.notes``);
+- ``image``: ``forme`` (the kind of fit), ``sigposArcsec`` and the ``z_m_limit idx family flag z ...`` lines that
+  hold the optimised redshifts of families without spectroscopy (:func:`resolve_redshifts`);
+- ``grille``: ``nlentille``, the number of potentials, checked against those defined;
+- the header comment ``#Chi2pos: X`` of a ``best.par`` (LensTool's own chi2 of the image positions).
 
-Every other block (``grille``, ``cline``, ``grande``, ``champ``, ``image``, ``source``, ``limit`` ...) is skipped.
-Malformed input raises :class:`lenssearch.errors.LensToolError` naming the file and the line.
+Potentials at several ``z_lens`` make a :class:`~lenssearch.lensing.model.MultiPlaneLensModel` (``planes="multi"``)
+or, as LensTool 6 does, one plane at the first potential's redshift (``planes="single"``).
+
+Every other block (``cline``, ``grande``, ``champ``, ``source``, ``limit`` ...) is skipped. Malformed input raises
+:class:`lenssearch.errors.LensToolError` naming the file and the line; so does a file that ends without ``fini``
+(cut at a block boundary) or defines fewer potentials than ``nlentille``.
 
 Coordinates: LensTool's relative frame, ``x = -(RA - RA0) cos(Dec0) 3600``, ``y = (Dec - Dec0) 3600`` (arcsec,
 ``x`` to the West), see :func:`radec_to_xy` and :func:`xy_to_radec`.
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +111,7 @@ def _split_blocks(path: Path, text: str) -> list[_Block]:
     """Split a parameter file into blocks; raise LensToolError for a truncated block."""
     blocks: list[_Block] = []
     current: _Block | None = None
+    number = 0
     for number, raw in enumerate(text.splitlines(), start=1):
         line = _strip_comment(raw)
         if not line:
@@ -129,7 +140,14 @@ def _split_blocks(path: Path, text: str) -> list[_Block]:
             f"{path}, line {current.line}: block '{current.name} {current.argument}'".rstrip()
             + " is truncated: no 'end' before the end of the file"
         )
-    return blocks
+    if not blocks:
+        raise LensToolError(f"{path}, line 1: no blocks and no 'fini' line: not a LensTool parameter file")
+    last = blocks[-1]
+    label = f"{last.name} {last.argument}".strip()
+    raise LensToolError(
+        f"{path}, line {number}: the file ends without 'fini' after block '{label}' (line {last.line}): it is "
+        "truncated or incomplete"
+    )
 
 
 def _number(path: Path, entry: _Entry, index: int = 0, kind: type = float) -> Any:
@@ -441,6 +459,19 @@ def _read_table_lines(path: Path, columns: tuple[str, ...], what: str):
     return rows, numbers, ref_mode, ref
 
 
+_LETTER_SUFFIX_RE = re.compile(r"^(.*\d)[A-Za-z]+$")
+
+
+def image_family(image_id: str) -> str:
+    """The family (one source) of a LensTool image id: the part before the last dot (``'6.1'`` -> ``'6'``), or
+    before a letter suffix when there is no dot (``'6a'`` -> ``'6'``); otherwise the id itself."""
+    image_id = str(image_id)
+    if "." in image_id:
+        return image_id.rsplit(".", 1)[0]
+    match = _LETTER_SUFFIX_RE.match(image_id)
+    return match.group(1) if match else image_id
+
+
 def read_multiple_images(path: str | Path, reference: tuple[float, float] | None = None):
     """Read a LensTool multiple-image catalogue ``id RA Dec a b theta z mag`` into an astropy Table.
 
@@ -455,8 +486,10 @@ def read_multiple_images(path: str | Path, reference: tuple[float, float] | None
     Returns
     -------
     astropy.table.Table
-        Columns ``id``, ``family`` (the id before its last dot), ``ra``, ``dec`` (deg), ``a``, ``b``, ``theta``,
-        ``z``, ``mag``, ``line`` (line number in the file) and, with ``reference``, ``x``, ``y``.
+        Columns ``id``, ``family`` (:func:`image_family`), ``ra``, ``dec`` (deg), ``a``, ``b``, ``theta``,
+        ``z``, ``mag``, ``line`` (line number in the file) and, with ``reference``, ``x``, ``y``. ``z <= 0`` (a
+        redshift left to the fit) is kept as read: :func:`resolve_redshifts` fills it in. ``meta``:
+        ``source_file``, ``header_redshifts`` (family -> ``(z, line)`` of ``#N z:`` comment lines).
     """
     from astropy.table import Table
 
@@ -466,15 +499,137 @@ def read_multiple_images(path: str | Path, reference: tuple[float, float] | None
     table = Table(rows=rows, names=columns, dtype=(str, float, float, float, float, float, float, float))
     if ref_mode == 3:
         table["ra"], table["dec"] = xy_to_radec(table["ra"], table["dec"], *ref)
-    table["family"] = [i.rsplit(".", 1)[0] if "." in i else i for i in table["id"]]
+    table["family"] = [image_family(i) for i in table["id"]]
     table["line"] = numbers
-    for i, (z, number) in enumerate(zip(table["z"], numbers)):
-        if not z > 0:
-            raise LensToolError(f"{path}, line {number}: image '{table['id'][i]}' needs a redshift z > 0, got {z}")
     if reference is not None:
         table["x"], table["y"] = radec_to_xy(table["ra"], table["dec"], *reference)
     table.meta["source_file"] = str(path)
+    table.meta["header_redshifts"] = _header_redshifts(path)
     return table
+
+
+#: LensTool prints '#<names> z:<z> dlsds:<r>' for the optimised redshifts; catalogues carry such lines.
+_HEADER_Z_RE = re.compile(r"^#\s*([^#:=]+?)\s+z\s*[:=]\s*([-+0-9.eE]+)", re.IGNORECASE)
+
+
+def _header_redshifts(path: Path) -> dict:
+    """Family -> ``(z, line)`` from comment lines ``#N z: value`` of a multiple-image catalogue."""
+    out = {}
+    for number, raw in enumerate(_read_lines(path), start=1):
+        match = _HEADER_Z_RE.match(raw.strip())
+        if match is None:
+            continue
+        try:
+            z = float(match.group(2))
+        except ValueError:
+            raise LensToolError(f"{path}, line {number}: '#{match.group(1)} z:' expects a number, got "
+                                f"'{match.group(2)}'") from None
+        for name in re.split(r"[\s,]+", match.group(1).strip()):
+            out[name] = (z, number)
+    return out
+
+
+def _by_family(values: dict, images) -> dict:
+    """Re-key ``name -> value`` by catalogue family: a name is a family ('6'), one of its images ('6.1') or a
+    family written as a float ('6.0', as some best.par files do); an exact family name wins."""
+    families = set(str(f) for f in images["family"])
+    family_of_image = {str(i): str(f) for i, f in zip(images["id"], images["family"])}
+    out: dict = {}
+    exact = {}
+    for name, value in values.items():
+        if name in families:
+            exact[name] = value
+        elif name in family_of_image:
+            out.setdefault(family_of_image[name], value)
+        elif "." in name and name.rsplit(".", 1)[0] in families:
+            out.setdefault(name.rsplit(".", 1)[0], value)
+    out.update(exact)
+    return out
+
+
+def resolve_redshifts(images, image_block: ImageBlock | None = None, parfile: str | Path | None = None):
+    """Give every family its source redshift: the best.par's ``z_m_limit``, else the catalogue's, else ``#N z:``.
+
+    LensTool catalogues leave the redshift of a family without spectroscopy at 0 (or at a photometric guess) and
+    the fit optimises it; the ``best.par`` then holds the value of the best model in the ``image`` block as
+    ``z_m_limit idx family flag z ...`` (flag 0), which is the redshift that model used. Some catalogues give it
+    instead in a ``#N z: value`` comment line (as LensTool prints its optimised redshifts). A ``z_m_limit`` with a
+    non-zero flag is the prior of an input file: it only fills families at ``z <= 0`` (with a warning).
+
+    Parameters
+    ----------
+    images
+        A table of :func:`read_multiple_images`.
+    image_block
+        The model's :class:`ImageBlock` (its ``z_m_limit``).
+    parfile
+        The parameter file, to name it in messages.
+
+    Returns
+    -------
+    images, warnings
+        A copy of the table with ``z`` filled in and a column ``z_origin`` (``catalogue``, ``z_m_limit`` or
+        ``header``), without the families that have no redshift; and one warning line per family left out.
+
+    Raises
+    ------
+    LensToolError
+        A family whose images have different redshifts (naming the lines), or a negative header redshift.
+    """
+    source_file = images.meta.get("source_file", "multiple images")
+    header = _by_family(images.meta.get("header_redshifts", {}) or {}, images)
+    z_m = _by_family(image_block.z_m_limit if image_block is not None else {}, images)
+    z_m_lines = _by_family(image_block.z_m_limit_lines if image_block is not None else {}, images)
+    z_m_flags = _by_family(image_block.z_m_limit_flags if image_block is not None else {}, images)
+    z = np.array(images["z"], dtype=float)
+    origin = np.array(["catalogue"] * len(images), dtype=object)
+    keep = np.ones(len(images), dtype=bool)
+    warnings = []
+    families = np.asarray(images["family"])
+    lines = np.asarray(images["line"]) if "line" in images.colnames else np.zeros(len(images), dtype=int)
+    for family in dict.fromkeys(families):
+        idx = np.flatnonzero(families == family)
+        values = z[idx]
+        distinct = sorted(set(np.round(values, 6)))
+        if len(distinct) > 1:
+            listing = ", ".join(f"line {lines[i]}: z = {z[i]:g}" for i in idx)
+            raise LensToolError(f"{source_file}: family '{family}' has mixed redshifts ({listing}); one family is one "
+                                "source at one redshift")
+        if values[0] > 0 and (family not in z_m or z_m_flags.get(family, 0) != 0):
+            continue
+        if family in z_m:
+            if values[0] > 0 and abs(values[0] - z_m[family]) > 1e-3:
+                # the fit optimised this family's redshift from the catalogue's value: the best model used its z
+                warnings.append(
+                    f"{parfile}, line {z_m_lines.get(family, 0)}: family '{family}' has z = {values[0]:g} in "
+                    f"{source_file} (line {lines[idx[0]]}) and the optimised z_m_limit z = {z_m[family]:g}: used "
+                    "the optimised one, as the best model did"
+                )
+            z[idx], origin[idx] = z_m[family], "z_m_limit"
+            if z_m_flags.get(family, 0) != 0:
+                warnings.append(
+                    f"{parfile}, line {z_m_lines.get(family, 0)}: z_m_limit of family '{family}' is a prior (flag "
+                    f"{z_m_flags[family]}), not an optimised value: took its first bound z = {z_m[family]:g}; use "
+                    "the best.par of the fit"
+                )
+        elif family in header:
+            value, line = header[family]
+            if not value > 0:
+                raise LensToolError(
+                    f"{source_file}, line {line}: family '{family}' needs a redshift z > 0, got {value}"
+                )
+            z[idx], origin[idx] = value, "header"
+        else:
+            keep[idx] = False
+            where = f" nor in {parfile}" if parfile is not None else ""
+            warnings.append(
+                f"{source_file}, line {lines[idx[0]]}: family '{family}' ({len(idx)} images) has z = {values[0]:g} and "
+                f"no redshift in a 'z_m_limit' line{where} or a '#{family} z:' header: left out"
+            )
+    out = images.copy()
+    out["z"] = z
+    out["z_origin"] = origin.astype(str)
+    return out[keep], warnings
 
 
 def read_member_catalogue(path: str | Path, reference: tuple[float, float] | None = None):
@@ -517,6 +672,53 @@ def read_member_catalogue(path: str | Path, reference: tuple[float, float] | Non
 
 
 # --------------------------------------------------------------------------------------------- models
+#: How the planes of a model with potentials at several redshifts are treated (``read_parfile(planes=...)``).
+PLANES = {
+    # the recursive equation of lenstronomy's MultiPlane, and of the multi-plane LensTool releases (7 and later)
+    "multi": "ray-traced through each lens plane in order (recursive multi-plane lens equation)",
+    # LensTool 6 (o_dpl.c, e_grad.c): one D_ls/D_s(z of lens[0], z_s) scales the summed deflection of all potentials
+    "single": "every potential at the first potential's redshift (LensTool 6: one D_ls/D_s for all)",
+}
+#: LensTool's ``image`` block ``forme`` values of the image-plane fit and the barycentre of the source they use.
+BARYCENTRE_BY_FORME = {-1: "mean", -2: "magnification"}
+#: Positional error (arcsec) that turns a header ``Chi2pos`` into an rms when the par file gives none.
+DEFAULT_SIGPOS_ARCSEC = 0.5
+
+
+@dataclasses.dataclass
+class ImageBlock:
+    """What the ``image`` block of a parameter file says about the multiple images.
+
+    Attributes
+    ----------
+    forme
+        LensTool's ``forme`` (``-1``: image-plane fit, source = mean of the ray-traced images; ``-2``: source =
+        their ``|mu|``-weighted mean; ``>= 0``: source-plane fits), or None without the key.
+    z_m_limit
+        Family name -> optimised redshift, from ``z_m_limit idx family flag z ...`` lines (the value LensTool
+        writes in a ``best.par`` for families without a spectroscopic redshift).
+    z_m_limit_lines
+        Family name -> line number of its ``z_m_limit``.
+    z_m_limit_flags
+        Family name -> the ``bk`` flag (0 in a ``best.par``; non-zero: a prior of an input file, whose ``min`` is
+        then taken).
+    sigpos_arcsec
+        ``sigposArcsec`` (positional error of the images), or None.
+    multfile
+        The ``multfile`` name, or None.
+    line
+        Line of the ``image`` block (0 when the file has none).
+    """
+
+    forme: int | None = None
+    z_m_limit: dict = dataclasses.field(default_factory=dict)
+    z_m_limit_lines: dict = dataclasses.field(default_factory=dict)
+    z_m_limit_flags: dict = dataclasses.field(default_factory=dict)
+    sigpos_arcsec: float | None = None
+    multfile: str | None = None
+    line: int = 0
+
+
 @dataclasses.dataclass
 class LensToolModel:
     """A LensTool mass model read from a parameter file.
@@ -524,26 +726,47 @@ class LensToolModel:
     Attributes
     ----------
     model
-        The :class:`LensModel` (deflections at ``D_ds / D_s = 1``), with ``members`` attached.
+        The :class:`LensModel` (deflections at ``D_ds / D_s = 1``), with ``members`` attached; for potentials at
+        several redshifts read with ``planes="multi"``, a :class:`~lenssearch.lensing.model.MultiPlaneLensModel`.
     reference_radec
         ``(RA0, Dec0)`` in degrees of the relative frame, or None when the file has no reference.
     cosmology
-        From the ``cosmologie`` block (LensTool defaults otherwise).
+        From the ``cosmologie`` block (LensTool defaults otherwise, see ``notes``).
     z_lens
-        Lens redshift (common to every potential).
+        Redshift of the first potential (LensTool's ``lens[0]``, the cluster).
     members
         Member catalogue (see :func:`read_member_catalogue`) with a column ``component`` naming the model
         component of each member ('' when none), or None.
     path
         The parameter file.
+    image
+        The ``image`` block (:class:`ImageBlock`).
+    chi2pos
+        LensTool's ``#Chi2pos:`` of the file's header (a ``best.par`` of an image-plane fit), or None.
+    z_planes
+        The distinct redshifts of the potentials, increasing.
+    planes
+        ``"multi"`` or ``"single"`` (see :data:`PLANES`); ``"single"`` also when there is one redshift.
+    notes
+        Assumptions the reader made (e.g. the cosmology of a file without a ``cosmologie`` block).
     """
 
-    model: LensModel
+    model: Any
     reference_radec: tuple[float, float] | None
     cosmology: Cosmology
     z_lens: float
     members: Any
     path: Path
+    image: ImageBlock = dataclasses.field(default_factory=ImageBlock)
+    chi2pos: float | None = None
+    z_planes: tuple[float, ...] = ()
+    planes: str = "single"
+    notes: list = dataclasses.field(default_factory=list)
+
+    @property
+    def multi_plane(self) -> bool:
+        """True when the model is ray-traced through several planes."""
+        return self.planes == "multi" and len(self.z_planes) > 1
 
     def radec_to_xy(self, ra_deg, dec_deg):
         """Positions in the model frame (arcsec)."""
@@ -559,7 +782,49 @@ class LensToolModel:
         return self.reference_radec
 
 
-def read_parfile(path: str | Path, members: str | Path | None = None) -> LensToolModel:
+_CHI2POS_RE = re.compile(r"^#\s*chi2pos\s*:\s*([-+0-9.eE]+)", re.IGNORECASE)
+
+
+def _parse_image_block(path: Path, block: _Block | None) -> ImageBlock:
+    """The keys of the ``image`` block that the image-plane check needs (LensTool ``r_image.c``)."""
+    out = ImageBlock()
+    if block is None:
+        return out
+    out.line = block.line
+    if (e := block.get("forme")) is not None:
+        out.forme = _number(path, e, 0, int)
+    if (e := block.get("sigposarcsec")) is not None:
+        out.sigpos_arcsec = _number(path, e)
+        if not out.sigpos_arcsec > 0:
+            raise LensToolError(f"{path}, line {e.line}: sigposArcsec must be positive, got {out.sigpos_arcsec}")
+    if (e := block.get("multfile")) is not None and len(e.values) >= 2:
+        out.multfile = e.values[1]
+    for entry in block.entries:
+        if entry.key != "z_m_limit":
+            continue
+        # LensTool (r_image.c, o_print_res.c): 'z_m_limit opt name [name ...] bk min max dderr', several families
+        # bound to one redshift; a best.par writes 'z_m_limit 1 <names> 0 <z> 0.000 0.0000' (z in 'min')
+        n = len(entry.values)
+        if n < 4:
+            raise LensToolError(
+                f"{path}, line {entry.line}: 'z_m_limit' expects 'index family flag z ...', got "
+                f"'{' '.join(entry.values)}'"
+            )
+        names, z_index = (entry.values[1:n - 4], n - 3) if n >= 6 else (entry.values[1:2], 3)
+        z = _number(path, entry, z_index)
+        if not z > 0:
+            raise LensToolError(
+                f"{path}, line {entry.line}: z_m_limit of family '{' '.join(names)}' must be > 0, got {z}"
+            )
+        flag = _number(path, entry, n - 4 if n >= 6 else 2, int)
+        for name in names:
+            out.z_m_limit[name] = z
+            out.z_m_limit_lines[name] = entry.line
+            out.z_m_limit_flags[name] = flag
+    return out
+
+
+def read_parfile(path: str | Path, members: str | Path | None = None, planes: str = "multi") -> LensToolModel:
     """Read a LensTool parameter file into a :class:`LensToolModel`.
 
     Parameters
@@ -569,44 +834,71 @@ def read_parfile(path: str | Path, members: str | Path | None = None) -> LensToo
     members
         Optional member catalogue to attach as ``members`` (e.g. ``ref_potential_w_clumpNE.cat``); by default the
         catalogue of the first ``potfile`` block, if any.
+    planes
+        Potentials at several ``z_lens``: ``"multi"`` ray-traces through each plane in order
+        (:class:`~lenssearch.lensing.model.MultiPlaneLensModel`); ``"single"`` puts every potential at the first
+        one's redshift, as LensTool 6 does (one ``D_ls / D_s`` for the whole model). Each potential's radii in kpc
+        are converted at its own ``z_lens`` in both cases.
 
     Raises
     ------
     LensToolError
-        Malformed or unsupported content, naming the file and the line.
+        Malformed, truncated (no ``fini``), incomplete (fewer potentials than ``grille``'s ``nlentille``) or
+        unsupported content, naming the file and the line.
     """
+    from lenssearch.lensing.model import MultiPlaneLensModel
+
+    if planes not in PLANES:
+        raise LensToolError(f"{path}: planes must be one of {sorted(PLANES)}, got {planes!r}")
     path = Path(path)
     lines = _read_lines(path)
     text = "\n".join(lines)
     if not text.strip():
         raise LensToolError(f"{path}, line 1: empty parameter file")
     blocks = _split_blocks(path, text)
+    notes: list[str] = []
     runmode = next((b for b in blocks if b.name == "runmode"), None)
     _, reference = _parse_reference(path, runmode) if runmode is not None else (0, None)
-    cosmo = _parse_cosmology(path, next((b for b in blocks if b.name in ("cosmologie", "cosmology")), None))
+    cosmo_block = next((b for b in blocks if b.name in ("cosmologie", "cosmology")), None)
+    cosmo = _parse_cosmology(path, cosmo_block)
+    if cosmo_block is None:
+        notes.append(
+            f"{path}: no 'cosmologie' block; assumed LensTool's default flat LambdaCDM, H0 = {cosmo.H0:g} km/s/Mpc, "
+            f"Omega_M = {cosmo.Om0:g}, Omega_Lambda = {1 - cosmo.Om0:g}"
+        )
+    image = _parse_image_block(path, next((b for b in blocks if b.name == "image"), None))
+    chi2pos = None
+    for raw in lines:
+        if (match := _CHI2POS_RE.match(raw.strip())) is not None:
+            chi2pos = float(match.group(1))
+            break
 
     components: list[LensComponent] = []
-    redshifts: list[tuple[float, str]] = []
+    redshifts: list[float] = []
+    n_potentiel = 0
     potfile_catalogue = None
     for block in blocks:
         if block.name in ("potentiel", "potential"):
             comp, z = _potential_component(path, block, cosmo, reference)
             components.append(comp)
-            redshifts.append((z, f"line {block.line}"))
+            redshifts.append(z)
+            n_potentiel += 1
         elif block.name == "potfile":
             comps, z = _potfile_components(path, block, cosmo, reference)
             components.extend(comps)
-            redshifts.append((z, f"line {block.line}"))
+            redshifts.extend([z] * len(comps))
             if potfile_catalogue is None:
                 filein = block.get("filein").values[1]
                 potfile_catalogue = Path(filein) if Path(filein).is_absolute() else path.parent / filein
     if not components:
         raise LensToolError(f"{path}, line 1: no 'potentiel' or 'potfile' block defines a mass model")
-    z_lens = redshifts[0][0]
-    for z, where in redshifts[1:]:
-        if abs(z - z_lens) > 1e-6:
+    grille = next((b for b in blocks if b.name == "grille"), None)
+    if grille is not None and (e := grille.get("nlentille")) is not None:
+        expected = _number(path, e, 0, int)
+        if len(components) < expected:
             raise LensToolError(
-                f"{path}, {where}: z_lens {z} differs from {z_lens} (multi-plane models are not supported)"
+                f"{path}, line {e.line}: 'nlentille {expected}' but the file defines {len(components)} potentials "
+                f"({n_potentiel} 'potentiel' blocks): it is incomplete"
             )
 
     member_table = None
@@ -615,5 +907,14 @@ def read_parfile(path: str | Path, members: str | Path | None = None) -> LensToo
         member_table = read_member_catalogue(member_path, reference)
         names = {c.name for c in components}
         member_table["component"] = [str(i) if str(i) in names else "" for i in member_table["id"]]
-    model = LensModel(components, z_lens, cosmo, members=member_table)
-    return LensToolModel(model, reference, cosmo, z_lens, member_table, path)
+    z_lens = redshifts[0]
+    z_planes = tuple(sorted({round(z, 6) for z in redshifts}))
+    if len(z_planes) > 1 and planes == "multi":
+        by_z: dict[float, list[LensComponent]] = {}
+        for comp, z in zip(components, redshifts):
+            by_z.setdefault(round(z, 6), []).append(comp)
+        model = MultiPlaneLensModel([LensModel(c, z, cosmo) for z, c in by_z.items()], cosmo, members=member_table)
+    else:
+        planes = "single"
+        model = LensModel(components, z_lens, cosmo, members=member_table)
+    return LensToolModel(model, reference, cosmo, z_lens, member_table, path, image, chi2pos, z_planes, planes, notes)

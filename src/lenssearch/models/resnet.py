@@ -3,7 +3,7 @@
 Cañameras et al. (2021, A&A 653, L6) and HOLISMOKES XVI (Schuldt et al. 2025, Sect. 2) classify cutouts with
 ResNets: residual blocks of two 3x3 convolutions with batch normalisation whose input is added back to their
 output (a 1x1 projection where the shape changes), stages that halve the resolution, global average pooling and a
-small dense head with dropout before the sigmoid. The demo sizes (``train.network.resnet_filters``,
+small dense head with dropout before the sigmoid. A strided stem halves the resolution before the first stage. The demo sizes (``train.network.resnet_filters``,
 ``resnet_blocks_per_stage``) keep it at the cost of a few demo VGGs on a CPU; the input preparation (binning, robust
 normalisation) is the same layers as every other network's, so the registered model takes raw cutouts.
 
@@ -38,7 +38,8 @@ def resnet_head(x, cfg: Any, prefix: str = ""):
     filters = tuple(cfg.resnet_filters)
     if not filters:
         raise ValueError("train.network.resnet_filters must have at least one stage")
-    x = keras.layers.Conv2D(filters[0], 3, padding="same", use_bias=False, name=f"{prefix}stem_conv")(x)
+    # the stem halves the resolution at once, as ResNets do (He et al. 2016: a strided 7x7 convolution)
+    x = keras.layers.Conv2D(filters[0], 5, strides=2, padding="same", use_bias=False, name=f"{prefix}stem_conv")(x)
     x = keras.layers.BatchNormalization(name=f"{prefix}stem_bn")(x)
     x = keras.layers.LeakyReLU(cfg.leaky_relu_slope, name=f"{prefix}stem_act")(x)
     for stage, width in enumerate(filters, start=1):

@@ -14,10 +14,12 @@ Kinds (``negatives.hard_negatives`` gives the fraction of the non-lenses of each
     star-forming SED) at ``neighbour_radius_arcsec`` from the centre, as bright as the variant's lensed arcs
     (their F814W magnitude inside the cutout) when ``companion_mag_from_arcs``;
 ``spiral``
-    a blue exponential disc with ``spiral_arms`` logarithmic arms (pitch ``spiral_pitch_deg``) around the member,
-    which becomes its bulge (bulge + blue disc with arms);
+    a disc galaxy centred on an empty position of the field (not a member: :data:`SKY_KINDS`): a red bulge
+    (Sersic n = 4, the colours of a member) and a blue exponential disc with ``spiral_arms`` logarithmic arms
+    (pitch ``spiral_pitch_deg``), bulge-to-total ``bulge_to_total``, as bright as a mock host (a member drawn as
+    the lenses' hosts are, ``disc_mag_offset`` from its magnitude);
 ``edge_on``
-    a thin exponential disc (axis ratio ``edge_on_axis_ratio``) through the member;
+    the same disc galaxy seen edge-on (disc axis ratio ``edge_on_axis_ratio``), on an empty position;
 ``ring``
     a ring (Gaussian radial profile of radius ``ring_radius_arcsec``, elliptical, uneven in brightness) with
     ``ring_knots`` star-forming knots: a collisional or resonance ring, blue;
@@ -37,6 +39,8 @@ import numpy as np
 from lenssearch.errors import LensSearchError
 
 CONFUSER_KINDS = ("blue_companion", "spiral", "edge_on", "ring", "pair", "star")
+#: Kinds drawn as galaxies of their own at an empty position of the field (the others are added to a member).
+SKY_KINDS = ("spiral", "edge_on")
 
 
 def _uniform(rng, bounds) -> float:
@@ -139,6 +143,17 @@ class ConfuserRenderer:
                              self._fluxes(self._blue_mags(mag, z)))
         return image, {"confuser_mag_F814W": mag, "confuser_x_arcsec": x0, "confuser_y_arcsec": y0}
 
+    def _bulge(self, rng, host, mag: float, re_disc: float) -> np.ndarray:
+        """A red bulge (Sersic n = 4, the member ``host``'s colours) of F814W magnitude ``mag``."""
+        mags = {b: mag + float(host[f"mag_{b}"]) - float(host["mag_F814W"]) if f"mag_{b}" in host.colnames else mag
+                for b in self.bands}
+        return self._sersic(0.0, 0.0, max(0.25 * re_disc, 0.06), 4.0, _uniform(rng, (0.7, 1.0)),
+                            rng.uniform(0.0, 180.0), self._fluxes(mags))
+
+    def _split(self, rng, total_mag: float) -> tuple[float, float]:
+        bt = _uniform(rng, self.cfg.bulge_to_total)
+        return total_mag - 2.5 * np.log10(bt), total_mag - 2.5 * np.log10(1.0 - bt)
+
     def spiral(self, rng, host) -> tuple[np.ndarray, dict]:
         c = self.cfg
         re = _uniform(rng, c.disc_re_arcsec)
@@ -146,24 +161,29 @@ class ConfuserRenderer:
         angle = rng.uniform(0.0, 180.0)
         arms = int(rng.integers(c.spiral_arms[0], c.spiral_arms[1] + 1))
         pitch = np.deg2rad(_uniform(rng, c.spiral_pitch_deg))
-        amplitude = _uniform(rng, (0.6, 0.95))
+        amplitude = _uniform(rng, (0.5, 0.95))
         phase = rng.uniform(0.0, 2.0 * np.pi)
         u, v = self._elliptical_radius(0.0, 0.0, q, angle)
         r = np.hypot(u, v)
         phi = np.arctan2(v, u)
         h = re / 1.678  # exponential scale length of a Sersic n=1 profile of half-light radius re
         arm = 1.0 + amplitude * np.cos(arms * (phi - np.log(np.maximum(r, 1e-3) / h) / np.tan(pitch)) + phase)
-        surface = np.exp(-r / h) * arm * (1.0 - np.exp(-(r / (0.4 * h)) ** 2))  # arms from outside the bulge
-        mag = float(host["mag_F814W"]) + _uniform(rng, c.disc_mag_offset)
-        image = self._convolve(self._unit_image(surface), self._fluxes(self._blue_mags(mag, self.z_lens)))
-        return image, {"confuser_mag_F814W": mag, "confuser_x_arcsec": 0.0, "confuser_y_arcsec": 0.0}
+        surface = np.exp(-r / h) * arm
+        total = float(host["mag_F814W"]) + _uniform(rng, c.disc_mag_offset)
+        bulge_mag, disc_mag = self._split(rng, total)
+        image = self._convolve(self._unit_image(surface), self._fluxes(self._blue_mags(disc_mag, self.z_lens)))
+        image += self._bulge(rng, host, bulge_mag, re)
+        return image, {"confuser_mag_F814W": total, "confuser_x_arcsec": 0.0, "confuser_y_arcsec": 0.0}
 
     def edge_on(self, rng, host) -> tuple[np.ndarray, dict]:
         c = self.cfg
-        mag = float(host["mag_F814W"]) + _uniform(rng, c.disc_mag_offset)
-        image = self._sersic(0.0, 0.0, _uniform(rng, c.disc_re_arcsec), 1.0, _uniform(rng, c.edge_on_axis_ratio),
-                             rng.uniform(0.0, 180.0), self._fluxes(self._blue_mags(mag, self.z_lens)))
-        return image, {"confuser_mag_F814W": mag, "confuser_x_arcsec": 0.0, "confuser_y_arcsec": 0.0}
+        re = _uniform(rng, c.disc_re_arcsec)
+        total = float(host["mag_F814W"]) + _uniform(rng, c.disc_mag_offset)
+        bulge_mag, disc_mag = self._split(rng, total)
+        image = self._sersic(0.0, 0.0, re, 1.0, _uniform(rng, c.edge_on_axis_ratio), rng.uniform(0.0, 180.0),
+                             self._fluxes(self._blue_mags(disc_mag, self.z_lens)))
+        image += self._bulge(rng, host, bulge_mag, re)
+        return image, {"confuser_mag_F814W": total, "confuser_x_arcsec": 0.0, "confuser_y_arcsec": 0.0}
 
     def ring(self, rng, host) -> tuple[np.ndarray, dict]:
         c = self.cfg

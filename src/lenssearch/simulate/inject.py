@@ -51,7 +51,7 @@ METADATA_COLUMNS = (
     "source_re_arcsec", "sersic_n", "axis_ratio", "position_angle_deg", "source_x_arcsec", "source_y_arcsec",
     "magnification", "magnification_in_cutout", "n_images", "n_images_in_cutout", "lens_mag_F814W",
     "lens_color_F606W_F814W", "lensed_snr_F435W", "lensed_snr_F606W", "lensed_snr_F814W", "lensed_snr",
-    "arc_peak_sigma", "confuser", "confuser_mag_F814W", "confuser_x_arcsec", "confuser_y_arcsec", "cutout_ra", "cutout_dec", "cutout_row0", "cutout_col0",
+    "arc_peak_sigma", "environment", "isolated_shear_gamma", "confuser", "confuser_mag_F814W", "confuser_x_arcsec", "confuser_y_arcsec", "cutout_ra", "cutout_dec", "cutout_row0", "cutout_col0",
 )
 
 
@@ -70,6 +70,7 @@ class Candidate:
     theta_e_catalogue: float
     z_catalogue: float
     seed: int
+    isolated: bool = False  # the member's own mass and an external shear, without the cluster
 
 
 @dataclasses.dataclass
@@ -227,16 +228,32 @@ class MockFactory:
         for k in range(n):
             src = {c: float(sources[c][k]) for c in sources.colnames}
             zb = float(z_bins[np.argmin(np.abs(z_bins - src["z_s"]))])
-            row = draw_secondary(self.catalogues[zb], rng, self.theta_min, self.theta_max)
+            row = draw_secondary(self.catalogues[zb], rng, self.theta_min, self.theta_max,
+                                 weighting=self.sim.theta_e_weighting)
             seed = int(rng.integers(0, 2**63 - 1))
+            isolated = bool(rng.random() < self.sim.isolated_fraction) if self.sim.isolated_fraction > 0 else False
             out.append(Candidate(start_index + k, src, str(row["member_id"]), int(row["line_id"]),
-                                 float(row["theta_e_arcsec"]), zb, seed))
+                                 float(row["theta_e_arcsec"]), zb, seed, isolated))
         return out
 
     # ------------------------------------------------------------------------------------------ lens
-    def member_lens(self, member_id: str) -> MemberLens:
-        """The member's window, deflections on the renderer's sub-pixel grid, and its local lens grid."""
-        from lenssearch.simulate.local import LocalLens
+    def isolated_shear(self, member_id: str) -> tuple[float, float]:
+        """The external shear ``(gamma, angle_deg)`` of a member made an isolated lens (one draw per member,
+        from ``base.seed`` and its id: the same whatever the order of the draws)."""
+        import hashlib
+
+        key = int.from_bytes(hashlib.sha256(f"{self.cfg.base.seed}:{member_id}".encode()).digest()[:8], "little")
+        rng = np.random.default_rng([key, SIMULATE_STREAM])
+        lo, hi = self.sim.isolated_shear_range
+        return float(rng.uniform(lo, hi)), float(rng.uniform(0.0, 180.0))
+
+    def member_lens(self, member_id: str, isolated: bool = False) -> MemberLens:
+        """The member's window, deflections on the renderer's sub-pixel grid, and its local lens grid.
+
+        ``isolated``: the member's own mass with an external shear (:class:`~lenssearch.simulate.local.IsolatedLens`)
+        instead of the member inside the cluster.
+        """
+        from lenssearch.simulate.local import IsolatedLens, LocalLens, member_component
 
         row = self.scene.member_row(member_id)
         r0, c0 = self.scene.window(row["pix_col"], row["pix_row"], self.n)
@@ -245,13 +262,20 @@ class MockFactory:
         centre = (float(row["x_model"]), float(row["y_model"]))
         cut_half = (self.n / 2 + self.sim.psf_pad_pixels + 1) * pix
         source = str(self.scene.field.path)
-        # two local lenses of the same field: the cutout's sub-pixels need exact values only for the few
-        # components near the cutout; the lens grid (critical line, images) covers a larger region
-        cut_lens = LocalLens(centre, cut_half, self.scene.model, self.scene.deflection_map, source=source)
+        if isolated:
+            if self.scene.model is None:
+                raise LensSearchError(f"{source}: simulate.isolated_fraction needs a field with a lens model")
+            gamma, angle = self.isolated_shear(member_id)
+            cut_lens = grid_lens = IsolatedLens(centre, member_component(self.scene.model, centre, source=source),
+                                                gamma, angle, self.z_lens, self.cosmology)
+        else:
+            # two local lenses of the same field: the cutout's sub-pixels need exact values only for the few
+            # components near the cutout; the lens grid (critical line, images) covers a larger region
+            cut_lens = LocalLens(centre, cut_half, self.scene.model, self.scene.deflection_map, source=source)
+            grid_half = max(self.sim.lens_grid_radius_arcsec, cut_half)
+            grid_lens = LocalLens(centre, grid_half, self.scene.model, self.scene.deflection_map,
+                                  self.exclude_centres, source=source, required_half_size_arcsec=cut_half)
         ax, ay = cut_lens.deflection_on_grid(self.renderer.xs + centre_xy[0], self.renderer.ys + centre_xy[1])
-        grid_half = max(self.sim.lens_grid_radius_arcsec, cut_half)
-        grid_lens = LocalLens(centre, grid_half, self.scene.model, self.scene.deflection_map, self.exclude_centres,
-                              source=source, required_half_size_arcsec=cut_half)
         grid = grid_lens.grid(self.sim.lens_grid_radius_arcsec, self.sim.lens_grid_step_arcsec)
         half_cut = self.n / 2 * pix
         outside = (np.abs(grid.xx - centre_xy[0]) > half_cut) | (np.abs(grid.yy - centre_xy[1]) > half_cut)
@@ -326,8 +350,10 @@ class MockFactory:
         lens_mag = float(member["mag_F814W"]) if "mag_F814W" in member.colnames else np.nan
         lens_col = (float(member["mag_F606W"]) - lens_mag) if "mag_F606W" in member.colnames else np.nan
         snr = lensed_snr(injected, self.noise_sigma)
+        gamma = self.isolated_shear(cand.member_id)[0] if cand.isolated else np.nan
         meta = {
-            "confuser": "lens",
+            "confuser": "lens", "environment": "isolated" if cand.isolated else "cluster",
+            "isolated_shear_gamma": gamma,
             "member_id": cand.member_id, "line_id": cand.line_id, "z_lens": self.z_lens,
             "theta_e_arcsec": line.theta_e_arcsec, "theta_e_catalogue_arcsec": cand.theta_e_catalogue,
             "z_s_catalogue": cand.z_catalogue, "z_s": z_s,
@@ -358,7 +384,7 @@ def simulate_field(scene, cfg, n_mocks: int, field_index: int, colours, progress
     factory = MockFactory(scene, cfg, colours)
     rng = field_generator(cfg.base.seed, SIMULATE_STREAM, field_index)
     rejected = {r: 0 for r in REJECTION_REASONS}
-    lenses: dict[str, MemberLens] = {}
+    lenses: dict[tuple[str, bool], MemberLens] = {}
     results: list[tuple[int, np.ndarray, dict]] = []
     next_index = 0
     bar = tqdm(total=n_mocks, desc=f"simulate {scene.name}", unit="mock", disable=not progress, leave=False,
@@ -374,17 +400,17 @@ def simulate_field(scene, cfg, n_mocks: int, field_index: int, colours, progress
         cands = factory.draw_candidates(rng, n_draw, next_index)
         next_index += n_draw
         kept_before = len(results)
-        order: dict[str, list[Candidate]] = {}
+        order: dict[tuple[str, bool], list[Candidate]] = {}
         for c in cands:
             if not factory.can_reach_peak(c):
                 rejected["peak_below_min"] += 1
                 continue
-            order.setdefault(c.member_id, []).append(c)
+            order.setdefault((c.member_id, c.isolated), []).append(c)
         round_results = []
-        for member_id, group in order.items():
-            if member_id not in lenses:  # a member's lens is computed once per field, whatever the rounds
-                lenses[member_id] = factory.member_lens(member_id)
-            ml = lenses[member_id]
+        for key, group in order.items():
+            if key not in lenses:  # a member's lens is computed once per field, whatever the rounds
+                lenses[key] = factory.member_lens(*key)
+            ml = lenses[key]
             for c in group:
                 cutout, meta = factory.make(c, ml)
                 if cutout is None:
@@ -421,7 +447,7 @@ def metadata_table(rows: list[dict]):
 
     cols = {}
     for name in METADATA_COLUMNS:
-        if name in ("id", "field", "member_id", "confuser"):
+        if name in ("id", "field", "member_id", "confuser", "environment"):
             cols[name] = np.array([str(r.get(name, "")) for r in rows], dtype=str)
         elif name in INTEGER_COLUMNS:
             cols[name] = np.array([r.get(name, -1) for r in rows], dtype=np.int64)

@@ -263,6 +263,65 @@ class LocalLens:
         return LensGrid(self, x_axis, y_axis, ax, ay)
 
 
+class IsolatedLens:
+    """A cluster member's own mass alone, with an external shear: the member as a galaxy-scale lens in the field.
+
+    Galaxy-scale lenses outside cluster cores (the HOLISMOKES and SLACS lenses) are a massive galaxy with a weak
+    external shear from its surroundings, not a member on top of the cluster's convergence and strong shear. This
+    lens keeps the member's mass component of the field's model (the dPIE nearest its centre) and adds a shear
+    ``gamma`` at angle ``angle_deg`` centred on it; nothing of the cluster. It has the interface of
+    :class:`LocalLens` that :class:`LensGrid` and the mocks use.
+    """
+
+    def __init__(self, centre, member_component, gamma: float, angle_deg: float, z_lens: float, cosmology) -> None:
+        from lenssearch.lensing.model import LensComponent, LensModel
+
+        self.centre = (float(centre[0]), float(centre[1]))
+        self.exclude_centres = np.zeros((0, 2))
+        self.z_lens = float(z_lens)
+        self.cosmology = cosmology
+        shear = LensComponent("shear", {"gamma": float(gamma), "angle_deg": float(angle_deg),
+                                        "center_x": self.centre[0], "center_y": self.centre[1]}, "external shear")
+        self.model = LensModel([member_component, shear], self.z_lens, cosmology)
+
+    def deflection(self, x, y):
+        return self.model.deflection(np.asarray(x, float), np.asarray(y, float))
+
+    def deflection_on_grid(self, x_axis, y_axis):
+        xx, yy = np.meshgrid(np.asarray(x_axis, float), np.asarray(y_axis, float))
+        return self.model.deflection(xx, yy)
+
+    def dds_over_ds(self, z_s: float) -> float:
+        return self.cosmology.dds_over_ds(self.z_lens, z_s)
+
+    def ray_trace(self, x, y, z_s: float):
+        ax, ay = self.deflection(x, y)
+        f = self.dds_over_ds(z_s)
+        return np.asarray(x) - f * ax, np.asarray(y) - f * ay
+
+    def grid(self, half_size_arcsec: float, step_arcsec: float) -> "LensGrid":
+        n = int(np.floor(half_size_arcsec / step_arcsec))
+        axis = np.arange(-n, n + 1) * step_arcsec
+        x_axis, y_axis = self.centre[0] + axis, self.centre[1] + axis
+        ax, ay = self.deflection_on_grid(x_axis, y_axis)
+        return LensGrid(self, x_axis, y_axis, ax, ay)
+
+
+def member_component(model, centre, match_arcsec: float = 0.05, source: str = "field"):
+    """The mass component of ``model`` centred on a member (the nearest within ``match_arcsec``)."""
+    best, best_d = None, match_arcsec
+    for comp in model.components:
+        if comp.profile in UNIFORM_PROFILES or "center_x" not in comp.params:
+            continue
+        d = float(np.hypot(comp.params["center_x"] - centre[0], comp.params["center_y"] - centre[1]))
+        if d <= best_d:
+            best, best_d = comp, d
+    if best is None:
+        raise LensSearchError(f"{source}: no mass component within {match_arcsec}\" of the member at "
+                              f"({centre[0]:.2f}, {centre[1]:.2f})\" (an isolated lens needs the member's own mass)")
+    return best
+
+
 @dataclasses.dataclass
 class LensGrid:
     """Deflections ``alpha_x, alpha_y`` (``D_ds / D_s = 1``) on the grid ``x_axis`` x ``y_axis`` of a local lens."""

@@ -98,6 +98,17 @@ def _confuser_renderer(scene, cfg, mocks):
                             Cosmology.from_config(cfg.base.cosmology).kpc_per_arcsec, arc_mags)
 
 
+def sky_window(scene, rng, n: int, margin: int, max_bad_fraction: float, tries: int = 1000) -> tuple[int, int]:
+    """``(row0, col0)`` of a random complete cutout of the field (for the disc galaxies of :data:`SKY_KINDS`)."""
+    ny, nx = scene.shape
+    for _ in range(tries):
+        r0 = int(rng.integers(margin, max(margin + 1, ny - n - margin)))
+        c0 = int(rng.integers(margin, max(margin + 1, nx - n - margin)))
+        if scene.window_problem(r0, c0, n, margin, max_bad_fraction) is None:
+            return r0, c0
+    raise LensSearchError(f"field '{scene.name}': no complete {n}x{n} cutout found in {tries} random positions")
+
+
 def _host_weights(eligible_ids: list[str], mocks, match_hosts: bool) -> np.ndarray:
     """Probability of each eligible member to host a non-lens: the mocks' own host frequencies when
     ``match_hosts`` (no host-brightness shortcut), else uniform."""
@@ -120,7 +131,7 @@ def negatives_field(scene, cfg, n_wanted: int, field_index: int, mocks=None, id_
     ``mocks`` (the variant's mock metadata of this field) sets the hosts' distribution when
     ``negatives.match_hosts`` and the brightness of blue companions and rings (:mod:`lenssearch.simulate.confusers`).
     """
-    from lenssearch.simulate.confusers import confuser_counts
+    from lenssearch.simulate.confusers import SKY_KINDS, confuser_counts
 
     neg = cfg.negatives
     n = int(neg.cutout_pixels)
@@ -170,6 +181,10 @@ def negatives_field(scene, cfg, n_wanted: int, field_index: int, mocks=None, id_
     for j, (idx, kind) in enumerate(order):
         k, r0, c0 = eligible[idx]
         member = members[k]
+        member_id = str(member["member_id"])
+        if kind in SKY_KINDS:  # a disc galaxy of its own, as bright as this host, at an empty position
+            r0, c0 = sky_window(scene, rng, n, neg.edge_margin_pixels, neg.max_bad_pixel_fraction)
+            member_id = "sky"  # no member at the centre
         cutout = scene.cutout(r0, c0, n)
         extra = {}
         if kind != "plain":
@@ -180,8 +195,10 @@ def negatives_field(scene, cfg, n_wanted: int, field_index: int, mocks=None, id_
         _, radec = scene.window_centre(r0, c0, n)
         lens_mag = float(member["mag_F814W"]) if "mag_F814W" in members.colnames else np.nan
         lens_col = (float(member["mag_F606W"]) - lens_mag) if "mag_F606W" in members.colnames else np.nan
+        if kind in SKY_KINDS:  # the central galaxy is the disc galaxy
+            lens_mag, lens_col = float(extra["confuser_mag_F814W"]), np.nan
         rows.append({"id": f"{id_prefix}neg-{scene.name}-{j:05d}", "label": 0, "field": scene.name,
-                     "member_id": str(member["member_id"]), "z_lens": float(scene.field.z_lens),
+                     "member_id": member_id, "z_lens": float(scene.field.z_lens),
                      "lens_mag_F814W": lens_mag, "lens_color_F606W_F814W": lens_col, "cutout_ra": radec[0],
                      "cutout_dec": radec[1], "cutout_row0": r0, "cutout_col0": c0, "confuser": kind, **extra})
     stack = np.stack(cutouts) if cutouts else np.zeros((0, n, n, len(scene.bands)), np.float32)

@@ -136,7 +136,9 @@ class FieldScene:
         from lenssearch.lensing.lenstool import read_parfile
 
         if self.field.model_path is not None:
-            self.model = read_parfile(self.field.model_path).model
+            # Mocks are injected behind members with a local single-plane lens; a multi-plane model (a foreground or
+            # background group) is taken here as LensTool 6 takes it, every potential at the cluster's redshift.
+            self.model = read_parfile(self.field.model_path, planes="single").model
         if self.field.deflection_path.exists():
             self.deflection_map = self.field.deflection()
         if self.model is None and self.deflection_map is None:

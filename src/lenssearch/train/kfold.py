@@ -174,7 +174,7 @@ def fold_mean_model(fold_models: list, name: str):
     from lenssearch.models import QuietModel
 
     inputs = keras.Input(shape=fold_models[0].input_shape[1:], name="cutouts")
-    outputs = [keras.Model(m.inputs, m.outputs, name=f"fold_{k}")(inputs) for k, m in enumerate(fold_models)]
+    outputs = [keras.Model(m.inputs[0], m.outputs[0], name=f"fold_{k}")(inputs) for k, m in enumerate(fold_models)]
     mean = keras.layers.Average(dtype="float32", name="probability")(outputs) if len(outputs) > 1 else outputs[0]
     return QuietModel(inputs, mean, name=name)
 

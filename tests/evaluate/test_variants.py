@@ -1,0 +1,90 @@
+"""Every network on every KB variant (evaluate/variants.py): out-of-fold on its own, its run model on the others
+without the plain member cutouts both hold; AUCs as scikit-learn computes them."""
+
+import dataclasses
+
+import h5py
+import numpy as np
+from astropy.table import Table
+from sklearn.metrics import roc_auc_score
+
+from lenssearch.config import NetworkConfig
+from lenssearch.evaluate.variants import kb_path, variant_table
+from lenssearch.kb.build import _to_records
+
+NET = NetworkConfig(input_pixels=32, binning=2, filters=(4, 8), sc_vgg_filters=(2, 4), convs_per_block=1,
+                    dense_units=(8, 4), dropout=0.0, leaky_relu_slope=0.1, normalisation_softening=1.0,
+                    resnet_filters=(4,), resnet_blocks_per_stage=1)
+
+
+def _write_kb(path, variant, plain_members, rng):
+    n_lens, n_neg = 20, len(plain_members)
+    labels = np.r_[np.ones(n_lens), np.zeros(n_neg)].astype(np.int8)
+    yy, xx = np.mgrid[:32, :32] - 15.5
+    ring = np.exp(-0.5 * ((np.hypot(xx, yy) - 8) / 1.5) ** 2)[None, :, :, None]
+    cut = rng.normal(0, 1, (len(labels), 32, 32, 3)).astype(np.float32)
+    cut[:n_lens] += (5 * ring).astype(np.float32)  # the lenses carry a ring the model may or may not see
+    snr = np.r_[rng.uniform(5, 80, n_lens), np.full(n_neg, np.nan)]
+    meta = Table({
+        "id": [f"{variant}-{k}" for k in range(len(labels))], "label": labels,
+        "field": ["F"] * len(labels),
+        "member_id": [f"L{k}" for k in range(n_lens)] + list(plain_members),
+        "confuser": ["lens"] * n_lens + ["plain"] * n_neg,
+        "fold": np.tile(np.arange(2), len(labels) // 2).astype(np.int16),
+        "lens_mag_F814W": rng.uniform(19, 23, len(labels)),
+        **{f"lensed_snr_{b}": snr / np.sqrt(3) for b in ("F435W", "F606W", "F814W")},
+    })
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("cutouts", data=cut)
+        h5.create_dataset("labels", data=labels)
+        h5.create_dataset("ids", data=np.array([s.encode() for s in meta["id"]]))
+        h5.create_dataset("fold", data=np.asarray(meta["fold"]))
+        h5.create_dataset("metadata", data=_to_records(meta))
+        h5.attrs["bands"] = np.array([b"F435W", b"F606W", b"F814W"])
+        h5.attrs["variant"] = variant
+    return meta, cut
+
+
+def test_networks_are_scored_on_every_variant(tmp_path):
+    import keras
+
+    from lenssearch.config import load_config
+    from lenssearch.models import build_model
+
+    from .conftest import REPO
+
+    rng = np.random.default_rng(4)
+    kb_dir = tmp_path / "kb"
+    kb_dir.mkdir()
+    meta_a, _ = _write_kb(kb_path(kb_dir, "a"), "a", [f"P{k}" for k in range(20)], rng)
+    # variant b: half of its plain non-lenses are members that are plain non-lenses of a too (the same pixels)
+    meta_b, cut_b = _write_kb(kb_path(kb_dir, "b"), "b", [f"P{k}" for k in range(10)] + [f"Q{k}" for k in range(10)],
+                              rng)
+    keras.utils.set_random_seed(0)
+    model = build_model("vgg", NET)
+    (tmp_path / "models" / "vgg" / "run").mkdir(parents=True)
+    model.save(tmp_path / "models" / "vgg" / "run" / "model.keras")
+    preds = Table({"id": meta_a["id"], "fold": meta_a["fold"], "network": ["vgg"] * len(meta_a),
+                   "label": meta_a["label"], "probability": rng.uniform(0, 1, len(meta_a))})
+    (tmp_path / "reports" / "vgg").mkdir(parents=True)
+    preds.write(tmp_path / "reports" / "vgg" / "predictions.ecsv", format="ascii.ecsv")
+
+    cfg = load_config(REPO / "params.yaml")
+    cfg = dataclasses.replace(cfg, variants={"a": {}, "b": {}},
+                              train=dataclasses.replace(cfg.train, kb_variant={"vgg": "a"}),
+                              evaluate=dataclasses.replace(cfg.evaluate, visible_snr_min=30.0))
+    table, baselines = variant_table(cfg, ["vgg"], tmp_path / "reports", kb_dir, tmp_path / "models")
+    rows = {str(r["variant"]): r for r in table}
+    assert rows["a"]["source"] == "oof" and rows["b"]["source"] == "heldout"
+    # out of fold: the train stage's probabilities, AUCs as scikit-learn's
+    lab, p = np.asarray(preds["label"]), np.asarray(preds["probability"])
+    assert np.isclose(rows["a"]["auc"], roc_auc_score(lab, p))
+    snr = np.sqrt(3) * np.asarray(meta_a["lensed_snr_F814W"])
+    vis = (lab == 0) | (np.nan_to_num(snr) >= 30)
+    assert np.isclose(rows["a"]["auc_visible"], roc_auc_score(lab[vis], p[vis]))
+    # held out: the run model on b, without the ten plain members that a holds as well
+    assert rows["b"]["n_nonlenses"] == 10 and rows["b"]["n_lenses"] == 20
+    keep = np.r_[np.arange(20), np.arange(30, 40)]
+    expected = model.predict(cut_b[keep], verbose=0).ravel()
+    assert np.isclose(rows["b"]["auc"], roc_auc_score(np.asarray(meta_b["label"])[keep], expected))
+    assert set(baselines) == {"a", "b"} and baselines["a"]["lens_brightness_auc"] is not None
