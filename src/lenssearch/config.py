@@ -484,6 +484,9 @@ class NegativesConfig:
     strong_lens_theta_e_min_arcsec: Optional[float]
     strong_lens_source_redshift: float
     match_hosts: bool  # draw the non-lenses' hosts from the mocks' hosts (no host-brightness shortcut)
+    # plain cutouts under match_hosts: "members" (distinct mock hosts, by their mock counts) or "magnitude"
+    # (distinct members matched to the mock hosts' magnitudes, when plain cutouts outnumber the hosts)
+    plain_matching: Literal["members", "magnitude"]
     hard_negatives: dict[str, float]  # confuser kind -> fraction of the non-lenses (simulate/confusers.py)
     confusers: ConfuserConfig
 

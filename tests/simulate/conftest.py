@@ -115,5 +115,5 @@ def cfg():
     root = Path(__file__).resolve().parents[2]
     c = load_config(root / "params.yaml")
     sim = dataclasses.replace(c.simulate, n_mocks=12)
-    neg = dataclasses.replace(c.negatives, n_negatives=2)
+    neg = dataclasses.replace(c.negatives, n_negatives=2, match_hosts=False)  # these tests have no mocks
     return dataclasses.replace(c, simulate=sim, negatives=neg)

@@ -79,7 +79,7 @@ def _fake_mocks(path, members, counts, field="TEST"):
 
 def test_matched_hosts_follow_the_mocks_and_confusers_are_counted(cfg, test_fields, tmp_path):
     mocks = _fake_mocks(tmp_path / "mocks", ["TEST-M0000", "TEST-M0002"], [30, 10])
-    neg = dataclasses.replace(cfg.negatives, n_negatives=40, match_hosts=True,
+    neg = dataclasses.replace(cfg.negatives, n_negatives=40, match_hosts=True, plain_matching="members",
                               hard_negatives={"blue_companion": 0.5, "star": 0.25})
     c = dataclasses.replace(cfg, negatives=neg)
     metrics = run_negatives(c, test_fields, tmp_path / "neg", None, progress=False, mocks_dir=mocks,
@@ -109,7 +109,7 @@ def test_match_hosts_needs_the_mocks(cfg, test_fields, tmp_path):
 
 def test_disc_galaxies_sit_on_empty_positions_as_bright_as_the_hosts(cfg, test_fields, tmp_path):
     mocks = _fake_mocks(tmp_path / "mocks", ["TEST-M0000", "TEST-M0002"], [20, 20])
-    neg = dataclasses.replace(cfg.negatives, n_negatives=6, match_hosts=True,
+    neg = dataclasses.replace(cfg.negatives, n_negatives=6, match_hosts=True, plain_matching="members",
                               hard_negatives={"spiral": 0.5, "edge_on": 0.5})
     run_negatives(dataclasses.replace(cfg, negatives=neg), test_fields, tmp_path / "neg", None, progress=False,
                   mocks_dir=mocks)
@@ -127,3 +127,16 @@ def test_disc_galaxies_sit_on_empty_positions_as_bright_as_the_hosts(cfg, test_f
     lo = min(host_mags["TEST-M0000"], host_mags["TEST-M0002"]) + offset[0]
     hi = max(host_mags["TEST-M0000"], host_mags["TEST-M0002"]) + offset[1]
     assert np.all((mags >= lo - 1e-9) & (mags <= hi + 1e-9))
+
+
+def test_magnitude_matched_plain_negatives_follow_the_hosts():
+    from lenssearch.simulate.negatives import magnitude_matched
+
+    rng = np.random.default_rng(2)
+    members = rng.uniform(18.0, 25.0, 600)  # a member population, faint ones as common as bright ones
+    hosts = rng.normal(20.0, 0.5, 2000)  # the mocks' hosts: bright
+    taken = magnitude_matched(members, hosts, 150, rng)
+    assert taken.size == 150 and np.unique(taken).size == 150  # distinct members
+    assert abs(np.median(members[taken]) - 20.0) < 0.15 and np.std(members[taken]) < 0.8
+    # the members run out: every one is taken once, none twice
+    assert np.unique(magnitude_matched(members[:50], hosts, 80, rng)).size == 50

@@ -490,16 +490,22 @@ def _map_fields(n_jobs: int):
     workers = min(n_jobs, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         return [_simulate_job(k) for k in range(n_jobs)]
-    pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_signals)
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    # a worker that dies (killed, out of memory) breaks the pool: an error, never a wait for it; an interrupted
+    # parent stops its workers at once
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_signals)
     try:
-        result = pool.map(_simulate_job, range(n_jobs), chunksize=1)
-        pool.close()
-        return result
+        return list(pool.map(_simulate_job, range(n_jobs)))
+    except BrokenProcessPool:
+        raise LensSearchError("simulate: a field's worker process died (killed or out of memory)") from None
     except BaseException:
-        pool.terminate()
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
         raise
     finally:
-        pool.join()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _worker_signals() -> None:

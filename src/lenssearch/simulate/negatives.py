@@ -109,6 +109,27 @@ def sky_window(scene, rng, n: int, margin: int, max_bad_fraction: float, tries: 
     raise LensSearchError(f"field '{scene.name}': no complete {n}x{n} cutout found in {tries} random positions")
 
 
+def magnitude_matched(mags: np.ndarray, target_mags: np.ndarray, n: int, rng) -> np.ndarray:
+    """Indices of up to ``n`` distinct members whose magnitudes follow ``target_mags`` (the mock hosts').
+
+    Matched sampling without replacement: a target magnitude is drawn from the mocks' hosts, and the unused
+    member nearest to it in magnitude is taken, until ``n`` are taken or the members run out. The members keep
+    their own cutouts (no member twice), and their magnitude distribution is the hosts' wherever members exist.
+    """
+    targets = np.asarray(target_mags, float)
+    targets = targets[np.isfinite(targets)]
+    if targets.size == 0:
+        raise LensSearchError("negatives.plain_matching 'magnitude': the mocks have no finite lens_mag_F814W")
+    free = np.isfinite(mags)
+    taken: list[int] = []
+    for target in rng.choice(targets, size=min(n, int(free.sum())), replace=True):
+        candidates = np.flatnonzero(free)
+        best = candidates[np.argmin(np.abs(mags[candidates] - target))]
+        free[best] = False
+        taken.append(int(best))
+    return np.array(sorted(taken), dtype=int)
+
+
 def _host_weights(eligible_ids: list[str], mocks, match_hosts: bool) -> np.ndarray:
     """Probability of each eligible member to host a non-lens: the mocks' own host frequencies when
     ``match_hosts`` (no host-brightness shortcut), else uniform."""
@@ -160,10 +181,15 @@ def negatives_field(scene, cfg, n_wanted: int, field_index: int, mocks=None, id_
     kinds = confuser_counts(n_wanted, dict(neg.hard_negatives))
     weights = _host_weights([str(members[k]["member_id"]) for k, _, _ in eligible], mocks, neg.match_hosts)
     # plain cutouts: each member at most once (an identical cutout twice would sit in two folds)
-    hosts = np.flatnonzero(weights > 0)
-    n_plain = min(kinds["plain"], hosts.size)
-    plain = (rng.choice(hosts, size=n_plain, replace=False, p=weights[hosts] / weights[hosts].sum())
-             if n_plain else np.zeros(0, int))
+    if neg.match_hosts and neg.plain_matching == "magnitude":
+        mags = np.array([float(members[k]["mag_F814W"]) for k, _, _ in eligible])
+        plain = magnitude_matched(mags, np.asarray(mocks["lens_mag_F814W"], float), kinds["plain"], rng)
+        n_plain = plain.size
+    else:
+        hosts = np.flatnonzero(weights > 0)
+        n_plain = min(kinds["plain"], hosts.size)
+        plain = (rng.choice(hosts, size=n_plain, replace=False, p=weights[hosts] / weights[hosts].sum())
+                 if n_plain else np.zeros(0, int))
     # hard negatives: a host per confuser drawn with replacement (each cutout differs by its confuser); what the
     # plain kind could not take goes to the confusers in their proportions
     shortfall = kinds["plain"] - n_plain
