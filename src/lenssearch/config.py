@@ -466,6 +466,7 @@ class SimulateConfig:
     theta_e_weighting: Literal["theta_e", "uniform"]  # lines drawn prop. to theta_E (the paper) or flat in theta_E
     isolated_fraction: float  # mocks lensed by the member's own mass + external shear, without the cluster
     isolated_shear_range: tuple[float, float]  # external shear of an isolated member (one draw per member)
+    isolated_sigma_scale: float  # field / member velocity dispersion at a given luminosity (SIE of the isolated lens)
     sources: SourcePopulationConfig
     visibility: VisibilityConfig
 

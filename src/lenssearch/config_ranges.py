@@ -169,7 +169,8 @@ RANGES: dict[str, dict[str, Any]] = {
 }
 RANGES["NetworkConfig"].update({"resnet_filters": AT_LEAST_ONE, "resnet_blocks_per_stage": AT_LEAST_ONE})
 RANGES["NegativesConfig"].update({"hard_negatives": FRACTION})
-RANGES["SimulateConfig"].update({"isolated_fraction": FRACTION, "isolated_shear_range": "[0, 1)"})
+RANGES["SimulateConfig"].update({"isolated_fraction": FRACTION, "isolated_shear_range": "[0, 1)",
+                                 "isolated_sigma_scale": POSITIVE})
 RANGES["ConfuserConfig"].update({"bulge_to_total": FRACTION})
 
 #: (section, first, second): ``first <= second``; (section, field, None): the two items of a pair field do not

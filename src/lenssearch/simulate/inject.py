@@ -170,6 +170,7 @@ class MockFactory:
         sigma = scene.field.noise_sigma
         self.noise_sigma = np.array([float(sigma[b]) for b in scene.bands])
         self._valid: set[str] | None = None
+        self._isolated = None
         self.catalogues = self._catalogues()
 
     # ------------------------------------------------------------------------------------------ catalogues
@@ -228,13 +229,42 @@ class MockFactory:
         for k in range(n):
             src = {c: float(sources[c][k]) for c in sources.colnames}
             zb = float(z_bins[np.argmin(np.abs(z_bins - src["z_s"]))])
-            row = draw_secondary(self.catalogues[zb], rng, self.theta_min, self.theta_max,
-                                 weighting=self.sim.theta_e_weighting)
-            seed = int(rng.integers(0, 2**63 - 1))
             isolated = bool(rng.random() < self.sim.isolated_fraction) if self.sim.isolated_fraction > 0 else False
+            # an isolated lens is drawn among the members by its own (field SIE) theta_E at the source redshift
+            table = self.isolated_catalogue(src["z_s"]) if isolated else self.catalogues[zb]
+            row = draw_secondary(table, rng, self.theta_min, self.theta_max, weighting=self.sim.theta_e_weighting)
+            seed = int(rng.integers(0, 2**63 - 1))
             out.append(Candidate(start_index + k, src, str(row["member_id"]), int(row["line_id"]),
-                                 float(row["theta_e_arcsec"]), zb, seed, isolated))
+                                 float(row["theta_e_arcsec"]), src["z_s"] if isolated else zb, seed, isolated))
         return out
+
+    def isolated_catalogue(self, z_s: float):
+        """The valid members as isolated lenses: their field-SIE Einstein radius at ``z_s`` (``line_id`` -1)."""
+        from astropy.table import Table
+
+        from lenssearch.simulate.local import field_sie, member_component
+
+        if self._isolated is None:
+            if self.scene.model is None:
+                raise LensSearchError(f"{self.scene.field.path}: simulate.isolated_fraction needs a field with a "
+                                      "lens model")
+            ids, theta = [], []
+            valid = self.valid_members()
+            for row in self.scene.members:
+                mid = str(row["member_id"])
+                if mid not in valid:
+                    continue
+                try:
+                    comp = member_component(self.scene.model, (float(row["x_model"]), float(row["y_model"])))
+                    sie = field_sie(comp, self.sim.isolated_sigma_scale)
+                except LensSearchError:
+                    continue
+                ids.append(mid)
+                theta.append(float(sie.params["theta_e_arcsec"]))
+            self._isolated = (np.array(ids, dtype=str), np.array(theta, dtype=float))
+        ids, theta = self._isolated
+        f = self.cosmology.dds_over_ds(self.z_lens, z_s)
+        return Table({"member_id": ids, "line_id": np.full(ids.size, -1), "theta_e_arcsec": theta * f})
 
     # ------------------------------------------------------------------------------------------ lens
     def isolated_shear(self, member_id: str) -> tuple[float, float]:
@@ -253,7 +283,7 @@ class MockFactory:
         ``isolated``: the member's own mass with an external shear (:class:`~lenssearch.simulate.local.IsolatedLens`)
         instead of the member inside the cluster.
         """
-        from lenssearch.simulate.local import IsolatedLens, LocalLens, member_component
+        from lenssearch.simulate.local import IsolatedLens, LocalLens, field_sie, member_component
 
         row = self.scene.member_row(member_id)
         r0, c0 = self.scene.window(row["pix_col"], row["pix_row"], self.n)
@@ -266,8 +296,9 @@ class MockFactory:
             if self.scene.model is None:
                 raise LensSearchError(f"{source}: simulate.isolated_fraction needs a field with a lens model")
             gamma, angle = self.isolated_shear(member_id)
-            cut_lens = grid_lens = IsolatedLens(centre, member_component(self.scene.model, centre, source=source),
-                                                gamma, angle, self.z_lens, self.cosmology)
+            mass = field_sie(member_component(self.scene.model, centre, source=source),
+                             self.sim.isolated_sigma_scale, source)
+            cut_lens = grid_lens = IsolatedLens(centre, mass, gamma, angle, self.z_lens, self.cosmology)
         else:
             # two local lenses of the same field: the cutout's sub-pixels need exact values only for the few
             # components near the cutout; the lens grid (critical line, images) covers a larger region

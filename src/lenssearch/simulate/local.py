@@ -264,17 +264,18 @@ class LocalLens:
 
 
 class IsolatedLens:
-    """A cluster member's own mass alone, with an external shear: the member as a galaxy-scale lens in the field.
+    """A galaxy-scale lens in the field: one mass component (the member as a field elliptical, :func:`field_sie`)
+    and an external shear.
 
     Galaxy-scale lenses outside cluster cores (the HOLISMOKES and SLACS lenses) are a massive galaxy with a weak
     external shear from its surroundings, not a member on top of the cluster's convergence and strong shear. This
-    lens keeps the member's mass component of the field's model (the dPIE nearest its centre) and adds a shear
-    ``gamma`` at angle ``angle_deg`` centred on it; nothing of the cluster. It has the interface of
-    :class:`LocalLens` that :class:`LensGrid` and the mocks use.
+    lens has ``member_component`` and a shear ``gamma`` at angle ``angle_deg`` centred on it; nothing of the
+    cluster. It has the interface of :class:`LocalLens` that :class:`LensGrid` and the mocks use.
     """
 
     def __init__(self, centre, member_component, gamma: float, angle_deg: float, z_lens: float, cosmology) -> None:
-        from lenssearch.lensing.model import LensComponent, LensModel
+        from lenssearch.lensing.model import LensModel
+        from lenssearch.lensing.model import LensComponent
 
         self.centre = (float(centre[0]), float(centre[1]))
         self.exclude_centres = np.zeros((0, 2))
@@ -305,6 +306,31 @@ class IsolatedLens:
         x_axis, y_axis = self.centre[0] + axis, self.centre[1] + axis
         ax, ay = self.deflection_on_grid(x_axis, y_axis)
         return LensGrid(self, x_axis, y_axis, ax, ay)
+
+
+#: Speed of light (km/s) and radians -> arcsec, for the isothermal Einstein radius 4 pi (sigma / c)^2.
+C_KMS = 299792.458
+RAD_TO_ARCSEC = 206264.80624709636
+
+
+def field_sie(component, sigma_scale: float, source: str = "field"):
+    """The member as a field elliptical: an SIE of velocity dispersion ``sigma_scale`` x the member's dPIE sigma
+    (cluster members are tidally stripped and their potfile's sigma* is lower than field ellipticals'), axis ratio
+    and orientation of the dPIE's mass ellipticity (LensTool's ``emass`` = (a^2 - b^2)/(a^2 + b^2)), untruncated.
+    Its Einstein radius at ``D_ds/D_s = 1`` is ``4 pi (sigma / c)^2``."""
+    from lenssearch.lensing.model import LensComponent
+
+    p = component.params
+    if "sigma_kms" not in p:
+        raise LensSearchError(f"{source}: an isolated lens needs the member's dPIE velocity dispersion, got profile "
+                              f"'{component.profile}'")
+    sigma = float(p["sigma_kms"]) * float(sigma_scale)
+    e = min(max(float(p.get("emass", 0.0)), 0.0), 0.6)
+    q = float(np.sqrt((1.0 - e) / (1.0 + e)))
+    theta = 4.0 * np.pi * (sigma / C_KMS) ** 2 * RAD_TO_ARCSEC
+    return LensComponent("sie", {"theta_e_arcsec": theta, "q": q, "angle_deg": float(p.get("angle_deg", 0.0)),
+                                 "center_x": float(p["center_x"]), "center_y": float(p["center_y"])},
+                         f"{component.name} as a field SIE")
 
 
 def member_component(model, centre, match_arcsec: float = 0.05, source: str = "field"):
