@@ -102,3 +102,27 @@ def test_sample_in_caustic_is_uniform_inside_the_polygon():
     assert pts.min() < -0.1 and pts.max() > 1.1
     d_out = np.maximum(np.maximum(-pts, pts - 1), 0)
     assert np.all(np.hypot(d_out[:, 0], d_out[:, 1]) <= 0.2 + 1e-9)
+
+
+def test_isolated_lens_is_a_field_sie_with_its_einstein_radius():
+    """An isolated member: an SIE of sigma x scale, 4 pi (sigma / c)^2 at D_ds/D_s = 1, plus a shear; its
+    tangential critical line at z_s has the SIS radius times D_ds/D_s (round, no shear)."""
+    from lenssearch.lensing.cosmology import Cosmology
+    from lenssearch.lensing.model import LensComponent
+    from lenssearch.simulate.local import IsolatedLens, field_sie
+
+    dpie = LensComponent("dpie", {"sigma_kms": 160.0, "core_radius_arcsec": 0.01, "cut_radius_arcsec": 10.0,
+                                  "emass": 0.0, "angle_deg": 0.0, "center_x": 3.0, "center_y": -2.0}, "m1")
+    sie = field_sie(dpie, 1.25)
+    theta1 = 4 * np.pi * (200.0 / 299792.458) ** 2 * 206264.80624709636
+    assert sie.profile == "sie" and np.isclose(sie.params["theta_e_arcsec"], theta1) and sie.params["q"] == 1.0
+    cosmo = Cosmology(70.0, 0.3)
+    lens = IsolatedLens((3.0, -2.0), sie, 0.0, 0.0, 0.35, cosmo)
+    line = lens.grid(3.0, 0.02).critical_line(2.0)
+    assert line is not None
+    assert abs(line.theta_e_arcsec - theta1 * cosmo.dds_over_ds(0.35, 2.0)) < 0.03
+    # the shear is centred on the member: no deflection there from it, and nothing of a cluster anywhere
+    sheared = IsolatedLens((3.0, -2.0), sie, 0.08, 30.0, 0.35, cosmo)
+    ax, ay = sheared.deflection(np.array([3.5]), np.array([-2.0]))
+    bx, by = lens.deflection(np.array([3.5]), np.array([-2.0]))
+    assert abs(ax[0] - bx[0]) > 0.01 and np.allclose(sheared.exclude_centres.shape, (0, 2))
