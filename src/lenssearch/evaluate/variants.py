@@ -10,7 +10,7 @@ training. The ``source`` column says which kind of score each row is.
 Per (network, variant): the number of lenses and non-lenses, the AUC of all lenses, of the lenses whose lensed
 source has S/N >= ``evaluate.visible_snr_min`` in the network's bands (the ``auc_visible`` of the acceptance bar),
 and per S/N bin (``evaluate.snr_bins``; each bin's lenses against every non-lens); per variant: the AUC of the lens
-galaxy's brightness alone (the host baseline: 0.5 when the hosts of lenses and non-lenses are alike).
+galaxy's brightness alone (the host baseline, on all the variant's cutouts: 0.5 when the hosts of lenses and non-lenses are alike).
 """
 
 from __future__ import annotations
@@ -118,8 +118,8 @@ def variant_table(cfg, networks, predictions_dir: Path, kb_dir: Path, models_dir
                 m = (labels == 1) & (snr >= a) & (snr < b)
                 row[f"auc_snr_{name}"] = roc_auc(labels[m | neg], p[m | neg]) if m.any() else np.nan
             rows.append(row)
-            if variant not in baselines:
-                baselines[variant] = _host_baseline(wide, labels)
+        # the host baseline is the variant's own: all its cutouts, whichever network scores them
+        baselines[variant] = _host_baseline(meta, np.asarray(meta["label"]))
     table = Table(rows=rows) if rows else Table()
     for col in table.colnames:
         if col.startswith("auc"):
