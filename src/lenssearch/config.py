@@ -248,6 +248,7 @@ class TrainConfig:
     optimizer: Literal["adadelta", "adam"]  # the paper: Adadelta (Zeiler 2012); Adam converges in fewer epochs
     learning_rate: float  # Adadelta: 1.0 (Zeiler 2012); Adam: 1e-3 (Kingma & Ba 2015)
     max_epochs: int
+    max_epochs_by_network: dict[str, int]  # networks that need more (or fewer) epochs than max_epochs
     warmup_epochs: int  # epochs before early stopping and the LR schedule start watching the validation loss
     early_stopping_patience: int
     reduce_lr_patience: int

@@ -77,7 +77,7 @@ RANGES: dict[str, dict[str, Any]] = {
         "leaky_relu_slope": "[0, 1]", "normalisation_softening": POSITIVE,
     },
     "TrainConfig": {
-        "batch_size": AT_LEAST_ONE, "learning_rate": POSITIVE, "max_epochs": AT_LEAST_ONE,
+        "batch_size": AT_LEAST_ONE, "learning_rate": POSITIVE, "max_epochs": AT_LEAST_ONE, "max_epochs_by_network": AT_LEAST_ONE,
         "warmup_epochs": NON_NEGATIVE, "early_stopping_patience": NON_NEGATIVE, "reduce_lr_patience": NON_NEGATIVE,
         "reduce_lr_factor": "(0, 1)", "min_learning_rate": NON_NEGATIVE, "examples_per_class": NON_NEGATIVE,
     },

@@ -126,3 +126,19 @@ def test_registered_model_scores_raw_cutouts_through_pyfunc(trained):
     run_model = keras.models.load_model(trained["models"] / "run" / "model.keras")
     assert_allclose(scores, run_model.predict(raw, verbose=0)[:, 0], rtol=1e-5, atol=1e-6)
     assert np.all((scores >= 0) & (scores <= 1))
+
+
+def test_a_network_can_train_for_its_own_number_of_epochs():
+    import dataclasses as dc
+    from pathlib import Path
+
+    from lenssearch.config import load_config
+    from lenssearch.train.kfold import network_train_config
+
+    repo = Path(__file__).resolve().parents[2]
+    cfg = load_config(repo / "params.yaml")
+    cfg = dc.replace(cfg, train=dc.replace(cfg.train, max_epochs=16, max_epochs_by_network={"vgg": 22}))
+    assert network_train_config(cfg, "vgg").train.max_epochs == 22
+    assert network_train_config(cfg, "resnet").train.max_epochs == 16
+    paper = load_config(repo / "params.yaml", repo / "configs" / "paper.yaml")
+    assert network_train_config(paper, "vgg").train.max_epochs == paper.train.max_epochs == 100

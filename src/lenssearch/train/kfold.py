@@ -226,6 +226,15 @@ def _split_artifacts(split_dir: Path, labels, probabilities, result, title: str)
     ]
 
 
+def network_train_config(cfg, network: str):
+    """``cfg`` with the ``train`` section as ``network`` trains: ``max_epochs_by_network[network]`` (if any) as
+    its ``max_epochs``."""
+    epochs = dict(cfg.train.max_epochs_by_network).get(network)
+    if epochs is None:
+        return cfg
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_epochs=int(epochs)))
+
+
 def kb_variant(kb_path) -> str:
     """The KB variant a knowledge base was built as (its ``variant`` attribute; "" for an older file)."""
     import h5py
@@ -298,6 +307,7 @@ def train_network(
     t_start = time.perf_counter()
     if network not in MODELS:
         raise LensSearchError(f"unknown network '{network}' (known: {', '.join(MODELS)})")
+    cfg = network_train_config(cfg, network)
     check_train_config(cfg.train, network)
     models_dir, reports_dir = Path(models_dir), Path(reports_dir)
     kb = read_knowledge_base(kb_path)
