@@ -263,21 +263,21 @@ class LocalLens:
         return LensGrid(self, x_axis, y_axis, ax, ay)
 
 
-class IsolatedLens:
+class IsolatedLens(LocalLens):
     """A galaxy-scale lens in the field: one mass component (the member as a field elliptical, :func:`field_sie`)
     and an external shear.
 
     Galaxy-scale lenses outside cluster cores (the HOLISMOKES and SLACS lenses) are a massive galaxy with a weak
     external shear from its surroundings, not a member on top of the cluster's convergence and strong shear. This
     lens has ``member_component`` and a shear ``gamma`` at angle ``angle_deg`` centred on it; nothing of the
-    cluster. It has the interface of :class:`LocalLens` that :class:`LensGrid` and the mocks use.
+    cluster. It overrides :class:`LocalLens`'s deflections and inherits the rest (ray tracing, the lens grid).
     """
 
     def __init__(self, centre, member_component, gamma: float, angle_deg: float, z_lens: float, cosmology) -> None:
-        from lenssearch.lensing.model import LensModel
-        from lenssearch.lensing.model import LensComponent
+        from lenssearch.lensing.model import LensComponent, LensModel
 
         self.centre = (float(centre[0]), float(centre[1]))
+        self.half = np.inf  # analytic everywhere: any grid size (LocalLens.grid)
         self.exclude_centres = np.zeros((0, 2))
         self.z_lens = float(z_lens)
         self.cosmology = cosmology
@@ -291,21 +291,6 @@ class IsolatedLens:
     def deflection_on_grid(self, x_axis, y_axis):
         xx, yy = np.meshgrid(np.asarray(x_axis, float), np.asarray(y_axis, float))
         return self.model.deflection(xx, yy)
-
-    def dds_over_ds(self, z_s: float) -> float:
-        return self.cosmology.dds_over_ds(self.z_lens, z_s)
-
-    def ray_trace(self, x, y, z_s: float):
-        ax, ay = self.deflection(x, y)
-        f = self.dds_over_ds(z_s)
-        return np.asarray(x) - f * ax, np.asarray(y) - f * ay
-
-    def grid(self, half_size_arcsec: float, step_arcsec: float) -> "LensGrid":
-        n = int(np.floor(half_size_arcsec / step_arcsec))
-        axis = np.arange(-n, n + 1) * step_arcsec
-        x_axis, y_axis = self.centre[0] + axis, self.centre[1] + axis
-        ax, ay = self.deflection_on_grid(x_axis, y_axis)
-        return LensGrid(self, x_axis, y_axis, ax, ay)
 
 
 #: Speed of light (km/s) and radians -> arcsec, for the isothermal Einstein radius 4 pi (sigma / c)^2.
