@@ -308,6 +308,7 @@ class SearchDemoConfig:
     template: str  # an entry of field.synthetic.fields
     n_planted: int  # lenses planted with the simulate stage's injection
     max_draws: int
+    variant: str | None  # plant lenses with this KB variant's cuts and sources (cluster lenses only); None: simulate
 
 
 @dataclasses.dataclass(frozen=True)
