@@ -1,7 +1,7 @@
 """The ``evaluate``, ``committee``, ``tune`` and ``promote`` stages (and the ``hpsearch`` entry point).
 
 Each ``run_*`` function takes the typed configuration and the paths that ``dvc.yaml`` passes to the CLI verb,
-writes its outputs atomically, records everything in MLflow (through :mod:`lenssearch.evaluate.registry`), and
+writes its outputs atomically, records everything in MLflow (through :mod:`lenssearch.tracking`), and
 returns a small summary dict.
 
 Predictions are read from ``<predictions_dir>/<network>/predictions.ecsv`` (the train stage's layout).
@@ -270,19 +270,19 @@ def run_evaluate(cfg, predictions_dir: Path, kb: Path | None, out_dir: Path, rep
     md, html = write_report(blocks, report, "lenssearch evaluation against Angora et al. 2023")
 
     if log_mlflow:
-        from lenssearch.evaluate import registry
+        from lenssearch import tracking
 
         children = [
-            registry.RunSpec(name=n, metrics=per_net[n], tags={"kind": "network", "network": n, "stage": "evaluate"},
+            tracking.RunSpec(name=n, metrics=per_net[n], tags={"kind": "network", "network": n, "stage": "evaluate"},
                              params={"threshold": e.threshold, "members": n})
             for n in networks
         ]
-        parent = registry.RunSpec(
+        parent = tracking.RunSpec(
             name="evaluation", params={"networks": ",".join(networks), "threshold": e.threshold},
             tags={"stage": "evaluate"}, artifacts=[md, html, out_dir / "figures", out_dir / "tables",
                                                    out_dir / "metrics.json"],
         )
-        ids = registry.log_runs(e.experiment, parent, children, tracking_uri)
+        ids = tracking.log_runs(e.experiment, parent, children, tracking_uri)
         result["mlflow_run_id"] = ids["evaluation"]
     return result
 
@@ -444,31 +444,31 @@ def run_committee(cfg, predictions_dir: Path, out_dir: Path, tracking_uri: str |
                                       tmp / "tpr_vs_candidates.png", "TPR against the number of candidates")
     model_uris: dict[str, str] = {}
     if log_mlflow:
-        from lenssearch.evaluate import registry
+        from lenssearch import tracking
 
-        def spec(x: cm.CommitteeResult) -> registry.RunSpec:
+        def spec(x: cm.CommitteeResult) -> tracking.RunSpec:
             sc = by_name[x.name].scores(wide)
             metrics = summary_metrics(labels, sc, e.threshold, e.purity_min, e.fprs)
             metrics["gate"] = x.gate
-            return registry.RunSpec(
+            return tracking.RunSpec(
                 name=x.name, metrics=metrics, params={"members": "+".join(x.members), "rule": x.rule,
                                                       "threshold": e.threshold},
                 tags={"kind": "committee", "stage": "committee", "rule": x.rule, "members": "+".join(x.members),
                       "selected": str(x.name in chosen).lower()})
 
-        parent = registry.RunSpec(
+        parent = tracking.RunSpec(
             name="committees", params={"members": ",".join(members), "rules": ",".join(c.rules),
                                        "select": gate_label(c.select)},
             metrics={"best_gate": best_overall.gate}, tags={"stage": "committee", "best": best_overall.name},
             artifacts=[out_dir / "committees.ecsv", out_dir / "networks.ecsv", out_dir / "roc_log.png",
                        out_dir / "tpr_vs_candidates.png"])
-        ids = registry.log_runs(e.experiment, parent, [spec(x) for x in results], tracking_uri)
+        ids = tracking.log_runs(e.experiment, parent, [spec(x) for x in results], tracking_uri)
         if c.log_models:
             bands = list(cfg.base.bands)
             for name, x in chosen.items():
-                uris = {m: registry.latest_model_uri(f"lenssearch-{m}") for m in x.members}
+                uris = {m: tracking.latest_model_uri(f"lenssearch-{m}") for m in x.members}
                 band_index = {m: (bands.index(m.upper()) if m.upper() in bands else None) for m in x.members}
-                model_uris[name] = registry.log_committee_model(ids[name], uris, band_index, x.rule, len(bands))
+                model_uris[name] = tracking.log_committee_model(ids[name], uris, band_index, x.rule, len(bands))
     best = {
         "select": gate_label(c.select),
         "n_negatives": n_neg,
@@ -561,10 +561,10 @@ def run_tune(cfg, predictions_dir: Path, committees_json: Path | None, out: Path
     }
     _write_json(out, doc)
     if log_mlflow:
-        from lenssearch.evaluate import registry
+        from lenssearch import tracking
 
         children = [
-            registry.RunSpec(
+            tracking.RunSpec(
                 name=f"tune {n}", params={"objective": tc.objective, "n_trials": tc.n_trials, "model": n},
                 metrics={k: getattr(r, k) for k in ("threshold", "objective_value", "purity", "completeness", "f1",
                                                     "qtp_lower", "qtp_band_purity", "completeness_at_qtp")},
@@ -572,9 +572,9 @@ def run_tune(cfg, predictions_dir: Path, committees_json: Path | None, out: Path
                 artifacts=[Path(plots_dir) / p.name for p in plots[n]])
             for n, r in results.items()
         ]
-        parent = registry.RunSpec(name="thresholds", params={"objective": tc.objective},
+        parent = tracking.RunSpec(name="thresholds", params={"objective": tc.objective},
                                   tags={"stage": "tune"}, artifacts=[Path(out)])
-        registry.log_runs(cfg.evaluate.experiment, parent, children, tracking_uri)
+        tracking.log_runs(cfg.evaluate.experiment, parent, children, tracking_uri)
     return doc
 
 
@@ -592,10 +592,10 @@ def run_promote(cfg, predictions_dir: Path, committees_json: Path | None, thresh
     ``best.json`` that have a logged model. The champion's gate value is read from its version's tags and is
     compared only if it was measured with the same gate (metric and option); a tie never moves the alias.
     """
-    from lenssearch.evaluate import registry
+    from lenssearch import tracking
 
     p = cfg.promote
-    registry.setup(tracking_uri)
+    tracking.setup(tracking_uri)
     wide, subjects, committees = _subjects(cfg, predictions_dir, committees_json)
     labels = np.asarray(wide["label"])
     thresholds_json = Path(thresholds_json)
@@ -609,8 +609,8 @@ def run_promote(cfg, predictions_dir: Path, committees_json: Path | None, thresh
         kind = "network" if name in cfg.evaluate.networks else "committee"
         if kind == "network":
             try:
-                uri = registry.latest_model_uri(f"lenssearch-{name}")
-            except registry.RegistryError as exc:
+                uri = tracking.latest_model_uri(f"lenssearch-{name}")
+            except tracking.RegistryError as exc:
                 skipped.append({"name": name, "reason": str(exc)})
                 continue
         else:
@@ -627,7 +627,7 @@ def run_promote(cfg, predictions_dir: Path, committees_json: Path | None, thresh
     best = cands[0]
     t = tuned.get(best["name"])
     threshold = float(t["threshold"]) if t else float(cfg.evaluate.threshold)
-    champion = registry.get_champion(p.registered_model, p.alias)
+    champion = tracking.get_champion(p.registered_model, p.alias)
     comparable = champion is not None and champion.gate_metric == label and champion.gate_value is not None
     if champion is None:
         beats, reason = True, "no current champion"
@@ -665,10 +665,10 @@ def run_promote(cfg, predictions_dir: Path, committees_json: Path | None, thresh
             "source_uri": source,
         }
         tags["candidate_key"] = _candidate_key(source, label, best["gate_value"], threshold)
-        version = registry.register_version(source, p.registered_model, tags)
+        version = tracking.register_version(source, p.registered_model, tags)
         summary["version"] = version
         if beats:
-            registry.set_alias(p.registered_model, p.alias, version)
+            tracking.set_alias(p.registered_model, p.alias, version)
             summary["alias_moved"] = True
             echo(f"{p.registered_model}@{p.alias} -> version {version}")
         _write_json(out, _clean_json(summary))
