@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -45,8 +46,8 @@ def test_network_run_resumes_and_nests_fold_runs(store, tmp_path):
     artifact = tmp_path / "roc.csv"
     artifact.write_text("fpr,tpr\n0,0\n1,1\n")
     with tracking.network_run("vgg", {"train.max_epochs": 3}, {"kb_dvc_md5": "abc"}) as run_id:
-        fold_id = tracking.log_fold_run("fold_0", {"epoch_loss": [0.7, 0.6, 0.5]}, {"auc": 0.9, "bad": float("nan")},
-                                        [artifact])
+        fold_id = tracking.log_fold_run("vgg/fold_0", {"epoch_loss": [0.7, 0.6, 0.5]},
+                                        {"auc": 0.9, "bad": float("nan")}, [artifact], params={"split": "fold_0"})
     assert tracking.run_exists(run_id) and not tracking.run_exists("0" * 32)
     with tracking.network_run("vgg", {"train.max_epochs": 3}, run_id=run_id) as again:
         tracking.log_summary({"auc_median": 0.9})
@@ -58,6 +59,7 @@ def test_network_run_resumes_and_nests_fold_runs(store, tmp_path):
     children = tracking.child_runs(run_id)
     assert [c.info.run_id for c in children] == [fold_id]
     assert children[0].data.metrics == {"epoch_loss": 0.5, "auc": 0.9}
+    assert children[0].data.params == {"split": "fold_0"}
     assert [m.value for m in client.get_metric_history(fold_id, "epoch_loss")] == [0.7, 0.6, 0.5]
     assert [a.path for a in client.list_artifacts(fold_id)] == ["roc.csv"]
     experiment = client.get_experiment(parent.info.experiment_id)
@@ -68,3 +70,81 @@ def test_network_run_resumes_and_nests_fold_runs(store, tmp_path):
 def test_fold_run_needs_a_parent(store):
     with pytest.raises(RuntimeError, match="active parent"):
         tracking.log_fold_run("fold_0", {}, {"auc": 0.5})
+
+
+def _git_repo(path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    (path / "code.py").write_text("x = 1\n")
+    (path / "dvc.lock").write_text("schema: '2.0'\n")
+    git("add", "code.py", "dvc.lock")
+    git("commit", "-qm", "init")
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True).stdout.strip()
+
+
+def test_runs_carry_the_git_commit_and_a_dirty_tree_its_diff(store, tmp_path, monkeypatch):
+    """mlflow.source.git.commit on every run; dvc.lock rewritten by dvc repro is not a dirty source, a code
+    change is, and its diff is the run's artifact source/git_diff.patch."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    head = _git_repo(repo)
+    monkeypatch.chdir(repo)
+    tracking._source.cache_clear()
+    (repo / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")  # what dvc repro does
+    with tracking.tracked_run("clean", experiment="t") as run:
+        pass
+    client = mlflow.MlflowClient(store)
+    clean = client.get_run(run.info.run_id)
+    assert clean.data.tags["mlflow.source.git.commit"] == head and clean.data.tags["git_dirty"] == "false"
+    assert tracking.git_commit() == head
+    assert not client.list_artifacts(run.info.run_id)
+
+    (repo / "code.py").write_text("x = 2\n")
+    tracking._source.cache_clear()
+    with tracking.tracked_run("dirty", experiment="t") as run:
+        pass
+    dirty = client.get_run(run.info.run_id)
+    assert dirty.data.tags["mlflow.source.git.commit"] == head and dirty.data.tags["git_dirty"] == "true"
+    assert tracking.git_commit() == f"{head}-dirty"
+    patch = Path(client.download_artifacts(run.info.run_id, "source/git_diff.patch", str(tmp_path)))
+    text = patch.read_text()
+    assert "+x = 2" in text and "dvc.lock" not in text
+    tracking._source.cache_clear()
+
+
+def test_the_package_imports_mlflow_only_in_tracking():
+    """One tracking module: no other module of lenssearch imports mlflow (the committee's model-from-code file,
+    which MLflow itself loads, aside)."""
+    import ast
+
+    root = Path(tracking.__file__).parent
+    importers = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "mlflow" or n.startswith("mlflow.") for n in names):
+                importers.add(path.relative_to(root).as_posix())
+    assert importers == {"tracking.py", "evaluate/committee_model.py"}
+
+
+def test_one_metrics_module():
+    """train, evaluate, committee and tune compute metrics with lenssearch.evaluate.metrics only."""
+    import ast
+
+    root = Path(tracking.__file__).parent
+    modules = {p.relative_to(root).as_posix() for p in root.rglob("*metrics*.py")}
+    assert modules == {"evaluate/metrics.py"}
+    for name in ("train/kfold.py", "evaluate/stages.py", "evaluate/committee.py", "evaluate/thresholds.py"):
+        tree = ast.parse((root / name).read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {f"{node.module}.{a.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                     for a in node.names}
+        assert "lenssearch.evaluate.metrics" in imported, name
+        assert not any("sklearn.metrics" in (m or "") for m in imported), name
