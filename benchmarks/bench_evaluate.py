@@ -53,7 +53,7 @@ def main() -> None:
     common = ["--params", str(REPO / "params.yaml"), "--tracking-uri", uri]
     stages = {
         "evaluate": ["evaluate", "--predictions", r, "--kb", str(kb), "--out", f"{r}/evaluation",
-                     "--report", f"{r}/evaluation.md"],
+                     "--markdown", f"{r}/evaluation.md"],
         "committee": ["committee", "--predictions", r, "--out", f"{r}/committee"],
         "tune": ["tune", "--predictions", r, "--committees", f"{r}/committee/best.json", "--out",
                  f"{r}/thresholds.json", "--storage", f"{r}/tune/optuna.db", "--plots", f"{r}/tune/plots"],
