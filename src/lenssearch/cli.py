@@ -484,7 +484,7 @@ def committee_cmd(
     profile: ProfileOption = None,
 ) -> None:
     """Committees of networks by mean and product (HOLISMOKES XVI); the best logged as pyfunc models."""
-    from lenssearch.evaluate.stages import run_committee
+    from lenssearch.evaluate.committee_stage import run_committee
 
     cfg = load(params, profile)
     check_output_path(out, "dir")
@@ -513,7 +513,7 @@ def tune_cmd(
     profile: ProfileOption = None,
 ) -> None:
     """Optuna-tuned decision threshold and qTP lower bound of every network and selected committee."""
-    from lenssearch.evaluate.stages import run_tune
+    from lenssearch.evaluate.tune import run_tune
 
     cfg = load(params, profile)
     check_output_path(out, "file")
@@ -543,7 +543,7 @@ def promote_cmd(
     profile: ProfileOption = None,
 ) -> None:
     """Register the best network or committee; move the champion alias only if it beats the champion."""
-    from lenssearch.evaluate.stages import run_promote
+    from lenssearch.evaluate.promote import run_promote
 
     cfg = load(params, profile)
     check_output_path(out, "file")
