@@ -26,7 +26,7 @@ OFFLINE_ENV = {
 
 #: A glog/absl line ("E0000 00:00:1796474577.343408   16126 meta_optimizer.cc:967] ...") or absl's preamble.
 TF_NOISE = re.compile(
-    rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ [\w.\-/]+:\d+\]|WARNING: All log messages before absl::InitializeLog)"
+    rb"^(?:[IWEF]\d{4} [\d:.]+\s+\d+ [\w.\-/]+:\d+\]|WARNING: All log messages before absl::InitializeLog)"
 )
 #: Line breaks of a terminal stream: newline, carriage return, and ANSI escape sequences (tqdm's cursor moves).
 _BREAKS = re.compile(rb"\r|\n|\x1b\[[0-9;?]*[A-Za-z]")
