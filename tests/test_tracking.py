@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 
 from lenssearch import tracking
@@ -64,7 +65,8 @@ def test_network_run_resumes_and_nests_fold_runs(store, tmp_path):
     assert [a.path for a in client.list_artifacts(fold_id)] == ["roc.csv"]
     experiment = client.get_experiment(parent.info.experiment_id)
     assert experiment.name == tracking.TRAIN_EXPERIMENT
-    assert experiment.artifact_location.startswith((tmp_path / "mlartifacts").as_uri())
+    assert experiment.artifact_location == f"mlflow-artifacts:/{tracking.TRAIN_EXPERIMENT}"  # project-relative
+    assert (tmp_path / "mlartifacts" / tracking.TRAIN_EXPERIMENT / fold_id / "artifacts" / "roc.csv").is_file()
 
 
 def test_fold_run_needs_a_parent(store):
@@ -148,3 +150,73 @@ def test_one_metrics_module():
                      for a in node.names}
         assert "lenssearch.evaluate.metrics" in imported, name
         assert not any("sklearn.metrics" in (m or "") for m in imported), name
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_artifacts_are_project_relative_a_moved_clone_keeps_them_and_the_ui_serves_them(tmp_path, monkeypatch):
+    """Experiments record mlflow-artifacts:/<experiment>; the files live in mlartifacts/ beside mlflow.db. After
+    moving the folder, runs and registered models still load, and `mlflow server --artifacts-destination
+    ./mlartifacts` (make ui) serves the same files."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    first = tmp_path / "clone"
+    first.mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{first}/mlflow.db")
+    (first / "note.txt").write_text("hello\n")
+    with tracking.tracked_run("r", experiment="lenssearch-test") as run:
+        tracking.log_artifacts([first / "note.txt"])
+        run_id = run.info.run_id
+    uri = tracking.log_stand_in_model("lenssearch-moved", 3, 2.0, first)
+    client = mlflow.MlflowClient(f"sqlite:///{first}/mlflow.db")
+    experiment = client.get_experiment_by_name("lenssearch-test")
+    assert experiment.artifact_location == "mlflow-artifacts:/lenssearch-test"
+    assert (first / "mlartifacts" / "lenssearch-test" / run_id / "artifacts" / "note.txt").is_file()
+
+    moved = tmp_path / "elsewhere" / "clone"
+    shutil.move(str(first), str(moved))
+    store = f"sqlite:///{moved}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    tracking.setup(store)
+    client = mlflow.MlflowClient(store)
+    assert "note.txt" in [a.path for a in client.list_artifacts(run_id)]
+    model = tracking.load_pyfunc(uri, store)
+    assert model.predict(np.full((2, 4, 4, 3), 0.5, dtype=np.float32)).shape == (2,)
+
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, "--artifacts-destination",
+         "./mlartifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=moved, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(120):
+            try:
+                if requests.get(f"{base}/health", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start")
+        got = requests.get(f"{base}/get-artifact", params={"run_uuid": run_id, "path": "note.txt"}, timeout=30)
+        assert got.status_code == 200 and got.text == "hello\n"
+        listed = requests.get(f"{base}/api/2.0/mlflow/artifacts/list", params={"run_id": run_id}, timeout=30).json()
+        assert "note.txt" in [f["path"] for f in listed["files"]]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -58,9 +58,39 @@ def artifact_root_for(tracking_uri: str | None = None) -> Path:
     return Path(DEFAULT_ARTIFACT_ROOT).resolve()
 
 
-def setup(tracking_uri: str | None = None) -> str:
-    """Point MLflow (tracking and registry) at the store, offline; returns the URI used."""
+PROJECT_ARTIFACTS = "mlflow-artifacts"
+
+
+def project_artifact_repository(artifact_uri: str, tracking_uri: str | None = None, registry_uri: str | None = None):
+    """The artifact repository of ``mlflow-artifacts:/<path>`` URIs.
+
+    Against a tracking server (``make ui``: ``mlflow server --artifacts-destination ./mlartifacts``) it is MLflow's
+    own proxy repository; against a local sqlite store it is the folder ``mlartifacts/<path>`` beside the store, the
+    very file the server serves. Experiments therefore record project-relative locations, and a moved or copied
+    clone (``mlflow.db`` with ``mlartifacts/``) still finds every artifact.
+    """
+    import urllib.parse
+
     import mlflow
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+    from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return MlflowArtifactsRepository(artifact_uri, tracking_uri=tracking_uri, registry_uri=registry_uri)
+    relative = urllib.parse.urlparse(artifact_uri).path.lstrip("/")
+    local = artifact_root_for(uri) / relative
+    return LocalArtifactRepository(local.as_uri(), tracking_uri=tracking_uri, registry_uri=registry_uri)
+
+
+def setup(tracking_uri: str | None = None) -> str:
+    """Point MLflow (tracking and registry) at the store, offline; returns the URI used.
+
+    Also lets this process read and write ``mlflow-artifacts:`` locations without a server
+    (:func:`project_artifact_repository`).
+    """
+    import mlflow
+    from mlflow.store.artifact.artifact_repository_registry import _artifact_repository_registry
 
     from lenssearch._runtime import apply_offline_env
 
@@ -68,20 +98,33 @@ def setup(tracking_uri: str | None = None) -> str:
     uri = resolve_tracking_uri(tracking_uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # MLflow's plugin registry (what the mlflow.artifact_repository entry points feed), for this process only
+    _artifact_repository_registry.register(PROJECT_ARTIFACTS, project_artifact_repository)
     return uri
+
+
+def _artifact_location(name: str, uri: str, artifact_root: str | Path | None) -> str:
+    """Where a new experiment keeps its artifacts: ``mlflow-artifacts:/<path>`` (relative to ``mlartifacts/``
+    beside a sqlite store) when the folder is inside the project's artifact root, else its absolute URI."""
+    root = artifact_root_for(uri)
+    target = (Path(artifact_root) if artifact_root is not None else root / name).resolve()
+    if uri.startswith("sqlite:///") and target.is_relative_to(root):
+        relative = target.relative_to(root).as_posix()
+        return f"{PROJECT_ARTIFACTS}:/{name if relative in ('', '.') else relative}"
+    return target.as_uri()
 
 
 def experiment_id(name: str, tracking_uri: str | None = None, artifact_root: str | Path | None = None) -> str:
     """Get or create the experiment ``name`` (artifacts under ``artifact_root``, default
-    ``mlartifacts/<name>`` beside the store); returns its id and makes it the active experiment."""
+    ``mlartifacts/<name>`` beside the store, recorded as ``mlflow-artifacts:/<name>``); returns its id and makes
+    it the active experiment."""
     import mlflow
 
     uri = setup(tracking_uri)
     found = mlflow.get_experiment_by_name(name)
     if found is None:
-        location = Path(artifact_root) if artifact_root is not None else artifact_root_for(uri) / name
         try:
-            found_id = mlflow.create_experiment(name, artifact_location=location.resolve().as_uri())
+            found_id = mlflow.create_experiment(name, artifact_location=_artifact_location(name, uri, artifact_root))
         except mlflow.exceptions.MlflowException:  # created meanwhile by another process
             found_id = mlflow.get_experiment_by_name(name).experiment_id
     else:
