@@ -124,6 +124,23 @@ def test_mlflow_run_has_the_stage_counts(searched, registry):
     metrics = runs[0].data.metrics
     assert metrics["count_00_catalogue"] == 11 and metrics["count_09_duplicates_lt_2arcsec"] == 4
     assert metrics["lenses_recovered_fraction"] == 1.0
+    # metric names do not embed values: the threshold is a param, with the resolved model version
+    assert metrics["count_03_score"] == 7 and not any("0.5" in name for name in metrics)
+    params = runs[0].data.params
+    assert params["model_uri"] == "models:/lenssearch@champion" and params["model_version"] == "lenssearch/1"
+    assert params["threshold"] == "0.5"
+    files = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    assert {"candidates.ecsv", "scores.ecsv", "gallery"} <= files
+
+
+def test_tables_name_their_model_version_threshold_and_column_units(searched):
+    cand = Table.read(searched.out_dir / "candidates.ecsv")
+    assert cand.meta["model_version"] == "lenssearch/1" and cand.meta["threshold"] == 0.5
+    assert str(cand["ra"].unit) == "deg" and str(cand["dec"].unit) == "deg"
+    assert str(cand["kron_radius_arcsec"].unit) == "arcsec"
+    assert all(cand[name].description for name in cand.colnames if name in ("id", "ra", "dec", "score", "class"))
+    scores = Table.read(searched.out_dir / "scores.ecsv")
+    assert str(scores["ra"].unit) == "deg" and scores["status"].description
 
 
 def test_batching_gives_the_same_scores(field, keras_model, cfg):

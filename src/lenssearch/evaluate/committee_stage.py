@@ -13,7 +13,7 @@ from lenssearch.evaluate import figures
 from lenssearch.evaluate.common import clean_json, gate_label, gate_options, load_wide, summary_metrics, write_json
 from lenssearch.evaluate.metrics import purity_completeness_crossing, threshold_curve
 from lenssearch.evaluate.report import fmt, write_report
-from lenssearch.io import atomic_path
+from lenssearch.io import atomic_path, describe_columns
 
 
 def committee_threshold(labels, scores, default: float) -> tuple[float, str]:
@@ -44,8 +44,11 @@ def run_committee(cfg, predictions_dir: Path, out_dir: Path, tracking_uri: str |
     by_name = {x.name: cm.Committee(x.members, x.rule) for x in results}
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
-        cm.results_table(results, e.fprs).write(tmp / "committees.ecsv", format="ascii.ecsv")
-        cm.results_table(singles, e.fprs).write(tmp / "networks.ecsv", format="ascii.ecsv")
+        provenance = {"gate": gate_label(c.select), "predictions": str(predictions_dir),
+                      "models": "out-of-fold probabilities of lenssearch-<network> (train stage)",
+                      "threshold": "none: gate, AUC and TPR at FPR are threshold-free"}
+        for rows, name in ((results, "committees.ecsv"), (singles, "networks.ecsv")):
+            describe_columns(cm.results_table(rows, e.fprs), provenance).write(tmp / name, format="ascii.ecsv")
         curves = {s.name: cm.roc_points(labels, np.asarray(wide[f"p_{s.name}"])) for s in singles}
         tprn = {s.name: threshold_curve(labels, np.asarray(wide[f"p_{s.name}"])) for s in singles}
         for name in chosen:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from lenssearch.errors import LensSearchError
-from lenssearch.io import atomic_path
+from lenssearch.io import atomic_path, describe_columns
 from lenssearch.evaluate import metrics as M
 from lenssearch.train.data import CutoutPipelines, prepare_cutouts, read_knowledge_base
 from lenssearch.train.fit import fit_split, predict_rows
@@ -431,6 +431,11 @@ def train_network(
         counts = M.confusion_counts(labels, probabilities)
         summary = M.fold_summary(per_fold)
         reports_dir.mkdir(parents=True, exist_ok=True)
+        describe_columns(predictions, {
+            "network": network, "models": f"fold_<k> networks of MLflow run {parent_run_id} (out of fold)",
+            "mlflow_run_id": parent_run_id, "kb": str(kb_path), "kb_variant": variant, "kb_dvc_md5": kb_hash,
+            "source_commit": commit, "threshold": 0.5, "threshold_note": "of confusion.csv; probabilities are raw",
+        })
         _write_table(predictions, reports_dir / "predictions.ecsv")
         roc = M.roc_curve_table(labels, probabilities)
         with atomic_path(reports_dir / "roc.csv") as tmp:
