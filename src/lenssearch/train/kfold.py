@@ -388,11 +388,12 @@ def train_network(
             }
             with tracking.nested_run(f"{network}/{split}", split_params, {"split": split, "network": network},
                                      run_id=logged.get(split)) as run_id:
-                if logged.get(split) != run_id:
+                created = logged.get(split) != run_id
+                if created:
                     logged[split] = run_id
                     _write_json(run_file, previous)  # a killed training resumes this run
                 result, probabilities, was_trained = train((tracking.epoch_metrics_callback(run_id),))
-                if not was_trained:  # trained before its run existed (e.g. a new MLflow store)
+                if created and not was_trained:  # trained before its run existed (e.g. a new MLflow store)
                     history = json.loads((models_dir / split / "history.json").read_text())
                     tracking.log_history(run_id, history)
                 labels = kb.labels[test_rows]
