@@ -246,8 +246,35 @@ def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
         mlflow.log_metrics(finite, step=step)
 
 
+#: ECSV tables up to this size also get a CSV twin, which the MLflow UI previews (it does not know .ecsv)
+CSV_PREVIEW_MAX_BYTES = 5 * 2**20
+
+
+def _log_csv_preview(path: Path, artifact_path: str | None) -> None:
+    import tempfile
+
+    import mlflow
+    from astropy.table import Table
+
+    try:
+        table = Table.read(path, format="ascii.ecsv")
+    except Exception:  # noqa: BLE001  (a preview only: the ECSV itself is logged)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        twin = Path(tmp) / f"{path.stem}.csv"
+        for name in table.colnames:  # multidimensional columns (e.g. polygons) have no CSV form
+            if table[name].ndim > 1 or table[name].dtype == object:
+                table.remove_column(name)
+        table.meta.clear()
+        table.write(twin, format="ascii.csv")
+        mlflow.log_artifact(str(twin), artifact_path=f"{artifact_path}/preview" if artifact_path else "preview")
+
+
 def log_artifacts(paths, artifact_path: str | None = None) -> None:
-    """Log files (or folders, under their own name unless ``artifact_path`` says otherwise) on the active run."""
+    """Log files (or folders, under their own name unless ``artifact_path`` says otherwise) on the active run.
+
+    A small ECSV table also gets a CSV twin under ``preview/``, which the MLflow UI displays.
+    """
     import mlflow
 
     for p in paths:
@@ -256,6 +283,8 @@ def log_artifacts(paths, artifact_path: str | None = None) -> None:
             mlflow.log_artifacts(str(p), artifact_path=artifact_path or p.name)
         elif p.exists():
             mlflow.log_artifact(str(p), artifact_path=artifact_path)
+            if p.suffix == ".ecsv" and p.stat().st_size <= CSV_PREVIEW_MAX_BYTES:
+                _log_csv_preview(p, artifact_path)
 
 
 @contextlib.contextmanager

@@ -130,6 +130,11 @@ def test_mlflow_parent_and_nested_runs(trained):
         assert run.data.metrics["auc"] == pytest.approx(fold_result["metrics"]["auc"])
     parent_files = {a.path for a in client.list_artifacts(summary.parent_run_id)}
     assert {"folds_boxplot.png", "predictions.ecsv", "metrics.json"} <= parent_files
+    # the ECSV's CSV twin, which the MLflow UI previews
+    assert "preview/predictions.csv" in {a.path for a in client.list_artifacts(summary.parent_run_id, "preview")}
+    predictions = Table.read(trained["reports"] / "predictions.ecsv", format="ascii.ecsv")
+    assert predictions.meta["mlflow_run_id"] == summary.parent_run_id and predictions.meta["kb_dvc_md5"] == md5
+    assert predictions["probability"].description and predictions["fold"].description
 
 
 def test_registered_model_scores_raw_cutouts_through_pyfunc(trained):
