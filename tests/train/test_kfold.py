@@ -108,13 +108,14 @@ def test_mlflow_parent_and_nested_runs(trained):
     assert dataset_input.dataset.digest == md5 and dataset_input.dataset.name.startswith("kb-")
     assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "training"
     children = tracking.child_runs(summary.parent_run_id, trained["uri"])
-    splits = ["fold_0", "fold_1", "fold_2", "run"]
-    assert sorted(run.info.run_name for run in children) == [f"{NETWORK}/{s}" for s in splits]
+    run_names = ["fold_0", "fold_1", "fold_2", "run_model"]
+    assert sorted(run.info.run_name for run in children) == [f"{NETWORK}/{s}" for s in run_names]
     client = mlflow.MlflowClient(trained["uri"])
     for run in children:
-        split = run.info.run_name.split("/")[1]
+        split = run.data.params["split"]  # fold_<k>, or run: the folder models/<network>/<split>
+        assert run.info.run_name == f"{NETWORK}/{'run_model' if split == 'run' else split}"
         assert set(names) <= set(run.data.metrics)
-        assert run.data.params["split"] == split and run.data.params["network"] == NETWORK
+        assert run.data.params["network"] == NETWORK
         assert int(run.data.params["n_test"]) > 0 and int(run.data.params["n_train"]) > 0
         assert run.info.status == "FINISHED"
         history = client.get_metric_history(run.info.run_id, "epoch/loss")

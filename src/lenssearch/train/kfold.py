@@ -386,7 +386,8 @@ def train_network(
                 "seed": fold_seed(cfg.base.seed, split), "max_epochs": cfg.train.max_epochs,
                 "kb_variant": variant,
             }
-            with tracking.nested_run(f"{network}/{split}", split_params, {"split": split, "network": network},
+            run_name = f"{network}/{'run_model' if split == RUN_SPLIT else split}"
+            with tracking.nested_run(run_name, split_params, {"split": split, "network": network},
                                      run_id=logged.get(split)) as run_id:
                 created = logged.get(split) != run_id
                 if created:
