@@ -513,7 +513,7 @@ def describe_columns(table, provenance: dict | None = None):
             continue
         unit, description = info
         column = table[name]
-        if unit is not None and getattr(column, "unit", None) is None:
+        if unit is not None and getattr(column, "unit", None) is None and column.dtype.kind in "fiu":
             column.unit = unit
         if not getattr(column.info, "description", None):
             column.info.description = description

@@ -23,7 +23,7 @@ from lenssearch.evaluate.common import write_json as _write_json
 from lenssearch.evaluate.data import join_predictions, load_published, read_kb_metadata
 from lenssearch.evaluate.metrics import roc_auc
 from lenssearch.evaluate.report import fmt, side_by_side, write_report
-from lenssearch.io import atomic_path
+from lenssearch.io import atomic_path, describe_columns
 
 # --------------------------------------------------------------------------------------------------- helpers
 
@@ -132,8 +132,11 @@ def run_evaluate(cfg, predictions_dir: Path, kb: Path | None, out_dir: Path, rep
             "A5": tables.table_a5(wide, networks, sel),
             "snr": tables.table_snr(wide, networks, tuple(cfg.base.bands), tuple(e.snr_bins), e.threshold),
         }
+        provenance = {"models": {n: f"out-of-fold probabilities of lenssearch-<network> in "
+                                    f"{Path(predictions_dir) / n / 'predictions.ecsv'}" for n in networks},
+                      "threshold": e.threshold, "kb": None if kb is None else str(kb)}
         for key, table in t.items():
-            table.write(tmp / "tables" / f"table_{key}.ecsv", format="ascii.ecsv")
+            describe_columns(table, provenance).write(tmp / "tables" / f"table_{key}.ecsv", format="ascii.ecsv")
         per_net = {
             n: summary_metrics(labels, wide[f"p_{n}"], e.threshold, e.purity_min, e.fprs, keep,
                                _visible(wide, labels, n, cfg.base.bands, e.visible_snr_min))
@@ -147,7 +150,9 @@ def run_evaluate(cfg, predictions_dir: Path, kb: Path | None, out_dir: Path, rep
         baseline = _host_baseline(wide, labels)
         metrics = {"counts": result, "red_sequence": red, "host_baseline": baseline, "networks": per_net}
         if variant_rows is not None:
-            variant_rows.write(tmp / "tables" / "table_variants.ecsv", format="ascii.ecsv")
+            describe_columns(variant_rows, {"threshold": e.threshold, "models": "out of fold on its own variant, "
+                                            "its run model (models/<network>/run) on the others"}).write(
+                tmp / "tables" / "table_variants.ecsv", format="ascii.ecsv")
             t["variants"] = variant_rows
             metrics["tables_variant"] = e.tables_variant
             metrics["variants"] = {
