@@ -474,3 +474,23 @@ def test_cut_into_a_reused_buffer_is_the_fresh_cut(field):
         np.testing.assert_array_equal(np.isnan(cut), np.isnan(fresh))
         np.testing.assert_array_equal(np.nan_to_num(cut), np.nan_to_num(fresh))
         np.testing.assert_array_equal(inside, inside2)
+
+
+def test_classes_are_taken_at_the_search_threshold(field, registry, cfg, searched, tmp_path):
+    """A lens is TP at or above the threshold the search uses (not a fixed 0.5), qTP below it down to the qTP
+    bound; the catalogues say which threshold that was."""
+    scores = searched.scores
+    lens_scores = np.sort(np.asarray(scores["score"])[np.asarray(scores["is_lens"]) == 1])
+    threshold = float(np.round(np.median(lens_scores), 6))
+    out = tmp_path / "search"
+    with open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
+        result = run_search(with_search(cfg, threshold=threshold, ge_chunk_rows=20000), inp, out,
+                            planted=Table.read(field / "planted.ecsv"), tracking_uri=registry, log_mlflow=False,
+                            write_gallery=False, progress=False)
+    table = Table.read(out / "scores.ecsv")
+    assert table.meta["threshold"] == threshold and table.meta["threshold_source"] == "params search.threshold"
+    qtp = table.meta["qtp_lower"]
+    for row in table[table["is_lens"] == 1]:
+        expected = "TP" if row["score"] >= threshold else "qTP" if row["score"] >= qtp else "FN"
+        assert row["class"] == expected, (row["score"], threshold)
+    assert result.metrics["lenses_TP"] == int(np.sum(lens_scores >= threshold))
