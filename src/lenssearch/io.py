@@ -489,6 +489,9 @@ COLUMNS: dict[str, tuple[str | None, str]] = {
     "gate": (None, "gate metric of the model (meta 'gate')"),
     "auc": (None, "area under the ROC curve"),
     "n": (None, "number of rows"),
+    "name": (None, "model: a network, or a committee rule(members)"),
+    "members": (None, "networks of the committee, '+'-separated"),
+    "rule": (None, "how the members' probabilities are combined: mean, product (or single)"),
     "stage": (None, "stage of the search"),
 }
 PREFIXES: dict[str, tuple[str | None, str]] = {
@@ -496,6 +499,7 @@ PREFIXES: dict[str, tuple[str | None, str]] = {
     "flag_": (None, "cleaning rule {} flags the candidate"),
     "p_": (None, "lens probability of network {}"),
     "mag_": ("mag", "magnitude (AB) in {}"),
+    "tpr_at_fpr_": (None, "true-positive rate at a false-positive rate of {} (NaN: not measurable, FPR < 1/N_neg)"),
 }
 
 
