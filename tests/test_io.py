@@ -236,3 +236,23 @@ def test_an_update_carries_the_users_files_over_and_keeps_them_foreign(tmp_path)
             shutil.copytree(target, tmp)
             (tmp / "notes.txt").unlink()
     assert (target / "notes.txt").read_text() == "my notes\n"
+
+
+def test_describe_columns_gives_units_descriptions_and_provenance(tmp_path):
+    import numpy as np
+    from astropy.table import Table
+
+    from lenssearch.io import describe_columns
+
+    table = Table({"id": ["a", "b"], "ra": [1.0, 2.0], "dec": [3.0, 4.0], "score_vgg": [0.1, 0.9],
+                   "mag_bin": ["<22", ">=22"], "mine": [1, 2]})
+    describe_columns(table, {"model_version": "lenssearch/3", "threshold": 0.42, "run_id": None})
+    path = tmp_path / "t.ecsv"
+    table.write(path, format="ascii.ecsv")
+    back = Table.read(path, format="ascii.ecsv")
+    assert str(back["ra"].unit) == "deg" and back["ra"].description.startswith("right ascension")
+    assert back["score_vgg"].description == "lens score of committee member vgg"
+    assert back["mag_bin"].unit is None  # a text column gets no unit
+    assert back["mine"].description is None and back["mine"].unit is None
+    assert back.meta == {"model_version": "lenssearch/3", "threshold": 0.42}
+    assert np.allclose(back["ra"], [1.0, 2.0])

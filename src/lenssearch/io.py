@@ -453,3 +453,74 @@ def open_fits(path: str | Path, what: str = "FITS file", memmap: bool = False, *
         raise InputFileError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") from None
     finally:
         hdul.close()
+
+
+# ---------------------------------------------------------------------------------------------- table columns
+#: Unit and description of the columns that lenssearch's output catalogues share (ECSV keeps both in its header).
+#: A name not listed keeps what it has; ``score_<model>`` and ``flag_<rule>`` are matched by prefix.
+COLUMNS: dict[str, tuple[str | None, str]] = {
+    "id": (None, "identifier of the cutout or position"),
+    "ra": ("deg", "right ascension (ICRS)"),
+    "dec": ("deg", "declination (ICRS)"),
+    "x_pix": ("pix", "x of the cutout centre in the field image (0-based)"),
+    "y_pix": ("pix", "y of the cutout centre in the field image (0-based)"),
+    "score": (None, "lens score of the model (probability-like, in [0, 1])"),
+    "probability": (None, "lens probability of the network, out of fold (in [0, 1])"),
+    "label": (None, "truth: 1 lens, 0 non-lens"),
+    "is_lens": (None, "truth: 1 a (planted or known) lens, 0 not, -1 unknown"),
+    "class": (None, "TP/qTP/FN of a lens, FP/TN of a non-lens, at the decision threshold (meta 'threshold') and "
+                    "the qTP lower bound (meta 'qtp_lower')"),
+    "fold": (None, "cross-validation fold of the cutout (-1: validation split)"),
+    "network": (None, "network that scored the cutout"),
+    "status": (None, "scored, invalid (failed the cutout checks) or outside (off the image)"),
+    "validation": (None, "failed cutout checks, comma-separated (empty: passed)"),
+    "kron_radius_arcsec": ("arcsec", "Kron radius of the central source (sep)"),
+    "background_sigma": (None, "|background| of the cutout in units of its noise sigma"),
+    "detected_fraction": (None, "fraction of the cutout's pixels in detected sources"),
+    "masked_fraction": (None, "fraction of the cutout's pixels masked"),
+    "inside_fraction": (None, "fraction of the cutout inside the image footprint"),
+    "star_distance_arcsec": ("arcsec", "distance to the nearest bright star"),
+    "rejected_by": (None, "cleaning rule that rejected the candidate (empty: kept)"),
+    "duplicate_of": (None, "id of the higher-ranked candidate this one duplicates (within 2 arcsec)"),
+    "kept": (None, "candidate kept after cleaning and duplicate removal"),
+    "mag": ("mag", "magnitude (AB)"),
+    "theta_e_arcsec": ("arcsec", "Einstein radius"),
+    "snr": (None, "signal-to-noise ratio of the lensed arcs"),
+    "gate": (None, "gate metric of the model (meta 'gate')"),
+    "auc": (None, "area under the ROC curve"),
+    "n": (None, "number of rows"),
+    "name": (None, "model: a network, or a committee rule(members)"),
+    "members": (None, "networks of the committee, '+'-separated"),
+    "rule": (None, "how the members' probabilities are combined: mean, product (or single)"),
+    "stage": (None, "stage of the search"),
+}
+PREFIXES: dict[str, tuple[str | None, str]] = {
+    "score_": (None, "lens score of committee member {}"),
+    "flag_": (None, "cleaning rule {} flags the candidate"),
+    "p_": (None, "lens probability of network {}"),
+    "mag_": ("mag", "magnitude (AB) in {}"),
+    "tpr_at_fpr_": (None, "true-positive rate at a false-positive rate of {} (NaN: not measurable, FPR < 1/N_neg)"),
+}
+
+
+def describe_columns(table, provenance: dict | None = None):
+    """Give ``table``'s known columns their unit and description (:data:`COLUMNS`), and add ``provenance`` (the
+    model version, threshold, run id it came from) to its meta; returns the table."""
+    for name in table.colnames:
+        info = COLUMNS.get(name)
+        if info is None:
+            prefix = next((p for p in PREFIXES if name.startswith(p)), None)
+            if prefix is not None:
+                unit, text = PREFIXES[prefix]
+                info = (unit, text.format(name[len(prefix):]))
+        if info is None:
+            continue
+        unit, description = info
+        column = table[name]
+        if unit is not None and getattr(column, "unit", None) is None and column.dtype.kind in "fiu":
+            column.unit = unit
+        if not getattr(column.info, "description", None):
+            column.info.description = description
+    if provenance:
+        table.meta.update({k: v for k, v in provenance.items() if v is not None})
+    return table

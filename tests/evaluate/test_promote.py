@@ -8,7 +8,7 @@ import pytest
 from astropy.table import Table
 
 from lenssearch.config import GateConfig
-from lenssearch.evaluate.stages import run_promote
+from lenssearch.evaluate.promote import run_promote
 
 from .conftest import replace
 
@@ -49,6 +49,10 @@ def test_worse_model_never_takes_the_alias(synthetic, mlflow_store, cfg, tmp_pat
     assert champ.tags["gate_metric"] == "completeness_at_purity(purity_min=0.9)"
     assert float(champ.tags["gate_value"]) == pytest.approx(first["best_gate_value"], abs=1e-6)
     assert float(champ.tags["threshold"]) == pytest.approx(0.41 if first["best"] == "vgg" else 0.37)
+    # the registered model and its version say what they are, the gate metric and the threshold
+    assert "gate metric completeness_at_purity(purity_min=0.9)" in client.get_registered_model(name).description
+    assert first["best"] in champ.description and "threshold" in champ.description
+    assert f"{first['best_gate_value']:.4f}" in champ.description
     # it loads through mlflow.pyfunc and scores raw cutouts
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     x = rng.uniform(0, 1, (3, 16, 16, 3)).astype(np.float32)

@@ -40,7 +40,7 @@ import numpy as np
 from astropy.table import Table
 
 from lenssearch.errors import LensSearchError
-from lenssearch.io import atomic_path, check_output_folder
+from lenssearch.io import atomic_path, check_output_folder, describe_columns
 from lenssearch.search import cleaning, classes
 from lenssearch.search.inputs import (
     Batch,
@@ -65,6 +65,8 @@ from lenssearch.search.validation import (
 from lenssearch.search.workers import RecycledWorker, cancel_and_wait, free_shared_block, new_shared_block
 from lenssearch.search.writer import WRITE_CHUNK_ROWS, EcsvAppender, ScoresWriter
 
+#: scores.ecsv is logged to MLflow up to this size (a survey's would be a copy of gigabytes)
+MAX_LOGGED_SCORES_BYTES = 200 * 2**20
 #: Default threshold when neither the configuration nor the model version gives one (Angora et al. 2023, 4.1).
 DEFAULT_THRESHOLD = 0.5
 
@@ -1111,6 +1113,21 @@ def _stamps(inp: SearchInput, rows: np.ndarray, x: np.ndarray, y: np.ndarray, gc
     return stamps
 
 
+def _model_version(uri: str, tracking_uri: str | None) -> tuple[str | None, dict]:
+    """The registered version behind ``models:/<name>@<alias>`` or ``models:/<name>/<n>`` (as ``<name>/<n>``) and
+    its tags; ``(None, {})`` for other URIs."""
+    from lenssearch import tracking
+
+    try:
+        number = tracking.resolve_model_version(uri, tracking_uri)
+        tags = tracking.model_version_tags(uri, tracking_uri)
+    except Exception:  # noqa: BLE001  (a URI the registry cannot resolve: the scorer already loaded it)
+        return None, {}
+    if number is None:
+        return None, {}
+    return f"{uri[len('models:/'):].split('@')[0].split('/')[0]}/{number}", tags
+
+
 def _log_run(run_name, params, metrics, files, tracking_uri, artifact_root) -> None:
     """Record a run (params, metrics such as the per-stage counts, output files) in MLflow's ``search`` experiment."""
     from lenssearch import tracking
@@ -1240,13 +1257,25 @@ def run_search(
     else:
         threshold, threshold_source = DEFAULT_THRESHOLD, "default 0.5 (no tuned threshold tag on the model)"
 
+    # the classes of known and planted lenses are taken at the decision threshold the search uses (a TP is a lens
+    # above it, Angora et al. 2023 Table A.6 with its threshold), and the qTP band down to the tuned qTP lower
+    # bound of the model version (promote stage's tag), else the configured one
+    version, version_tags = _model_version(uri, tracking_uri)
+    tp_min = threshold
+    try:
+        qtp_min = float(version_tags["qtp_lower"])
+    except (KeyError, ValueError):
+        qtp_min = cfg.qtp_min
+    qtp_min = min(qtp_min, tp_min)
     positions = inp.positions
     n = len(positions)
     meta = {
         "input": inp.description,
         "model_uri": uri,
+        "model_version": version,
         "threshold": threshold,
         "threshold_source": threshold_source,
+        "qtp_lower": qtp_min,
         "bands": list(inp.bands),
         "members": [],
         "references": ("Angora et al. 2023, Sect. 5 and Table A.6; "
@@ -1302,11 +1331,11 @@ def run_search(
                         is_lens = truth_from_positions(pos[[truth_name]])
                         lens = is_lens == 1
                         n_lenses += int(lens.sum())
-                        for name, k in zip(*np.unique(classes.lens_class(score[lens], cfg.tp_min, cfg.qtp_min),
+                        for name, k in zip(*np.unique(classes.lens_class(score[lens], tp_min, qtp_min),
                                                       return_counts=True)):
                             lens_class_counts[str(name)] += int(k)
                     if is_lens is not None:
-                        cls = np.asarray(classes.truth_class(score, is_lens == 1, cfg.tp_min, cfg.qtp_min), dtype=str)
+                        cls = np.asarray(classes.truth_class(score, is_lens == 1, tp_min, qtp_min), dtype=str)
                         cls[is_lens < 0] = ""
 
                     rows = Table()
@@ -1321,7 +1350,7 @@ def run_search(
                     if is_lens is not None:
                         rows["is_lens"] = is_lens
                         rows["class"] = cls
-                    writer.write(rows)
+                    writer.write(describe_columns(rows))
                     if on_chunk is not None:
                         on_chunk(chunk.stop)
 
@@ -1409,8 +1438,8 @@ def run_search(
             if has_truth:
                 cand["is_lens"] = np.asarray(c["is_lens"], dtype=int)
                 cand["class"] = np.asarray(c["class"], dtype=str)
-            cand.meta.update(meta)
-            counts.meta.update(meta)
+            describe_columns(cand, meta)
+            describe_columns(counts, meta)
 
             # ---- metrics
             n_cand = len(cand_rows)
@@ -1445,7 +1474,7 @@ def run_search(
                     lens_rows = np.where(found, planted_row, -1)
                     n_lenses = len(lens_rows)
                     outcomes = [outcome(cand_pos[int(r)]) for r in lens_rows if r >= 0 and int(r) in cand_pos]
-                    lens_cls = classes.lens_class(np.where(found, planted_score, np.nan), cfg.tp_min, cfg.qtp_min)
+                    lens_cls = classes.lens_class(np.where(found, planted_score, np.nan), tp_min, qtp_min)
                     lens_class_counts = {name: int(np.sum(lens_cls == name)) for name in classes.LENS_CLASSES}
                     not_in_catalogue = int(np.sum(~found))
                 else:
@@ -1487,13 +1516,21 @@ def run_search(
     _write_table(out_dir / "counts.ecsv", counts)
     _write_json(out_dir / "metrics.json", metrics)
     if log_mlflow:
-        count_metrics = {f"count_{i:02d}_{stage.replace(':', '_').replace('>=', '_ge_').replace('<', '_lt_')}": int(n)
-                         for i, (stage, n) in enumerate(counts.iterrows("stage", "n"))}
+        # one metric name per stage whatever the threshold ("score>=0.518" -> count_03_score): comparable across runs
+        def count_name(i: int, stage: str) -> str:
+            stage = re.sub(r"(>=|<=|<|>)\s*[-+0-9.eE]+$", "", stage)  # the threshold's value is a param
+            return f"count_{i:02d}_{stage.replace(':', '_').replace('>=', '_ge_').replace('<', '_lt_')}"
+
+        count_metrics = {count_name(i, stage): int(n) for i, (stage, n) in enumerate(counts.iterrows("stage", "n"))}
+        files = [out_dir / name for name in ("candidates.ecsv", "counts.ecsv", "metrics.json", "gallery")]
+        scores_file = out_dir / "scores.ecsv"
+        if scores_file.is_file() and scores_file.stat().st_size <= MAX_LOGGED_SCORES_BYTES:
+            files.append(scores_file)
         _log_run(
-            "search", {"model_uri": uri, "threshold": threshold, "input": inp.description},
-            {**metrics, **count_metrics},
-            [out_dir / name for name in ("candidates.ecsv", "counts.ecsv", "metrics.json")],
-            tracking_uri, artifact_root,
+            "search", {"model_uri": uri, "model_version": meta["model_version"], "threshold": threshold,
+                       "threshold_source": threshold_source, "qtp_lower": meta["qtp_lower"],
+                       "input": inp.description},
+            {**metrics, **count_metrics}, files, tracking_uri, artifact_root,
         )
     return SearchResult(cand, counts, metrics, out_dir)
 
@@ -1579,10 +1616,12 @@ def run_known_lenses(
         t = classes.class_totals(table[f"class_{label}"], labels)
         totals.add_row((label, *(t[c] for c in classes.LENS_CLASSES), n_secure))
     meta = {"input": inp.description, "model_uris": list(model_uris),
+            "model_versions": [_model_version(u, tracking_uri)[0] or u for u in model_uris],
+            "threshold": cfg.tp_min, "qtp_lower": cfg.qtp_min,
             "classes": (f"TP p>={cfg.tp_min}, qTP {cfg.qtp_min}<=p<{cfg.tp_min}, FN p<{cfg.qtp_min} "
                         "(Angora et al. 2023, Table A.6)")}
-    table.meta.update(meta)
-    totals.meta.update(meta)
+    describe_columns(table, meta)
+    describe_columns(totals, meta)
     md = ["| id | RA | Dec | " + " | ".join(networks) + " | label |", "|---|---|---|" + "---|" * len(networks) + "---|"]
     for row in table:
         cells = " | ".join(
