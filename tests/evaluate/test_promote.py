@@ -81,9 +81,28 @@ def test_worse_model_never_takes_the_alias(synthetic, mlflow_store, cfg, tmp_pat
     assert third["alias_moved"] and str(client.get_model_version_by_alias(name, "champion").version) == third["version"]
     assert json.loads(out.read_text())["alias_moved"] is True
 
-    # 5. a champion measured with another gate metric is not compared: the alias stays
+    # 5. after the KB changed (another out-of-fold set), the champion's gate value means something else: the alias
+    #    follows the current KB's best even if its value is lower
+    champ_before = client.get_model_version_by_alias(name, "champion")
+    assert champ_before.tags["gate_set"] == third["gate_set"]
+    rebuilt = tmp_path / "rebuilt"
+    for net in ("vgg", "sc_vgg"):
+        t = Table.read(worse / net / "predictions.ecsv", format="ascii.ecsv")
+        t["id"] = [f"kb2-{i}" for i in t["id"]]
+        (rebuilt / net).mkdir(parents=True)
+        t.write(rebuilt / net / "predictions.ecsv", format="ascii.ecsv")
+    moved = run_promote(cfg, rebuilt, None, thresholds, out, tracking_uri=mlflow_store)
+    assert moved["best_gate_value"] < third["best_gate_value"]
+    assert moved["alias_moved"] and "another out-of-fold set" in moved["reason"]
+    assert moved["gate_set"] != third["gate_set"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == moved["version"]
+    # ... and on the same rebuilt KB, the usual rule holds again: better moves, worse does not
+    again = run_promote(cfg, rebuilt, None, thresholds, out, tracking_uri=mlflow_store)
+    assert not again["alias_moved"] and again["version"] == moved["version"]
+
+    # 6. a champion measured with another gate metric is not compared: the alias stays
     auc_cfg = replace(cfg, "promote", gate=GateConfig(metric="auc", purity_min=0.9, fpr=0.01))
     shutil.rmtree(tmp_path / "worse")
     fourth = run_promote(auc_cfg, better, None, thresholds, out, tracking_uri=mlflow_store)
     assert not fourth["alias_moved"] and "no 'auc' value" in fourth["reason"]
-    assert str(client.get_model_version_by_alias(name, "champion").version) == third["version"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == moved["version"]

@@ -22,13 +22,25 @@ def _candidate_key(source: str, gate: str, value: float, threshold: float) -> st
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def evaluation_set_key(wide) -> str:
+    """A fingerprint of the cutouts and labels the gate values are measured on (ids and labels, sorted).
+
+    Two gate values are comparable only if they come from the same out-of-fold set: a KB rebuilt with another
+    recipe (more, fainter or more compact sources; other hard negatives) changes what a gate value means."""
+    ids = [str(i) for i in wide["id"]] if "id" in wide.colnames else [str(k) for k in range(len(wide))]
+    pairs = sorted(zip(ids, (int(v) for v in wide["label"])))
+    return hashlib.sha256("\n".join(f"{i}|{y}" for i, y in pairs).encode()).hexdigest()[:16]
+
+
 def run_promote(cfg, predictions_dir: Path, committees_json: Path | None, thresholds_json: Path, out: Path,
                 dry_run: bool = False, tracking_uri: str | None = None, echo=print) -> dict:
     """Register the best model by the gate metric; move the alias only if it beats the current champion.
 
     Candidates are the networks (their newest ``lenssearch-<network>`` version) and the committees of
     ``best.json`` that have a logged model. The champion's gate value is read from its version's tags and is
-    compared only if it was measured with the same gate (metric and option); a tie never moves the alias.
+    compared only if it was measured with the same gate (metric and option); a tie never moves the alias. A
+    champion whose gate was measured on another out-of-fold set (``gate_set`` tag, :func:`evaluation_set_key`:
+    the KB changed) is not compared either: the alias moves to the best model of the current KB.
     """
     from lenssearch import tracking
 
@@ -66,12 +78,17 @@ def run_promote(cfg, predictions_dir: Path, committees_json: Path | None, thresh
     t = tuned.get(best["name"])
     threshold = float(t["threshold"]) if t else float(cfg.evaluate.threshold)
     champion = tracking.get_champion(p.registered_model, p.alias)
+    gate_set = evaluation_set_key(wide)
     comparable = champion is not None and champion.gate_metric == label and champion.gate_value is not None
     if champion is None:
         beats, reason = True, "no current champion"
     elif not comparable:
         beats, reason = False, (f"current champion v{champion.version} has no '{label}' value in its tags "
                                 f"(it has {champion.gate_metric!r}); alias left unchanged")
+    elif champion.tags.get("gate_set") != gate_set:
+        beats, reason = True, (f"current champion v{champion.version}'s gate was measured on another out-of-fold set "
+                               f"(gate_set {champion.tags.get('gate_set') or 'unrecorded'}, now {gate_set}: the KB "
+                               f"changed); the alias follows the best model of the current KB")
     else:
         beats = best["gate_value"] > champion.gate_value + p.min_improvement
         reason = (f"{best['gate_value']:.4f} {'>' if beats else '<='} champion v{champion.version} "
@@ -82,7 +99,7 @@ def run_promote(cfg, predictions_dir: Path, committees_json: Path | None, thresh
         "threshold": threshold,
         "champion_version": None if champion is None else champion.version,
         "champion_gate_value": None if champion is None else champion.gate_value,
-        "alias_moved": False, "reason": reason, "version": None,
+        "alias_moved": False, "reason": reason, "version": None, "gate_set": gate_set,
     }
     echo(f"gate {label}:")
     for c in cands:
@@ -98,11 +115,12 @@ def run_promote(cfg, predictions_dir: Path, committees_json: Path | None, thresh
             "threshold_objective": cfg.tune.objective if t else "default",
             "gate_metric": label,
             "gate_value": f"{best['gate_value']:.6f}",
+            "gate_set": gate_set,
             "candidate": best["name"],
             "kind": best["kind"],
             "source_uri": source,
         }
-        tags["candidate_key"] = _candidate_key(source, label, best["gate_value"], threshold)
+        tags["candidate_key"] = _candidate_key(f"{source}|{gate_set}", label, best["gate_value"], threshold)
         variant = tracking.model_version_tags(source).get("kb_variant") if source.startswith("models:/") else None
         version = tracking.register_version(
             source, p.registered_model, tags,
