@@ -168,3 +168,33 @@ def test_roc_curves_have_one_colour_per_network():
     assert template["encoding"]["strokeDash"]["field"] == "rev"  # revisions dashed in `dvc plots diff`
     images = [p for p in doc["plots"] if isinstance(p, str)]
     assert "reports/evaluation/figures" in images and any(p.endswith("gallery.png") for p in images)
+
+
+def test_dvc_plots_show_renders_offline(tmp_path, browser):
+    """`dvc plots show` with the project's template (.dvc/config plots.html_template) loads no script from the
+    network, and a vega plot renders in a real headless browser from the file alone."""
+    import shutil as _shutil
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    config = (REPO / ".dvc" / "config").read_text()
+    assert "html_template = plots/offline.html" in config
+    work = tmp_path / "repo"
+    work.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
+    subprocess.run([*DVC, "init", "-q"], cwd=work, check=True, env=ENV)
+    _shutil.copytree(REPO / ".dvc" / "plots", work / ".dvc" / "plots", dirs_exist_ok=True)
+    (work / ".dvc" / "config").write_text(config)
+    (work / "roc.csv").write_text("fpr,tpr\n0,0\n0.1,0.6\n0.3,0.85\n1,1\n")
+    (work / "dvc.yaml").write_text("plots:\n  - roc.csv:\n      x: fpr\n      y: tpr\n")
+    run = subprocess.run([*DVC, "plots", "show", "-o", "out"], cwd=work, env=ENV, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    page = (work / "out" / "index.html").read_text()
+    assert "<script src=" not in page.replace(" ", "") and "cdn." not in page  # nothing fetched
+    assert "vegaEmbed" in page
+    browser.get((work / "out" / "index.html").as_uri())
+    # vega draws the curve into an SVG or a canvas once its inlined scripts have run
+    WebDriverWait(browser, 30).until(
+        lambda d: d.execute_script("return document.querySelectorAll('svg .mark-line, canvas').length") > 0)
+    assert not browser.execute_script("return document.body.innerText").strip().startswith("Error")
