@@ -107,7 +107,7 @@ def build_search_field(cfg, out_root: str | Path, progress: bool = True) -> Path
     Returns the field directory.
     """
     from lenssearch.fields.synthetic import build_synthetic_field
-    from lenssearch.io import atomic_path
+    from lenssearch.io import atomic_path, describe_columns
 
     demo = cfg.search.demo
     entries = {e.name: e for e in cfg.field.synthetic.fields}
@@ -128,5 +128,5 @@ def build_search_field(cfg, out_root: str | Path, progress: bool = True) -> Path
         drawn = f"KB variant '{demo.variant}' (cluster lenses)" if demo.variant else "the simulate section"
         table.meta["description"] = (f"lenses planted in field {demo.name} (template {demo.template}) with the "
                                      f"simulate stage's injection, drawn as {drawn}; ra/dec are the lens members'")
-        table.write(field_dir / PLANTED, format="ascii.ecsv")
+        describe_columns(table).write(field_dir / PLANTED, format="ascii.ecsv")
     return out_root / demo.name
