@@ -11,14 +11,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pyarrow as pa
 from astropy.table import Table
 
 from lenssearch.errors import LensSearchError
 from lenssearch.io import atomic_path, check_output_folder
 from lenssearch.search import classes
-from lenssearch.search.pipeline import batch_spec, check_cutout_size, log_run, score_chunk, write_table
-from lenssearch.search.results import Truth
+from lenssearch.search.pipeline import check_cutout_size, log_run, score_table, write_table
 from lenssearch.search.scoring import Scorer, load_scorer
 from lenssearch.search.sources import SearchInput
 
@@ -59,12 +57,8 @@ def run_known_lenses(
     table["dec"] = np.asarray(positions["dec"], float)
     table["label"] = labels
     networks: list[str] = []
-    spec = batch_spec(config, inp, measure_above=None)
-    no_truth = Truth(None, None, None, cfg.match_radius_arcsec, cfg.tp_min, cfg.qtp_min)
     for scorer in scorers:
-        res = pa.concat_tables([score_chunk(inp, start, min(start + cfg.chunk_rows, len(positions)), scorer, spec,
-                                            no_truth, cfg.great_expectations)
-                                for start in range(0, len(positions), cfg.chunk_rows)])
+        res = score_table(inp, scorer, config)
         column = lambda name: res.column(name).to_numpy(zero_copy_only=False)
         if "status" not in table.colnames:
             table["status"] = column("status").astype(str)

@@ -123,6 +123,17 @@ def score_chunk(inp: SearchInput, start: int, stop: int, scorer: Scorer, spec: B
     return finish_chunk(pos, rows, concat_results(parts), spec.ctx, truth, great_expectations)
 
 
+def score_table(inp: SearchInput, scorer: Scorer, config, measure_above: float | None = None, truth: Truth | None = None):
+    """Steps 1-4 of every position, gathered in memory as one Arrow table (small catalogues: known lenses)."""
+    import pyarrow as pa
+
+    cfg, n = config.search, len(inp.positions)
+    spec = batch_spec(config, inp, measure_above)
+    truth = truth or Truth(None, None, None, cfg.match_radius_arcsec, cfg.tp_min, cfg.qtp_min)
+    return pa.concat_tables([score_chunk(inp, start, min(start + cfg.chunk_rows, n), scorer, spec, truth,
+                                         cfg.great_expectations) for start in range(0, n, cfg.chunk_rows)])
+
+
 def score_locally(inp: SearchInput, scorer: Scorer, cfg, spec: BatchSpec, truth: Truth, path: Path, meta: dict,
                   progress: bool = True, on_chunk: Callable[[int], None] | None = None) -> None:
     """Steps 1-4 in this process, chunk after chunk, into ``scores.parquet`` at ``path``."""
