@@ -207,6 +207,8 @@ def run_search(
             if engine == "ray":  # steps 1-4
                 from lenssearch.search.ray_engine import score_on_ray
 
+                if isinstance(model_uri, Scorer):
+                    raise SearchInputError("--engine ray loads the model in its workers: give a model URI")
                 score_on_ray(inp, model_uri or cfg.model_uri, tracking_uri, config, spec, truth, scores_path, meta,
                              out_dir, progress)
             elif engine == "local":
@@ -235,6 +237,10 @@ def run_search(
         raise
     write_table(out_dir / "counts.ecsv", counts)
     write_json(out_dir / "metrics.json", metrics)
+    if engine == "ray":
+        from lenssearch.search.ray_engine import remove_shards
+
+        remove_shards(out_dir)
     if log_mlflow:
         log_search(counts, metrics, scorer.uri, threshold, inp.description, out_dir, tracking_uri, artifact_root)
     return SearchResult(cand, counts, metrics, out_dir)
