@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -86,11 +88,18 @@ def start_ray(rcfg) -> bool:
     if ray.is_initialized():
         return False
     runtime_env = {"env_vars": {**RAY_ENV, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}}
+    # Ray's core worker installs C-level handlers (SIGTERM aborts the driver): give the verb's back, so that
+    # SIGTERM and Ctrl-C unwind (ray.shutdown stops the local Ray, temporary files are removed)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     if rcfg.address:
         ray.init(address=rcfg.address, runtime_env=runtime_env, log_to_driver=False)
     else:
         ray.init(num_cpus=rcfg.num_cpus, include_dashboard=False, object_store_memory=rcfg.object_store_mb << 20,
                  runtime_env=runtime_env, log_to_driver=False, configure_logging=False)
+    if threading.current_thread() is threading.main_thread():
+        for sig, handler in handlers.items():
+            if handler is not None:
+                signal.signal(sig, handler)
     return True
 
 
