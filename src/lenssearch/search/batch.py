@@ -73,22 +73,36 @@ def empty_results(n: int, spec: BatchSpec, members) -> dict[str, np.ndarray]:
     return out
 
 
-def process_batch(rows: dict[str, np.ndarray], pixels, scorer: Scorer, spec: BatchSpec) -> dict[str, np.ndarray]:
-    """Cut, check and score one batch of catalogue rows; measure its candidates (see the module's docstring).
+@dataclasses.dataclass
+class Prepared:
+    """A batch cut and checked (steps 1-2), ready for the model."""
 
-    ``rows`` holds at least ``row``, ``x_pix``, ``y_pix``, ``on_image`` (at most ``spec.batch_size`` rows).
-    """
-    n = len(rows["row"])
-    on = np.asarray(rows["on_image"], dtype=bool)
-    idx = np.flatnonzero(on)
+    n: int  # rows of the batch
+    idx: np.ndarray  # the rows on the image
+    cutouts: np.ndarray
+    inside: np.ndarray
+    stats: dict[str, np.ndarray]
+    failed: dict[str, np.ndarray]
+    ok: np.ndarray  # of ``idx``: passed every check
+
+
+def prepare_batch(rows: dict[str, np.ndarray], pixels, spec: BatchSpec) -> Prepared:
+    """Steps 1-2 for one batch: cut the rows on the image, check the cutouts."""
+    idx = np.flatnonzero(np.asarray(rows["on_image"], dtype=bool))
     cutouts, inside = cut(pixels, {k: np.asarray(v)[idx] for k, v in rows.items()}, spec.ctx.size)
-    stats, failed = validate_batch(cutouts, spec.ctx)  # step 2
+    stats, failed = validate_batch(cutouts, spec.ctx)
     ok = ~np.any(np.column_stack(list(failed.values())), axis=1) if len(idx) else np.zeros(0, bool)
-    main, members = score_padded(scorer, cutouts[ok], spec.batch_size)
+    return Prepared(len(rows["row"]), idx, cutouts, inside, stats, failed, ok)
+
+
+def score_batch(p: Prepared, scorer: Scorer, spec: BatchSpec) -> dict[str, np.ndarray]:
+    """Step 3 for one prepared batch: score the valid cutouts, measure the candidates; the result columns."""
+    n, idx, ok = p.n, p.idx, p.ok
+    main, members = score_padded(scorer, p.cutouts[ok], spec.batch_size)
     out = empty_results(n, spec, members)
     out["status"][idx] = np.where(ok, "scored", "invalid")
-    out["validation"][idx] = failure_labels(failed)
-    out["inside_fraction"][idx] = inside
+    out["validation"][idx] = failure_labels(p.failed)
+    out["inside_fraction"][idx] = p.inside
     scored = idx[ok]
     out["score"][scored] = main
     for name, values in members.items():
@@ -96,11 +110,11 @@ def process_batch(rows: dict[str, np.ndarray], pixels, scorer: Scorer, spec: Bat
     if spec.measure_above is not None:
         cand = main >= spec.measure_above
         if cand.any():
-            measured = cleaning.measure_cutouts(cutouts[ok][cand], spec.ctx.noise_sigma, spec.ctx.bands,
+            measured = cleaning.measure_cutouts(p.cutouts[ok][cand], spec.ctx.noise_sigma, spec.ctx.bands,
                                                 spec.pixel_scale_arcsec, spec.cleaning)
             for name, values in measured.items():
                 out[name][scored[cand]] = values
-    for name, values in stats.items():
+    for name, values in p.stats.items():
         column = np.full(n, False if name == "shape_ok" else "" if name == "dtype" else np.nan,
                          dtype=bool if name == "shape_ok" else object if name == "dtype" else float)
         column[idx] = values
@@ -108,3 +122,11 @@ def process_batch(rows: dict[str, np.ndarray], pixels, scorer: Scorer, spec: Bat
     out["checks_passed"] = np.zeros(n, dtype=bool)
     out["checks_passed"][scored] = True
     return out
+
+
+def process_batch(rows: dict[str, np.ndarray], pixels, scorer: Scorer, spec: BatchSpec) -> dict[str, np.ndarray]:
+    """Cut, check and score one batch of catalogue rows; measure its candidates (see the module's docstring).
+
+    ``rows`` holds at least ``row``, ``x_pix``, ``y_pix``, ``on_image`` (at most ``spec.batch_size`` rows).
+    """
+    return score_batch(prepare_batch(rows, pixels, spec), scorer, spec)

@@ -30,7 +30,7 @@ from astropy.table import Table
 
 from lenssearch.io import atomic_path, check_output_folder
 from lenssearch.search import catalogue, cleaning
-from lenssearch.search.batch import BatchSpec, process_batch
+from lenssearch.search.batch import BatchSpec, prepare_batch, score_batch
 from lenssearch.search.checks import ValidationContext
 from lenssearch.search.inputs import SearchInputError
 from lenssearch.search.results import ScoresFile, Truth, concat_results, finish_chunk, position_chunk, truth_column
@@ -111,15 +111,26 @@ def batch_spec(config, inp: SearchInput, measure_above: float | None) -> BatchSp
 # ----------------------------------------------------------------------------------------------- steps 1-4
 def score_chunk(inp: SearchInput, start: int, stop: int, scorer: Scorer, spec: BatchSpec, truth: Truth,
                 great_expectations: bool, bar=None):
-    """Steps 1-4 for catalogue rows ``start:stop``: every batch through :func:`.batch.process_batch`, then the
-    chunk's great-expectations run and truth (:func:`.results.finish_chunk`)."""
+    """Steps 1-4 for catalogue rows ``start:stop``: every batch through :func:`.batch.prepare_batch` (cut,
+    check) and :func:`.batch.score_batch` (score, measure the candidates), then the chunk's great-expectations run
+    and truth (:func:`.results.finish_chunk`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     pos, rows = position_chunk(inp, start, stop)
+    batches = [{k: v[b : b + spec.batch_size] for k, v in rows.items()} for b in range(0, len(pos), spec.batch_size)]
     parts = []
-    for b in range(0, len(pos), spec.batch_size):
-        batch = {k: v[b : b + spec.batch_size] for k, v in rows.items()}
-        parts.append(process_batch(batch, inp.pixels, scorer, spec))
-        if bar is not None:
-            bar.update(len(batch["row"]))
+    # the next batch is cut and checked in a thread while the model scores this one (numpy and the model's
+    # runtime release the interpreter lock): at most two batches of cutouts in memory
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="search-cut") as pool:
+        ahead = pool.submit(prepare_batch, batches[0], inp.pixels, spec)
+        for i, batch in enumerate(batches):
+            prepared = ahead.result()
+            if i + 1 < len(batches):
+                ahead = pool.submit(prepare_batch, batches[i + 1], inp.pixels, spec)
+            parts.append(score_batch(prepared, scorer, spec))
+            del prepared
+            if bar is not None:
+                bar.update(len(batch["row"]))
     return finish_chunk(pos, rows, concat_results(parts), spec.ctx, truth, great_expectations)
 
 
@@ -187,7 +198,7 @@ def run_search(
         ``local`` (this process) or ``ray`` (Ray Data, ``search.ray``: an actor pool holding the model; resumes
         from the shards of a killed run).
     on_chunk
-        Called with the number of catalogue rows done after each chunk (local engine; progress, memory probes).
+        Called with the number of catalogue rows done after each chunk (progress displays, benchmarks).
     """
     cfg = config.search
     out_dir = Path(out_dir)
@@ -210,7 +221,7 @@ def run_search(
                 if isinstance(model_uri, Scorer):
                     raise SearchInputError("--engine ray loads the model in its workers: give a model URI")
                 score_on_ray(inp, model_uri or cfg.model_uri, tracking_uri, config, spec, truth, scores_path, meta,
-                             out_dir, progress)
+                             out_dir, progress, on_chunk)
             elif engine == "local":
                 score_locally(inp, scorer, cfg, spec, truth, scores_path, meta, progress, on_chunk)
             else:

@@ -123,7 +123,7 @@ def done_chunks(folder: Path, run: dict) -> set[int]:
 
 
 def score_on_ray(inp, model_uri: str, tracking_uri: str | None, config, spec: BatchSpec, truth: Truth,
-                 scores_path: Path, meta: dict, out_dir: Path, progress: bool = True) -> None:
+                 scores_path: Path, meta: dict, out_dir: Path, progress: bool = True, on_chunk=None) -> None:
     """Steps 1-4 on Ray Data into ``scores_path`` (see the module's docstring)."""
     import ray
     from tqdm import tqdm
@@ -158,6 +158,8 @@ def score_on_ray(inp, model_uri: str, tracking_uri: str | None, config, spec: Ba
                         chunk, buffered = split(buffered, min(start + cfg.chunk_rows, n) - start)
                         write_shard(inp, start, chunk, spec, truth, cfg, folder)
                         k += 1
+                        if on_chunk is not None:
+                            on_chunk(start + len(chunk["row"]))
             if k != len(pending):  # pragma: no cover - a bookkeeping error, not an input error
                 raise RuntimeError(f"ray search: {len(pending) - k} chunk(s) without results")
     finally:
