@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-from .search_helpers import PARAMS, BANDS, CENTER, expected_score, make_field, make_wcs, positions_table
+from .search_helpers import PARAMS, BANDS, CENTER, expected_score, make_field, make_wcs, positions_table, shm_in_use
 
 from lenssearch.config import load_config
 from lenssearch.errors import LensSearchError
@@ -391,7 +391,6 @@ def test_killed_search_leaves_no_file_that_looks_complete(field, tmp_path, sig):
     out = tmp_path / "out"
     script = tmp_path / "killed_search.py"
     script.write_text(KILLED_SEARCH.format(root=root, field=str(field), out=str(out)))
-    shm_before = set(os.listdir("/dev/shm"))
     proc = subprocess.Popen([sys.executable, str(script)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 120
@@ -404,6 +403,7 @@ def test_killed_search_leaves_no_file_that_looks_complete(field, tmp_path, sig):
             time.sleep(0.05)
         assert streamed is not None, proc.communicate(timeout=5)[1].decode()[-2000:] if proc.poll() is not None else ""
         workers = _children(proc.pid)
+        shm = shm_in_use([proc.pid, *workers])
         os.kill(proc.pid, getattr(signal, sig))
         code = proc.wait(timeout=60)
     finally:
@@ -420,8 +420,7 @@ def test_killed_search_leaves_no_file_that_looks_complete(field, tmp_path, sig):
     while time.time() < deadline and any(_running(pid) for pid in workers):
         time.sleep(0.1)
     assert not [pid for pid in workers if _running(pid)], "worker processes outlived the search"
-    ours = {n for n in set(os.listdir("/dev/shm")) - shm_before if n.startswith(("psm_", f"sem.loky-{proc.pid}-"))}
-    assert not ours, f"left in /dev/shm: {sorted(ours)}"
+    assert not [p for p in shm if Path(p).exists()], f"left in /dev/shm: {sorted(shm)}"
 
 
 def test_model_sees_one_batch_shape(field, keras_model, cfg):

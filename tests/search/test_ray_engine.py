@@ -21,7 +21,7 @@ from lenssearch.config import load_config
 from lenssearch.search.pipeline import run_search
 from lenssearch.search.sources import open_field
 
-from .search_helpers import BANDS, PARAMS, make_field, make_wcs, positions_table
+from .search_helpers import BANDS, PARAMS, make_field, make_wcs, positions_table, shm_in_use
 
 pytest.importorskip("ray")
 
@@ -100,7 +100,6 @@ def test_killed_ray_search_leaves_no_process_and_resumes(field, registry, tmp_pa
     cmd = [sys.executable, "-m", "lenssearch", "search", "--engine", "ray", "--field", str(field), "--catalogue",
            str(field / "members.ecsv"), "--planted", str(field / "planted.ecsv"), "--out", str(out),
            "--params", str(tmp_path / "params.yaml"), "--tracking-uri", registry]
-    shm_before = set(os.listdir("/dev/shm"))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 240
@@ -108,6 +107,7 @@ def test_killed_ray_search_leaves_no_process_and_resumes(field, registry, tmp_pa
             time.sleep(0.1)
         assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
         family = _descendants(proc.pid)
+        shm = shm_in_use([proc.pid, *family])
         written = {p.name: p.stat().st_mtime_ns for p in shards.glob("part-*.parquet")}
         os.kill(proc.pid, signal.SIGTERM)
         code = proc.wait(timeout=120)
@@ -122,7 +122,7 @@ def test_killed_ray_search_leaves_no_process_and_resumes(field, registry, tmp_pa
     assert family and not [p for p in family if _alive(p)], "Ray processes outlived the search"
     assert not {p.name for p in out.iterdir()} & {"scores.parquet", "candidates.ecsv", "counts.ecsv", "metrics.json",
                                                    "gallery"}
-    assert not [n for n in set(os.listdir("/dev/shm")) - shm_before if not n.startswith("sem.mp-")]
+    assert not [p for p in shm if Path(p).exists()], shm
     assert 2 <= len(written) < 13
 
     cfg = with_search(load_config(tmp_path / "params.yaml"))
