@@ -153,8 +153,29 @@ def bare_and_costs(cfg, field, model, tracking_uri, n_batches: int) -> dict:
             validate_batch(c, ctx)
         t_cpu = (time.perf_counter() - t0) / n_batches
         main, _ = score_padded(scorer, cutouts, bs)
+        from lenssearch.search import cleaning
+
+        t0 = time.perf_counter()
+        cleaning.measure_cutouts(cutouts[:16], images.noise_sigma, tuple(cfg.base.bands), 0.03, cfg.search.cleaning)
+        t_clean = (time.perf_counter() - t0) / 16
     return {"bare_cps": bs / t_model, "t_model_batch": t_model, "t_cut_check_batch": t_cpu, "batch": bs,
-            "threshold": float(np.quantile(main, 1 - CANDIDATE_FRACTION))}
+            "t_clean_cutout": t_clean, "threshold": float(np.quantile(main, 1 - CANDIDATE_FRACTION))}
+
+
+def ge_cost(cfg, rows: int) -> float:
+    """Seconds of one great-expectations run on the statistics of ``rows`` cutouts (one chunk)."""
+    from lenssearch.search.checks import ValidationContext, run_expectations
+
+    bands = tuple(cfg.base.bands)
+    ctx = ValidationContext(cfg.search.cutout_pixels, bands, np.ones(len(bands)), cfg.validate)
+    stats = {"shape_ok": np.ones(rows, bool), "dtype": np.array(["float32"] * rows), "finite_fraction": np.ones(rows)}
+    for b in bands:
+        stats |= {f"bg_level_{b}": np.zeros(rows), f"bg_sigma_{b}": np.ones(rows), f"noise_ratio_{b}": np.ones(rows),
+                  f"bg_level_sigma_{b}": np.zeros(rows)}
+    run_expectations(stats, ctx)  # imports, once
+    t0 = time.perf_counter()
+    run_expectations(stats, ctx)
+    return time.perf_counter() - t0
 
 
 def warm_up_ge(cfg) -> None:
@@ -261,8 +282,11 @@ def main() -> None:
             print(f"model {model}")
             costs = bare_and_costs(cfg, field, model, uri, 4 if args.quick else 8)
             bcfg = load(args.params, threshold=costs["threshold"])
+            t_ge = ge_cost(cfg, cfg.search.chunk_rows)
             print(f"per batch of {costs['batch']}: model {costs['t_model_batch']:.3f} s, cut + checks "
-                  f"{costs['t_cut_check_batch']:.3f} s (one core); {machine_load()}")
+                  f"{costs['t_cut_check_batch']:.3f} s (one core); cleaning {1e3 * costs['t_clean_cutout']:.1f} ms "
+                  f"per candidate; great-expectations {t_ge:.2f} s per chunk of {cfg.search.chunk_rows}; "
+                  f"{machine_load()}")
         if args.only in (None, "ratio"):
             warm_up_ge(cfg)
             cat = positions(field, n)

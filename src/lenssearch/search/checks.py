@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
 
 import numpy as np
 
@@ -222,8 +221,8 @@ def run_expectations(stats: dict[str, np.ndarray], ctx: ValidationContext) -> tu
     ----------
     stats
         Columns of :func:`cutout_statistics` for some rows (e.g. a chunk of a search).
-    vcfg
-        The ``validate`` section (thresholds of the suite).
+    ctx
+        The expected cutout shape and bands, and the thresholds of the suite (``ctx.vcfg``).
 
     Returns
     -------

@@ -14,7 +14,6 @@ Bad input (no WCS, bands of different shapes or misaligned grids, a stack of the
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from pathlib import Path
 from typing import Sequence
