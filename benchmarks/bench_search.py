@@ -303,23 +303,29 @@ def main() -> None:
                   f"local search {steady:.1f} cutouts/s over {n}; ratio local/bare {steady / bare:.2f} "
                   f"(>= 0.8 required); {machine_load()}")
         if args.only in (None, "ray"):
-            cat = positions(field, n)
+            # steady rate: the difference of two runs (n/4 and n positions) cancels the start of Ray and of the actors
             rates = {}
             for workers in (1, 2):
                 rcfg = dataclasses.replace(bcfg.search.ray, workers=workers, num_cpus=2, cpus_per_worker=1)
                 wcfg = dataclasses.replace(bcfg, search=dataclasses.replace(bcfg.search, ray=rcfg,
                                                                             chunk_rows=n // 8))
-                probe = ActorMemory() if workers == 2 else None
-                wall, rates[workers], _ = timed_search(wcfg, field, cat, tmp / f"ray{workers}", model, uri, "ray")
-                print(f"ray {workers} worker(s): {rates[workers]:.1f} cutouts/s steady, {wall:.1f} s wall with start "
-                      f"(Ray, actors, model) over {n}; {machine_load()}")
-                if probe is not None:
-                    for pid, s in probe.stop().items():
-                        t, rss = zip(*s)
-                        half = len(t) // 2
-                        b, se = slope(np.asarray(t[half:]) * rates[workers], rss[half:])
-                        print(f"  actor {pid}: RSS {rss[0] / 2**20:.0f} -> {rss[-1] / 2**20:.0f} MB over {len(s)} "
-                              f"samples; second-half slope {b:.1f} +- {se:.1f} bytes/position")
+                walls = {}
+                for size in (n // 4, n):
+                    probe = ActorMemory() if workers == 2 and size == n else None
+                    walls[size], _, _ = timed_search(wcfg, field, positions(field, size), tmp / f"ray{workers}-{size}",
+                                                     model, uri, "ray")
+                    if probe is not None:
+                        for pid, s in probe.stop().items():
+                            t, rss = zip(*s)
+                            half = len(t) // 2
+                            b, se = slope(t[half:], rss[half:])
+                            per_position = b / (rates_guess := n / walls[size])
+                            print(f"  actor {pid}: RSS {rss[0] / 2**20:.0f} -> {max(rss) / 2**20:.0f} (peak) -> "
+                                  f"{rss[-1] / 2**20:.0f} MB over {len(s)} samples; second-half slope "
+                                  f"{b / 2**10:.1f} +- {se / 2**10:.1f} kB/s ~ {per_position:.0f} bytes/position")
+                rates[workers] = (n - n // 4) / (walls[n] - walls[n // 4])
+                print(f"ray {workers} worker(s): {rates[workers]:.1f} cutouts/s steady (walls {walls[n // 4]:.1f} s for "
+                      f"{n // 4}, {walls[n]:.1f} s for {n}); {machine_load()}")
             print(f"ratio ray2/ray1 {rates[2] / rates[1]:.2f} (2 actors x 1 CPU on {os.cpu_count()} CPUs)")
         if args.only in (None, "memory"):
             size = int(args.memory_size if not args.quick else min(args.memory_size, 1e5))
