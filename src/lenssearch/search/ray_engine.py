@@ -16,6 +16,7 @@ registry at the same paths.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -135,7 +136,9 @@ def score_on_ray(inp, model_uri: str, tracking_uri: str | None, config, spec: Ba
     done = done_chunks(folder, fingerprint(inp, str(model_uri), spec, cfg))
     pending = [s for s in starts if s not in done]
     started = start_ray(rcfg) if pending else False
-    try:
+    with contextlib.ExitStack() as stack:
+        if started:
+            stack.callback(ray.shutdown)
         if pending:
             ray.data.DataContext.get_current().execution_options.preserve_order = True
             blocks = []
@@ -150,7 +153,9 @@ def score_on_ray(inp, model_uri: str, tracking_uri: str | None, config, spec: Ba
             buffered, k = [], 0
             with tqdm(total=n, initial=n - sum(min(s + cfg.chunk_rows, n) - s for s in pending), desc="search",
                       unit="row", disable=not progress, mininterval=2.0) as bar:
-                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                results = iter(ds.iter_batches(batch_size=None, batch_format="numpy"))
+                stack.callback(results.close)  # on an interrupt too: Ray Data's executor stops before ray.shutdown
+                for batch in results:
                     buffered.append(batch)
                     bar.update(len(batch["row"]))
                     while k < len(pending) and buffered_rows(buffered) >= min(pending[k] + cfg.chunk_rows, n) - pending[k]:
@@ -162,9 +167,6 @@ def score_on_ray(inp, model_uri: str, tracking_uri: str | None, config, spec: Ba
                             on_chunk(start + len(chunk["row"]))
             if k != len(pending):  # pragma: no cover - a bookkeeping error, not an input error
                 raise RuntimeError(f"ray search: {len(pending) - k} chunk(s) without results")
-    finally:
-        if started:
-            ray.shutdown()
     out = ScoresFile(scores_path, meta)
     try:
         for start in starts:
