@@ -104,6 +104,20 @@ def start_ray(rcfg) -> bool:
     return True
 
 
+def stop_usage_poller() -> None:
+    """Empty Ray Data's cluster-metrics poller (Ray 2.60: a daemon thread of the driver that polls the cluster
+    every 10 s for as long as the process lives, even with usage statistics off). Polled after ``ray.shutdown``,
+    it ends the whole process with status 1 ("The core worker has already been shutdown"): a search that
+    finished scoring, or was interrupted, died while it wrote its catalogue or unwound."""
+    try:
+        from ray.data._internal.usage import poller
+    except ImportError:  # another Ray version: nothing to stop
+        return
+    if getattr(poller, "_poller", None) is not None and hasattr(poller._poller, "_metrics"):
+        with poller._poller._lock:
+            poller._poller._metrics = {}
+
+
 def fingerprint(inp, model_uri: str, spec: BatchSpec, cfg) -> dict:
     """What the shards depend on: a resumed run uses the shards of the same search only."""
     return {"input": inp.description, "n": len(inp.positions), "model_uri": model_uri,
@@ -139,6 +153,7 @@ def score_on_ray(inp, model_uri: str, tracking_uri: str | None, config, spec: Ba
     with contextlib.ExitStack() as stack:
         if started:
             stack.callback(ray.shutdown)
+            stack.callback(stop_usage_poller)
         if pending:
             ray.data.DataContext.get_current().execution_options.preserve_order = True
             blocks = []
