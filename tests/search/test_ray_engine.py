@@ -68,10 +68,6 @@ def test_ray_with_two_workers_gives_the_local_scores(field, registry, tmp_path):
         assert (tmp_path / "local" / name).read_text() == (tmp_path / "ray" / name).read_text()
     assert local.metrics == ray_.metrics
     assert not (tmp_path / "ray" / ".scores-shards").exists()  # joined into scores.parquet, then removed
-    from ray.data._internal.usage import poller
-
-    # Ray Data's cluster-metrics poller must not reach Ray after ray.shutdown (it ended the process with status 1)
-    assert poller._poller is not None and poller._poller._metrics == {}
 
 
 def _descendants(pid: int) -> list[int]:

@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -104,18 +105,14 @@ def start_ray(rcfg) -> bool:
     return True
 
 
-def stop_usage_poller() -> None:
-    """Empty Ray Data's cluster-metrics poller (Ray 2.60: a daemon thread of the driver that polls the cluster
-    every 10 s for as long as the process lives, even with usage statistics off). Polled after ``ray.shutdown``,
-    it ends the whole process with status 1 ("The core worker has already been shutdown"): a search that
-    finished scoring, or was interrupted, died while it wrote its catalogue or unwound."""
-    try:
-        from ray.data._internal.usage import poller
-    except ImportError:  # another Ray version: nothing to stop
-        return
-    if getattr(poller, "_poller", None) is not None and hasattr(poller._poller, "_metrics"):
-        with poller._poller._lock:
-            poller._poller._metrics = {}
+def join_threads(idents: set[int], timeout_s: float = 10.0) -> None:
+    """Wait (``timeout_s`` in all) for the driver's threads that Ray Data started (not those in ``idents``): a
+    thread that reaches Ray after ``ray.shutdown`` ends the whole process with status 1 ("The core worker has
+    already been shutdown"), so an interrupted search lost its exit status."""
+    deadline = time.monotonic() + timeout_s
+    for t in threading.enumerate():
+        if t.ident not in idents and t is not threading.current_thread():
+            t.join(max(deadline - time.monotonic(), 0.0))
 
 
 def fingerprint(inp, model_uri: str, spec: BatchSpec, cfg) -> dict:
@@ -153,7 +150,7 @@ def score_on_ray(inp, model_uri: str, tracking_uri: str | None, config, spec: Ba
     with contextlib.ExitStack() as stack:
         if started:
             stack.callback(ray.shutdown)
-            stack.callback(stop_usage_poller)
+            stack.callback(join_threads, {t.ident for t in threading.enumerate()})
         if pending:
             ray.data.DataContext.get_current().execution_options.preserve_order = True
             blocks = []
@@ -161,7 +158,8 @@ def score_on_ray(inp, model_uri: str, tracking_uri: str | None, config, spec: Ba
                 _, rows = position_chunk(inp, start, min(start + cfg.chunk_rows, n))
                 blocks.append(pa.table({k: rows[k] for k in ("row", "x_pix", "y_pix", "on_image")}))
             ds = ray.data.from_arrow(blocks).map_batches(
-                BatchScorer, batch_size=spec.batch_size, batch_format="numpy", concurrency=rcfg.workers,
+                BatchScorer, batch_size=spec.batch_size, batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=rcfg.workers),
                 num_cpus=rcfg.cpus_per_worker, num_gpus=rcfg.gpus_per_worker or None,
                 fn_constructor_kwargs={"model_uri": str(model_uri), "tracking_uri": tracking_uri,
                                        "pixels": pixels_of(inp), "spec": spec})
