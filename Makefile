@@ -42,8 +42,9 @@ test: install
 bench: install
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
 
+# Experiments record mlflow-artifacts:/<experiment>; the server serves them from ./mlartifacts (lenssearch.tracking)
 ui: install
-	mlflow ui --backend-store-uri sqlite:///mlflow.db --artifacts-destination ./mlartifacts \
+	mlflow server --backend-store-uri sqlite:///mlflow.db --artifacts-destination ./mlartifacts \
 		--host 127.0.0.1 --port $(MLFLOW_PORT)
 
 paper: install

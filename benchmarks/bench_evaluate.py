@@ -39,21 +39,21 @@ def main() -> None:
     uri = f"sqlite:///{root}/mlflow.db"
     t0 = time.perf_counter()
     preds, kb = write_synthetic(root, np.random.default_rng(20231), n=args.n)
-    from lenssearch.evaluate import registry
+    from lenssearch import tracking
 
-    registry.setup(uri)
+    tracking.setup(uri)
     import mlflow
 
-    mlflow.set_experiment(experiment_id=registry.experiment_id("train-stand-ins", uri))
+    mlflow.set_experiment(experiment_id=tracking.experiment_id("train-stand-ins", uri))
     for i, net in enumerate(NETWORKS):
-        registry.log_stand_in_model(f"lenssearch-{net}", 3 if net in ("vgg", "sc_vgg") else 1, 2.0 + i, root)
+        tracking.log_stand_in_model(f"lenssearch-{net}", 3 if net in ("vgg", "sc_vgg") else 1, 2.0 + i, root)
     print(f"set-up (synthetic predictions, MLflow store, 5 stand-in models): {time.perf_counter() - t0:.1f} s")
 
     r = str(root / "reports")
     common = ["--params", str(REPO / "params.yaml"), "--tracking-uri", uri]
     stages = {
         "evaluate": ["evaluate", "--predictions", r, "--kb", str(kb), "--out", f"{r}/evaluation",
-                     "--report", f"{r}/evaluation.md"],
+                     "--markdown", f"{r}/evaluation.md"],
         "committee": ["committee", "--predictions", r, "--out", f"{r}/committee"],
         "tune": ["tune", "--predictions", r, "--committees", f"{r}/committee/best.json", "--out",
                  f"{r}/thresholds.json", "--storage", f"{r}/tune/optuna.db", "--plots", f"{r}/tune/plots"],

@@ -236,3 +236,49 @@ def test_an_update_carries_the_users_files_over_and_keeps_them_foreign(tmp_path)
             shutil.copytree(target, tmp)
             (tmp / "notes.txt").unlink()
     assert (target / "notes.txt").read_text() == "my notes\n"
+
+
+def test_describe_columns_gives_units_descriptions_and_provenance(tmp_path):
+    import numpy as np
+    from astropy.table import Table
+
+    from lenssearch.io import describe_columns
+
+    table = Table({"id": ["a", "b"], "ra": [1.0, 2.0], "dec": [3.0, 4.0], "score_vgg": [0.1, 0.9],
+                   "mag_bin": ["<22", ">=22"], "mine": [1, 2]})
+    describe_columns(table, {"model_version": "lenssearch/3", "threshold": 0.42, "run_id": None})
+    path = tmp_path / "t.ecsv"
+    table.write(path, format="ascii.ecsv")
+    back = Table.read(path, format="ascii.ecsv")
+    assert str(back["ra"].unit) == "deg" and back["ra"].description.startswith("right ascension")
+    assert back["score_vgg"].description == "lens score of committee member vgg"
+    assert back["mag_bin"].unit is None  # a text column gets no unit
+    assert back["mine"].description is None and back["mine"].unit is None
+    assert back.meta == {"model_version": "lenssearch/3", "threshold": 0.42}
+    assert np.allclose(back["ra"], [1.0, 2.0])
+
+
+def test_every_kb_and_evaluation_column_is_described():
+    """The KB metadata (mocks, non-lenses, planted lenses) and the evaluation tables' per-network columns get a
+    description (and a unit where they have one) from io.describe_columns; ECSV keeps both for TOPCAT."""
+    import io as _io
+
+    from astropy.table import Table
+
+    from lenssearch.io import describe_columns
+    from lenssearch.simulate.inject import METADATA_COLUMNS
+
+    names = [*METADATA_COLUMNS, "fold", "vgg", "sc_vgg_clean", "resnet_fp_over_tn", "f814w_fn_rate", "vgg_auc",
+             "f435w_completeness", "median_sc_vgg", "whisker_high_f606w", "row", "variant"]
+    table = Table({n: [1.0] if n not in ("id", "field", "member_id", "environment", "confuser", "row", "variant")
+                   else ["a"] for n in names})
+    describe_columns(table)
+    missing = [n for n in names if not table[n].info.description]
+    assert not missing, missing
+    assert str(table["source_re_arcsec"].unit) == "arcsec" and str(table["cutout_ra"].unit) == "deg"
+    assert table["resnet_fp_over_tn"].info.description == "false positives / true negatives of resnet in the bin"
+    assert table["median_sc_vgg"].info.description == "median over the folds of the metric of sc_vgg"
+    buf = _io.StringIO()
+    table.write(buf, format="ascii.ecsv")
+    back = Table.read(buf.getvalue(), format="ascii.ecsv")
+    assert back["lensed_snr_F814W"].info.description == "matched-filter S/N of the noiseless lensed source in F814W"

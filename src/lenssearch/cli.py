@@ -20,7 +20,7 @@ from typing import Annotated, Callable, Literal, Optional
 
 import typer
 
-from lenssearch._runtime import apply_offline_env
+from lenssearch._runtime import apply_offline_env, filter_stderr
 from lenssearch.config import ConfigError, load_config
 from lenssearch.errors import LensSearchError
 from lenssearch.io import check_output_folder, check_output_path
@@ -31,6 +31,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: flags without type placeholders, choices listed
 )
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="Parameter file (the demo profile).")]
@@ -41,6 +42,17 @@ ProfileOption = Annotated[
 VariantOption = Annotated[
     Optional[str], typer.Option("--variant", help="KB ground-truth variant (params 'variants'), e.g. angora, visible.")
 ]
+
+MetricsOption = Annotated[
+    Optional[Path],
+    typer.Option("--metrics", help="Headline metrics (JSON, a few numbers for 'dvc metrics'; committed to git)."),
+]
+ReportsOption = Annotated[Optional[Path], typer.Option("--reports", help="Folder of reports: full metrics, figures.")]
+MlflowFlag = Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Record the runs in MLflow.")]
+
+#: The networks of ``lenssearch.models.MODELS`` (tests/test_cli.py keeps the two equal; the CLI does not import
+#: keras to list them).
+Network = Literal["vgg", "sc_vgg", "resnet", "f435w", "f606w", "f814w"]
 
 EXIT_BAD_INPUT = 2
 
@@ -101,10 +113,23 @@ def load(params: Path, profile: Optional[Path], variant: Optional[str] = None):
     return load_config(params, profile, variant)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from lenssearch import __version__
+
+        typer.echo(f"lenssearch {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main() -> None:
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_version, is_eager=True)
+    ] = False,
+) -> None:
     """Find galaxy-scale strong lenses in multi-band imaging with deep networks."""
     apply_offline_env()
+    filter_stderr()  # a log file gets one line per progress update and no TensorFlow C++ noise
 
 
 @app.command("config")
@@ -193,7 +218,6 @@ def lenstool_check_cmd(
 
 
 FieldsRootOption = Annotated[Path, typer.Option("--fields", help="Fields root (data/fields) of the field stage.")]
-ReportsOption = Annotated[Optional[Path], typer.Option("--reports", help="Metrics and figures folder.")]
 
 
 @app.command("simulate")
@@ -202,6 +226,7 @@ def simulate_cmd(
     fields: FieldsRootOption,
     out: Annotated[Path, typer.Option("--out", help="Cutout set of the mocks (cutouts.h5 + metadata.ecsv).")],
     reports: ReportsOption = None,
+    metrics_out: MetricsOption = None,
     variant: VariantOption = None,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
@@ -209,11 +234,13 @@ def simulate_cmd(
     """Inject mock galaxy-galaxy lenses at secondary caustics of the cluster members."""
     import json
 
+    from lenssearch.headline import write_headline
     from lenssearch.simulate.inject import run_simulate
 
     cfg = load(params, profile, variant)
     check_output_path(out, "dir")
     metrics = run_simulate(cfg, fields, out, reports, variant=variant or "")
+    write_headline("simulate", metrics, metrics_out)
     typer.echo(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
     typer.echo(f"wrote {out}")
 
@@ -227,6 +254,7 @@ def negatives_cmd(
     mocks: Annotated[
         Optional[Path], typer.Option("--mocks", help="The variant's mocks: their hosts and arcs (negatives.match_hosts).")
     ] = None,
+    metrics_out: MetricsOption = None,
     variant: VariantOption = None,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
@@ -234,11 +262,13 @@ def negatives_cmd(
     """Cut non-lens cutouts centred on cluster members, plain or with a confuser (hard negatives)."""
     import json
 
+    from lenssearch.headline import write_headline
     from lenssearch.simulate.negatives import run_negatives
 
     cfg = load(params, profile, variant)
     check_output_path(out, "dir")
     metrics = run_negatives(cfg, fields, out, reports, mocks_dir=mocks, variant=variant or "")
+    write_headline("negatives", metrics, metrics_out)
     typer.echo(json.dumps({"n_negatives": metrics["n_negatives"], "excluded": metrics["excluded"],
                            "kinds": metrics["kinds"]}))
     typer.echo(f"wrote {out}")
@@ -293,10 +323,12 @@ def search_cmd(
     ] = "local",
     tracking_uri: TrackingOption = None,
     ignore_band_keywords: IgnoreBandsOption = False,
+    metrics_out: MetricsOption = None,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
 ) -> None:
     """Score a field (or a stack of cutouts) with the champion, clean false positives, write the candidates."""
+    from lenssearch.headline import write_headline
     from lenssearch.search.pipeline import run_search
     from lenssearch.search.sources import open_input, read_planted
 
@@ -306,6 +338,7 @@ def search_cmd(
                     ignore_band_keywords=ignore_band_keywords) as inp:
         result = run_search(cfg, inp, out, model_uri=model, planted=read_planted(planted), engine=engine,
                             tracking_uri=tracking_uri)
+    write_headline("search", result.metrics, metrics_out)
     typer.echo("\n".join(result.counts.pformat(max_lines=-1, max_width=-1)))
     typer.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.metrics.items()))
     typer.echo(f"wrote {out}")
@@ -350,8 +383,10 @@ def kb_cmd(
     fields: Annotated[
         Optional[Path], typer.Option("--fields", help="Fields root: adds z_lens and expected noise per cutout.")
     ] = None,
-    reports: Annotated[Optional[Path], typer.Option("--reports", help="Metrics and figures folder.")] = None,
-    track: Annotated[bool, typer.Option("--track/--no-track", help="Log the KB run to MLflow.")] = True,
+    reports: ReportsOption = None,
+    metrics_out: MetricsOption = None,
+    mlflow: MlflowFlag = True,
+    track: Annotated[Optional[bool], typer.Option("--track/--no-track", hidden=True)] = None,  # old name of --mlflow
     variant: VariantOption = None,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
@@ -359,6 +394,7 @@ def kb_cmd(
     """Assemble mocks and negatives into the HDF5 knowledge base with stratified folds."""
     import json
 
+    from lenssearch.headline import write_headline
     from lenssearch.kb.build import build_kb
 
     cfg = load(params, profile, variant)
@@ -367,7 +403,8 @@ def kb_cmd(
     if reports is not None:
         from lenssearch.kb.report import write_kb_reports
 
-        write_kb_reports(out, reports, cfg, summary, fields_dir=fields, track=track)
+        write_kb_reports(out, reports, cfg, summary, fields_dir=fields, track=mlflow if track is None else track)
+    write_headline("kb", summary, metrics_out)
     typer.echo(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}))
     typer.echo(f"wrote {out}")
 
@@ -377,6 +414,7 @@ def kb_cmd(
 def validate_cmd(
     kb: Annotated[Path, typer.Option("--kb", help="The knowledge base file (HDF5).")],
     out: Annotated[Path, typer.Option("--out", help="Report folder (summary.json, data_docs/).")],
+    metrics_out: MetricsOption = None,
     variant: VariantOption = None,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
@@ -387,6 +425,9 @@ def validate_cmd(
     cfg = load(params, profile, variant)
     check_output_path(out, "dir")
     result = validate_kb(kb, out, cfg)
+    from lenssearch.headline import write_headline
+
+    write_headline("validate", out / "summary.json", metrics_out)
     n = len(result.expectations)
     if not result.success:
         fail(f"{kb}: knowledge base validation failed ({out / 'summary.json'}, data docs {result.data_docs})\n"
@@ -400,7 +441,6 @@ PredictionsOption = Annotated[
 CommitteesOption = Annotated[
     Optional[Path], typer.Option("--committees", help="best.json of the committee stage (selected committees).")
 ]
-MlflowFlag = Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Record the runs in MLflow.")]
 
 
 @app.command("evaluate")
@@ -408,7 +448,9 @@ MlflowFlag = Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Record t
 def evaluate_cmd(
     predictions: PredictionsOption,
     out: Annotated[Path, typer.Option("--out", help="Folder of tables, figures and metrics.json.")],
-    report: Annotated[Path, typer.Option("--report", help="Markdown report (an .html twin is written beside it).")],
+    report: Annotated[
+        Path, typer.Option("--markdown", help="Markdown report (an .html twin is written beside it).")
+    ],
     kb: Annotated[Optional[Path], typer.Option("--kb", help="Knowledge base (HDF5) with the metadata table.")] = None,
     kb_dir: Annotated[
         Optional[Path], typer.Option("--kb-dir", help="The variants' KBs (<variant>.h5): score every network on each.")
@@ -416,6 +458,7 @@ def evaluate_cmd(
     models: Annotated[Optional[Path], typer.Option("--models", help="Folder of models/<network>/run/model.keras.")] = None,
     tracking_uri: TrackingOption = None,
     mlflow: MlflowFlag = True,
+    metrics_out: MetricsOption = None,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
 ) -> None:
@@ -429,6 +472,9 @@ def evaluate_cmd(
         fail("--kb-dir needs --models (the run models score the variants they were not trained on)")
     result = run_evaluate(cfg, predictions, kb, out, report, tracking_uri=tracking_uri, log_mlflow=mlflow,
                           kb_dir=kb_dir, models_dir=models)
+    from lenssearch.headline import write_headline
+
+    write_headline("evaluate", out / "metrics.json", metrics_out)
     typer.echo(" ".join(f"{k}={v}" for k, v in result.items()))
     typer.echo(f"wrote {out} and {report}")
 
@@ -440,15 +486,19 @@ def committee_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder of committees.ecsv, best.json, figures.")],
     tracking_uri: TrackingOption = None,
     mlflow: MlflowFlag = True,
+    metrics_out: MetricsOption = None,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
 ) -> None:
     """Committees of networks by mean and product (HOLISMOKES XVI); the best logged as pyfunc models."""
-    from lenssearch.evaluate.stages import run_committee
+    from lenssearch.evaluate.committee_stage import run_committee
 
     cfg = load(params, profile)
     check_output_path(out, "dir")
     best = run_committee(cfg, predictions, out, tracking_uri=tracking_uri, log_mlflow=mlflow)
+    from lenssearch.headline import write_headline
+
+    write_headline("committee", best, metrics_out)
     typer.echo(best["note"])
     for c in best["committees"]:
         typer.echo(f"{c['name']}: gate {c['gate']:.4f} auc {c['auc']:.4f} model {c['model_uri']}")
@@ -465,17 +515,21 @@ def tune_cmd(
     committees: CommitteesOption = None,
     tracking_uri: TrackingOption = None,
     mlflow: MlflowFlag = True,
+    metrics_out: MetricsOption = None,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
 ) -> None:
     """Optuna-tuned decision threshold and qTP lower bound of every network and selected committee."""
-    from lenssearch.evaluate.stages import run_tune
+    from lenssearch.evaluate.tune import run_tune
 
     cfg = load(params, profile)
     check_output_path(out, "file")
     check_output_path(storage, "file")
     check_output_path(plots, "dir")
     doc = run_tune(cfg, predictions, committees, out, storage, plots, tracking_uri=tracking_uri, log_mlflow=mlflow)
+    from lenssearch.headline import write_headline
+
+    write_headline("tune", doc, metrics_out)
     for name, r in doc["models"].items():
         typer.echo(f"{name}: threshold {r['threshold']:.4f} (purity {r['purity']}, completeness "
                    f"{r['completeness']}), qTP lower bound {r['qtp_lower']:.4f}")
@@ -491,16 +545,21 @@ def promote_cmd(
     committees: CommitteesOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the comparison; register nothing.")] = False,
     tracking_uri: TrackingOption = None,
+    metrics_out: MetricsOption = None,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
 ) -> None:
     """Register the best network or committee; move the champion alias only if it beats the champion."""
-    from lenssearch.evaluate.stages import run_promote
+    from lenssearch.evaluate.promote import run_promote
 
     cfg = load(params, profile)
     check_output_path(out, "file")
-    run_promote(cfg, predictions, committees, thresholds, out, dry_run=dry_run, tracking_uri=tracking_uri,
-                echo=typer.echo)
+    summary = run_promote(cfg, predictions, committees, thresholds, out, dry_run=dry_run, tracking_uri=tracking_uri,
+                          echo=typer.echo)
+    if not dry_run:
+        from lenssearch.headline import write_headline
+
+        write_headline("promote", summary, metrics_out)
 
 
 @app.command("hpsearch")
@@ -525,9 +584,11 @@ def hpsearch_cmd(
 @verb
 def field_cmd(
     out: Annotated[Path, typer.Option("--out", help="Fields root: one directory <out>/<name>/ per field.")],
-    metrics: Annotated[
-        Optional[Path], typer.Option("--metrics", help="JSON metrics: secondary critical lines per field and z_s.")
+    reports: Annotated[
+        Optional[Path],
+        typer.Option("--reports", help="Folder of reports: metrics.json, secondary critical lines per field and z_s."),
     ] = None,
+    metrics_out: MetricsOption = None,
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Build only this field (repeatable).")] = None,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
@@ -543,8 +604,9 @@ def field_cmd(
 
     cfg = load(params, profile)
     check_output_folder(out)
-    if metrics is not None:
-        check_output_path(metrics, "file")
+    full = None if reports is None else Path(reports) / "metrics.json"
+    if full is not None:
+        check_output_path(full, "file")
 
     def build_lenstool_field_with_light(entry, cfg, out_dir):
         path = build_lenstool_field(entry, cfg, out_dir)
@@ -571,19 +633,24 @@ def field_cmd(
             path = build(entry, cfg, out)
             results[entry.name] = critical_line_metrics(path)
             typer.echo(f"  -> {path}: " + ", ".join(f"{z}: {m['n_lines']} lines" for z, m in results[entry.name].items()))
-    if metrics is not None:
-        with atomic_path(metrics) as tmp:
+    if full is not None:
+        full.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(full) as tmp:
             tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    from lenssearch.headline import write_headline
+
+    write_headline("field", results, metrics_out)
 
 
 @app.command("train")
 @verb
 def train_cmd(
-    network: Annotated[str, typer.Argument(help="vgg, sc_vgg, f435w, f606w or f814w.")],
+    network: Annotated[Network, typer.Argument(help="The network to train (train.kb_variant names its KB).")],
     kb: Annotated[Path, typer.Option("--kb", help="The knowledge base file (HDF5).")],
     models: Annotated[Path, typer.Option("--models", help="Checkpoints and fold models: models/<network>.")],
     reports: Annotated[Path, typer.Option("--reports", help="Predictions, metrics and plots: reports/<network>.")],
     tracking_uri: TrackingOption = None,
+    metrics_out: MetricsOption = None,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
 ) -> None:
@@ -594,6 +661,9 @@ def train_cmd(
 
     cfg = load(params, profile)
     summary = train_network(network, kb, models, reports, cfg, tracking_uri=tracking_uri)
+    from lenssearch.headline import write_headline
+
+    write_headline("train", summary.metrics, metrics_out)
     oof = summary.metrics["oof"]
     typer.echo(json.dumps({"network": network, "oof_auc": oof["auc"], "oof_accuracy": oof["accuracy"],
                            "registered": f"lenssearch-{network}/{summary.registered_version}",
@@ -604,6 +674,7 @@ def train_cmd(
 independent_app = typer.Typer(
     help="The independent test set (lenstronomy, never trained on): simulate it, score every model on it.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(independent_app, name="independent")
 
@@ -637,6 +708,7 @@ def independent_score_cmd(
     committees: CommitteesOption = None,
     tracking_uri: TrackingOption = None,
     mlflow: MlflowFlag = True,
+    metrics_out: MetricsOption = None,
     params: ParamsOption = Path("params.yaml"),
     profile: ProfileOption = None,
 ) -> None:
@@ -646,6 +718,9 @@ def independent_score_cmd(
     cfg = load(params, profile)
     doc = run_independent_score(cfg, set_dir, out, model_uris=model, committees=committees,
                                 tracking_uri=tracking_uri, log_mlflow=mlflow)
+    from lenssearch.headline import write_headline
+
+    write_headline("independent", doc, metrics_out)
     typer.echo(summary_markdown(doc).rstrip())
     typer.echo(f"wrote {out}")
 

@@ -308,6 +308,7 @@ class SearchDemoConfig:
     template: str  # an entry of field.synthetic.fields
     n_planted: int  # lenses planted with the simulate stage's injection
     max_draws: int
+    variant: str | None  # plant lenses with this KB variant's cuts and sources (cluster lenses only); None: simulate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -448,6 +449,7 @@ class SourcePopulationConfig:
     re_slope: float
     re_scatter_kpc: float
     re_scatter_range_sigma: tuple[float, float]
+    re_scatter_dex: float
     sersic_n_range: tuple[float, float]
     axis_ratio_range: tuple[float, float]
     position_angle_range_deg: tuple[float, float]
@@ -552,6 +554,7 @@ class IndependentSourceConfig:
     colour_F606W_F814W_range: tuple[float, float]
     position_max_theta_e: float  # source centre uniform in a disc of this radius (units of theta_E)
     min_images: int  # the centre must have at least this many images (strong lensing); redrawn otherwise
+    min_images_in_cutout: int  # ... and this many of them inside the cutout with |mu| >= 0.1
     max_draws: int  # redraws of the source position before the disc is shrunk towards the caustic centre
 
 

@@ -117,7 +117,7 @@ RANGES: dict[str, dict[str, Any]] = {
         "mag_min": MAGNITUDE, "mag_limit": MAGNITUDE, "counts_mag_nodes": MAGNITUDE,
         "counts_log10_per_deg2_per_mag": ANY, "z_bin_mag_edges": MAGNITUDE, "z_bin_z0": POSITIVE, "z_max": REDSHIFT,
         "dz_min": NON_NEGATIVE, "re_const_kpc": NON_NEGATIVE, "re_z_pivot": NON_NEGATIVE, "re_norm_kpc": POSITIVE,
-        "re_slope": ANY, "re_scatter_kpc": NON_NEGATIVE, "re_scatter_range_sigma": ANY, "sersic_n_range": "(0, 20]",
+        "re_slope": ANY, "re_scatter_kpc": NON_NEGATIVE, "re_scatter_dex": "[0, 1]", "re_scatter_range_sigma": ANY, "sersic_n_range": "(0, 20]",
         "axis_ratio_range": "(0, 1]", "position_angle_range_deg": "[-360, 360]",
     },
     "SimulateConfig": {
@@ -148,7 +148,7 @@ RANGES: dict[str, dict[str, Any]] = {
     "IndependentSourceConfig": {
         "mag_range_F814W": MAGNITUDE, "sersic_n_range": "(0, 20]", "re_range_arcsec": POSITIVE,
         "axis_ratio_range": "(0, 1]", "colour_F435W_F814W_range": ANY, "colour_F606W_F814W_range": ANY,
-        "position_max_theta_e": NON_NEGATIVE, "min_images": AT_LEAST_ONE, "max_draws": AT_LEAST_ONE,
+        "position_max_theta_e": NON_NEGATIVE, "min_images": AT_LEAST_ONE, "min_images_in_cutout": AT_LEAST_ONE, "max_draws": AT_LEAST_ONE,
     },
     "IndependentConfusersConfig": {
         "fractions": NON_NEGATIVE, "companion_count_range": NON_NEGATIVE,

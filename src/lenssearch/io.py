@@ -453,3 +453,188 @@ def open_fits(path: str | Path, what: str = "FITS file", memmap: bool = False, *
         raise InputFileError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") from None
     finally:
         hdul.close()
+
+
+# ---------------------------------------------------------------------------------------------- table columns
+#: Unit and description of the columns that lenssearch's output catalogues share (ECSV keeps both in its header).
+#: A name not listed keeps what it has; ``score_<model>`` and ``flag_<rule>`` are matched by prefix.
+COLUMNS: dict[str, tuple[str | None, str]] = {
+    "id": (None, "identifier of the cutout or position"),
+    "ra": ("deg", "right ascension (ICRS)"),
+    "dec": ("deg", "declination (ICRS)"),
+    "x_pix": ("pix", "x of the cutout centre in the field image (0-based)"),
+    "y_pix": ("pix", "y of the cutout centre in the field image (0-based)"),
+    "score": (None, "lens score of the model (probability-like, in [0, 1])"),
+    "probability": (None, "lens probability of the network, out of fold (in [0, 1])"),
+    "label": (None, "truth: 1 lens, 0 non-lens"),
+    "is_lens": (None, "truth: 1 a (planted or known) lens, 0 not, -1 unknown"),
+    "class": (None, "TP/qTP/FN of a lens, FP/TN of a non-lens, at the decision threshold (meta 'threshold') and "
+                    "the qTP lower bound (meta 'qtp_lower')"),
+    "fold": (None, "cross-validation fold of the cutout (-1: validation split)"),
+    "network": (None, "network that scored the cutout"),
+    "status": (None, "scored, invalid (failed the cutout checks) or outside (off the image)"),
+    "validation": (None, "failed cutout checks, comma-separated (empty: passed)"),
+    "kron_radius_arcsec": ("arcsec", "Kron radius of the central source (sep)"),
+    "background_sigma": (None, "|background| of the cutout in units of its noise sigma"),
+    "detected_fraction": (None, "fraction of the cutout's pixels in detected sources"),
+    "masked_fraction": (None, "fraction of the cutout's pixels masked"),
+    "inside_fraction": (None, "fraction of the cutout inside the image footprint"),
+    "star_distance_arcsec": ("arcsec", "distance to the nearest bright star"),
+    "rejected_by": (None, "cleaning rule that rejected the candidate (empty: kept)"),
+    "duplicate_of": (None, "id of the higher-ranked candidate this one duplicates (within 2 arcsec)"),
+    "kept": (None, "candidate kept after cleaning and duplicate removal"),
+    "mag": ("mag", "magnitude (AB)"),
+    "theta_e_arcsec": ("arcsec", "Einstein radius"),
+    "snr": (None, "signal-to-noise ratio of the lensed arcs"),
+    "gate": (None, "gate metric of the model (meta 'gate')"),
+    "auc": (None, "area under the ROC curve"),
+    "n": (None, "number of rows"),
+    "name": (None, "model: a network, or a committee rule(members)"),
+    "members": (None, "networks of the committee, '+'-separated"),
+    "rule": (None, "how the members' probabilities are combined: mean, product (or single)"),
+    "stage": (None, "stage of the search"),
+    # knowledge-base cutouts (mocks, non-lenses, planted lenses: simulate/inject.py, simulate/negatives.py)
+    "field": (None, "field the cutout was cut from"),
+    "member_id": (None, "cluster member at the cutout centre (the lens of a mock)"),
+    "line_id": (None, "secondary critical line of the member used for the mock (-1: none, isolated lens)"),
+    "z_lens": (None, "redshift of the lens (the cluster)"),
+    "theta_e_catalogue_arcsec": ("arcsec", "Einstein radius of the line in the critical-line catalogue"),
+    "z_s_catalogue": (None, "source redshift of that critical-line catalogue"),
+    "z_s": (None, "source redshift"),
+    "source_re_kpc": ("kpc", "source Sersic effective radius"),
+    "source_re_arcsec": ("arcsec", "source Sersic effective radius"),
+    "sersic_n": (None, "Sersic index"),
+    "axis_ratio": (None, "axis ratio b/a"),
+    "position_angle_deg": ("deg", "position angle of the major axis"),
+    "source_x_arcsec": ("arcsec", "source centre, x in the lens model frame"),
+    "source_y_arcsec": ("arcsec", "source centre, y in the lens model frame"),
+    "magnification": (None, "total magnification of the source (inside and outside the cutout)"),
+    "magnification_in_cutout": (None, "magnification of the source counting the flux inside the cutout"),
+    "n_images": (None, "images of the source centre"),
+    "n_images_in_cutout": (None, "images of the source centre inside the cutout"),
+    "lens_mag_F814W": ("mag", "F814W magnitude (AB) of the lens member"),
+    "lens_color_F606W_F814W": ("mag", "F606W - F814W colour of the lens member"),
+    "lensed_snr": (None, "matched-filter S/N of the noiseless lensed source, bands in quadrature"),
+    "arc_peak_sigma": (None, "brightest pixel of the noiseless PSF-convolved lensed source / background sigma"),
+    "environment": (None, "cluster (member in the cluster's deflection) or isolated (member as a field SIE + shear)"),
+    "isolated_shear_gamma": (None, "external shear of an isolated lens"),
+    "confuser": (None, "lens, plain (member cutout) or the hard-negative kind"),
+    "confuser_mag_F814W": ("mag", "F814W magnitude (AB) of the added confuser"),
+    "confuser_x_arcsec": ("arcsec", "confuser position from the cutout centre, x"),
+    "confuser_y_arcsec": ("arcsec", "confuser position from the cutout centre, y"),
+    "cutout_ra": ("deg", "right ascension of the cutout centre (ICRS)"),
+    "cutout_dec": ("deg", "declination of the cutout centre (ICRS)"),
+    "cutout_row0": ("pix", "first row of the cutout in the field image (0-based)"),
+    "cutout_col0": ("pix", "first column of the cutout in the field image (0-based)"),
+    # field catalogues (fields/: members.ecsv, stars.ecsv, field_galaxies.ecsv, critical_lines_zs<z>.ecsv)
+    "x_arcsec": ("arcsec", "x from the field centre (lens model frame)"),
+    "y_arcsec": ("arcsec", "y from the field centre (lens model frame)"),
+    "x_model": ("arcsec", "x in the lens model frame"),
+    "y_model": ("arcsec", "y in the lens model frame"),
+    "z": (None, "redshift"),
+    "re_arcsec": ("arcsec", "Sersic effective radius"),
+    "sigma_kms": ("km / s", "dPIE velocity dispersion (LensTool sigma)"),
+    "core_radius_arcsec": ("arcsec", "dPIE core radius"),
+    "cut_radius_arcsec": ("arcsec", "dPIE cut radius"),
+    "emass": (None, "ellipticity of the mass (LensTool emass)"),
+    "is_bcg": (None, "brightest cluster galaxy"),
+    "halo": (None, "cluster-scale halo the member belongs to"),
+    "star_id": (None, "identifier of the star"),
+    "galaxy_id": (None, "identifier of the field galaxy"),
+    "kind": (None, "kind of object"),
+    "bulge_fraction": (None, "bulge-to-total flux ratio"),
+    "n_arms": (None, "number of spiral arms"),
+    "pitch_deg": ("deg", "pitch angle of the spiral arms"),
+    "arm_amplitude": (None, "relative amplitude of the spiral arms"),
+    "arm_phase_rad": ("rad", "phase of the spiral arms"),
+    "x": ("arcsec", "x of the critical line's centre (lens model frame)"),
+    "y": ("arcsec", "y of the critical line's centre (lens model frame)"),
+    "member_x": ("arcsec", "x of the member (lens model frame)"),
+    "member_y": ("arcsec", "y of the member (lens model frame)"),
+    "member_inside": (None, "the member lies inside its critical line"),
+    "area_arcsec2": ("arcsec2", "area enclosed by the critical line"),
+    "caustic_area_arcsec2": ("arcsec2", "area enclosed by the caustic"),
+    "n_vertices": (None, "vertices of the critical-line polygon"),
+    # tables (evaluation, known lenses, search counts, validation)
+    "row": (None, "row of the table (bin or class, as in Angora et al. 2023, Appendix A)"),
+    "nonlens": (None, "bin of the non-lenses (Table A.4)"),
+    "lens": (None, "bin of the lenses (Table A.5)"),
+    "variant": (None, "KB ground-truth variant"),
+    "n_lenses": (None, "number of lenses"),
+    "n_nonlenses": (None, "number of non-lenses"),
+    "TP": (None, "lenses with p >= threshold"),
+    "qTP": (None, "lenses with qtp_lower <= p < threshold"),
+    "FN": (None, "lenses with p < qtp_lower"),
+    "n_secure": (None, "secure lenses"),
+    "rejected": (None, "positions removed at this stage"),
+}
+PREFIXES: dict[str, tuple[str | None, str]] = {
+    "score_": (None, "lens score of committee member {}"),
+    "flag_": (None, "cleaning rule {} flags the candidate"),
+    "p_": (None, "lens probability of network {}"),
+    "mag_": ("mag", "magnitude (AB) in {}"),
+    "tpr_at_fpr_": (None, "true-positive rate at a false-positive rate of {} (NaN: not measurable, FPR < 1/N_neg)"),
+    "lensed_snr_": (None, "matched-filter S/N of the noiseless lensed source in {}"),
+    "source_mag_": ("mag", "intrinsic (unlensed) source magnitude (AB) in {}"),
+    "noise_sigma_": (None, "background noise sigma per pixel in {} (e-/s)"),
+    "class_": (None, "TP/qTP/FN class given by model {}"),
+    "disc_colour_": ("mag", "disc colour (AB) in {} relative to F814W"),
+    "bulge_colour_": ("mag", "bulge colour (AB) in {} relative to F814W"),
+}
+#: Per-network columns of the evaluation tables: ``<network>_<suffix>`` (and ``<stat>_<network>``) -> description.
+PATTERNS: tuple[tuple[str, str | None, str], ...] = (
+    (r"^(?P<n>\w+?)_fp_over_tn$", None, "false positives / true negatives of {n} in the bin"),
+    (r"^(?P<n>\w+?)_fn_over_tp$", None, "false negatives / true positives of {n} in the bin"),
+    (r"^(?P<n>\w+?)_fp_rate$", None, "false-positive rate of {n} in the bin"),
+    (r"^(?P<n>\w+?)_fn_rate$", None, "false-negative rate of {n} in the bin"),
+    (r"^(?P<n>\w+?)_fp$", None, "false positives of {n} in the bin"),
+    (r"^(?P<n>\w+?)_fn$", None, "false negatives of {n} in the bin"),
+    (r"^(?P<n>\w+?)_clean$", None, "metric of {n} without the adversarial examples (Table A.1)"),
+    (r"^(?P<n>\w+?)_completeness$", None, "completeness of {n} in the arc-S/N bin"),
+    (r"^(?P<n>\w+?)_auc$", None, "AUC of {n}: the bin's lenses against all non-lenses"),
+    (r"^(?P<n>\w+?)_n$", None, "lenses of the bin in {n}'s bands"),
+    (r"^median_(?P<n>\w+)$", None, "median over the folds of the metric of {n}"),
+    (r"^q1_(?P<n>\w+)$", None, "first quartile over the folds of the metric of {n}"),
+    (r"^q3_(?P<n>\w+)$", None, "third quartile over the folds of the metric of {n}"),
+    (r"^iqr_(?P<n>\w+)$", None, "inter-quartile range over the folds of the metric of {n}"),
+    (r"^whisker_low_(?P<n>\w+)$", None, "lower whisker (Q1 - 1.5 IQR, clipped to the data) of {n}"),
+    (r"^whisker_high_(?P<n>\w+)$", None, "upper whisker (Q3 + 1.5 IQR, clipped to the data) of {n}"),
+)
+#: Networks whose name alone is a column (Tables A.1, A.3): the metric in the row, for that network.
+NETWORK_COLUMNS = ("vgg", "sc_vgg", "resnet", "f435w", "f606w", "f814w")
+
+
+def column_info(name: str) -> tuple[str | None, str] | None:
+    """``(unit, description)`` of a known column name (:data:`COLUMNS`, :data:`PREFIXES`, :data:`PATTERNS`)."""
+    info = COLUMNS.get(name)
+    if info is None:
+        prefix = next((p for p in PREFIXES if name.startswith(p)), None)
+        if prefix is not None:
+            unit, text = PREFIXES[prefix]
+            info = (unit, text.format(name[len(prefix):]))
+    if info is None:
+        for pattern, unit, text in PATTERNS:
+            match = re.match(pattern, name)
+            if match:
+                return unit, text.format(**match.groupdict())
+    if info is None and name in NETWORK_COLUMNS:
+        info = (None, f"the row's metric for network {name}")
+    return info
+
+
+def describe_columns(table, provenance: dict | None = None):
+    """Give ``table``'s known columns their unit and description (:data:`COLUMNS`), and add ``provenance`` (the
+    model version, threshold, run id it came from) to its meta; returns the table."""
+    for name in table.colnames:
+        info = column_info(name)
+        if info is None:
+            continue
+        unit, description = info
+        column = table[name]
+        if unit is not None and getattr(column, "unit", None) is None and column.dtype.kind in "fiu":
+            column.unit = unit
+        if not getattr(column.info, "description", None):
+            column.info.description = description
+    if provenance:
+        table.meta.update({k: v for k, v in provenance.items() if v is not None})
+    return table

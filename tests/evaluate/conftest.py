@@ -35,15 +35,15 @@ def replace(cfg, section: str, **changes):
 @pytest.fixture(scope="session")
 def mlflow_store(tmp_path_factory):
     """A tmp sqlite MLflow store holding registered ``lenssearch-<network>`` models; returns its URI."""
-    from lenssearch.evaluate import registry
+    from lenssearch import tracking
 
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root}/mlflow.db"
-    registry.setup(uri)
+    tracking.setup(uri)
     import mlflow
 
     # artifacts beside the tmp store, never in the working directory
-    mlflow.set_experiment(experiment_id=registry.experiment_id("train-fixtures", uri))
+    mlflow.set_experiment(experiment_id=tracking.experiment_id("train-fixtures", uri))
     for i, net in enumerate(NETWORKS):  # tiny real pyfunc models with the networks' input contract
-        registry.log_stand_in_model(f"lenssearch-{net}", 3 if net in ("vgg", "sc_vgg", "resnet") else 1, 2.0 + i, root)
+        tracking.log_stand_in_model(f"lenssearch-{net}", 3 if net in ("vgg", "sc_vgg", "resnet") else 1, 2.0 + i, root)
     return uri

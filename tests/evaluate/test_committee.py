@@ -8,7 +8,8 @@ import pytest
 from lenssearch.errors import LensSearchError
 from lenssearch.evaluate import committee as cm
 from lenssearch.evaluate.metrics import roc_auc
-from lenssearch.evaluate.stages import load_wide, run_committee
+from lenssearch.evaluate.common import load_wide
+from lenssearch.evaluate.committee_stage import run_committee
 from lenssearch.evaluate.synthetic import NETWORKS
 
 from .conftest import replace
@@ -57,6 +58,19 @@ def test_committee_stage_logs_a_pyfunc_model_wrapping_members(synthetic, mlflow_
     # 4 committees of 3 candidate members x 2 rules, each an MLflow run with the networks' metric names
     runs = mlflow.search_runs(experiment_names=[cfg.evaluate.experiment], filter_string="tags.kind = 'committee'")
     assert len(runs) == 8 and "metrics.completeness_lens" in runs.columns and "metrics.tpr_at_fpr_1e-02" in runs
+    # one run is the best, the one the parent names; the others say whether their model was logged
+    parent = mlflow.search_runs(experiment_names=[cfg.evaluate.experiment], filter_string="tags.stage = 'committee' "
+                                "and attributes.run_name = 'committees'", order_by=["attributes.start_time DESC"])
+    assert list(runs.loc[runs["tags.best"] == "true", "tags.mlflow.runName"]) == [best["best"]]
+    assert parent["tags.best"].iloc[0] == best["best"]
+    assert set(runs.loc[runs["tags.logged_model"] == "true", "tags.mlflow.runName"]) == {c["name"] for c in chosen}
+    # threshold metrics at each committee's own purity = completeness threshold, not at 0.5: a product committee
+    # whose scores are far below 0.5 is not reported as completeness 0
+    product = runs[runs["tags.rule"] == "product"]
+    assert (product["params.threshold_rule"] == "purity=completeness").all()
+    assert (product["metrics.completeness_lens"] > 0.2).all()
+    for _, run in product.iterrows():
+        assert run["metrics.purity_lens"] == pytest.approx(run["metrics.completeness_lens"], abs=0.1)
     rng = np.random.default_rng(0)
     x = rng.uniform(0.0, 1.0, (4, 16, 16, 3)).astype(np.float32)
     for c in chosen:

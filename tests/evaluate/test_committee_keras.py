@@ -13,10 +13,10 @@ def test_committee_of_keras_members(tmp_path):
     from mlflow.types import Schema, TensorSpec
 
     from lenssearch import tracking
-    from lenssearch.evaluate import registry
+    from lenssearch import tracking
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    exp = tracking._train_setup(uri, "train")
+    exp = tracking.experiment_id("train", uri)
     rng = np.random.default_rng(0)
 
     def tiny(n_bands):
@@ -35,7 +35,7 @@ def test_committee_of_keras_members(tmp_path):
     with mlflow.start_run(experiment_id=exp) as run:
         pass
     members = {"vgg": "models:/lenssearch-vgg/1", "f814w": "models:/lenssearch-f814w/1"}
-    model_uri = registry.log_committee_model(run.info.run_id, members, {"vgg": None, "f814w": 2}, "product", 3)
+    model_uri = tracking.log_committee_model(run.info.run_id, members, {"vgg": None, "f814w": 2}, "product", 3)
     x = rng.random((4, 128, 128, 3), np.float32)
     vgg = np.asarray(mlflow.pyfunc.load_model(members["vgg"]).predict(x)).reshape(-1)
     f814w = np.asarray(mlflow.pyfunc.load_model(members["f814w"]).predict(x[..., 2:3])).reshape(-1)

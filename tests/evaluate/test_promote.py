@@ -8,7 +8,7 @@ import pytest
 from astropy.table import Table
 
 from lenssearch.config import GateConfig
-from lenssearch.evaluate.stages import run_promote
+from lenssearch.evaluate.promote import run_promote
 
 from .conftest import replace
 
@@ -49,6 +49,10 @@ def test_worse_model_never_takes_the_alias(synthetic, mlflow_store, cfg, tmp_pat
     assert champ.tags["gate_metric"] == "completeness_at_purity(purity_min=0.9)"
     assert float(champ.tags["gate_value"]) == pytest.approx(first["best_gate_value"], abs=1e-6)
     assert float(champ.tags["threshold"]) == pytest.approx(0.41 if first["best"] == "vgg" else 0.37)
+    # the registered model and its version say what they are, the gate metric and the threshold
+    assert "gate metric completeness_at_purity(purity_min=0.9)" in client.get_registered_model(name).description
+    assert first["best"] in champ.description and "threshold" in champ.description
+    assert f"{first['best_gate_value']:.4f}" in champ.description
     # it loads through mlflow.pyfunc and scores raw cutouts
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     x = rng.uniform(0, 1, (3, 16, 16, 3)).astype(np.float32)
@@ -77,9 +81,28 @@ def test_worse_model_never_takes_the_alias(synthetic, mlflow_store, cfg, tmp_pat
     assert third["alias_moved"] and str(client.get_model_version_by_alias(name, "champion").version) == third["version"]
     assert json.loads(out.read_text())["alias_moved"] is True
 
-    # 5. a champion measured with another gate metric is not compared: the alias stays
+    # 5. after the KB changed (another out-of-fold set), the champion's gate value means something else: the alias
+    #    follows the current KB's best even if its value is lower
+    champ_before = client.get_model_version_by_alias(name, "champion")
+    assert champ_before.tags["gate_set"] == third["gate_set"]
+    rebuilt = tmp_path / "rebuilt"
+    for net in ("vgg", "sc_vgg"):
+        t = Table.read(worse / net / "predictions.ecsv", format="ascii.ecsv")
+        t["id"] = [f"kb2-{i}" for i in t["id"]]
+        (rebuilt / net).mkdir(parents=True)
+        t.write(rebuilt / net / "predictions.ecsv", format="ascii.ecsv")
+    moved = run_promote(cfg, rebuilt, None, thresholds, out, tracking_uri=mlflow_store)
+    assert moved["best_gate_value"] < third["best_gate_value"]
+    assert moved["alias_moved"] and "another out-of-fold set" in moved["reason"]
+    assert moved["gate_set"] != third["gate_set"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == moved["version"]
+    # ... and on the same rebuilt KB, the usual rule holds again: better moves, worse does not
+    again = run_promote(cfg, rebuilt, None, thresholds, out, tracking_uri=mlflow_store)
+    assert not again["alias_moved"] and again["version"] == moved["version"]
+
+    # 6. a champion measured with another gate metric is not compared: the alias stays
     auc_cfg = replace(cfg, "promote", gate=GateConfig(metric="auc", purity_min=0.9, fpr=0.01))
     shutil.rmtree(tmp_path / "worse")
     fourth = run_promote(auc_cfg, better, None, thresholds, out, tracking_uri=mlflow_store)
     assert not fourth["alias_moved"] and "no 'auc' value" in fourth["reason"]
-    assert str(client.get_model_version_by_alias(name, "champion").version) == third["version"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == moved["version"]

@@ -17,7 +17,7 @@ def test_evaluate_verb_writes_report_beside_the_paper(synthetic, mlflow_store, t
     preds, kb = synthetic
     out, report = tmp_path / "evaluation", tmp_path / "evaluation.md"
     res = CliRunner().invoke(app, ["evaluate", "--predictions", str(preds), "--kb", str(kb), "--out", str(out),
-                                   "--report", str(report), "--tracking-uri", mlflow_store,
+                                   "--markdown", str(report), "--tracking-uri", mlflow_store,
                                    "--params", str(REPO / "params.yaml")])
     assert res.exit_code == 0, res.output
     text = report.read_text()
@@ -63,7 +63,7 @@ def test_bad_input_exits_non_zero_with_one_line(tmp_path):
     (tmp_path / "vgg").mkdir()
     (tmp_path / "vgg" / "predictions.ecsv").write_text("not an ecsv\n")
     res = CliRunner().invoke(app, ["evaluate", "--predictions", str(tmp_path), "--out", str(tmp_path / "o"),
-                                   "--report", str(tmp_path / "r.md"), "--no-mlflow",
+                                   "--markdown", str(tmp_path / "r.md"), "--no-mlflow",
                                    "--params", str(REPO / "params.yaml")])
     assert res.exit_code == 2
     assert "error:" in res.output and "predictions.ecsv" in res.output

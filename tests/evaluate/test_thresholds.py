@@ -8,7 +8,8 @@ import pytest
 
 from lenssearch.errors import LensSearchError
 from lenssearch.evaluate.metrics import max_f1, purity_completeness_crossing
-from lenssearch.evaluate.stages import load_wide, run_tune
+from lenssearch.evaluate.common import load_wide
+from lenssearch.evaluate.tune import run_tune
 from lenssearch.evaluate.thresholds import OBJECTIVES, qtp_objective, tune_threshold
 
 from .conftest import replace

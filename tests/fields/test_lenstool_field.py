@@ -100,7 +100,8 @@ def built(small_cluster, tmp_path_factory):
     work = tmp_path_factory.mktemp("run")
     params = write_params(work, lenstool=[entry])
     result = CliRunner().invoke(
-        app, ["field", "--out", str(work / "fields"), "--metrics", str(work / "reports" / "metrics.json"),
+        app, ["field", "--out", str(work / "fields"), "--reports", str(work / "reports"),
+              "--metrics", str(work / "headline.json"),
               "--params", str(params)],
     )
     assert result.exit_code == 0, result.output
@@ -153,6 +154,9 @@ def test_catalogues_and_metrics(built):
         assert metrics["SMALL"][f"zs{z}"]["n_lines"] == len(table)
         assert metrics["SMALL"][f"zs{z}"]["theta_e_median_arcsec"] == pytest.approx(np.median(table["theta_e_arcsec"]))
         assert all(len(c) == n for c, n in zip(table["caustic_x"], table["n_vertices"]))
+    # the headline for dvc metrics: a few numbers from the full report
+    headline = json.loads((work / "headline.json").read_text())
+    assert headline == {"n": sum(m["n_lines"] for m in metrics["SMALL"].values())}
     # lines grow with the source redshift
     t2 = read_secondary_catalogue(work / "fields" / "SMALL" / "critical_lines_zs2.0.ecsv")
     t3 = read_secondary_catalogue(work / "fields" / "SMALL" / "critical_lines_zs3.0.ecsv")
@@ -217,7 +221,7 @@ def test_multi_plane_model_has_one_deflection_map_per_source_redshift(small_clus
     entry = {**entry, "name": "TWOPLANES", "parfile": str(par)}
     params = write_params(tmp_path, lenstool=[entry])
     result = CliRunner().invoke(
-        app, ["field", "--out", str(tmp_path / "fields"), "--metrics", str(tmp_path / "metrics.json"),
+        app, ["field", "--out", str(tmp_path / "fields"), "--reports", str(tmp_path),
               "--params", str(params)],
     )
     assert result.exit_code == 0, result.output

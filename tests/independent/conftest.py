@@ -41,7 +41,7 @@ def registry(tmp_path_factory):
     import mlflow
     from mlflow import MlflowClient
 
-    from lenssearch.evaluate import registry as reg
+    from lenssearch import tracking as reg
 
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root}/mlflow.db"

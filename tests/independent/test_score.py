@@ -1,4 +1,4 @@
-"""The independent scorer on tiny real registered MLflow models (evaluate.registry.log_stand_in_model)."""
+"""The independent scorer on tiny real registered MLflow models (tracking.log_stand_in_model)."""
 
 from __future__ import annotations
 

@@ -89,10 +89,16 @@ def test_lenses_are_strong(small_set, cfg):
                    center_y=row["lens_y_arcsec"]),
               dict(gamma1=row["shear_gamma1"], gamma2=row["shear_gamma2"], ra_0=row["lens_x_arcsec"],
                    dec_0=row["lens_y_arcsec"])]
-        xs, _ = solver.image_position_from_source(row["source_x_arcsec"], row["source_y_arcsec"], kw,
-                                                  min_distance=0.01 * te, search_window=6 * te)
+        xs, ys = solver.image_position_from_source(row["source_x_arcsec"], row["source_y_arcsec"], kw,
+                                                   min_distance=0.01 * te, search_window=6 * te)
         assert len(xs) >= cfg.independent.source.min_images
         assert row["n_images"] == len(xs)
+        # the images a cutout classifier sees: inside the cutout, not the infinitely demagnified centre
+        half = 0.5 * cfg.independent.cutout_pixels * cfg.base.pixel_scale_arcsec
+        mu = np.abs(lens_model.magnification(xs, ys, kw))
+        inside = int(np.sum((np.abs(xs) <= half) & (np.abs(ys) <= half) & (mu >= 0.1)))
+        assert inside >= cfg.independent.source.min_images_in_cutout >= 2
+        assert row["n_images_in_cutout"] == inside
         assert row["magnification"] > 1.0  # a strongly lensed source is magnified overall
         # at the centre of the caustics (the lens centre for SIE + shear) the source is imaged four times
         xc, _ = solver.image_position_from_source(row["lens_x_arcsec"], row["lens_y_arcsec"], kw,
@@ -101,8 +107,9 @@ def test_lenses_are_strong(small_set, cfg):
     grid = sim.Grid(128, 8, 2, 0.03)
     renderer = sim.Renderer(grid)
     kw = [dict(theta_E=1.0, e1=0.1, e2=-0.05, center_x=0.0, center_y=0.0), dict(gamma1=0.03, gamma2=0.02)]
-    assert renderer.count_images(kw, 0.0, 0.0, 1.0) == 4
-    assert renderer.count_images(kw, 1.3, 0.0, 1.0) == 1  # outside the caustics: one image
+    assert renderer.count_images(kw, 0.0, 0.0, 1.0) == (4, 4)
+    assert renderer.count_images(kw, 0.0, 0.0, 1.0, half_size=0.5) == (4, 0)  # all four outside a 1" cutout
+    assert renderer.count_images(kw, 1.3, 0.0, 1.0)[0] == 1  # outside the caustics: one image
 
 
 def test_nonlenses_carry_no_lensed_flux(cfg):

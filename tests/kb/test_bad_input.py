@@ -35,7 +35,7 @@ def test_kb_out_on_an_existing_folder_is_refused_and_left_untouched(inputs, tmp_
     out = tmp_path / "mine"
     before = _user_folder(out)
     res = CliRunner().invoke(app, ["kb", "--mocks", str(inputs / "mocks"), "--negatives", str(inputs / "negatives"),
-                                   "--out", str(out), "--no-track"])
+                                   "--out", str(out), "--no-mlflow"])
     _refused(res, f"{out}: is a folder; expected a file path")
     assert _unchanged(before) and sorted(p.name for p in out.iterdir()) == ["figures", "thesis.tex"]
 
@@ -67,7 +67,7 @@ def test_swapped_mocks_and_negatives_are_refused(inputs, tmp_path):
     """Was: a KB with inverted labels, exit 0, although each cutout set records its kind."""
     out = tmp_path / "kb.h5"
     res = CliRunner().invoke(app, ["kb", "--mocks", str(inputs / "negatives"), "--negatives", str(inputs / "mocks"),
-                                   "--out", str(out), "--no-track"])
+                                   "--out", str(out), "--no-mlflow"])
     _refused(res, f"{inputs / 'negatives'}: a cutout set of kind 'negative', expected 'mock' (--mocks and "
                   "--negatives swapped?)")
     assert not out.exists() and list(tmp_path.iterdir()) == []
@@ -83,6 +83,6 @@ def test_truncated_cutout_set_is_refused(inputs, tmp_path, name, message):
     (cut / name).write_bytes(data[: len(data) * 2 // 3 - 3])
     out = tmp_path / "kb.h5"
     res = CliRunner().invoke(app, ["kb", "--mocks", str(inputs / "mocks"), "--negatives", str(cut),
-                                   "--out", str(out), "--no-track"])
+                                   "--out", str(out), "--no-mlflow"])
     _refused(res, f"{cut / name.split('.')[0]}", message)
     assert not out.exists()

@@ -138,7 +138,7 @@ def test_kb_verb(inputs, tmp_path):
     out = tmp_path / "kb" / "kb.h5"
     res = runner.invoke(app, ["kb", "--mocks", str(inputs / "mocks"), "--negatives", str(inputs / "negatives"),
                               "--fields", str(inputs / "fields"), "--out", str(out), "--reports",
-                              str(tmp_path / "reports"), "--no-track"])
+                              str(tmp_path / "reports"), "--no-mlflow"])
     assert res.exit_code == 0, res.output
     assert out.exists() and (tmp_path / "reports" / "gallery.png").exists()
     assert '"n_mocks": 80' in res.output

@@ -40,6 +40,7 @@ def test_reports_and_mlflow_run(kb_path, cfg, tmp_path, monkeypatch):
     from lenssearch.kb.report import EXPERIMENT, write_kb_reports
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")  # the default store, in tmp_path
     summary = summarise(read_kb(kb_path, load_cutouts=False)["metadata"])
     written = write_kb_reports(kb_path, tmp_path / "reports", cfg, summary, track=True)
     assert [p.name for p in written] == ["metrics.json", "gallery.png", "theta_e_vs_lens_mag.png"]

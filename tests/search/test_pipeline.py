@@ -127,6 +127,28 @@ def test_mlflow_run_has_the_stage_counts(searched, registry):
     metrics = runs[0].data.metrics
     assert metrics["count_00_catalogue"] == 11 and metrics["count_09_duplicates_lt_2arcsec"] == 4
     assert metrics["lenses_recovered_fraction"] == 1.0
+    # metric names do not embed values: the threshold is a param, with the resolved model version
+    assert metrics["count_03_score"] == 7 and not any("0.5" in name for name in metrics)
+    params = runs[0].data.params
+    assert params["model_uri"] == "models:/lenssearch@champion" and params["model_version"] == "lenssearch/1"
+    assert params["threshold"] == "0.5"
+    files = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+    assert {"candidates.ecsv", "scores.parquet", "gallery"} <= files
+
+
+def test_tables_name_their_model_version_threshold_and_column_units(searched):
+    cand = Table.read(searched.out_dir / "candidates.ecsv")
+    assert cand.meta["model_version"] == "lenssearch/1" and cand.meta["threshold"] == 0.5
+    assert str(cand["ra"].unit) == "deg" and str(cand["dec"].unit) == "deg"
+    assert str(cand["kron_radius_arcsec"].unit) == "arcsec"
+    assert all(cand[name].description for name in cand.colnames if name in ("id", "ra", "dec", "score", "class"))
+    scores = searched.scores  # scores.parquet: units and descriptions as Parquet field metadata
+    assert str(scores["ra"].unit) == "deg" and scores["status"].description
+    assert scores.meta["model_version"] == "lenssearch/1" and scores.meta["threshold"] == 0.5
+    import pyarrow.parquet as pq
+
+    field = pq.read_schema(searched.out_dir / "scores.parquet").field("score")
+    assert field.metadata[b"description"].startswith(b"lens score")
 
 
 def test_batching_gives_the_same_scores(field, keras_model, cfg):
@@ -439,3 +461,26 @@ def test_model_sees_one_batch_shape(field, keras_model, cfg):
     for name in ("score", "status", "validation"):
         np.testing.assert_array_equal(res.column(name).to_numpy(zero_copy_only=False),
                                       ref.column(name).to_numpy(zero_copy_only=False))
+
+
+def test_classes_are_taken_at_the_search_threshold(field, registry, cfg, searched, tmp_path):
+    """A lens is TP at or above the threshold the search uses (not a fixed 0.5), qTP below it down to the qTP
+    bound; the catalogues say which threshold and model version that was."""
+    scores = searched.scores
+    lens_scores = np.sort(np.asarray(scores["score"])[np.asarray(scores["is_lens"]) == 1])
+    threshold = float(np.round(np.median(lens_scores), 6))
+    out = tmp_path / "search"
+    with open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
+        result = run_search(with_search(cfg, threshold=threshold), inp, out,
+                            planted=Table.read(field / "planted.ecsv"), tracking_uri=registry, log_mlflow=False,
+                            write_gallery=False, progress=False)
+    cand = Table.read(out / "candidates.ecsv")
+    assert cand.meta["threshold"] == threshold and cand.meta["threshold_source"] == "params search.threshold"
+    assert "model_version" in cand.meta and cand["class"].info.description
+    qtp = cand.meta["qtp_lower"]
+    assert qtp <= threshold
+    table = result.scores
+    for row in table[table["is_lens"] == 1]:
+        expected = "TP" if row["score"] >= threshold else "qTP" if row["score"] >= qtp else "FN"
+        assert row["class"] == expected, (row["score"], threshold)
+    assert result.metrics["lenses_TP"] == int(np.sum(lens_scores >= threshold))

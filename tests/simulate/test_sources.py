@@ -107,3 +107,22 @@ def test_population_draws_are_repeatable(population):
 def test_redshift_model_rejects_unknown_form():
     with pytest.raises(LensSearchError, match="unknown form"):
         RedshiftModel((22.0, 24.0), ("gaussian",), (0.3,), 7.0)
+
+
+def test_lognormal_size_scatter_has_the_requested_dex():
+    """``scatter_dex > 0``: log10(R_e / R_e(z)) is a Gaussian of that sigma truncated to the sigma range (its
+    truncated-normal standard deviation, checked against scipy), symmetric about the relation."""
+    from scipy import stats
+
+    from lenssearch.simulate.sources import SizeRelation
+
+    sizes = SizeRelation(2.54, 1.0, 6.9, -1.2, 0.25, (-2.0, 2.0), scatter_dex=0.25)
+    z = np.full(20000, 2.0)
+    re = sizes.sample_kpc(np.random.default_rng(3), z)
+    dex = np.log10(re / sizes.mean_kpc(z))
+    expected = stats.truncnorm(-2.0, 2.0, scale=0.25)
+    assert np.std(dex) == pytest.approx(expected.std(), rel=0.03)
+    assert abs(np.median(dex)) < 0.01
+    lo, hi = sizes.bounds_kpc(2.0)
+    assert np.all((re >= lo - 1e-12) & (re <= hi + 1e-12))
+    assert lo == pytest.approx(sizes.mean_kpc(2.0) * 10 ** -0.5) and hi == pytest.approx(sizes.mean_kpc(2.0) * 10**0.5)

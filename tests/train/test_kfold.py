@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 
 import keras
 import mlflow
@@ -90,25 +91,51 @@ def test_mlflow_parent_and_nested_runs(trained):
     md5 = hashlib.md5(trained["kb_path"].read_bytes()).hexdigest()
     assert parent.data.tags["kb_dvc_md5"] == md5
     assert parent.data.tags["git_commit"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert parent.data.tags["mlflow.source.git.commit"] == head
     assert parent.data.params["train.max_epochs"] == "24"
     assert parent.data.params["train.network.filters"] == "[8, 16, 16]"
-    for key in ("auc_median", "auc_q1", "auc_q3", "auc_iqr", "f1_lens_median", "oof_auc", "run_validation_auc"):
+    names = ("accuracy", "purity_lens", "completeness_lens", "f1_lens", "purity_nonlens", "completeness_nonlens",
+             "f1_nonlens", "auc")
+    # the parent logs the pooled out-of-fold values under the children's names: no empty column on either row
+    for key in (*names, "auc_median", "auc_q1", "auc_q3", "auc_iqr", "f1_lens_median"):
         assert key in parent.data.metrics
+    metrics = json.loads((trained["reports"] / "metrics.json").read_text())
+    assert parent.data.metrics["auc"] == pytest.approx(metrics["oof"]["auc"])
+    assert not any(k.startswith(("oof_", "run_validation_")) for k in parent.data.metrics)
+    # the KB is the run's dataset, its digest the DVC hash
+    (dataset_input,) = parent.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == md5 and dataset_input.dataset.name.startswith("kb-")
+    assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "training"
     children = tracking.child_runs(summary.parent_run_id, trained["uri"])
-    assert sorted(run.info.run_name for run in children) == ["fold_0", "fold_1", "fold_2", "run"]
+    run_names = ["fold_0", "fold_1", "fold_2", "run_model"]
+    assert sorted(run.info.run_name for run in children) == [f"{NETWORK}/{s}" for s in run_names]
     client = mlflow.MlflowClient(trained["uri"])
     for run in children:
-        for key in ("accuracy", "purity_lens", "completeness_lens", "f1_lens", "purity_nonlens",
-                    "completeness_nonlens", "f1_nonlens", "auc"):
-            assert key in run.data.metrics
-        history = client.get_metric_history(run.info.run_id, "epoch_loss")
+        split = run.data.params["split"]  # fold_<k>, or run: the folder models/<network>/<split>
+        assert run.info.run_name == f"{NETWORK}/{'run_model' if split == 'run' else split}"
+        assert set(names) <= set(run.data.metrics)
+        assert run.data.params["network"] == NETWORK
+        assert int(run.data.params["n_test"]) > 0 and int(run.data.params["n_train"]) > 0
+        assert run.info.status == "FINISHED"
+        history = client.get_metric_history(run.info.run_id, "epoch/loss")
         assert len(history) >= 2 and [m.step for m in history] == list(range(len(history)))
+        # live: each epoch logged when it ended, inside the run's lifetime, not all at once afterwards
+        stamps = [m.timestamp for m in history]
+        assert stamps == sorted(stamps) and stamps[-1] > stamps[0]
+        assert run.info.start_time <= stamps[0] and stamps[-1] <= run.info.end_time
+        assert {"epoch/val_loss", "epoch/accuracy", "epoch/learning_rate"} <= set(run.data.metrics)
         files = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"roc.csv", "roc.png", "confusion.png"} <= files
-        fold_result = json.loads((trained["models"] / run.info.run_name / "result.json").read_text())
+        fold_result = json.loads((trained["models"] / split / "result.json").read_text())
         assert run.data.metrics["auc"] == pytest.approx(fold_result["metrics"]["auc"])
     parent_files = {a.path for a in client.list_artifacts(summary.parent_run_id)}
     assert {"folds_boxplot.png", "predictions.ecsv", "metrics.json"} <= parent_files
+    # the ECSV's CSV twin, which the MLflow UI previews
+    assert "preview/predictions.csv" in {a.path for a in client.list_artifacts(summary.parent_run_id, "preview")}
+    predictions = Table.read(trained["reports"] / "predictions.ecsv", format="ascii.ecsv")
+    assert predictions.meta["mlflow_run_id"] == summary.parent_run_id and predictions.meta["kb_dvc_md5"] == md5
+    assert predictions["probability"].description and predictions["fold"].description
 
 
 def test_registered_model_scores_raw_cutouts_through_pyfunc(trained):
@@ -116,8 +143,14 @@ def test_registered_model_scores_raw_cutouts_through_pyfunc(trained):
     kb = trained["kb"]
     mlflow.set_tracking_uri(trained["uri"])
     mlflow.set_registry_uri(trained["uri"])
-    version = mlflow.MlflowClient().get_model_version(f"lenssearch-{NETWORK}", summary.registered_version)
+    client = mlflow.MlflowClient()
+    version = client.get_model_version(f"lenssearch-{NETWORK}", summary.registered_version)
     assert version.tags["network"] == NETWORK
+    # descriptions: what the model is, which KB variant, the gate metric (and, per version, its value)
+    described = client.get_registered_model(f"lenssearch-{NETWORK}").description
+    assert NETWORK in described and "variant" in described and "out-of-fold ROC AUC" in described
+    assert f"{version.tags['oof_auc'][:6]}" in version.description or "AUC" in version.description
+    assert version.tags["kb_dvc_md5"] in version.description
     pyfunc = mlflow.pyfunc.load_model(f"models:/lenssearch-{NETWORK}/{summary.registered_version}")
     inputs = pyfunc.metadata.get_input_schema().inputs[0]
     assert tuple(inputs.shape) == (-1, 64, 64, 3) and inputs.type == np.dtype("float32")

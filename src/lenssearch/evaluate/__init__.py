@@ -10,7 +10,7 @@
 - :mod:`~lenssearch.evaluate.committee`: committees by mean or product; ``committee_model.py`` is their MLflow
   pyfunc model (models from code).
 - :mod:`~lenssearch.evaluate.thresholds`: Optuna-tuned thresholds and qTP band.
-- :mod:`~lenssearch.evaluate.registry`: the MLflow side (runs, committee model, registry alias ``champion``).
+- the MLflow side (runs, committee model, registry alias ``champion``) is :mod:`lenssearch.tracking`.
 - :mod:`~lenssearch.evaluate.stages`: the ``evaluate``, ``committee``, ``tune``, ``promote`` stages and
   :mod:`~lenssearch.evaluate.hpsearch` the hyper-parameter search entry point.
 """

@@ -1,6 +1,6 @@
 """MLflow "models from code" definition of a committee of networks (HOLISMOKES XVI, Sect. 2).
 
-Not imported by lenssearch: ``registry.log_committee_model`` passes this file's path to
+Not imported by lenssearch: ``tracking.log_committee_model`` passes this file's path to
 ``mlflow.pyfunc.log_model(python_model=...)``; MLflow copies it into the model and executes it when the model is
 loaded, so a committee loads with mlflow and numpy alone (no lenssearch needed).
 

@@ -57,15 +57,14 @@ def run_hpsearch(cfg, kb: Path, work: Path, params: Path, profile: Path | None, 
     """Run the search; return the best trial as ``{"number", "value", "params"}``."""
     import optuna
 
-    from lenssearch.evaluate import registry
+    from lenssearch import tracking
 
     h = cfg.hpsearch
     work = Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     base_overlay = read_yaml(profile) if profile is not None else {}
     n_trials = n_trials or h.n_trials
-    uri = registry.setup(tracking_uri)
-    mlflow = registry._mlflow()
+    uri = tracking.setup(tracking_uri)
     storage = f"sqlite:///{work / 'optuna.db'}"
     sampler = optuna.samplers.TPESampler(seed=cfg.base.seed)
     study = optuna.create_study(study_name=f"hpsearch-{h.network}", storage=storage, sampler=sampler,
@@ -73,7 +72,6 @@ def run_hpsearch(cfg, kb: Path, work: Path, params: Path, profile: Path | None, 
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}")
     for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):  # set by `mlflow run`
         env.pop(key, None)
-    parent: dict = {}
 
     def objective(trial):
         values = {d.key: suggest(trial, d) for d in h.space}
@@ -85,22 +83,20 @@ def run_hpsearch(cfg, kb: Path, work: Path, params: Path, profile: Path | None, 
                "--models", str(tdir / "models"), "--reports", str(tdir / "reports"),
                "--params", str(params), "--profile", str(overlay_path),
                "--tracking-uri", env["MLFLOW_TRACKING_URI"]]
-        with mlflow.start_run(experiment_id=parent["experiment_id"], run_name=f"trial {trial.number}", nested=True):
-            mlflow.log_params({k: json.dumps(v) for k, v in values.items()})
+        with tracking.nested_run(f"trial {trial.number}", {k: json.dumps(v) for k, v in values.items()}):
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             (tdir / "train.log").write_text(proc.stdout + proc.stderr)
             if proc.returncode != 0:
-                mlflow.set_tag("failed", proc.stderr.strip().splitlines()[-1][:500] if proc.stderr else "failed")
+                tracking.set_tags({"failed": proc.stderr.strip().splitlines()[-1][:500] if proc.stderr else "failed"})
                 raise optuna.TrialPruned(f"training failed (see {tdir / 'train.log'})")
             preds = read_predictions(tdir / "reports" / "predictions.ecsv", h.network)
             value = gate_metric(h.gate.metric, np.asarray(preds["label"]), np.asarray(preds["probability"]),
                                 purity_min=h.gate.purity_min, fpr=h.gate.fpr)
-            mlflow.log_metric("objective", value)
+            tracking.log_metrics({"objective": value})
         return value
 
-    with registry.parent_run("lenssearch-hpsearch", f"hpsearch {h.network}", uri) as run:
-        parent["experiment_id"] = run.info.experiment_id
-        mlflow.log_params({"network": h.network, "n_trials": n_trials, "gate": h.gate.metric,
+    with tracking.parent_run("lenssearch-hpsearch", f"hpsearch {h.network}", uri) as run:
+        tracking.log_params({"network": h.network, "n_trials": n_trials, "gate": h.gate.metric,
                            "space": json.dumps([d.key for d in h.space])})
         study.optimize(objective, n_trials=n_trials)
         done = [t for t in study.trials if t.value is not None]
@@ -109,8 +105,8 @@ def run_hpsearch(cfg, kb: Path, work: Path, params: Path, profile: Path | None, 
         best = {"number": study.best_trial.number, "value": study.best_value,
                 "params": {d.key: (json.loads(study.best_params[d.key]) if d.choices is not None
                                    else study.best_params[d.key]) for d in h.space}}
-        mlflow.log_metric("best_objective", study.best_value)
+        tracking.log_metrics({"best_objective": study.best_value})
         with atomic_path(work / "best.json") as tmp:
             tmp.write_text(json.dumps(best, indent=2) + "\n")
-        mlflow.log_artifact(str(work / "best.json"))
+        tracking.log_artifacts([work / "best.json"])
     return best

@@ -1,4 +1,5 @@
-"""Binary-classification metrics of Angora et al. 2023, Sect. 4.1, and the committee rates of HOLISMOKES XVI.
+"""Binary-classification metrics of Angora et al. 2023, Sect. 4.1, and the committee rates of HOLISMOKES XVI: the
+one metrics module of lenssearch, used by train, evaluate, committee, tune and promote.
 
 Strong lenses (GGSL, label 1) are the positive class. A cutout is classified as a lens when its probability is
 ``>= threshold`` (the convention of scikit-learn's ``roc_curve``). From the binary confusion matrix:
@@ -17,7 +18,7 @@ predictions of the demo and the ~4400 of the paper take milliseconds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -32,6 +33,11 @@ METRIC_NAMES = (
     "completeness_nonlens",
     "f1_nonlens",
 )
+
+
+#: The metrics of one split (a fold, the run model's validation split, the pooled out-of-fold predictions):
+#: :data:`METRIC_NAMES` at the threshold and the threshold-free ROC AUC. Train's parent and child runs log these.
+SPLIT_METRIC_NAMES = (*METRIC_NAMES, "auc")
 
 
 def _ratio(num: float, den: float) -> float:
@@ -119,6 +125,51 @@ def confusion(labels, scores, threshold: float = 0.5) -> Confusion:
 def classification_metrics(labels, scores, threshold: float = 0.5) -> dict[str, float]:
     """The seven metrics of Table A.1 at ``threshold``, as fractions."""
     return confusion(labels, scores, threshold).metrics()
+
+
+def split_metrics(labels, scores, threshold: float = 0.5) -> dict[str, float]:
+    """:data:`SPLIT_METRIC_NAMES`: the seven metrics at ``threshold`` and the ROC AUC (NaN with one class)."""
+    return {**classification_metrics(labels, scores, threshold), "auc": roc_auc(labels, scores)}
+
+
+def confusion_counts(labels, scores, threshold: float = 0.5) -> dict[str, int]:
+    """True/false positives/negatives (lens = positive) at ``threshold``, as a dict."""
+    c = confusion(labels, scores, threshold)
+    return {"tp": c.tp, "fp": c.fp, "fn": c.fn, "tn": c.tn}
+
+
+def roc_curve_table(labels, scores):
+    """The ROC curve as an astropy Table with columns ``fpr``, ``tpr``, ``threshold`` (scikit-learn's
+    ``roc_curve``, collinear points dropped), for ``dvc plots`` and figures."""
+    from astropy.table import Table
+    from sklearn.metrics import roc_curve
+
+    labels, scores = check_inputs(labels, scores)
+    fpr, tpr, thresholds = roc_curve(labels.astype(int), scores)
+    # sklearn starts the curve at an infinite threshold; 1 + max keeps the table finite for CSV and plots
+    thresholds = np.where(np.isfinite(thresholds), thresholds, 1.0 + np.max(scores, initial=0.0))
+    return Table({"fpr": fpr, "tpr": tpr, "threshold": thresholds})
+
+
+def fold_summary(per_fold: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Median, Q1, Q3 and IQR of each metric over folds (Angora et al. 2023, Table A.2), NaN folds ignored.
+
+    Returns keys ``<metric>_median``, ``<metric>_q1``, ``<metric>_q3``, ``<metric>_iqr``.
+    """
+    import warnings
+
+    per_fold = list(per_fold)
+    summary: dict[str, float] = {}
+    for name in per_fold[0] if per_fold else ():
+        values = np.array([fold[name] for fold in per_fold], dtype=float)
+        with warnings.catch_warnings():  # all-NaN metric (e.g. a class never predicted): NaN, quietly
+            warnings.simplefilter("ignore", RuntimeWarning)
+            q1, median, q3 = np.nanpercentile(values, [25, 50, 75])
+        summary.update(
+            {f"{name}_median": float(median), f"{name}_q1": float(q1), f"{name}_q3": float(q3),
+             f"{name}_iqr": float(q3 - q1)}
+        )
+    return summary
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
-"""The ``evaluate``, ``committee``, ``tune`` and ``promote`` stages (and the ``hpsearch`` entry point).
+"""The ``evaluate`` and ``committee`` stages (``tune.py`` and ``promote.py`` hold the other two).
 
 Each ``run_*`` function takes the typed configuration and the paths that ``dvc.yaml`` passes to the CLI verb,
-writes its outputs atomically, records everything in MLflow (through :mod:`lenssearch.evaluate.registry`), and
+writes its outputs atomically, records everything in MLflow (through :mod:`lenssearch.tracking`), and
 returns a small summary dict.
 
 Predictions are read from ``<predictions_dir>/<network>/predictions.ecsv`` (the train stage's layout).
@@ -9,39 +9,23 @@ Predictions are read from ``<predictions_dir>/<network>/predictions.ecsv`` (the 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 
 import numpy as np
-from astropy.table import Table
 
 from lenssearch.errors import LensSearchError
 from lenssearch.evaluate import committee as cm
 from lenssearch.evaluate import figures, tables
-from lenssearch.evaluate.data import join_predictions, load_published, read_kb_metadata, read_predictions
-from lenssearch.evaluate.metrics import (
-    classification_metrics,
-    completeness_at_purity,
-    gate_metric,
-    max_f1,
-    purity_completeness_crossing,
-    roc_auc,
-    threshold_curve,
-    tpr_at_fpr,
-)
+from lenssearch.evaluate.common import clean_json as _clean_json
+from lenssearch.evaluate.common import load_wide, summary_metrics
+from lenssearch.evaluate.common import write_json as _write_json
+from lenssearch.evaluate.data import join_predictions, load_published, read_kb_metadata
+from lenssearch.evaluate.metrics import roc_auc
 from lenssearch.evaluate.report import fmt, side_by_side, write_report
-from lenssearch.io import atomic_path
+from lenssearch.io import atomic_path, describe_columns
 
 # --------------------------------------------------------------------------------------------------- helpers
-
-
-def load_wide(predictions_dir: Path, networks, kb: Path | None = None) -> Table:
-    """Read the predictions of ``networks`` (and the KB metadata when ``kb`` is given) into one wide table."""
-    preds = {n: read_predictions(Path(predictions_dir) / n / "predictions.ecsv", n) for n in networks}
-    meta = read_kb_metadata(kb) if kb is not None else None
-    return join_predictions(preds, meta)
 
 
 def selection(cfg) -> tables.Selection:
@@ -58,36 +42,6 @@ def selection(cfg) -> tables.Selection:
         fn_theta_e_split_arcsec=e.fn_theta_e_split_arcsec,
         fn_z_s_splits=tuple(e.fn_z_s_splits),
     )
-
-
-def summary_metrics(labels, scores, threshold: float, purity_min: float, fprs, keep=None, visible=None) -> dict:
-    """The metrics every model (network or committee) logs under the same names, for one MLflow table.
-
-    ``keep`` (without the adversarial examples) adds the ``_clean`` metrics and ``auc_clean``; ``visible`` (the
-    non-lenses and the lenses whose lensed source reaches ``evaluate.visible_snr_min`` in the model's bands) adds
-    ``auc_visible`` and ``visible_lens_fraction``. ``None`` values are rates that the negatives cannot measure
-    (logged as a ``not_measurable`` tag).
-    """
-    labels = np.asarray(labels)
-    scores = np.asarray(scores, dtype=float)
-    out: dict[str, float | None] = dict(classification_metrics(labels, scores, threshold))
-    if keep is not None:
-        out.update({f"{k}_clean": v for k, v in classification_metrics(labels[keep], scores[keep], threshold).items()})
-    out["auc"] = roc_auc(labels, scores)
-    if keep is not None:
-        out["auc_clean"] = roc_auc(labels[keep], scores[keep])
-    if visible is not None and np.any(visible & (labels == 1)):
-        out["auc_visible"] = roc_auc(labels[visible], scores[visible])
-        out["visible_lens_fraction"] = float(np.sum(visible & (labels == 1)) / max(np.sum(labels == 1), 1))
-    cap = completeness_at_purity(labels, scores, purity_min)
-    out[f"completeness_at_purity_{purity_min:g}"] = None if cap is None else cap[0]
-    mf = max_f1(labels, scores)
-    out["max_f1"] = None if mf is None else mf[0]
-    cross = purity_completeness_crossing(labels, scores)
-    out["crossing_threshold"] = None if cross is None else cross[0]
-    for f in fprs:
-        out[cm.fpr_key(f)] = tpr_at_fpr(labels, scores, f)
-    return out
 
 
 def _host_baseline(wide, labels) -> dict:
@@ -115,45 +69,6 @@ def _visible(wide, labels, network: str, bands, snr_min: float):
     if not np.any(np.isfinite(snr)):
         return None
     return (labels == 0) | (np.nan_to_num(snr, nan=-1.0) >= snr_min)
-
-
-def _gate_options(gate) -> dict:
-    return {"metric": gate.metric, "purity_min": gate.purity_min, "fpr": gate.fpr}
-
-
-def gate_label(gate) -> str:
-    """The gate metric with its option, e.g. ``completeness_at_purity(purity_min=0.9)``: "the same metric"."""
-    if gate.metric == "completeness_at_purity":
-        return f"completeness_at_purity(purity_min={gate.purity_min:g})"
-    if gate.metric == "tpr_at_fpr":
-        return f"tpr_at_fpr(fpr={gate.fpr:g})"
-    return gate.metric
-
-
-def _write_json(path: Path, data) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
-    return path
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
-def _clean_json(d):
-    """NaN -> None so the JSON is standard."""
-    if isinstance(d, dict):
-        return {k: _clean_json(v) for k, v in d.items()}
-    if isinstance(d, (list, tuple)):
-        return [_clean_json(v) for v in d]
-    if isinstance(d, (float, np.floating)) and not np.isfinite(d):
-        return None
-    return d
 
 
 # ----------------------------------------------------------------------------------------------- evaluate
@@ -217,8 +132,11 @@ def run_evaluate(cfg, predictions_dir: Path, kb: Path | None, out_dir: Path, rep
             "A5": tables.table_a5(wide, networks, sel),
             "snr": tables.table_snr(wide, networks, tuple(cfg.base.bands), tuple(e.snr_bins), e.threshold),
         }
+        provenance = {"models": {n: f"out-of-fold probabilities of lenssearch-<network> in "
+                                    f"{Path(predictions_dir) / n / 'predictions.ecsv'}" for n in networks},
+                      "threshold": e.threshold, "kb": None if kb is None else str(kb)}
         for key, table in t.items():
-            table.write(tmp / "tables" / f"table_{key}.ecsv", format="ascii.ecsv")
+            describe_columns(table, provenance).write(tmp / "tables" / f"table_{key}.ecsv", format="ascii.ecsv")
         per_net = {
             n: summary_metrics(labels, wide[f"p_{n}"], e.threshold, e.purity_min, e.fprs, keep,
                                _visible(wide, labels, n, cfg.base.bands, e.visible_snr_min))
@@ -232,7 +150,9 @@ def run_evaluate(cfg, predictions_dir: Path, kb: Path | None, out_dir: Path, rep
         baseline = _host_baseline(wide, labels)
         metrics = {"counts": result, "red_sequence": red, "host_baseline": baseline, "networks": per_net}
         if variant_rows is not None:
-            variant_rows.write(tmp / "tables" / "table_variants.ecsv", format="ascii.ecsv")
+            describe_columns(variant_rows, {"threshold": e.threshold, "models": "out of fold on its own variant, "
+                                            "its run model (models/<network>/run) on the others"}).write(
+                tmp / "tables" / "table_variants.ecsv", format="ascii.ecsv")
             t["variants"] = variant_rows
             metrics["tables_variant"] = e.tables_variant
             metrics["variants"] = {
@@ -270,19 +190,19 @@ def run_evaluate(cfg, predictions_dir: Path, kb: Path | None, out_dir: Path, rep
     md, html = write_report(blocks, report, "lenssearch evaluation against Angora et al. 2023")
 
     if log_mlflow:
-        from lenssearch.evaluate import registry
+        from lenssearch import tracking
 
         children = [
-            registry.RunSpec(name=n, metrics=per_net[n], tags={"kind": "network", "network": n, "stage": "evaluate"},
+            tracking.RunSpec(name=n, metrics=per_net[n], tags={"kind": "network", "network": n, "stage": "evaluate"},
                              params={"threshold": e.threshold, "members": n})
             for n in networks
         ]
-        parent = registry.RunSpec(
+        parent = tracking.RunSpec(
             name="evaluation", params={"networks": ",".join(networks), "threshold": e.threshold},
             tags={"stage": "evaluate"}, artifacts=[md, html, out_dir / "figures", out_dir / "tables",
                                                    out_dir / "metrics.json"],
         )
-        ids = registry.log_runs(e.experiment, parent, children, tracking_uri)
+        ids = tracking.log_runs(e.experiment, parent, children, tracking_uri)
         result["mlflow_run_id"] = ids["evaluation"]
     return result
 
@@ -409,267 +329,3 @@ def _evaluation_blocks(cfg, t, per_net, red, counts, fig_paths, report: Path, ba
     for p in fig_paths:
         b.append(("img", rel(p), p.stem))
     return b
-
-
-# ---------------------------------------------------------------------------------------------- committee
-def run_committee(cfg, predictions_dir: Path, out_dir: Path, tracking_uri: str | None = None,
-                  log_mlflow: bool = True) -> dict:
-    """Search committees over the members, write ``committees.ecsv``, ``best.json``, figures, MLflow runs."""
-    c, e = cfg.committee, cfg.evaluate
-    members = list(c.members)
-    wide = load_wide(predictions_dir, members)
-    labels = np.asarray(wide["label"])
-    gate = _gate_options(c.select)
-    results = cm.search_committees(wide, members, list(c.rules), c.min_size, c.max_size, e.fprs, gate)
-    singles = [cm.evaluate_scores(m, (m,), "single", labels, np.asarray(wide[f"p_{m}"]), e.fprs, gate)
-               for m in members]
-    best_overall = results[0]
-    best_by_rule = {r: next(x for x in results if x.rule == r) for r in c.rules if any(x.rule == r for x in results)}
-    chosen = {best_overall.name: best_overall, **{x.name: x for x in best_by_rule.values()}}
-    n_neg = int((labels == 0).sum())
-    out_dir = Path(out_dir)
-    by_name = {x.name: cm.Committee(x.members, x.rule) for x in results}
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
-        cm.results_table(results, e.fprs).write(tmp / "committees.ecsv", format="ascii.ecsv")
-        cm.results_table(singles, e.fprs).write(tmp / "networks.ecsv", format="ascii.ecsv")
-        curves = {s.name: cm.roc_points(labels, np.asarray(wide[f"p_{s.name}"])) for s in singles}
-        tprn = {s.name: threshold_curve(labels, np.asarray(wide[f"p_{s.name}"])) for s in singles}
-        for name in chosen:
-            sc = by_name[name].scores(wide)
-            curves[name] = cm.roc_points(labels, sc)
-            tprn[name] = threshold_curve(labels, sc)
-        figures.fig_roc_log(curves, 1.0 / max(n_neg, 1), tmp / "roc_log.png")
-        figures.fig_tpr_vs_candidates({k: (v.n_selected, v.tpr) for k, v in tprn.items()},
-                                      tmp / "tpr_vs_candidates.png", "TPR against the number of candidates")
-    model_uris: dict[str, str] = {}
-    if log_mlflow:
-        from lenssearch.evaluate import registry
-
-        def spec(x: cm.CommitteeResult) -> registry.RunSpec:
-            sc = by_name[x.name].scores(wide)
-            metrics = summary_metrics(labels, sc, e.threshold, e.purity_min, e.fprs)
-            metrics["gate"] = x.gate
-            return registry.RunSpec(
-                name=x.name, metrics=metrics, params={"members": "+".join(x.members), "rule": x.rule,
-                                                      "threshold": e.threshold},
-                tags={"kind": "committee", "stage": "committee", "rule": x.rule, "members": "+".join(x.members),
-                      "selected": str(x.name in chosen).lower()})
-
-        parent = registry.RunSpec(
-            name="committees", params={"members": ",".join(members), "rules": ",".join(c.rules),
-                                       "select": gate_label(c.select)},
-            metrics={"best_gate": best_overall.gate}, tags={"stage": "committee", "best": best_overall.name},
-            artifacts=[out_dir / "committees.ecsv", out_dir / "networks.ecsv", out_dir / "roc_log.png",
-                       out_dir / "tpr_vs_candidates.png"])
-        ids = registry.log_runs(e.experiment, parent, [spec(x) for x in results], tracking_uri)
-        if c.log_models:
-            bands = list(cfg.base.bands)
-            for name, x in chosen.items():
-                uris = {m: registry.latest_model_uri(f"lenssearch-{m}") for m in x.members}
-                band_index = {m: (bands.index(m.upper()) if m.upper() in bands else None) for m in x.members}
-                model_uris[name] = registry.log_committee_model(ids[name], uris, band_index, x.rule, len(bands))
-    best = {
-        "select": gate_label(c.select),
-        "n_negatives": n_neg,
-        "note": cm.measurability_note(n_neg, e.fprs),
-        "best": best_overall.name,
-        "committees": [
-            {"name": x.name, "members": list(x.members), "rule": x.rule, "gate": x.gate, "auc": x.auc,
-             "tpr_at_fpr": {f"{f:g}": v for f, v in x.tpr_at_fpr.items()}, "model_uri": model_uris.get(x.name)}
-            for x in chosen.values()
-        ],
-        "networks": [{"name": s.name, "gate": s.gate, "auc": s.auc} for s in singles],
-    }
-    _write_json(out_dir / "best.json", _clean_json(best))
-    _write_committee_report(out_dir / "committee.md", results, singles, best, e.fprs)
-    return best
-
-
-def _write_committee_report(path: Path, results, singles, best, fprs) -> None:
-    head = ["model", "gate", "AUC", *[f"TPR@FPR={f:g}" for f in fprs]]
-
-    def row(x):
-        return [x.name, fmt(x.gate, 3), fmt(x.auc, 3),
-                *[("not measurable" if x.tpr_at_fpr[f] is None else fmt(x.tpr_at_fpr[f], 3)) for f in fprs]]
-
-    blocks = [
-        ("h1", "Committees of networks (HOLISMOKES XVI, Sect. 2)"),
-        ("p", f"Ranked by {best['select']}. {best['note']} Best: {best['best']}."),
-        ("h2", "Single networks"), ("table", head, [row(s) for s in singles]),
-        ("h2", "Committees (best first)"), ("table", head, [row(x) for x in results]),
-        ("img", "roc_log.png", "ROC, logarithmic FPR"), ("img", "tpr_vs_candidates.png", "TPR vs candidates"),
-    ]
-    write_report(blocks, path, "lenssearch committees")
-
-
-def read_committees(path: Path | None) -> list[dict]:
-    """The selected committees of ``best.json`` (empty when ``path`` is None)."""
-    if path is None:
-        return []
-    path = Path(path)
-    if not path.exists():
-        raise LensSearchError(f"{path}: no such committee summary (written by the committee stage)")
-    try:
-        return list(json.loads(path.read_text())["committees"])
-    except (json.JSONDecodeError, KeyError) as exc:
-        raise LensSearchError(f"{path}: not a committee summary ({exc})") from None
-
-
-def _subjects(cfg, predictions_dir: Path, committees_json: Path | None):
-    """Names and out-of-fold scores of every network and selected committee, with the wide table."""
-    committees = read_committees(committees_json)
-    nets = list(dict.fromkeys([*cfg.evaluate.networks, *[m for c in committees for m in c["members"]]]))
-    wide = load_wide(predictions_dir, nets)
-    subjects = {n: np.asarray(wide[f"p_{n}"], dtype=float) for n in cfg.evaluate.networks}
-    for c in committees:
-        subjects[c["name"]] = cm.Committee(tuple(c["members"]), c["rule"]).scores(wide)
-    return wide, subjects, committees
-
-
-# ----------------------------------------------------------------------------------------------------- tune
-def run_tune(cfg, predictions_dir: Path, committees_json: Path | None, out: Path, storage_path: Path,
-             plots_dir: Path, tracking_uri: str | None = None, log_mlflow: bool = True) -> dict:
-    """Tune the threshold and qTP lower bound of every network and selected committee; write thresholds.json."""
-    from lenssearch.evaluate.thresholds import open_storage, study_plots, tune_threshold
-
-    tc = cfg.tune
-    wide, subjects, _ = _subjects(cfg, predictions_dir, committees_json)
-    labels = np.asarray(wide["label"])
-    storage_path = Path(storage_path)
-    results, studies = {}, {}
-    with atomic_path(storage_path) as tmp_db:
-        storage = open_storage(f"sqlite:///{tmp_db}")
-        for i, (name, scores) in enumerate(subjects.items()):
-            res, st = tune_threshold(
-                name, labels, scores, objective=tc.objective, purity_min=tc.purity_min,
-                qtp_band_purity_min=tc.qtp_band_purity_min, n_trials=tc.n_trials, seed=cfg.base.seed + 2 * i,
-                storage=storage, default_threshold=cfg.evaluate.threshold)
-            results[name] = res
-            studies[name] = st
-        plots = {}
-        with atomic_path(plots_dir) as tmp_plots:
-            for name, st in studies.items():
-                plots[name] = study_plots(st, tmp_plots)
-        storage.engine.dispose()
-    doc = {
-        "objective": tc.objective,
-        "purity_min": tc.purity_min,
-        "qtp_band_purity_min": tc.qtp_band_purity_min,
-        "reference": "Angora et al. 2023: threshold 0.5, purity = completeness crossing 0.25 (SC-VGG), qTP 0.2-0.5",
-        "models": {n: _clean_json(r.as_dict()) for n, r in results.items()},
-    }
-    _write_json(out, doc)
-    if log_mlflow:
-        from lenssearch.evaluate import registry
-
-        children = [
-            registry.RunSpec(
-                name=f"tune {n}", params={"objective": tc.objective, "n_trials": tc.n_trials, "model": n},
-                metrics={k: getattr(r, k) for k in ("threshold", "objective_value", "purity", "completeness", "f1",
-                                                    "qtp_lower", "qtp_band_purity", "completeness_at_qtp")},
-                tags={"stage": "tune", "model": n},
-                artifacts=[Path(plots_dir) / p.name for p in plots[n]])
-            for n, r in results.items()
-        ]
-        parent = registry.RunSpec(name="thresholds", params={"objective": tc.objective},
-                                  tags={"stage": "tune"}, artifacts=[Path(out)])
-        registry.log_runs(cfg.evaluate.experiment, parent, children, tracking_uri)
-    return doc
-
-
-# -------------------------------------------------------------------------------------------------- promote
-def _candidate_key(source: str, gate: str, value: float, threshold: float) -> str:
-    text = f"{source}|{gate}|{value:.6f}|{threshold:.6f}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def run_promote(cfg, predictions_dir: Path, committees_json: Path | None, thresholds_json: Path, out: Path,
-                dry_run: bool = False, tracking_uri: str | None = None, echo=print) -> dict:
-    """Register the best model by the gate metric; move the alias only if it beats the current champion.
-
-    Candidates are the networks (their newest ``lenssearch-<network>`` version) and the committees of
-    ``best.json`` that have a logged model. The champion's gate value is read from its version's tags and is
-    compared only if it was measured with the same gate (metric and option); a tie never moves the alias.
-    """
-    from lenssearch.evaluate import registry
-
-    p = cfg.promote
-    registry.setup(tracking_uri)
-    wide, subjects, committees = _subjects(cfg, predictions_dir, committees_json)
-    labels = np.asarray(wide["label"])
-    thresholds_json = Path(thresholds_json)
-    if not thresholds_json.exists():
-        raise LensSearchError(f"{thresholds_json}: no such thresholds file (written by the tune stage)")
-    tuned = json.loads(thresholds_json.read_text()).get("models", {})
-    label = gate_label(p.gate)
-    opts = _gate_options(p.gate)
-    cands, skipped = [], []
-    for name, scores in subjects.items():
-        kind = "network" if name in cfg.evaluate.networks else "committee"
-        if kind == "network":
-            try:
-                uri = registry.latest_model_uri(f"lenssearch-{name}")
-            except registry.RegistryError as exc:
-                skipped.append({"name": name, "reason": str(exc)})
-                continue
-        else:
-            uri = next((c.get("model_uri") for c in committees if c["name"] == name), None)
-            if not uri:
-                skipped.append({"name": name, "reason": "no committee model logged (committee.log_models)"})
-                continue
-        value = gate_metric(opts["metric"], labels, scores, purity_min=opts["purity_min"], fpr=opts["fpr"])
-        cands.append({"name": name, "kind": kind, "model_uri": uri, "gate_value": value,
-                      "auc": roc_auc(labels, scores)})
-    if not cands:
-        raise LensSearchError(f"no candidate model to promote: {skipped}")
-    cands.sort(key=lambda c: (-c["gate_value"], -np.nan_to_num(c["auc"], nan=-1.0), c["name"]))  # ties: AUC
-    best = cands[0]
-    t = tuned.get(best["name"])
-    threshold = float(t["threshold"]) if t else float(cfg.evaluate.threshold)
-    champion = registry.get_champion(p.registered_model, p.alias)
-    comparable = champion is not None and champion.gate_metric == label and champion.gate_value is not None
-    if champion is None:
-        beats, reason = True, "no current champion"
-    elif not comparable:
-        beats, reason = False, (f"current champion v{champion.version} has no '{label}' value in its tags "
-                                f"(it has {champion.gate_metric!r}); alias left unchanged")
-    else:
-        beats = best["gate_value"] > champion.gate_value + p.min_improvement
-        reason = (f"{best['gate_value']:.4f} {'>' if beats else '<='} champion v{champion.version} "
-                  f"{champion.gate_value:.4f} + {p.min_improvement:g}")
-    summary = {
-        "gate": label, "registered_model": p.registered_model, "alias": p.alias, "dry_run": dry_run,
-        "candidates": cands, "skipped": skipped, "best": best["name"], "best_gate_value": best["gate_value"],
-        "threshold": threshold,
-        "champion_version": None if champion is None else champion.version,
-        "champion_gate_value": None if champion is None else champion.gate_value,
-        "alias_moved": False, "reason": reason, "version": None,
-    }
-    echo(f"gate {label}:")
-    for c in cands:
-        echo(f"  {c['name']:<40s} {c['gate_value']:.4f}  (AUC {c['auc']:.4f})  {c['model_uri']}")
-    champ_txt = "none" if champion is None else f"v{champion.version} ({champion.gate_metric} = {champion.gate_value})"
-    echo(f"champion {p.registered_model}@{p.alias}: {champ_txt}")
-    echo(f"challenger {best['name']}: {best['gate_value']:.4f} -> {'promote' if beats else 'keep champion'} ({reason})")
-    if not dry_run:
-        source = best["model_uri"]
-        tags = {
-            "threshold": f"{threshold:.6g}",
-            "qtp_lower": f"{float(t['qtp_lower']):.6g}" if t else "",
-            "threshold_objective": cfg.tune.objective if t else "default",
-            "gate_metric": label,
-            "gate_value": f"{best['gate_value']:.6f}",
-            "candidate": best["name"],
-            "kind": best["kind"],
-            "source_uri": source,
-        }
-        tags["candidate_key"] = _candidate_key(source, label, best["gate_value"], threshold)
-        version = registry.register_version(source, p.registered_model, tags)
-        summary["version"] = version
-        if beats:
-            registry.set_alias(p.registered_model, p.alias, version)
-            summary["alias_moved"] = True
-            echo(f"{p.registered_model}@{p.alias} -> version {version}")
-        _write_json(out, _clean_json(summary))
-    return summary

@@ -18,7 +18,7 @@ from typing import Mapping
 import numpy as np
 
 from lenssearch.errors import InputFileError, LensSearchError
-from lenssearch.io import atomic_path
+from lenssearch.io import atomic_path, describe_columns
 
 FIELD_JSON = "field.json"
 MODEL_PAR = "model.par"
@@ -85,7 +85,7 @@ def write_psf(path: Path, psf: np.ndarray, band: str, pixel_scale_arcsec: float,
 def write_table(path: Path, table) -> None:
     """Write an astropy table as ECSV atomically."""
     with atomic_path(path) as tmp:
-        table.write(tmp, format="ascii.ecsv")
+        describe_columns(table).write(tmp, format="ascii.ecsv")
 
 
 # ------------------------------------------------------------------------------------------------ reading

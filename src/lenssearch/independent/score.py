@@ -363,6 +363,12 @@ def run_independent_score(cfg, set_dir: str | Path, out_dir: str | Path, model_u
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    from lenssearch.io import describe_columns
+
+    describe_columns(table, {
+        "models": {m.label: {"uri": m.uri, "version": _version(m.uri, tracking_uri), "threshold": m.threshold,
+                             "threshold_source": m.threshold_source} for m in models},
+    })
     with atomic_path(out_dir / "scores.ecsv") as tmp:
         table.write(tmp, format="ascii.ecsv")
     with atomic_path(out_dir / "metrics.json") as tmp:
@@ -393,3 +399,13 @@ def run_independent_score(cfg, set_dir: str | Path, out_dir: str | Path, model_u
             tracking.log_metrics({k: v for k, v in flat.items() if v is not None and math.isfinite(v)})
             tracking.log_artifacts([out_dir / n for n in ("scores.ecsv", "metrics.json", "roc.png", "summary.md")])
     return doc
+
+
+def _version(uri: str, tracking_uri: str | None) -> str | None:
+    """The registered version number behind a ``models:/`` URI (None for others or when it cannot be resolved)."""
+    from lenssearch import tracking
+
+    try:
+        return tracking.resolve_model_version(uri, tracking_uri)
+    except Exception:  # noqa: BLE001  (the model was loaded; its version is provenance only)
+        return None

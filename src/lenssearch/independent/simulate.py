@@ -11,7 +11,11 @@ The recipe differs from the knowledge base's on purpose (a different code and a 
   galaxy rather than a cluster member; lens light ``SERSIC_ELLIPSE`` (n 3-5, R_e 0.3-1.5", F814W 18.5-22, red
   early-type colours); source ``SERSIC_ELLIPSE`` (n 0.5-2, R_e 0.05-0.4", blue colours, F814W 22-27.5) whose centre
   is drawn uniformly in a disc of ``position_max_theta_e * theta_E`` around the lens and redrawn until it has at least
-  ``min_images`` images (lenstronomy's ``LensEquationSolver``), i.e. inside a caustic: a strong lens.
+  ``min_images`` images (lenstronomy's ``LensEquationSolver``), i.e. inside a caustic: a strong lens, and at least
+  ``min_images_in_cutout`` of them inside the cutout (``|mu| >= 0.1``); a lens whose counter-image falls outside
+  the 3.84" cutout shows a single unlensed-looking image, which no cutout classifier can call a lens (in the
+  first version of this set, 51% of the "lenses" were such, nearly all those with ``theta_E >= 1.5"``). When no
+  source position of a lens qualifies after ``max_draws``, the lens itself is redrawn.
 - **non-lenses** (``kind`` = ``elliptical``, ``blue_companion``, ``spiral``, ``edge_on``, ``pair``, ``ring``,
   ``star``; fractions ``confusers.fractions``): the same early-type galaxy as the lenses' (so that the lens light
   alone tells nothing), with unlensed blue neighbours within 2"; bulge + blue exponential disc with logarithmic
@@ -231,13 +235,21 @@ class Renderer:
         sb = self.sersic.surface_brightness(self.x if x is None else x, self.y if y is None else y, [kw])
         return self.grid.bin(np.asarray(sb)) / total
 
-    def count_images(self, kwargs_lens: list[dict], source_x: float, source_y: float, theta_e: float) -> int:
-        """Images of a point at the source centre (lenstronomy ``LensEquationSolver``)."""
-        xs, _ = self.solver.image_position_from_source(
+    def count_images(self, kwargs_lens: list[dict], source_x: float, source_y: float, theta_e: float,
+                     half_size: float | None = None, min_abs_magnification: float = 0.1) -> tuple[int, int]:
+        """Images of a point at the source centre (lenstronomy ``LensEquationSolver``): all of them, and those
+        inside the square cutout of half-side ``half_size`` (arcsec, centred on the grid) with ``|mu| >=
+        min_abs_magnification`` (the images a cutout classifier can see; all images when ``half_size`` is None)."""
+        xs, ys = self.solver.image_position_from_source(
             source_x, source_y, kwargs_lens, min_distance=0.05 * theta_e, search_window=5.0 * theta_e,
             precision_limit=1e-8, num_iter_max=20,
         )
-        return int(len(xs))
+        xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+        if half_size is None or len(xs) == 0:
+            return int(len(xs)), int(len(xs))
+        mu = np.abs(np.asarray(self.lens_model.magnification(xs, ys, kwargs_lens), float))
+        inside = (np.abs(xs) <= half_size) & (np.abs(ys) <= half_size) & (mu >= min_abs_magnification)
+        return int(len(xs)), int(inside.sum())
 
 
 def _mags(mag_f814w: float, colours: dict[str, float]) -> dict[str, float]:
@@ -314,27 +326,37 @@ def draw_lens(rng, r: Renderer, ind) -> Scene:
     import lenstronomy.Util.param_util as param_util
 
     d, s = ind.deflector, ind.source
-    x0, y0 = _jitter(rng, r.grid)
-    theta_e = _uniform(rng, d.theta_e_range_arcsec)
-    q = _uniform(rng, d.mass_axis_ratio_range)
-    phi = _uniform(rng, (0.0, math.pi))
-    e1, e2 = _ellipticity(phi, q)
-    gamma = _uniform(rng, d.shear_gamma_range)
-    g1, g2 = (float(v) for v in param_util.shear_polar2cartesian(_uniform(rng, (0.0, math.pi)), gamma))
-    kwargs_lens = [dict(theta_E=theta_e, e1=e1, e2=e2, center_x=x0, center_y=y0),
-                   dict(gamma1=g1, gamma2=g2, ra_0=x0, dec_0=y0)]
+    half = 0.5 * r.grid.n * r.grid.pixel_scale
+    for lens_draw in range(s.max_draws):
+        x0, y0 = _jitter(rng, r.grid)
+        theta_e = _uniform(rng, d.theta_e_range_arcsec)
+        q = _uniform(rng, d.mass_axis_ratio_range)
+        phi = _uniform(rng, (0.0, math.pi))
+        e1, e2 = _ellipticity(phi, q)
+        gamma = _uniform(rng, d.shear_gamma_range)
+        g1, g2 = (float(v) for v in param_util.shear_polar2cartesian(_uniform(rng, (0.0, math.pi)), gamma))
+        kwargs_lens = [dict(theta_E=theta_e, e1=e1, e2=e2, center_x=x0, center_y=y0),
+                       dict(gamma1=g1, gamma2=g2, ra_0=x0, dec_0=y0)]
+        radius = s.position_max_theta_e * theta_e
+        found = False
+        for draw in range(s.max_draws + 1):
+            if draw == s.max_draws:  # no draw in the disc was multiply imaged: the caustic's centre is
+                radius = 0.05 * theta_e
+            rho = radius * math.sqrt(rng.uniform())
+            ang = _uniform(rng, (0.0, 2.0 * math.pi))
+            bx, by = x0 + rho * math.cos(ang), y0 + rho * math.sin(ang)
+            n_images, n_in_cutout = r.count_images(kwargs_lens, bx, by, theta_e, half_size=half)
+            if n_images >= s.min_images and n_in_cutout >= s.min_images_in_cutout:
+                found = True
+                break
+        if found:
+            break
+    else:  # pragma: no cover - configuration checked: theta_E small enough for the cutout
+        raise LensSearchError(
+            f"independent: no lens with {s.min_images_in_cutout} images inside the {2 * half:.2f}\" cutout in "
+            f"{s.max_draws} lens draws; lower deflector.theta_e_range_arcsec or source.min_images_in_cutout")
     light, light_info = early_type(rng, r, d, x0, y0, phi=phi + float(rng.normal(0.0, math.radians(10.0))))
 
-    radius = s.position_max_theta_e * theta_e
-    for draw in range(s.max_draws + 1):
-        if draw == s.max_draws:  # no draw in the disc was multiply imaged: the caustic's centre is
-            radius = 0.05 * theta_e
-        rho = radius * math.sqrt(rng.uniform())
-        ang = _uniform(rng, (0.0, 2.0 * math.pi))
-        bx, by = x0 + rho * math.cos(ang), y0 + rho * math.sin(ang)
-        n_images = r.count_images(kwargs_lens, bx, by, theta_e)
-        if n_images >= s.min_images:
-            break
     sq = _uniform(rng, s.axis_ratio_range)
     se1, se2 = _ellipticity(_uniform(rng, (0.0, math.pi)), sq)
     kwargs_source = dict(R_sersic=_log_uniform(rng, s.re_range_arcsec), n_sersic=_uniform(rng, s.sersic_n_range),
@@ -348,7 +370,8 @@ def draw_lens(rng, r: Renderer, ind) -> Scene:
         "lens_e2": e2, "shear_gamma": gamma, "shear_gamma1": g1, "shear_gamma2": g2, **light_info,
         "source_x_arcsec": bx, "source_y_arcsec": by, "source_offset_theta_e": rho / theta_e,
         "source_re_arcsec": kwargs_source["R_sersic"], "source_sersic_n": kwargs_source["n_sersic"],
-        "source_e1": se1, "source_e2": se2, "n_images": n_images, "magnification": float(lensed.sum()),
+        "source_e1": se1, "source_e2": se2, "n_images": n_images, "n_images_in_cutout": n_in_cutout,
+        "magnification": float(lensed.sum()),
         **{f"source_mag_{b}": m for b, m in _mags(mag, colours).items()},
     }
     return Scene(LENS_KIND, [light], [], Component(lensed, _mags(mag, colours)), truth)
@@ -610,6 +633,13 @@ def _check_config(cfg) -> None:
         raise LensSearchError("independent: supersampling >= 1, pad_pixels >= 0 and cutout_pixels >= 8 expected")
     if ind.source.min_images < 1 or ind.source.max_draws < 1:
         raise LensSearchError("independent.source: min_images and max_draws must be >= 1")
+    if not 1 <= ind.source.min_images_in_cutout <= ind.source.min_images:
+        raise LensSearchError("independent.source: min_images_in_cutout must lie in [1, min_images], got "
+                              f"{ind.source.min_images_in_cutout}")
+    half = 0.5 * ind.cutout_pixels * cfg.base.pixel_scale_arcsec
+    if ind.source.min_images_in_cutout >= 2 and min(ind.deflector.theta_e_range_arcsec) >= half:
+        raise LensSearchError(f"independent.deflector.theta_e_range_arcsec: every theta_E is beyond the cutout's "
+                              f"half-side {half:.2f}\"; no two images would fit in it")
     lo, hi = ind.confusers.bulge_to_total_range
     if not 0.0 < lo <= hi < 1.0:
         raise LensSearchError(f"independent.confusers.bulge_to_total_range must lie inside (0, 1), got {[lo, hi]}")
@@ -642,6 +672,7 @@ COLUMNS: dict[str, tuple[str | None, str]] = {
     "source_e2": (None, "source ellipticity e2 (lenstronomy)"),
     "magnification": (None, "lensed source flux in the padded cutout / intrinsic flux"),
     "n_images": (None, "images of the source centre (lenstronomy LensEquationSolver); 0 for non-lenses"),
+    "n_images_in_cutout": (None, "of those, images inside the cutout with |mu| >= 0.1; 0 for non-lenses"),
     "disc_re_arcsec": ("arcsec", "R_e of the disc (spiral, edge_on)"),
     "bulge_to_total": (None, "bulge-to-total flux ratio (spiral, edge_on)"),
     "pair_separation_arcsec": ("arcsec", "separation of a pair's galaxies"),
@@ -685,7 +716,7 @@ def simulate_independent(cfg, *, n_lenses: int | None = None, n_nonlenses: int |
         snr = arc_snr(obs.lensed, obs.noise_sigma)
         row = {"id": f"ind-{'L' if label else 'N'}{index:06d}", "label": label, "kind": kind}
         for name in COLUMNS:
-            default = 0 if name in ("n_images", "n_components", "n_field_galaxies") else np.nan
+            default = 0 if name in ("n_images", "n_images_in_cutout", "n_components", "n_field_galaxies") else np.nan
             row[name] = scene.truth.get(name, default)
         row["depth_fraction"] = obs.depth_fraction
         for k, b in enumerate(bands):
@@ -728,7 +759,7 @@ def _metadata_table(rows: list[dict], bands) -> "Table":
         meta = Table(rows=[[r[n] for n in names] for r in rows], names=names)
     else:
         meta = Table(names=names, dtype=["U16", "i8", "U16", *["f8"] * (len(names) - 3)])
-    for name in ("label", "n_images", "n_components", "n_field_galaxies", *[f"psf_index_{b}" for b in bands]):
+    for name in ("label", "n_images", "n_images_in_cutout", "n_components", "n_field_galaxies", *[f"psf_index_{b}" for b in bands]):
         meta[name] = np.asarray(meta[name], dtype=np.int64)
     descriptions = {
         "id": "cutout id", "label": "1 strong lens, 0 non-lens", "kind": f"one of {', '.join(KINDS)}",

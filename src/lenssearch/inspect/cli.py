@@ -18,7 +18,7 @@ from lenssearch.cli import verb
 
 inspect_app = typer.Typer(
     name="inspect", help="Visual inspection of the candidates by several graders (HOLISMOKES XVI, Sect. 4).",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
 )
 
 FolderArg = Annotated[Path, typer.Argument(help="The inspection folder (database and stamp cache).")]

@@ -407,6 +407,8 @@ def validate_kb(kb_path: str | Path, out_dir: str | Path, cfg) -> ValidationResu
         summary["kb"] = str(kb_path)
         (tmp / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2, sort_keys=True) + "\n")
         failing = Table({"id": np.asarray(result.statistics["id"])[~result.passed]})
+        failing["id"].info.description = "cutout that fails at least one expectation of the suite"
+        failing.meta["kb"] = str(kb_path)
         failing.write(tmp / "failing_cutouts.ecsv", format="ascii.ecsv")
     result.data_docs = out_dir / "data_docs" / "index.html"
     return result

@@ -55,7 +55,7 @@ from typing import Sequence
 import numpy as np
 
 from lenssearch.errors import InputFileError, LensSearchError
-from lenssearch.io import atomic_path
+from lenssearch.io import atomic_path, describe_columns
 
 #: Components centred within this distance (arcsec) of a grid rectangle are evaluated exactly (``fast``).
 NEAR_MARGIN_ARCSEC = 2.0
@@ -773,7 +773,7 @@ def write_secondary_catalogue(table, path: str | Path) -> tuple[Path, Path]:
     with atomic_path(polygon_path(path)) as tmp:
         fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp)
     with atomic_path(path) as tmp:
-        Table(scalar).write(tmp, format="ascii.ecsv")
+        describe_columns(Table(scalar)).write(tmp, format="ascii.ecsv")
     return path, polygon_path(path)
 
 

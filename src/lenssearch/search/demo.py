@@ -85,13 +85,29 @@ def plant_lenses(field_dir: Path, cfg, n_planted: int, rng: np.random.Generator,
     return table
 
 
+def planting_config(cfg):
+    """The configuration the planted lenses are drawn with: ``search.demo.variant``'s simulate section (its
+    visibility cuts, source sizes and theta_E weighting) if set, else ``simulate``'s. Planted lenses are members of
+    the cluster lensed with the cluster's deflection (``isolated_fraction`` 0): the search field is one cluster, and
+    its planted truth is what the field's lens model gives."""
+    from lenssearch.config import with_variant
+
+    variant = cfg.search.demo.variant
+    if variant is None:
+        return cfg
+    if variant not in cfg.variants:
+        raise LensSearchError(f"search.demo.variant '{variant}' is not a KB variant (variants: {sorted(cfg.variants)})")
+    planted = with_variant(cfg, variant)
+    return dataclasses.replace(planted, simulate=dataclasses.replace(planted.simulate, isolated_fraction=0.0))
+
+
 def build_search_field(cfg, out_root: str | Path, progress: bool = True) -> Path:
     """Build the held-out search field ``out_root/<search.demo.name>/`` with planted lenses (all or nothing).
 
     Returns the field directory.
     """
     from lenssearch.fields.synthetic import build_synthetic_field
-    from lenssearch.io import atomic_path
+    from lenssearch.io import atomic_path, describe_columns
 
     demo = cfg.search.demo
     entries = {e.name: e for e in cfg.field.synthetic.fields}
@@ -101,14 +117,16 @@ def build_search_field(cfg, out_root: str | Path, progress: bool = True) -> Path
         )
     if demo.name in entries:
         raise LensSearchError(f"search.demo.name '{demo.name}' is a training field; the search field must be new")
+    plant_cfg = planting_config(cfg)
     entry = dataclasses.replace(entries[demo.template], name=demo.name)
     out_root = Path(out_root)
     with atomic_path(out_root) as tmp:
         tmp.mkdir(parents=True)
         field_dir = Path(build_synthetic_field(entry, cfg, tmp))
         rng = np.random.default_rng([cfg.base.seed, PLANT_STREAM])
-        table = plant_lenses(field_dir, cfg, demo.n_planted, rng, demo.max_draws, progress)
+        table = plant_lenses(field_dir, plant_cfg, demo.n_planted, rng, demo.max_draws, progress)
+        drawn = f"KB variant '{demo.variant}' (cluster lenses)" if demo.variant else "the simulate section"
         table.meta["description"] = (f"lenses planted in field {demo.name} (template {demo.template}) with the "
-                                     "simulate stage's injection; ra/dec are the lens members'")
-        table.write(field_dir / PLANTED, format="ascii.ecsv")
+                                     f"simulate stage's injection, drawn as {drawn}; ra/dec are the lens members'")
+        describe_columns(table).write(field_dir / PLANTED, format="ascii.ecsv")
     return out_root / demo.name

@@ -16,7 +16,7 @@ from astropy.table import Table
 from lenssearch.errors import LensSearchError
 from lenssearch.io import atomic_path, check_output_folder
 from lenssearch.search import classes
-from lenssearch.search.pipeline import check_cutout_size, log_run, score_table, write_table
+from lenssearch.search.pipeline import check_cutout_size, log_run, model_version, score_table, write_table
 from lenssearch.search.scoring import Scorer, load_scorer
 from lenssearch.search.sources import SearchInput
 
@@ -79,6 +79,8 @@ def run_known_lenses(
         t = classes.class_totals(table[f"class_{label}"], labels)
         totals.add_row((label, *(t[c] for c in classes.LENS_CLASSES), n_secure))
     meta = {"input": inp.description, "model_uris": list(model_uris),
+            "model_versions": [model_version(u, tracking_uri)[0] or u for u in model_uris],
+            "threshold": cfg.tp_min, "qtp_lower": cfg.qtp_min,
             "classes": (f"TP p>={cfg.tp_min}, qTP {cfg.qtp_min}<=p<{cfg.tp_min}, FN p<{cfg.qtp_min} "
                         "(Angora et al. 2023, Table A.6)")}
     table.meta.update(meta)

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 from astropy.table import Table
 
-from lenssearch.io import atomic_path, check_output_folder
+from lenssearch.io import atomic_path, check_output_folder, describe_columns
 from lenssearch.search import catalogue, cleaning
 from lenssearch.search.batch import BatchSpec, prepare_batch, score_batch
 from lenssearch.search.checks import ValidationContext
@@ -39,6 +39,9 @@ from lenssearch.search.sources import SearchInput
 
 #: Default threshold when neither the configuration nor the model version gives one (Angora et al. 2023, 4.1).
 DEFAULT_THRESHOLD = 0.5
+
+#: scores.parquet is logged to MLflow up to this size (a survey's would be a copy of gigabytes)
+MAX_LOGGED_SCORES_BYTES = 200 * 2**20
 
 #: MLflow experiment of the search and known-lens runs.
 MLFLOW_EXPERIMENT = "lenssearch-search"
@@ -90,16 +93,45 @@ def resolve_threshold(cfg, scorer: Scorer) -> tuple[float, str]:
     return DEFAULT_THRESHOLD, "default 0.5 (no tuned threshold tag on the model)"
 
 
-def make_truth(cfg, inp: SearchInput, planted: Table | None) -> Truth:
-    """The truth of the search: planted lenses, else a truth column of the positions, else none."""
+def model_version(uri: str, tracking_uri: str | None) -> tuple[str | None, dict]:
+    """The registered version behind ``models:/<name>@<alias>`` or ``models:/<name>/<n>`` (as ``<name>/<n>``) and
+    its tags; ``(None, {})`` for other URIs."""
+    from lenssearch import tracking
+
+    try:
+        number = tracking.resolve_model_version(uri, tracking_uri)
+        tags = tracking.model_version_tags(uri, tracking_uri)
+    except Exception:  # noqa: BLE001  (a URI the registry cannot resolve: the scorer already loaded it)
+        return None, {}
+    if number is None:
+        return None, {}
+    return f"{uri[len('models:/'):].split('@')[0].split('/')[0]}/{number}", tags
+
+
+def class_bounds(cfg, threshold: float, version_tags: dict) -> tuple[float, float]:
+    """``(tp_min, qtp_min)``: a lens is TP at or above the threshold the search uses (Angora et al. 2023, Table
+    A.6 with its threshold), qTP down to the model version's tuned ``qtp_lower`` tag (promote), else
+    ``search.qtp_min``; never above the threshold."""
+    try:
+        qtp_min = float(version_tags["qtp_lower"])
+    except (KeyError, ValueError):
+        qtp_min = cfg.qtp_min
+    return threshold, min(qtp_min, threshold)
+
+
+def make_truth(cfg, inp: SearchInput, planted: Table | None, tp_min: float | None = None,
+               qtp_min: float | None = None) -> Truth:
+    """The truth of the search: planted lenses, else a truth column of the positions, else none; lens classes at
+    ``tp_min`` / ``qtp_min`` (default ``search.tp_min`` / ``search.qtp_min``)."""
+    tp_min = cfg.tp_min if tp_min is None else tp_min
+    qtp_min = cfg.qtp_min if qtp_min is None else qtp_min
     if planted is not None:
         for name in ("ra", "dec"):
             if name not in planted.colnames:
                 raise SearchInputError(f"planted-lens catalogue lacks column '{name}' (has {planted.colnames})")
         return Truth(np.asarray(planted["ra"], float), np.asarray(planted["dec"], float), None,
-                     cfg.match_radius_arcsec, cfg.tp_min, cfg.qtp_min)
-    return Truth(None, None, truth_column(inp.positions, cfg.chunk_rows), cfg.match_radius_arcsec, cfg.tp_min,
-                 cfg.qtp_min)
+                     cfg.match_radius_arcsec, tp_min, qtp_min)
+    return Truth(None, None, truth_column(inp.positions, cfg.chunk_rows), cfg.match_radius_arcsec, tp_min, qtp_min)
 
 
 def batch_spec(config, inp: SearchInput, measure_above: float | None) -> BatchSpec:
@@ -207,10 +239,13 @@ def run_search(
                                                                          tracking_uri=tracking_uri)
     check_cutout_size(config, inp, scorer)
     threshold, threshold_source = resolve_threshold(cfg, scorer)
-    truth = make_truth(cfg, inp, planted)
+    version, version_tags = model_version(scorer.uri, tracking_uri)
+    tp_min, qtp_min = class_bounds(cfg, threshold, version_tags)
+    truth = make_truth(cfg, inp, planted, tp_min, qtp_min)
     spec = batch_spec(config, inp, threshold)
-    meta = {"input": inp.description, "model_uri": scorer.uri, "threshold": threshold,
-            "threshold_source": threshold_source, "bands": list(inp.bands), "members": [], "references": REFERENCES}
+    meta = {"input": inp.description, "model_uri": scorer.uri, "model_version": version, "threshold": threshold,
+            "threshold_source": threshold_source, "qtp_lower": qtp_min, "bands": list(inp.bands), "members": [],
+            "references": REFERENCES}
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -237,8 +272,8 @@ def run_search(
             counts = catalogue.count_stages(s, threshold, flags, kept, cfg.cleaning.duplicate_radius_arcsec)
             cand = catalogue.candidate_table(c, meas, flags, kept, duplicate_of, s.members, truth.known)  # step 8
             metrics = catalogue.search_metrics(s, cand, passed, truth, threshold)
-            cand.meta.update(meta)
-            counts.meta.update(meta)
+            describe_columns(cand, meta)
+            describe_columns(counts, meta)
             if write_gallery:
                 gallery(inp, cand, c, cfg.gallery, out_dir / "gallery", s.members)
             write_table(out_dir / "candidates.ecsv", cand)
@@ -253,7 +288,7 @@ def run_search(
 
         remove_shards(out_dir)
     if log_mlflow:
-        log_search(counts, metrics, scorer.uri, threshold, inp.description, out_dir, tracking_uri, artifact_root)
+        log_search(counts, metrics, meta, out_dir, tracking_uri, artifact_root)
     return SearchResult(cand, counts, metrics, out_dir)
 
 
@@ -298,9 +333,9 @@ def gallery(inp: SearchInput, cand: Table, c: dict, g, path: Path, members) -> N
 
 
 def write_table(path: Path, table: Table) -> None:
-    """Write an ECSV catalogue atomically."""
+    """Write an ECSV catalogue atomically (units and descriptions of the known columns, :func:`describe_columns`)."""
     with atomic_path(path) as tmp:
-        table.write(tmp, format="ascii.ecsv")
+        describe_columns(table).write(tmp, format="ascii.ecsv")
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -320,11 +355,22 @@ def log_run(run_name, params, metrics, files, tracking_uri, artifact_root) -> No
         tracking.log_artifacts(files)
 
 
-def log_search(counts, metrics, uri, threshold, description, out_dir, tracking_uri, artifact_root) -> None:
-    """The search's MLflow run: its metrics and the count after each stage."""
-    count_metrics = {f"count_{i:02d}_{stage.replace(':', '_').replace('>=', '_ge_').replace('<', '_lt_')}": int(n)
-                     for i, (stage, n) in enumerate(counts.iterrows("stage", "n"))}
-    log_run("search", {"model_uri": uri, "threshold": threshold, "input": description},
-            {**metrics, **count_metrics},
-            [out_dir / name for name in ("candidates.ecsv", "counts.ecsv", "metrics.json")],
-            tracking_uri, artifact_root)
+def count_metric_name(i: int, stage: str) -> str:
+    """One metric name per stage whatever the threshold (``score>=0.518`` -> ``count_03_score``), so that runs
+    compare; the threshold's value is a param."""
+    stage = re.sub(r"(>=|<=|<|>)\s*[-+0-9.eE]+$", "", stage)
+    return f"count_{i:02d}_{stage.replace(':', '_').replace('>=', '_ge_').replace('<', '_lt_')}"
+
+
+def log_search(counts, metrics, meta, out_dir, tracking_uri, artifact_root) -> None:
+    """The search's MLflow run: the resolved model version and threshold, the metrics, the count after each stage,
+    the catalogues and gallery (and the scores when small enough)."""
+    count_metrics = {count_metric_name(i, stage): int(n) for i, (stage, n) in enumerate(counts.iterrows("stage", "n"))}
+    files = [out_dir / name for name in ("candidates.ecsv", "counts.ecsv", "metrics.json", "gallery")]
+    files = [f for f in files if f.exists()]
+    scores_file = out_dir / "scores.parquet"
+    if scores_file.is_file() and scores_file.stat().st_size <= MAX_LOGGED_SCORES_BYTES:
+        files.append(scores_file)
+    params = {k: meta.get(k) for k in ("model_uri", "model_version", "threshold", "threshold_source", "qtp_lower")}
+    log_run("search", {**params, "input": meta["input"]}, {**metrics, **count_metrics}, files, tracking_uri,
+            artifact_root)

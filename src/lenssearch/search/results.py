@@ -141,6 +141,7 @@ class ScoresFile:
         if self.writer is None:
             self.meta["members"] = [n[len("score_"):] for n in table.schema.names if n.startswith("score_")]
             schema = table.schema.with_metadata({"lenssearch": json.dumps(self.meta)})
+            schema = pa.schema([_described(field) for field in schema], metadata=schema.metadata)
             self.writer = pq.ParquetWriter(self.path, schema)
         self.writer.write_table(table.cast(self.writer.schema), row_group_size=max(table.num_rows, 1))
 
@@ -156,4 +157,21 @@ def read_scores(path: str | Path, columns=None) -> Table:
     meta = json.loads((table.schema.metadata or {}).get(b"lenssearch", b"{}"))
     out = Table({name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names})
     out.meta.update(meta)
+    for field in table.schema:
+        info = field.metadata or {}
+        if b"description" in info:
+            out[field.name].info.description = info[b"description"].decode()
+        if b"unit" in info and out[field.name].dtype.kind in "fiu":
+            out[field.name].unit = info[b"unit"].decode()
     return out
+
+
+def _described(field: pa.Field) -> pa.Field:
+    """The field with its unit and description (:func:`lenssearch.io.column_info`) as Parquet field metadata."""
+    from lenssearch.io import column_info
+
+    info = column_info(field.name)
+    if info is None:
+        return field
+    unit, description = info
+    return field.with_metadata({"description": description, **({"unit": unit} if unit else {})})

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lenssearch.errors import InputFileError
-from lenssearch.io import atomic_path, read_ecsv
+from lenssearch.io import atomic_path, describe_columns, read_ecsv
 
 CUTOUTS = "cutouts.h5"
 METADATA = "metadata.ecsv"
@@ -47,7 +47,7 @@ def write_cutout_set(out_dir: str | Path, cutouts: np.ndarray, metadata, *, band
             h5.attrs["seed"] = int(seed)
             h5.attrs["n"] = int(cutouts.shape[0])
             h5.attrs["zeropoints_ab"] = json.dumps(zeropoints_ab, sort_keys=True)
-        metadata.write(tmp / METADATA, format="ascii.ecsv")
+        describe_columns(metadata).write(tmp / METADATA, format="ascii.ecsv")
         for name, writer in (extra_files or {}).items():
             writer(tmp / name)
     return out_dir

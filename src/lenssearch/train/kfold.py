@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from lenssearch.errors import LensSearchError
-from lenssearch.io import atomic_path
-from lenssearch.train import metrics as M
+from lenssearch.io import atomic_path, describe_columns
+from lenssearch.evaluate import metrics as M
 from lenssearch.train.data import CutoutPipelines, prepare_cutouts, read_knowledge_base
 from lenssearch.train.fit import fit_split, predict_rows
 
@@ -121,10 +121,12 @@ def _write_table(table, path: Path) -> None:
         table.write(tmp, format="ascii.ecsv")
 
 
-def _train_or_reuse(network, cfg, kb, pipelines, split, train_rows, test_rows, models_dir, progress, cache):
+def _train_or_reuse(network, cfg, kb, pipelines, split, train_rows, test_rows, models_dir, progress, cache,
+                    callbacks=()):
     """Train one split (or read it back if finished); returns (result dict, probabilities of test_rows, trained).
 
-    ``cache`` holds the compiled model of the previous split, re-initialised and reused (see ``fit_split``).
+    ``cache`` holds the compiled model of the previous split, re-initialised and reused (see ``fit_split``);
+    ``callbacks`` are Keras callbacks run after each epoch's checkpoint (the MLflow epoch logger).
     """
     from astropy.table import Table
 
@@ -140,11 +142,11 @@ def _train_or_reuse(network, cfg, kb, pipelines, split, train_rows, test_rows, m
     net, history = fit_split(
         network, cfg.train, kb.bands, pipelines, train_rows, validation_rows, split_dir,
         fold_seed(cfg.base.seed, split), progress=progress, description=f"{network} {split}",
-        model=cache.get("model"),
+        model=cache.get("model"), extra_callbacks=tuple(callbacks),
     )
     cache["model"] = net
     probabilities = predict_rows(net.classifier, pipelines, test_rows)
-    metrics = M.classification_metrics(kb.labels[test_rows], probabilities)
+    metrics = M.split_metrics(kb.labels[test_rows], probabilities)
     net.model.save(split_dir / "model.keras")  # the whole network: raw cutouts in
     _write_table(_split_table(kb, test_rows, network, probabilities), split_dir / "predictions.ecsv")
     _write_json(split_dir / "history.json", history)
@@ -202,7 +204,7 @@ def _fold_mean_or_reuse(network, kb, pipelines, models_dir: Path):
     _write_json(split_dir / "history.json", {})
     result = {
         "split": RUN_SPLIT, "kind": "fold_mean",
-        "metrics": M.classification_metrics(kb.labels[rows], probabilities),
+        "metrics": M.split_metrics(kb.labels[rows], probabilities),
         "confusion": M.confusion_counts(kb.labels[rows], probabilities),
         "n_train": int(len(kb.cv_indices)), "n_test": int(len(rows)), "epochs": 0, "best_epoch": -1,
     }
@@ -224,6 +226,22 @@ def _split_artifacts(split_dir: Path, labels, probabilities, result, title: str)
         plot_roc(roc, result["metrics"]["auc"], title, figures / "roc.png"),
         plot_confusion(result["confusion"], title, figures / "confusion.png"),
     ]
+
+
+def _kb_frame(kb):
+    """The KB's rows as a pandas table (id, label, fold) for the MLflow dataset of a training."""
+    import pandas as pd
+
+    return pd.DataFrame({"id": kb.ids.astype(str), "label": kb.labels.astype(int), "fold": kb.fold.astype(int)})
+
+
+def registered_description(network: str, variant: str, run_model: str) -> str:
+    """The description of the registered model ``lenssearch-<network>``."""
+    what = {"fold_mean": "the mean of its k fold networks", "retrain": "one network trained on every fold"}
+    return (f"lenssearch {network}: lens probability of raw calibrated cutouts (N x H x W x bands, float32), "
+            f"a strong-lens classifier trained with stratified k-fold cross-validation on the knowledge-base "
+            f"variant '{variant}'; the served model is {what.get(run_model, run_model)}. Gate metric: the "
+            f"out-of-fold ROC AUC (tag oof_auc; each version's description gives its value and KB hash).")
 
 
 def network_train_config(cfg, network: str):
@@ -343,7 +361,8 @@ def train_network(
         **{f"train.{k}": v for k, v in flatten(as_dict(cfg.train)).items()},
     }
     variant = kb_variant(kb_path)
-    tags = {"kb_dvc_md5": kb_hash, "git_commit": tracking.git_commit(), "fingerprint": fingerprint,
+    commit = tracking.git_commit()
+    tags = {"kb_dvc_md5": kb_hash, "git_commit": commit, "fingerprint": fingerprint,
             "kb_path": str(kb_path), "kb_variant": variant, "run_model": cfg.train.run_model,
             "precision": "mixed_bfloat16" if cfg.train.mixed_precision else "float32"}
     trained: list[str] = []
@@ -351,34 +370,55 @@ def train_network(
     with tracking.network_run(network, params, tags, run_id=previous.get("parent_run_id"),
                               tracking_uri=tracking_uri) as parent_run_id:
         if previous.get("parent_run_id") != parent_run_id:
-            previous = {"parent_run_id": parent_run_id, "splits": {}}
+            previous = {"parent_run_id": parent_run_id, "splits": {}, "finished": []}
             _write_json(run_file, previous)
+            tracking.log_dataset(_kb_frame(kb), kb_path, kb_hash, name=f"kb-{variant or Path(kb_path).stem}")
         logged = previous.setdefault("splits", {})
+        finished = previous.setdefault("finished", [])
 
-        def log_split(split, result, labels, probabilities, history):
-            if tracking.run_exists(logged.get(split), tracking_uri):
-                return logged[split]
-            artifacts = _split_artifacts(models_dir / split, labels, probabilities, result, f"{network} {split}")
-            run_id = tracking.log_fold_run(
-                split, {f"epoch_{k}": v for k, v in history.items()}, result["metrics"], artifacts,
-                tags={"n_train": result["n_train"], "n_test": result["n_test"], "best_epoch": result["best_epoch"]},
-            )
-            logged[split] = run_id
+        def split_run(split, train_rows, test_rows, train):
+            """Train (or read back) one split inside its own nested run, created before training starts and
+            fed each epoch's metrics while it trains; returns (result, probabilities, trained)."""
+            if split in finished and tracking.run_exists(logged.get(split)):
+                return train(())
+            split_params = {
+                "network": network, "split": split, "n_train": int(len(train_rows)), "n_test": int(len(test_rows)),
+                "seed": fold_seed(cfg.base.seed, split), "max_epochs": cfg.train.max_epochs,
+                "kb_variant": variant,
+            }
+            run_name = f"{network}/{'run_model' if split == RUN_SPLIT else split}"
+            with tracking.nested_run(run_name, split_params, {"split": split, "network": network},
+                                     run_id=logged.get(split)) as run_id:
+                created = logged.get(split) != run_id
+                if created:
+                    logged[split] = run_id
+                    _write_json(run_file, previous)  # a killed training resumes this run
+                result, probabilities, was_trained = train((tracking.epoch_metrics_callback(run_id),))
+                if created and not was_trained:  # trained before its run existed (e.g. a new MLflow store)
+                    history = json.loads((models_dir / split / "history.json").read_text())
+                    tracking.log_history(run_id, history)
+                labels = kb.labels[test_rows]
+                tracking.log_metrics(result["metrics"])
+                tracking.log_artifacts(
+                    _split_artifacts(models_dir / split, labels, probabilities, result, f"{network} {split}"))
+                tracking.set_tags({"best_epoch": result["best_epoch"], "epochs": result["epochs"]})
+            finished.append(split)
             _write_json(run_file, previous)
-            return run_id
+            return result, probabilities, was_trained
 
         tables, per_fold = [], []
         folds = range(kb.n_folds)
         for k in tqdm(folds, desc=f"{network} folds", unit="fold", disable=not progress):
             split = f"fold_{k}"
             train_rows, test_rows = kb.fold_indices(k)
-            result, probabilities, was_trained = _train_or_reuse(
-                network, cfg, kb, pipelines, split, train_rows, test_rows, models_dir, progress, cache
+            result, probabilities, was_trained = split_run(
+                split, train_rows, test_rows,
+                lambda callbacks, split=split, train_rows=train_rows, test_rows=test_rows: _train_or_reuse(
+                    network, cfg, kb, pipelines, split, train_rows, test_rows, models_dir, progress, cache,
+                    callbacks),
             )
             if was_trained:
                 trained.append(split)
-            history = json.loads((models_dir / split / "history.json").read_text())
-            log_split(split, result, kb.labels[test_rows], probabilities, history)
             tables.append(_split_table(kb, test_rows, network, probabilities))
             per_fold.append(result["metrics"])
             if stop_after_folds is not None and k + 1 >= stop_after_folds and k + 1 < kb.n_folds:
@@ -389,10 +429,15 @@ def train_network(
         predictions = vstack(tables)[np.argsort(np.concatenate([kb.fold_indices(k)[1] for k in folds]))]
         labels = np.asarray(predictions["label"])
         probabilities = np.asarray(predictions["probability"])
-        pooled = M.classification_metrics(labels, probabilities)
+        pooled = M.split_metrics(labels, probabilities)
         counts = M.confusion_counts(labels, probabilities)
         summary = M.fold_summary(per_fold)
         reports_dir.mkdir(parents=True, exist_ok=True)
+        describe_columns(predictions, {
+            "network": network, "models": f"fold_<k> networks of MLflow run {parent_run_id} (out of fold)",
+            "mlflow_run_id": parent_run_id, "kb": str(kb_path), "kb_variant": variant, "kb_dvc_md5": kb_hash,
+            "source_commit": commit, "threshold": 0.5, "threshold_note": "of confusion.csv; probabilities are raw",
+        })
         _write_table(predictions, reports_dir / "predictions.ecsv")
         roc = M.roc_curve_table(labels, probabilities)
         with atomic_path(reports_dir / "roc.csv") as tmp:
@@ -414,16 +459,16 @@ def train_network(
 
         # ------------------------------------------------------------------ the run model (Sect. 5)
         if cfg.train.run_model == "fold_mean":
-            run_result, run_probabilities, was_trained = _fold_mean_or_reuse(network, kb, pipelines, models_dir)
+            def train_run(callbacks):
+                return _fold_mean_or_reuse(network, kb, pipelines, models_dir)
         else:
-            run_result, run_probabilities, was_trained = _train_or_reuse(
-                network, cfg, kb, pipelines, RUN_SPLIT, kb.cv_indices, kb.validation_indices, models_dir, progress,
-                cache,
-            )
+            def train_run(callbacks):
+                return _train_or_reuse(network, cfg, kb, pipelines, RUN_SPLIT, kb.cv_indices, kb.validation_indices,
+                                       models_dir, progress, cache, callbacks)
+        run_result, run_probabilities, was_trained = split_run(
+            RUN_SPLIT, kb.cv_indices, kb.validation_indices, train_run)
         if was_trained:
             trained.append(RUN_SPLIT)
-        run_history = json.loads((models_dir / RUN_SPLIT / "history.json").read_text())
-        log_split(RUN_SPLIT, run_result, kb.labels[kb.validation_indices], run_probabilities, run_history)
 
         metrics = {
             "network": network,
@@ -435,9 +480,10 @@ def train_network(
             "run_model_validation": run_result["metrics"],
         }
         _write_json(reports_dir / "metrics.json", metrics)
+        # the parent's metrics have the children's names (auc, accuracy, ...): pooled out-of-fold values; the
+        # spread over folds as <metric>_median/_q1/_q3/_iqr; the run model's are on its own child run
         tracking.log_summary(
-            {**{f"oof_{k}": v for k, v in pooled.items()}, **summary,
-             **{f"run_validation_{k}": v for k, v in run_result["metrics"].items()}},
+            {**pooled, **summary},
             [reports_dir / "predictions.ecsv", reports_dir / "metrics.json", reports_dir / "roc.csv", *figures],
         )
         version = previous.get("registered_version")
@@ -447,8 +493,14 @@ def train_network(
             run_model = keras.models.load_model(models_dir / RUN_SPLIT / "model.keras")
             version = tracking.log_registered_keras_model(
                 run_model, input_example, f"lenssearch-{network}",
-                tags={"network": network, "kb_dvc_md5": kb_hash, "git_commit": tags["git_commit"],
+                tags={"network": network, "kb_dvc_md5": kb_hash, "git_commit": commit,
                       "oof_auc": pooled["auc"], "kb_variant": variant, "run_model": cfg.train.run_model},
+                model_name=network,
+                description=registered_description(network, variant, cfg.train.run_model),
+                version_description=(
+                    f"{network} trained on KB variant '{variant}' (DVC md5 {kb_hash}), commit {commit}; gate metric "
+                    f"out-of-fold AUC {pooled['auc']:.4f} over {kb.n_folds} folds, run-model validation AUC "
+                    f"{run_result['metrics']['auc']:.4f}."),
             )
             previous.update(registered_version=version, registered_run=parent_run_id)
             _write_json(run_file, previous)

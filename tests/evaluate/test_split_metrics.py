@@ -1,4 +1,5 @@
-"""Metrics of Angora et al. (2023, Sect. 4.1) against scikit-learn and numpy."""
+"""The split metrics that train logs (Angora et al. 2023, Sect. 4.1), from the one metrics module, against
+scikit-learn and numpy."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import pytest
 from numpy.testing import assert_allclose
 from sklearn import metrics as skm
 
-from lenssearch.train.metrics import (
-    METRIC_NAMES,
-    classification_metrics,
+from lenssearch.evaluate.metrics import (
+    SPLIT_METRIC_NAMES as METRIC_NAMES,
     confusion_counts,
     fold_summary,
     roc_curve_table,
 )
+from lenssearch.evaluate.metrics import split_metrics as classification_metrics
 
 
 @pytest.fixture
@@ -59,6 +60,20 @@ def test_perfect_and_single_class_cases():
     single = classification_metrics([1, 1, 1], [0.2, 0.7, 0.9])
     assert np.isnan(single["auc"])
     assert single["purity_nonlens"] == 0.0  # no non-lens predicted correctly; no division error
+
+
+def test_zero_over_zero_is_nan_as_in_scikit_learn():
+    """A ratio with nothing in its denominator is NaN (never 0), as scikit-learn's zero_division=np.nan."""
+    labels = np.array([1, 1, 1, 0])
+    probabilities = np.array([0.9, 0.8, 0.7, 0.6])  # every cutout a lens at 0.5: no non-lens predicted
+    m = classification_metrics(labels, probabilities)
+    predicted = (probabilities >= 0.5).astype(int)
+    expected = skm.precision_score(labels, predicted, pos_label=0, zero_division=np.nan)
+    assert np.isnan(expected) and np.isnan(m["purity_nonlens"])
+    assert m["completeness_nonlens"] == skm.recall_score(labels, predicted, pos_label=0, zero_division=np.nan) == 0
+    assert np.isnan(m["f1_nonlens"])
+    s = fold_summary([m, m])
+    assert np.isnan(s["purity_nonlens_median"]) and s["purity_lens_median"] == pytest.approx(0.75)
 
 
 def test_roc_table_matches_scikit_learn(scores):
