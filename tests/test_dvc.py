@@ -33,7 +33,7 @@ VERB_MODULES = {
     "promote": ["lenssearch.evaluate.promote"],
     "search-field": ["lenssearch.search.demo"],
     "search": ["lenssearch.search.pipeline"],
-    "known-lenses": ["lenssearch.search.pipeline"],
+    "known-lenses": ["lenssearch.search.known"],
     "independent simulate": ["lenssearch.independent.simulate"],
     "independent score": ["lenssearch.independent.score"],
 }

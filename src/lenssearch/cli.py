@@ -317,6 +317,10 @@ def search_cmd(
     ] = None,
     stars: Annotated[Optional[Path], typer.Option("--stars", help="Bright stars (ra, dec, mag); default <field>/stars.ecsv.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Model URI; default search.model_uri.")] = None,
+    engine: Annotated[
+        Literal["local", "ray"],
+        typer.Option("--engine", help="local: this process; ray: Ray Data with an actor pool (search.ray), resumable."),
+    ] = "local",
     tracking_uri: TrackingOption = None,
     ignore_band_keywords: IgnoreBandsOption = False,
     metrics_out: MetricsOption = None,
@@ -325,13 +329,15 @@ def search_cmd(
 ) -> None:
     """Score a field (or a stack of cutouts) with the champion, clean false positives, write the candidates."""
     from lenssearch.headline import write_headline
-    from lenssearch.search.pipeline import open_input, read_planted, run_search
+    from lenssearch.search.pipeline import run_search
+    from lenssearch.search.sources import open_input, read_planted
 
     cfg = load(params, profile)
     check_output_folder(out)
     with open_input(cfg, field=field, images=image, catalogue=catalogue, stack=stack, stars=stars,
                     ignore_band_keywords=ignore_band_keywords) as inp:
-        result = run_search(cfg, inp, out, model_uri=model, planted=read_planted(planted), tracking_uri=tracking_uri)
+        result = run_search(cfg, inp, out, model_uri=model, planted=read_planted(planted), engine=engine,
+                            tracking_uri=tracking_uri)
     write_headline("search", result.metrics, metrics_out)
     typer.echo("\n".join(result.counts.pformat(max_lines=-1, max_width=-1)))
     typer.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.metrics.items()))
@@ -356,7 +362,8 @@ def known_lenses_cmd(
     profile: ProfileOption = None,
 ) -> None:
     """Classify known lenses with each network (Angora et al. 2023, Table A.6): TP / qTP / FN and totals."""
-    from lenssearch.search.pipeline import open_input, run_known_lenses
+    from lenssearch.search.known import run_known_lenses
+    from lenssearch.search.sources import open_input
 
     cfg = load(params, profile)
     check_output_folder(out)

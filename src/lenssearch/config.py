@@ -312,6 +312,18 @@ class SearchDemoConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SearchRayConfig:
+    """``lenssearch search --engine ray``: Ray Data with an actor pool that holds the model."""
+
+    address: Optional[str]  # a Ray cluster (e.g. ray://head:10001); null: a local Ray on this machine
+    num_cpus: int  # CPUs of the local Ray (ignored with an address)
+    workers: int  # actors in the pool, each holding one copy of the model
+    cpus_per_worker: float
+    gpus_per_worker: float  # 0 on CPU machines; 1 to give each actor a GPU
+    object_store_mb: int  # the local Ray's object store
+
+
+@dataclasses.dataclass(frozen=True)
 class SearchConfig:
     """The ``search`` stage and the ``known-lenses`` verb (Angora et al. 2023, Sect. 5; HOLISMOKES XVI)."""
 
@@ -319,8 +331,8 @@ class SearchConfig:
     threshold: Optional[float]  # null: the registered version's tuned threshold tag, else 0.5
     cutout_pixels: int
     batch_size: int
-    prefetch_batches: int  # batches cut and validated ahead of the model (bounded queue)
-    ge_chunk_rows: int  # per-cutout statistics rows per great-expectations run (0: inline checks only)
+    chunk_rows: int  # catalogue rows per output chunk: one row group of scores.parquet, one Ray shard
+    great_expectations: bool  # run the KB's great-expectations suite once per chunk (besides the inline checks)
     tp_min: float  # Table A.6: TP p >= 0.5
     qtp_min: float  # qTP 0.2 <= p < 0.5, FN p < 0.2
     match_radius_arcsec: float  # planted/known lens <-> catalogue position
@@ -328,6 +340,7 @@ class SearchConfig:
     cleaning: SearchCleaningConfig
     gallery: SearchGalleryConfig
     demo: SearchDemoConfig
+    ray: SearchRayConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -91,10 +91,12 @@ RANGES: dict[str, dict[str, Any]] = {
     },
     "SearchGalleryConfig": {"max_candidates": NON_NEGATIVE, "stamp_arcsec": POSITIVE, "context_arcsec": POSITIVE,
                             "lupton_q": POSITIVE, "stretch_sigma": POSITIVE},
+    "SearchRayConfig": {"num_cpus": AT_LEAST_ONE, "workers": AT_LEAST_ONE, "cpus_per_worker": POSITIVE,
+                        "gpus_per_worker": NON_NEGATIVE, "object_store_mb": "[64, inf)"},
     "SearchDemoConfig": {"n_planted": NON_NEGATIVE, "max_draws": AT_LEAST_ONE},
     "SearchConfig": {
         "threshold": PROBABILITY, "cutout_pixels": "[2, inf)", "batch_size": AT_LEAST_ONE,
-        "prefetch_batches": NON_NEGATIVE, "ge_chunk_rows": NON_NEGATIVE, "tp_min": PROBABILITY,
+        "chunk_rows": AT_LEAST_ONE, "tp_min": PROBABILITY,
         "qtp_min": PROBABILITY, "match_radius_arcsec": POSITIVE,
     },
     "GateConfig": {"purity_min": PROBABILITY, "fpr": "(0, 1]"},

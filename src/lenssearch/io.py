@@ -604,24 +604,29 @@ PATTERNS: tuple[tuple[str, str | None, str], ...] = (
 NETWORK_COLUMNS = ("vgg", "sc_vgg", "resnet", "f435w", "f606w", "f814w")
 
 
+def column_info(name: str) -> tuple[str | None, str] | None:
+    """``(unit, description)`` of a known column name (:data:`COLUMNS`, :data:`PREFIXES`, :data:`PATTERNS`)."""
+    info = COLUMNS.get(name)
+    if info is None:
+        prefix = next((p for p in PREFIXES if name.startswith(p)), None)
+        if prefix is not None:
+            unit, text = PREFIXES[prefix]
+            info = (unit, text.format(name[len(prefix):]))
+    if info is None:
+        for pattern, unit, text in PATTERNS:
+            match = re.match(pattern, name)
+            if match:
+                return unit, text.format(**match.groupdict())
+    if info is None and name in NETWORK_COLUMNS:
+        info = (None, f"the row's metric for network {name}")
+    return info
+
+
 def describe_columns(table, provenance: dict | None = None):
     """Give ``table``'s known columns their unit and description (:data:`COLUMNS`), and add ``provenance`` (the
     model version, threshold, run id it came from) to its meta; returns the table."""
     for name in table.colnames:
-        info = COLUMNS.get(name)
-        if info is None:
-            prefix = next((p for p in PREFIXES if name.startswith(p)), None)
-            if prefix is not None:
-                unit, text = PREFIXES[prefix]
-                info = (unit, text.format(name[len(prefix):]))
-        if info is None:
-            for pattern, unit, text in PATTERNS:
-                match = re.match(pattern, name)
-                if match:
-                    info = (unit, text.format(**match.groupdict()))
-                    break
-        if info is None and name in NETWORK_COLUMNS:
-            info = (None, f"the row's metric for network {name}")
+        info = column_info(name)
         if info is None:
             continue
         unit, description = info

@@ -129,3 +129,15 @@ class TinyCommittee:
                 return mean
 
         return Committee()
+
+
+def shm_in_use(pids) -> set[str]:
+    """The /dev/shm files that the processes ``pids`` have mapped (Linux /proc), e.g. shared-memory blocks."""
+    found = set()
+    for pid in pids:
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            continue
+        found |= {line.split()[-1] for line in maps.splitlines() if "/dev/shm/" in line}
+    return {p.replace(" (deleted)", "") for p in found}

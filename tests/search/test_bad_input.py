@@ -16,7 +16,7 @@ import pytest
 import yaml
 from astropy.io import fits
 
-from .search_helpers import BANDS, NOISE, PARAMS, gaussian, make_field, positions_table
+from .search_helpers import BANDS, NOISE, PARAMS, gaussian, make_field, positions_table, shm_in_use
 
 SHAPE = (300, 300)
 SOURCES = [(100, 100, 0.5, 4.0), (200, 150, 0.5, 4.0), (150, 220, 0.05, 3.0)]
@@ -176,7 +176,7 @@ def test_swapped_band_images_are_refused_unless_overridden(good_field, tmp_path,
     result = _cli(["search", *swapped, "--catalogue", good_field / "members.ecsv", "--out", out,
                    "--ignore-band-keywords"], registry)
     assert result.exit_code == 0, result.output
-    assert (out / "scores.ecsv").exists()
+    assert (out / "scores.parquet").exists()
 
 
 # --------------------------------------------------------------------------------- case 9: --out
@@ -218,7 +218,7 @@ INTERRUPTED_SEARCH = """
 import sys
 
 
-def main():  # only in the search's process: its worker processes re-import this script
+def main():
     sys.path.insert(0, {root!r})
     from lenssearch._runtime import apply_offline_env
     apply_offline_env()
@@ -226,8 +226,9 @@ def main():  # only in the search's process: its worker processes re-import this
     from pathlib import Path
     from lenssearch.cli import Terminated, _sigterm_unwinds
     from lenssearch.config import load_config
-    from lenssearch.search.pipeline import open_field, run_search
+    from lenssearch.search.pipeline import run_search
     from lenssearch.search.scoring import Scorer
+    from lenssearch.search.sources import open_field
     from tests.search.search_helpers import BANDS, PARAMS, build_keras_model
 
     model = build_keras_model()
@@ -235,14 +236,13 @@ def main():  # only in the search's process: its worker processes re-import this
         time.sleep(0.3)
         return model.predict_on_batch(x)
     cfg = load_config(PARAMS)
-    cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, batch_size=2, prefetch_batches=1,
-                                                              ge_chunk_rows=4))
+    cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, batch_size=2, chunk_rows=4))
     field = Path({field!r})
     try:
         with _sigterm_unwinds(), open_field(BANDS, cfg.search.detection, field_dir=field,
                                             catalogue=field / "members.ecsv") as inp:
             run_search(cfg, inp, {out!r}, model_uri=Scorer(predict, "keras:slow"), log_mlflow=False,
-                       progress=False, chunk_rows=4)
+                       progress=False)
     except KeyboardInterrupt:  # as the CLI's verbs do
         print("interrupted", file=sys.stderr)
         sys.exit(130)
@@ -255,8 +255,8 @@ if __name__ == "__main__":
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process groups and /proc (Linux)")
 def test_ctrl_c_leaves_no_traceback_and_no_leaked_shared_memory(good_field, tmp_path):
-    """Ctrl-C in a terminal sends SIGINT to the search and to its worker processes: the workers printed their
-    own KeyboardInterrupt tracebacks and the resource tracker reported ``leaked shared_memory objects``."""
+    """Ctrl-C in a terminal sends SIGINT to the search's process group: it unwinds without a traceback, leaves
+    nothing in its output folder and nothing in /dev/shm."""
     import os
     import signal
     import subprocess
@@ -272,11 +272,12 @@ def test_ctrl_c_leaves_no_traceback_and_no_leaked_shared_memory(good_field, tmp_
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
-            temps = list(out.glob(".scores.ecsv.*.tmp")) if out.exists() else []
-            if temps and temps[0].read_text().count("\nm") >= 6:  # several chunks written: workers busy
+            temps = list(out.glob(".scores.parquet.*.tmp")) if out.exists() else []
+            if temps and temps[0].stat().st_size > 4000:  # several chunks written
                 break
             time.sleep(0.05)
         assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+        shm = shm_in_use([proc.pid])
         os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
         _, err = proc.communicate(timeout=90)
     finally:
@@ -287,10 +288,11 @@ def test_ctrl_c_leaves_no_traceback_and_no_leaked_shared_memory(good_field, tmp_
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "leaked" not in err and "resource_tracker" not in err, err[-3000:]
     assert not out.exists() or not list(out.iterdir())
+    assert not [p for p in shm if Path(p).exists()], shm
 
 
 def test_temporary_of_a_killed_search_is_removed_by_the_next_search(good_field, tmp_path, registry):
-    """A SIGKILLed search leaves its hidden temporary ``.scores.ecsv.<host>-<pid>.<random>.tmp``; the next search
+    """A SIGKILLed search leaves its hidden temporary ``.scores.parquet.<host>-<pid>.<random>.tmp``; the next search
     into the same folder removes it (the process is gone), and never one of a search that still runs."""
     import subprocess
     import sys
@@ -298,11 +300,11 @@ def test_temporary_of_a_killed_search_is_removed_by_the_next_search(good_field, 
     out = tmp_path / "out"
     out.mkdir()
     code = ("import os, signal\nfrom lenssearch.io import atomic_path\n"
-            f"with atomic_path({str(out / 'scores.ecsv')!r}) as tmp:\n"
+            f"with atomic_path({str(out / 'scores.parquet')!r}) as tmp:\n"
             "    tmp.write_text('')\n    os.kill(os.getpid(), signal.SIGKILL)\n")
     subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ,
                                                       "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")})
-    stale = list(out.glob(".scores.ecsv.*.tmp"))
+    stale = list(out.glob(".scores.parquet.*.tmp"))
     assert len(stale) == 1 and stale[0].stat().st_size == 0
     result = _cli(["search", "--field", good_field, "--catalogue", good_field / "members.ecsv", "--out", out],
                   registry)

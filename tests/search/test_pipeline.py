@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-from .search_helpers import PARAMS, BANDS, CENTER, expected_score, make_field, make_wcs, positions_table
+from .search_helpers import PARAMS, BANDS, CENTER, expected_score, make_field, make_wcs, positions_table, shm_in_use
 
 from lenssearch.config import load_config
 from lenssearch.errors import LensSearchError
 from lenssearch.search.inputs import FieldImages
-from lenssearch.search.pipeline import open_field, open_input, run_known_lenses, run_search, stream_scores
+from lenssearch.search.known import run_known_lenses
+from lenssearch.search.pipeline import run_search, score_table
+from lenssearch.search.results import read_scores
+from lenssearch.search.sources import open_field, open_input
 from lenssearch.search.scoring import ModelOutputError, Scorer
 
 SHAPE = (500, 500)
@@ -34,7 +37,7 @@ def with_search(config, **changes):
 @pytest.fixture(scope="module")
 def cfg():
     """Small batches; great-expectations off (the ``searched`` run and the CLI runs have it on)."""
-    return with_search(load_config(PARAMS), threshold=None, batch_size=4, prefetch_batches=2, ge_chunk_rows=0)
+    return with_search(load_config(PARAMS), threshold=None, batch_size=4, great_expectations=False)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +62,7 @@ def searched(field, registry, cfg, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "search"
     with open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
         result = run_search(
-            with_search(cfg, ge_chunk_rows=20000), inp, out, planted=Table.read(field / "planted.ecsv"), tracking_uri=registry,
+            with_search(cfg, great_expectations=True), inp, out, planted=Table.read(field / "planted.ecsv"), tracking_uri=registry,
             artifact_root=out.parent / "mlartifacts", progress=False,
         )
     return result
@@ -130,7 +133,7 @@ def test_mlflow_run_has_the_stage_counts(searched, registry):
     assert params["model_uri"] == "models:/lenssearch@champion" and params["model_version"] == "lenssearch/1"
     assert params["threshold"] == "0.5"
     files = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
-    assert {"candidates.ecsv", "scores.ecsv", "gallery"} <= files
+    assert {"candidates.ecsv", "scores.parquet", "gallery"} <= files
 
 
 def test_tables_name_their_model_version_threshold_and_column_units(searched):
@@ -139,17 +142,22 @@ def test_tables_name_their_model_version_threshold_and_column_units(searched):
     assert str(cand["ra"].unit) == "deg" and str(cand["dec"].unit) == "deg"
     assert str(cand["kron_radius_arcsec"].unit) == "arcsec"
     assert all(cand[name].description for name in cand.colnames if name in ("id", "ra", "dec", "score", "class"))
-    scores = Table.read(searched.out_dir / "scores.ecsv")
+    scores = searched.scores  # scores.parquet: units and descriptions as Parquet field metadata
     assert str(scores["ra"].unit) == "deg" and scores["status"].description
+    assert scores.meta["model_version"] == "lenssearch/1" and scores.meta["threshold"] == 0.5
+    import pyarrow.parquet as pq
+
+    field = pq.read_schema(searched.out_dir / "scores.parquet").field("score")
+    assert field.metadata[b"description"].startswith(b"lens score")
 
 
 def test_batching_gives_the_same_scores(field, keras_model, cfg):
     scorer = Scorer(keras_model.predict_on_batch, "keras:tiny")
     with open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
-        small = stream_scores(inp, scorer, with_search(cfg, batch_size=3), None, progress=False)
-        one = stream_scores(inp, scorer, with_search(cfg, batch_size=1000, prefetch_batches=0), None, progress=False)
-    np.testing.assert_allclose(small.score, one.score, rtol=1e-6, equal_nan=True)
-    assert np.isfinite(small.score).sum() == 9
+        small = score_table(inp, scorer, with_search(cfg, batch_size=3)).column("score").to_numpy()
+        one = score_table(inp, scorer, with_search(cfg, batch_size=1000)).column("score").to_numpy()
+    np.testing.assert_allclose(small, one, rtol=1e-6, equal_nan=True)
+    assert np.isfinite(small).sum() == 9
 
 
 def test_unknown_model_uri_is_a_clear_error(field, registry, cfg, tmp_path):
@@ -185,7 +193,7 @@ def test_empty_catalogue_and_all_outside(field, cfg, tmp_path, keras_model):
         res = run_search(cfg, inp, tmp_path / "out", model_uri=Scorer(keras_model.predict_on_batch, "k"),
                          log_mlflow=False, progress=False)
     assert res.metrics["n_outside"] == 1 and res.metrics["n_candidates"] == 0
-    assert Table.read(tmp_path / "out" / "scores.ecsv")["status"][0] == "outside"
+    assert read_scores(tmp_path / "out" / "scores.parquet")["status"][0] == "outside"
 
 
 def test_sep_detections_without_catalogue(field, cfg, tmp_path, keras_model):
@@ -244,7 +252,7 @@ def test_cli_search_of_a_stack_with_labels(registry, tmp_path, keras_model):
     result = CliRunner().invoke(app, ["search", "--stack", str(tmp_path / "stack.h5"), "--out", str(out),
                                       "--params", str(PARAMS), "--tracking-uri", registry])
     assert result.exit_code == 0, result.output
-    scores = Table.read(out / "scores.ecsv")
+    scores = read_scores(out / "scores.parquet")
     np.testing.assert_allclose(scores["score"][:4], expected_score(cube[:4]), atol=2e-5)
     assert list(scores["status"]) == ["scored"] * 4 + ["invalid", "scored"]
     assert [str(v) for v in np.ma.filled(scores["class"], "")] == ["TP", "TN", "FP", "TP", "", "FN"]
@@ -278,16 +286,6 @@ def test_committee_member_scores(field, registry, cfg, tmp_path):
     assert {"score_bright", "score_bright_sq"} <= set(res.candidates.colnames)
 
 
-def test_catalogues_written_in_chunks_are_exact(tmp_path):
-    from lenssearch.search.pipeline import _write_table
-
-    t = Table({"id": ["a b", "c", "", "d", "e"], "score": [0.1, np.nan, 0.3, 1.0, 0.5], "kept": [True, False] * 2 + [True]})
-    t.meta["model_uri"] = "models:/x@champion"
-    _write_table(tmp_path / "chunked.ecsv", t, chunk_rows=2)
-    t.write(tmp_path / "whole.ecsv", format="ascii.ecsv")
-    assert (tmp_path / "chunked.ecsv").read_text() == (tmp_path / "whole.ecsv").read_text()
-
-
 # ------------------------------------------------------------------------------------------------ streaming
 def _search_files(field, cfg, out, scorer, catalogue="members.ecsv", **kwargs):
     with open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=field / catalogue) as inp:
@@ -297,17 +295,23 @@ def _search_files(field, cfg, out, scorer, catalogue="members.ecsv", **kwargs):
 
 
 def test_scores_are_streamed_in_chunks_with_the_same_outputs(field, keras_model, cfg, tmp_path):
-    """Chunks of 2 rows, batches of 3 and great-expectations every 4 rows (verdicts spanning chunks), candidates
-    measured by the cleaning process and rows appended by the writer process, write the same files as one chunk,
-    one batch, no great-expectations pass and everything done in this process."""
+    """Chunks of 4 rows (one great-expectations run and one row group each) and batches of 3 write the same
+    catalogues and per-position table as one chunk, one batch and no great-expectations pass."""
     scorer = Scorer(keras_model.predict_on_batch, "keras:tiny")
-    small = _search_files(field, with_search(cfg, batch_size=3, ge_chunk_rows=4), tmp_path / "small", scorer,
-                          chunk_rows=2)
-    one = _search_files(field, with_search(cfg, batch_size=1000, prefetch_batches=0), tmp_path / "one", scorer,
-                        worker_processes=False)  # candidates measured and rows written in this process
-    for name in ("scores.ecsv", "candidates.ecsv", "counts.ecsv"):
+    small = _search_files(field, with_search(cfg, batch_size=3, chunk_rows=4, great_expectations=True),
+                          tmp_path / "small", scorer)
+    one = _search_files(field, with_search(cfg, batch_size=1000), tmp_path / "one", scorer)
+    for name in ("candidates.ecsv", "counts.ecsv"):
         assert (tmp_path / "small" / name).read_text() == (tmp_path / "one" / name).read_text(), name
-    assert small.metrics["validation_ge_runs"] == 2 and small.metrics["validation_ge_disagreements"] == 0
+    a, b = small.scores, one.scores
+    for name in a.colnames:
+        if name != "ge_passed":
+            np.testing.assert_array_equal(np.asarray(a[name]), np.asarray(b[name]), err_msg=name)
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(tmp_path / "small" / "scores.parquet").num_row_groups == 3
+    assert small.metrics["validation_ge_runs"] == 3 and small.metrics["validation_ge_disagreements"] == 0
+    assert one.metrics["validation_ge_runs"] == 0
     assert {k: v for k, v in small.metrics.items() if not k.startswith("validation_ge")} == pytest.approx(
         {k: v for k, v in one.metrics.items() if not k.startswith("validation_ge")})
     assert one.metrics["n_lenses"] == 3 and one.metrics["lenses_recovered"] == 3
@@ -317,13 +321,14 @@ def test_scores_are_streamed_in_chunks_with_the_same_outputs(field, keras_model,
 
 
 def test_fits_catalogue_is_searched_lazily(field, keras_model, cfg, tmp_path):
-    from lenssearch.search.inputs import FitsCatalogue
+    from lenssearch.search.catalogues import FitsCatalogue
 
     Table.read(field / "members.ecsv").write(tmp_path / "members.fits")
     with open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=tmp_path / "members.fits") as inp:
         assert isinstance(inp.positions, FitsCatalogue)
     scorer = Scorer(keras_model.predict_on_batch, "keras:tiny")
-    lazy = _search_files(field, cfg, tmp_path / "lazy", scorer, catalogue=tmp_path / "members.fits", chunk_rows=3)
+    lazy = _search_files(field, with_search(cfg, chunk_rows=3), tmp_path / "lazy", scorer,
+                         catalogue=tmp_path / "members.fits")
     whole = _search_files(field, cfg, tmp_path / "whole", scorer)
     a, b = lazy.scores, whole.scores
     assert a.colnames == b.colnames
@@ -336,7 +341,7 @@ KILLED_SEARCH = """
 import sys, time
 
 
-def main():  # only in the search's process: its worker processes re-import this script
+def main():
     sys.path.insert(0, {root!r})
     from lenssearch._runtime import apply_offline_env
     apply_offline_env()
@@ -344,8 +349,9 @@ def main():  # only in the search's process: its worker processes re-import this
     from pathlib import Path
     from lenssearch.cli import Terminated, _sigterm_unwinds
     from lenssearch.config import load_config
-    from lenssearch.search.pipeline import open_field, run_search
+    from lenssearch.search.pipeline import run_search
     from lenssearch.search.scoring import Scorer
+    from lenssearch.search.sources import open_field
     from tests.search.search_helpers import BANDS, PARAMS, build_keras_model
 
     model = build_keras_model()
@@ -353,14 +359,14 @@ def main():  # only in the search's process: its worker processes re-import this
         time.sleep(0.5)
         return model.predict_on_batch(x)
     cfg = load_config(PARAMS)
-    s = dataclasses.replace(cfg.search, batch_size=1, prefetch_batches=0, ge_chunk_rows=2)
+    s = dataclasses.replace(cfg.search, batch_size=1, chunk_rows=1, great_expectations=False)
     cfg = dataclasses.replace(cfg, search=s)
     field = Path({field!r})
     try:
         with _sigterm_unwinds(), open_field(BANDS, cfg.search.detection, field_dir=field,
                                             catalogue=field / "members.ecsv") as inp:
             run_search(cfg, inp, {out!r}, model_uri=Scorer(predict, "keras:slow"), log_mlflow=False,
-                       progress=False, chunk_rows=1)
+                       progress=False)
     except Terminated:
         sys.exit(143)
 
@@ -393,10 +399,10 @@ def _running(pid: int) -> bool:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists() or not Path("/dev/shm").is_dir(), reason="Linux /proc")
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
 def test_killed_search_leaves_no_file_that_looks_complete(field, tmp_path, sig):
-    """A search killed after some per-position rows were streamed to disk leaves no scores.ecsv, candidates.ecsv
-    or metrics.json: after SIGKILL only a hidden temporary file, after SIGTERM (which the CLI's verbs turn into an
-    unwinding exception) nothing at all, and exit status 143. Either way its worker processes (great-expectations,
-    writer, cleaning) end by themselves, and the shared-memory blocks and semaphores of the search are freed."""
+    """A search killed after some per-position rows were streamed to disk leaves no scores.parquet,
+    candidates.ecsv or metrics.json: after SIGKILL only a hidden temporary file, after SIGTERM (which the CLI's
+    verbs turn into an unwinding exception) nothing at all, and exit status 143. No process of it outlives it and
+    nothing is left in /dev/shm."""
     import os
     import signal
     import subprocess
@@ -407,20 +413,19 @@ def test_killed_search_leaves_no_file_that_looks_complete(field, tmp_path, sig):
     out = tmp_path / "out"
     script = tmp_path / "killed_search.py"
     script.write_text(KILLED_SEARCH.format(root=root, field=str(field), out=str(out)))
-    shm_before = set(os.listdir("/dev/shm"))
     proc = subprocess.Popen([sys.executable, str(script)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 120
         streamed = None
         while time.time() < deadline and proc.poll() is None:
-            temps = list(out.glob(".scores.ecsv.*.tmp")) if out.exists() else []
-            if temps and temps[0].read_text().count("\nm") >= 2:  # the header and at least two rows on disk
+            temps = list(out.glob(".scores.parquet.*.tmp")) if out.exists() else []
+            if temps and temps[0].stat().st_size > 2000:  # some row groups on disk
                 streamed = temps[0]
                 break
             time.sleep(0.05)
         assert streamed is not None, proc.communicate(timeout=5)[1].decode()[-2000:] if proc.poll() is not None else ""
         workers = _children(proc.pid)
-        assert workers  # the search's worker processes (and the resource tracker)
+        shm = shm_in_use([proc.pid, *workers])
         os.kill(proc.pid, getattr(signal, sig))
         code = proc.wait(timeout=60)
     finally:
@@ -428,7 +433,7 @@ def test_killed_search_leaves_no_file_that_looks_complete(field, tmp_path, sig):
             proc.kill()
             proc.wait()
     names = {p.name for p in out.iterdir()} if out.exists() else set()
-    assert not names & {"scores.ecsv", "candidates.ecsv", "counts.ecsv", "metrics.json", "gallery"}
+    assert not names & {"scores.parquet", "candidates.ecsv", "counts.ecsv", "metrics.json", "gallery"}
     if sig == "SIGKILL":
         assert code == -signal.SIGKILL and all(name.startswith(".") for name in names)
     else:
@@ -437,59 +442,44 @@ def test_killed_search_leaves_no_file_that_looks_complete(field, tmp_path, sig):
     while time.time() < deadline and any(_running(pid) for pid in workers):
         time.sleep(0.1)
     assert not [pid for pid in workers if _running(pid)], "worker processes outlived the search"
-    ours = {n for n in set(os.listdir("/dev/shm")) - shm_before if n.startswith(("psm_", f"sem.loky-{proc.pid}-"))}
-    assert not ours, f"left in /dev/shm: {sorted(ours)}"
+    assert not [p for p in shm if Path(p).exists()], f"left in /dev/shm: {sorted(shm)}"
 
 
-def test_model_sees_one_batch_shape_and_buffers_are_reused(field, keras_model, cfg):
-    """Issue 6 (memory): the model gets batches of one shape (valid cutouts first, zeros after: a runtime keeps
-    state per input shape), the cutouts are cut into a fixed pool of buffers, and the scores are those of the
-    unpadded cutouts."""
-    shapes, buffers = [], set()
+def test_model_sees_one_batch_shape(field, keras_model, cfg):
+    """The model gets batches of one shape (valid cutouts first, zeros after: a runtime keeps state per input
+    shape), and the scores are those of the unpadded cutouts."""
+    shapes = []
 
     def predict(x):
         shapes.append(x.shape)
-        buffers.add(x.__array_interface__["data"][0])
         return keras_model.predict_on_batch(x)
 
     with open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
-        res = stream_scores(inp, Scorer(predict, "keras:tiny"), cfg, None, progress=False)
-        ref = stream_scores(inp, Scorer(keras_model.predict_on_batch, "k"), with_search(cfg, batch_size=1000),
-                            None, progress=False)
-    assert set(shapes) == {(cfg.search.batch_size, *shapes[0][1:])}
-    assert len(buffers) <= cfg.search.prefetch_batches + 2
-    np.testing.assert_allclose(res.score, ref.score, rtol=1e-6, equal_nan=True)
-    assert list(res.status) == list(ref.status) and list(res.validation) == list(ref.validation)
-
-
-def test_cut_into_a_reused_buffer_is_the_fresh_cut(field):
-    """FieldImages.cut(out=...) overwrites every pixel (off-image cutouts zero, edge cutouts zero-padded)."""
-    with FieldImages.from_field_dir(field, BANDS) as images:
-        x = np.array([250.0, 10.0, -200.0, 499.0, 100.0])
-        y = np.array([250.0, 250.0, 250.0, 10.0, 450.0])
-        fresh, inside = images.cut(x, y, 64)
-        buf = np.full((len(x), 64, 64, len(BANDS)), 7.0, dtype=np.float32)
-        cut, inside2 = images.cut(x, y, 64, out=buf)
-        assert cut is buf
-        np.testing.assert_array_equal(np.isnan(cut), np.isnan(fresh))
-        np.testing.assert_array_equal(np.nan_to_num(cut), np.nan_to_num(fresh))
-        np.testing.assert_array_equal(inside, inside2)
+        res = score_table(inp, Scorer(predict, "keras:tiny"), cfg)
+        ref = score_table(inp, Scorer(keras_model.predict_on_batch, "k"), with_search(cfg, batch_size=1000))
+    assert len(shapes) == 3 and set(shapes) == {(cfg.search.batch_size, *shapes[0][1:])}
+    for name in ("score", "status", "validation"):
+        np.testing.assert_array_equal(res.column(name).to_numpy(zero_copy_only=False),
+                                      ref.column(name).to_numpy(zero_copy_only=False))
 
 
 def test_classes_are_taken_at_the_search_threshold(field, registry, cfg, searched, tmp_path):
     """A lens is TP at or above the threshold the search uses (not a fixed 0.5), qTP below it down to the qTP
-    bound; the catalogues say which threshold that was."""
+    bound; the catalogues say which threshold and model version that was."""
     scores = searched.scores
     lens_scores = np.sort(np.asarray(scores["score"])[np.asarray(scores["is_lens"]) == 1])
     threshold = float(np.round(np.median(lens_scores), 6))
     out = tmp_path / "search"
     with open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
-        result = run_search(with_search(cfg, threshold=threshold, ge_chunk_rows=20000), inp, out,
+        result = run_search(with_search(cfg, threshold=threshold), inp, out,
                             planted=Table.read(field / "planted.ecsv"), tracking_uri=registry, log_mlflow=False,
                             write_gallery=False, progress=False)
-    table = Table.read(out / "scores.ecsv")
-    assert table.meta["threshold"] == threshold and table.meta["threshold_source"] == "params search.threshold"
-    qtp = table.meta["qtp_lower"]
+    cand = Table.read(out / "candidates.ecsv")
+    assert cand.meta["threshold"] == threshold and cand.meta["threshold_source"] == "params search.threshold"
+    assert "model_version" in cand.meta and cand["class"].info.description
+    qtp = cand.meta["qtp_lower"]
+    assert qtp <= threshold
+    table = result.scores
     for row in table[table["is_lens"] == 1]:
         expected = "TP" if row["score"] >= threshold else "qTP" if row["score"] >= qtp else "FN"
         assert row["class"] == expected, (row["score"], threshold)

@@ -197,6 +197,24 @@ def cutout_statistics(cutouts, metadata=None, expected_noise=None, bands: Sequen
     return df
 
 
+# ------------------------------------------------------------------------------------------------ the checks
+def cutout_checks(vcfg, bands: Sequence[str] = DEFAULT_BANDS) -> dict[str, list[tuple]]:
+    """The per-cutout checks, one list per check name, in the order in which a cutout is judged.
+
+    ``shape``: ``(column, allowed values)``; the others ``(column, min, max)``, bounds included, on the columns
+    of :func:`cutout_statistics`. The suite (:func:`build_expectations`) makes one expectation of each; the
+    search applies the same bounds to every batch before scoring (:mod:`lenssearch.search.checks`).
+    """
+    lo, hi = vcfg.noise_ratio_range
+    bg = vcfg.background_max_sigma
+    return {
+        "shape": [("shape_ok", (True,)), ("dtype", ("float32",))],
+        "finite": [("finite_fraction", vcfg.min_finite_fraction, 1.0)],
+        "noise": [(f"noise_ratio_{band}", lo, hi) for band in bands],
+        "background": [(f"bg_level_sigma_{band}", -bg, bg) for band in bands],
+    }
+
+
 # ------------------------------------------------------------------------------------------------ the suite
 def build_expectations(df, vcfg, n_folds: int | None, bands: Sequence[str] = DEFAULT_BANDS,
                        expected_shape=(128, 128, 3)) -> list:
@@ -205,21 +223,17 @@ def build_expectations(df, vcfg, n_folds: int | None, bands: Sequence[str] = DEF
 
     E = gx.expectations
     mocks = {"row_condition": "label==1", "condition_parser": "pandas"}
+    checks = cutout_checks(vcfg, bands)
+    between = lambda column, lo, hi: E.ExpectColumnValuesToBeBetween(column=column, min_value=lo, max_value=hi)
     out = [
         E.ExpectTableRowCountToBeBetween(min_value=1),
-        E.ExpectColumnValuesToBeInSet(column="shape_ok", value_set=[True]),
-        E.ExpectColumnValuesToBeInSet(column="dtype", value_set=["float32"]),
-        E.ExpectColumnValuesToBeBetween(column="finite_fraction", min_value=vcfg.min_finite_fraction,
-                                        max_value=1.0),
+        *(E.ExpectColumnValuesToBeInSet(column=column, value_set=list(values)) for column, values in checks["shape"]),
+        *(between(*bounds) for bounds in checks["finite"]),
         E.ExpectColumnValuesToBeUnique(column="id"),
     ]
-    lo, hi = vcfg.noise_ratio_range
-    for band in bands:
-        if f"noise_ratio_{band}" in df.columns:
-            out.append(E.ExpectColumnValuesToBeBetween(column=f"noise_ratio_{band}", min_value=lo, max_value=hi))
-            out.append(E.ExpectColumnValuesToBeBetween(column=f"bg_level_sigma_{band}",
-                                                       min_value=-vcfg.background_max_sigma,
-                                                       max_value=vcfg.background_max_sigma))
+    for noise, background in zip(checks["noise"], checks["background"]):
+        if noise[0] in df.columns:
+            out += [between(*noise), between(*background)]
     if "label" in df.columns:
         out.append(E.ExpectColumnValuesToBeInSet(column="label", value_set=[0, 1]))
         out.append(E.ExpectColumnMeanToBeBetween(column="label", min_value=vcfg.mock_fraction_range[0],

@@ -17,7 +17,6 @@ section of params.yaml (:class:`lenssearch.config.SearchCleaningConfig`).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -125,35 +124,6 @@ def measure_cutouts(
 
 
 # ----------------------------------------------------------------------------------------------- rules
-@dataclasses.dataclass(frozen=True)
-class SharedCutouts:
-    """Where candidates' cutouts lie in shared memory: the block's name, its shape (slots x S x S x B, float32) and
-    the slots ``start:stop`` that hold them. Handed to the cleaning worker instead of the cutouts (a few bytes to
-    pickle instead of ~200 kB per 128 x 128 x 3 cutout)."""
-
-    name: str
-    shape: tuple[int, ...]
-    start: int
-    stop: int
-
-    def read(self) -> np.ndarray:
-        """A copy of the cutouts (the block is left as it is)."""
-        from lenssearch.search.workers import read_shared_block
-
-        return read_shared_block(self.name, self.shape, np.float32,
-                                 lambda block: np.array(block[self.start : self.stop]))
-
-
-def measure_shared_cutouts(where: SharedCutouts, *args) -> dict[str, np.ndarray]:
-    """:func:`measure_cutouts` of cutouts in shared memory (the search's cleaning worker runs this)."""
-    return measure_cutouts(where.read(), *args)
-
-
-def import_sep() -> None:
-    """Import sep (the first task of the search's cleaning worker process)."""
-    import sep  # noqa: F401
-
-
 def rule_edge(m: dict[str, np.ndarray], params: CleaningParams) -> np.ndarray:
     """Cutouts that run off the image."""
     return m["inside_fraction"] < 1.0

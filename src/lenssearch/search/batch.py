@@ -1,0 +1,132 @@
+"""Steps 1-3 of a search, for one batch of positions: cut, check, score (and measure the candidates for cleaning).
+
+:func:`process_batch` is the one function that both engines run: the local engine calls it batch after batch
+(:mod:`lenssearch.search.pipeline`), the Ray engine in an actor pool that holds the model
+(:mod:`lenssearch.search.ray_engine`). It takes a batch of catalogue rows (``row``, ``x_pix``, ``y_pix``,
+``on_image``) and returns one value per row of each result column:
+
+- ``status``: ``outside`` (not on the image), ``invalid`` (failed a check), ``scored``;
+- ``validation``: the failed checks, joined by ``+`` (:mod:`~lenssearch.search.checks`);
+- ``inside_fraction``, ``score`` and ``score_<member>`` (NaN where not scored);
+- the cleaning measurements (:data:`lenssearch.search.cleaning.MEASUREMENTS`) of the rows scoring at least
+  ``measure_above`` (HOLISMOKES XVI, Sect. 3: rank first, then clean only the candidates), NaN elsewhere;
+- the checks' statistics (``finite_fraction``, ``bg_level_<band>``, ...), the table great-expectations runs on.
+
+The model always sees the same batch shape (``batch_size`` cutouts, the valid ones then zeros): a model's runtime
+keeps state for every input shape it meets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from lenssearch.search import cleaning
+from lenssearch.search.checks import ValidationContext, failure_labels, validate_batch
+from lenssearch.search.inputs import CutoutStack, FieldImages
+from lenssearch.search.scoring import Scorer
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSpec:
+    """What every batch of a search needs besides its rows and the model (small, picklable for Ray workers)."""
+
+    ctx: ValidationContext  # cutout size, bands, expected noise, thresholds of the checks
+    batch_size: int
+    measure_above: float | None  # measure the rows scoring at least this for cleaning (None: none)
+    cleaning: object  # the search.cleaning section
+    pixel_scale_arcsec: float
+
+
+def cut(pixels: FieldImages | CutoutStack, rows: dict[str, np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Step 1: the cutouts of ``rows`` (all on the image), cut from the field's memory-mapped band images or read
+    from the stack; and the fraction of each that lies on the image."""
+    if isinstance(pixels, FieldImages):
+        return pixels.cut(rows["x_pix"], rows["y_pix"], size)
+    index = np.asarray(rows["row"], dtype=np.int64)
+    if len(index) == 0:
+        return np.zeros((0, size, size, pixels.n_bands), np.float32), np.zeros(0)
+    block = pixels.read(int(index.min()), int(index.max()) + 1)
+    return np.ascontiguousarray(block[index - index.min()]), np.ones(len(index))
+
+
+def score_padded(scorer: Scorer, cutouts: np.ndarray, batch_size: int):
+    """Step 3: the model's scores of ``cutouts``, given to it as a batch of ``batch_size`` (zeros after them)."""
+    n = len(cutouts)
+    full = np.zeros((max(batch_size, n), *cutouts.shape[1:]), dtype=np.float32)
+    full[:n] = cutouts
+    scores = scorer.score(full)
+    return scores.main[:n], {name: values[:n] for name, values in scores.members.items()}
+
+
+def empty_results(n: int, spec: BatchSpec, members) -> dict[str, np.ndarray]:
+    """Result columns of ``n`` rows not scored (status ``outside``)."""
+    out = {
+        "status": np.full(n, "outside", dtype=object),
+        "validation": np.full(n, "", dtype=object),
+        "inside_fraction": np.zeros(n),
+        "score": np.full(n, np.nan),
+        **{f"score_{m}": np.full(n, np.nan) for m in members},
+        **{name: np.full(n, np.nan) for name in cleaning.MEASUREMENTS},
+    }
+    return out
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A batch cut and checked (steps 1-2), ready for the model."""
+
+    n: int  # rows of the batch
+    idx: np.ndarray  # the rows on the image
+    cutouts: np.ndarray
+    inside: np.ndarray
+    stats: dict[str, np.ndarray]
+    failed: dict[str, np.ndarray]
+    ok: np.ndarray  # of ``idx``: passed every check
+
+
+def prepare_batch(rows: dict[str, np.ndarray], pixels, spec: BatchSpec) -> Prepared:
+    """Steps 1-2 for one batch: cut the rows on the image, check the cutouts."""
+    idx = np.flatnonzero(np.asarray(rows["on_image"], dtype=bool))
+    cutouts, inside = cut(pixels, {k: np.asarray(v)[idx] for k, v in rows.items()}, spec.ctx.size)
+    stats, failed = validate_batch(cutouts, spec.ctx)
+    ok = ~np.any(np.column_stack(list(failed.values())), axis=1) if len(idx) else np.zeros(0, bool)
+    return Prepared(len(rows["row"]), idx, cutouts, inside, stats, failed, ok)
+
+
+def score_batch(p: Prepared, scorer: Scorer, spec: BatchSpec) -> dict[str, np.ndarray]:
+    """Step 3 for one prepared batch: score the valid cutouts, measure the candidates; the result columns."""
+    n, idx, ok = p.n, p.idx, p.ok
+    main, members = score_padded(scorer, p.cutouts[ok], spec.batch_size)
+    out = empty_results(n, spec, members)
+    out["status"][idx] = np.where(ok, "scored", "invalid")
+    out["validation"][idx] = failure_labels(p.failed)
+    out["inside_fraction"][idx] = p.inside
+    scored = idx[ok]
+    out["score"][scored] = main
+    for name, values in members.items():
+        out[f"score_{name}"][scored] = values
+    if spec.measure_above is not None:
+        cand = main >= spec.measure_above
+        if cand.any():
+            measured = cleaning.measure_cutouts(p.cutouts[ok][cand], spec.ctx.noise_sigma, spec.ctx.bands,
+                                                spec.pixel_scale_arcsec, spec.cleaning)
+            for name, values in measured.items():
+                out[name][scored[cand]] = values
+    for name, values in p.stats.items():
+        column = np.full(n, False if name == "shape_ok" else "" if name == "dtype" else np.nan,
+                         dtype=bool if name == "shape_ok" else object if name == "dtype" else float)
+        column[idx] = values
+        out[name] = column
+    out["checks_passed"] = np.zeros(n, dtype=bool)
+    out["checks_passed"][scored] = True
+    return out
+
+
+def process_batch(rows: dict[str, np.ndarray], pixels, scorer: Scorer, spec: BatchSpec) -> dict[str, np.ndarray]:
+    """Cut, check and score one batch of catalogue rows; measure its candidates (see the module's docstring).
+
+    ``rows`` holds at least ``row``, ``x_pix``, ``y_pix``, ``on_image`` (at most ``spec.batch_size`` rows).
+    """
+    return score_batch(prepare_batch(rows, pixels, spec), scorer, spec)

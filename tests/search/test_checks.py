@@ -1,0 +1,89 @@
+"""Per-cutout checks: inline checks with the KB suite's semantics, and the great-expectations suite itself."""
+
+import numpy as np
+import pytest
+from .search_helpers import NOISE, PARAMS, gaussian
+
+from lenssearch.config import load_config
+from lenssearch.kb.validation import background_level_and_noise, cutout_checks
+from lenssearch.search.checks import (
+    ValidationContext,
+    cutout_statistics,
+    failure_labels,
+    run_expectations,
+    validate_batch,
+)
+
+BANDS = ("F435W", "F606W", "F814W")
+
+
+@pytest.fixture(scope="module")
+def vcfg():
+    return load_config(PARAMS).validate
+
+
+def ctx(vcfg, size=128):
+    return ValidationContext(size, BANDS, np.asarray(NOISE), vcfg)
+
+
+def batch(n=7, size=128, seed=0):
+    rng = np.random.default_rng(seed)
+    out = rng.normal(0.0, 1.0, (n, size, size, 3)) * np.asarray(NOISE)
+    out[..., 2] += gaussian((size, size), size / 2, size / 2, 0.5, 4.0)  # a bright galaxy does not bias the noise
+    return out.astype(np.float32)
+
+
+def test_statistics_agree_with_the_kb_suite(vcfg):
+    """Same definitions as the KB suite; the noise uses a subset of the border pairs (ROW_STRIDE), the corner
+    medians 143 of 144 pixels, so agreement is statistical."""
+    cut = batch(12)
+    stats = cutout_statistics(cut, ctx(vcfg))
+    ratios = []
+    for i in range(len(cut)):
+        for b, band in enumerate(BANDS):
+            level, sigma = background_level_and_noise(cut[i, ..., b])
+            assert stats[f"bg_level_{band}"][i] == pytest.approx(level, abs=0.1 * NOISE[b])
+            ratios.append(stats[f"bg_sigma_{band}"][i] / sigma)
+    assert np.all(np.abs(np.asarray(ratios) - 1.0) < 0.25)
+    assert np.median(ratios) == pytest.approx(1.0, abs=0.03)
+    np.testing.assert_allclose(np.median([stats[f"noise_ratio_{b}"] for b in BANDS], axis=1), 1.0, atol=0.05)
+
+
+def test_each_failure_flags_only_its_cutout(vcfg):
+    cut = batch()
+    cut[1, 10:20, 10:20, 0] = np.nan  # NaN region
+    cut[2, :, :, 1] = 0.0  # a band without data
+    cut[3] *= 5.0  # noise five times too high
+    cut[4] *= 0.3  # implausibly low noise
+    cut[5, ..., 0] += (vcfg.background_max_sigma + 2) * NOISE[0]  # an unsubtracted sky in one band
+    stats, failed = validate_batch(cut, ctx(vcfg))
+    assert list(failed) == list(cutout_checks(vcfg, BANDS))
+    assert list(failure_labels(failed)) == ["", "finite", "noise", "noise", "noise", "background", ""]
+
+
+def test_wrong_shape_and_dtype(vcfg):
+    _, failed = validate_batch(batch(2, size=64), ctx(vcfg))
+    assert list(failure_labels(failed)) == ["shape", "shape"]
+    _, failed = validate_batch(batch(2).astype(np.float64), ctx(vcfg))
+    assert list(failure_labels(failed)) == ["shape", "shape"]
+
+
+def test_edge_padding_is_judged_on_the_data(vcfg):
+    cut = batch(2)
+    cut[0, :, :40, :] = 0.0  # a third of the cutout off the image (zero padding)
+    stats, failed = validate_batch(cut, ctx(vcfg))
+    assert list(failure_labels(failed)) == ["", ""]
+    np.testing.assert_allclose([stats[f"noise_ratio_{b}"][0] for b in BANDS], 1.0, atol=0.1)
+
+
+def test_great_expectations_flags_the_same_rows(vcfg):
+    cut = batch()
+    cut[1, 10:20, 10:20, 0] = np.nan
+    cut[3] *= 5.0
+    cut[5, ..., 0] += (vcfg.background_max_sigma + 2) * NOISE[0]
+    c = ctx(vcfg)
+    stats, failed = validate_batch(cut, c)
+    inline_ok = ~np.any(np.column_stack(list(failed.values())), axis=1)
+    passed, failures = run_expectations(stats, c)
+    assert passed.tolist() == inline_ok.tolist() == [True, False, True, False, True, False, True]
+    assert {f["column"] for f in failures} >= {"finite_fraction", "noise_ratio_F435W", "bg_level_sigma_F435W"}
