@@ -219,6 +219,10 @@ import sys
 
 
 def main():
+    import signal
+    # a terminal delivers Ctrl-C to a job whose SIGINT is handled; a shell running the tests in the background
+    # (job control off) starts it with SIGINT ignored, so put Python's handler back as a terminal job has it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, {root!r})
     from lenssearch._runtime import apply_offline_env
     apply_offline_env()
