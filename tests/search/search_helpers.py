@@ -141,3 +141,65 @@ def shm_in_use(pids) -> set[str]:
             continue
         found |= {line.split()[-1] for line in maps.splitlines() if "/dev/shm/" in line}
     return {p.replace(" (deleted)", "") for p in found}
+
+
+#: A search of ``field`` into ``out`` with a slow model, run as a script so that a test can signal it: Ctrl-C
+#: (SIGINT) exits 130 and SIGTERM 143 after unwinding, as the CLI's verbs do.
+SLOW_SEARCH_SCRIPT = """
+import sys
+
+
+def main():
+    import signal
+    # a terminal delivers Ctrl-C to a job whose SIGINT is handled; a shell running the tests in the background
+    # (job control off) starts it with SIGINT ignored, so put Python's handler back as a terminal job has it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.path.insert(0, {root!r})
+    from lenssearch._runtime import apply_offline_env
+    apply_offline_env()
+    import dataclasses, time
+    from pathlib import Path
+    from lenssearch.cli import Terminated, _sigterm_unwinds
+    from lenssearch.config import load_config
+    from lenssearch.search.pipeline import run_search
+    from lenssearch.search.scoring import Scorer
+    from lenssearch.search.sources import open_field
+    from tests.search.search_helpers import BANDS, PARAMS, build_keras_model
+
+    model = build_keras_model()
+    def predict(x):  # a slow model: the search is interrupted while it runs
+        time.sleep({sleep_s!r})
+        return model.predict_on_batch(x)
+    cfg = load_config(PARAMS)
+    s = dataclasses.replace(cfg.search, batch_size={batch_size!r}, chunk_rows={chunk_rows!r},
+                            great_expectations={great_expectations!r})
+    cfg = dataclasses.replace(cfg, search=s)
+    field = Path({field!r})
+    try:
+        with _sigterm_unwinds(), open_field(BANDS, cfg.search.detection, field_dir=field,
+                                            catalogue=field / "members.ecsv") as inp:
+            run_search(cfg, inp, {out!r}, model_uri=Scorer(predict, "keras:slow"), log_mlflow=False,
+                       progress=False)
+    except Terminated:  # (a KeyboardInterrupt too: caught first)
+        sys.exit(143)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def write_slow_search_script(path, field, out, *, sleep_s: float, batch_size: int, chunk_rows: int,
+                             great_expectations: bool = True):
+    """Write :data:`SLOW_SEARCH_SCRIPT` for ``field`` and ``out`` to ``path``; returns ``path``."""
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    Path(path).write_text(SLOW_SEARCH_SCRIPT.format(root=root, field=str(field), out=str(out), sleep_s=sleep_s,
+                                                    batch_size=batch_size, chunk_rows=chunk_rows,
+                                                    great_expectations=great_expectations))
+    return path
+

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from astropy.io import fits
 
-from .search_helpers import BANDS, NOISE, PARAMS, gaussian, make_field, positions_table, shm_in_use
+from .search_helpers import BANDS, NOISE, PARAMS, gaussian, make_field, positions_table, shm_in_use, write_slow_search_script
 
 SHAPE = (300, 300)
 SOURCES = [(100, 100, 0.5, 4.0), (200, 150, 0.5, 4.0), (150, 220, 0.05, 3.0)]
@@ -214,49 +214,7 @@ def test_search_into_a_folder_with_user_files_keeps_them(good_field, tmp_path, r
 
 
 # --------------------------------------------------------------------------------- case 9: interrupted searches
-INTERRUPTED_SEARCH = """
-import sys
 
-
-def main():
-    import signal
-    # a terminal delivers Ctrl-C to a job whose SIGINT is handled; a shell running the tests in the background
-    # (job control off) starts it with SIGINT ignored, so put Python's handler back as a terminal job has it
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    sys.path.insert(0, {root!r})
-    from lenssearch._runtime import apply_offline_env
-    apply_offline_env()
-    import dataclasses, time
-    from pathlib import Path
-    from lenssearch.cli import Terminated, _sigterm_unwinds
-    from lenssearch.config import load_config
-    from lenssearch.search.pipeline import run_search
-    from lenssearch.search.scoring import Scorer
-    from lenssearch.search.sources import open_field
-    from tests.search.search_helpers import BANDS, PARAMS, build_keras_model
-
-    model = build_keras_model()
-    def predict(x):  # a slow model: the search is interrupted while it runs
-        time.sleep(0.3)
-        return model.predict_on_batch(x)
-    cfg = load_config(PARAMS)
-    # one cutout per batch and two per chunk: ~0.6 s per chunk, so that most of the search is still to run when
-    # the first chunk is on disk and the test interrupts it
-    cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, batch_size=1, chunk_rows=2))
-    field = Path({field!r})
-    try:
-        with _sigterm_unwinds(), open_field(BANDS, cfg.search.detection, field_dir=field,
-                                            catalogue=field / "members.ecsv") as inp:
-            run_search(cfg, inp, {out!r}, model_uri=Scorer(predict, "keras:slow"), log_mlflow=False,
-                       progress=False)
-    except KeyboardInterrupt:  # as the CLI's verbs do
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()
-"""
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process groups and /proc (Linux)")
@@ -272,7 +230,9 @@ def test_ctrl_c_leaves_no_traceback_and_no_leaked_shared_memory(good_field, tmp_
     root = str(Path(__file__).resolve().parents[2])
     out = tmp_path / "out"
     script = tmp_path / "interrupted.py"
-    script.write_text(INTERRUPTED_SEARCH.format(root=root, field=str(good_field), out=str(out)))
+    # one cutout per batch and two per chunk: ~0.6 s per chunk, so that most of the search is still to run when
+    # the first chunk is on disk and the test interrupts it
+    write_slow_search_script(script, good_field, out, sleep_s=0.3, batch_size=1, chunk_rows=2)
     proc = subprocess.Popen([sys.executable, str(script)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)  # its own process group, as a shell job
     try:

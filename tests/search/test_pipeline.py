@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-from .search_helpers import PARAMS, BANDS, CENTER, expected_score, make_field, make_wcs, positions_table, shm_in_use
+from .search_helpers import PARAMS, BANDS, CENTER, expected_score, make_field, make_wcs, positions_table, shm_in_use, write_slow_search_script
 
 from lenssearch.config import load_config
 from lenssearch.errors import LensSearchError
@@ -337,44 +337,6 @@ def test_fits_catalogue_is_searched_lazily(field, keras_model, cfg, tmp_path):
     assert lazy.metrics == whole.metrics
 
 
-KILLED_SEARCH = """
-import sys, time
-
-
-def main():
-    sys.path.insert(0, {root!r})
-    from lenssearch._runtime import apply_offline_env
-    apply_offline_env()
-    import dataclasses
-    from pathlib import Path
-    from lenssearch.cli import Terminated, _sigterm_unwinds
-    from lenssearch.config import load_config
-    from lenssearch.search.pipeline import run_search
-    from lenssearch.search.scoring import Scorer
-    from lenssearch.search.sources import open_field
-    from tests.search.search_helpers import BANDS, PARAMS, build_keras_model
-
-    model = build_keras_model()
-    def predict(x):  # a slow model: the search is killed while it runs
-        time.sleep(0.5)
-        return model.predict_on_batch(x)
-    cfg = load_config(PARAMS)
-    s = dataclasses.replace(cfg.search, batch_size=1, chunk_rows=1, great_expectations=False)
-    cfg = dataclasses.replace(cfg, search=s)
-    field = Path({field!r})
-    try:
-        with _sigterm_unwinds(), open_field(BANDS, cfg.search.detection, field_dir=field,
-                                            catalogue=field / "members.ecsv") as inp:
-            run_search(cfg, inp, {out!r}, model_uri=Scorer(predict, "keras:slow"), log_mlflow=False,
-                       progress=False)
-    except Terminated:
-        sys.exit(143)
-
-
-if __name__ == "__main__":
-    main()
-"""
-
 
 def _children(pid: int) -> set[int]:
     """Process ids whose parent is ``pid`` (Linux /proc)."""
@@ -412,7 +374,7 @@ def test_killed_search_leaves_no_file_that_looks_complete(field, tmp_path, sig):
     root = str(Path(__file__).resolve().parents[2])
     out = tmp_path / "out"
     script = tmp_path / "killed_search.py"
-    script.write_text(KILLED_SEARCH.format(root=root, field=str(field), out=str(out)))
+    write_slow_search_script(script, field, out, sleep_s=0.5, batch_size=1, chunk_rows=1, great_expectations=False)
     proc = subprocess.Popen([sys.executable, str(script)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 120
