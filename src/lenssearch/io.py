@@ -568,6 +568,27 @@ COLUMNS: dict[str, tuple[str | None, str]] = {
     "n_secure": (None, "secure lenses"),
     "rejected": (None, "positions removed at this stage"),
 }
+#: The lens parameters of a mock (simulate/truth.py) and of a modeling network's prediction (modeling/):
+#: ``<name>`` the truth, ``pred_<name>`` the predicted mean, ``sigma_<name>`` its 1-sigma uncertainty.
+LENS_PARAMETERS: dict[str, tuple[str | None, str]] = {
+    "lens_x_arcsec": ("arcsec", "lens mass centre from the cutout centre, x (along the columns, West)"),
+    "lens_y_arcsec": ("arcsec", "lens mass centre from the cutout centre, y (along the rows, North)"),
+    "theta_e_arcsec": ("arcsec", "Einstein radius (equivalent radius of the tangential critical line at z_s)"),
+    "lens_e1": (None, "lens mass ellipticity e1 = (1 - q)/(1 + q) cos 2phi"),
+    "lens_e2": (None, "lens mass ellipticity e2 = (1 - q)/(1 + q) sin 2phi"),
+    "shear_gamma1": (None, "external shear gamma1 at the lens for the source's redshift"),
+    "shear_gamma2": (None, "external shear gamma2 at the lens for the source's redshift"),
+}
+COLUMNS.update(LENS_PARAMETERS)
+COLUMNS.update({f"pred_{k}": (u, f"predicted {d}") for k, (u, d) in LENS_PARAMETERS.items()})
+COLUMNS.update({f"sigma_{k}": (u, f"1-sigma uncertainty of the predicted {d}") for k, (u, d) in LENS_PARAMETERS.items()})
+COLUMNS.update({
+    "kappa_ext": (None, "convergence of all masses but the lens at its centre, for the source's redshift"),
+    "lens_q": (None, "axis ratio b/a of the lens mass"),
+    "lens_angle_deg": ("deg", "position angle of the lens mass's major axis, counter-clockwise from +x"),
+    "modeling_rejected": (None, "the modeling network's uncertainties exceed the cuts (a likely non-lens)"),
+    "modeling_rejected_by": (None, "parameters whose predicted sigma exceeds its cut ('+'-separated)"),
+})
 PREFIXES: dict[str, tuple[str | None, str]] = {
     "score_": (None, "lens score of committee member {}"),
     "flag_": (None, "cleaning rule {} flags the candidate"),

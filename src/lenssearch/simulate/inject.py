@@ -21,7 +21,9 @@ magnification (lensed / intrinsic F814W flux before the PSF, summed over the cut
 and over the local lens grid outside it), the number of images (point-source lens equation on the local grid,
 images with ``|mu| >= image_min_abs_magnification``, and how many of them fall inside the cutout), the lens
 magnitude and colour and the cutout centre. A candidate none of whose images falls inside the cutout is redrawn
-(the paper's cutouts all contain at least one lensed image, Sect. 3.2).
+(the paper's cutouts all contain at least one lensed image, Sect. 3.2). The lens parameters that a modeling network
+learns (centre, ``theta_E``, mass ellipticity, external shear) are in ``truth.ecsv``, same ids and order
+(:mod:`lenssearch.simulate.truth`).
 
 Randomness: one generator per field, ``default_rng([base.seed, SIMULATE_STREAM, field index])``; every
 candidate also draws its own placement seed, so the result does not depend on the order in which candidates are
@@ -86,6 +88,7 @@ class MemberLens:
     alpha_y: np.ndarray
     grid: object  # LensGrid
     outside_cutout: np.ndarray  # lens-grid nodes outside the cutout square
+    truth: object = None  # lenssearch.simulate.truth.MemberTruth
 
 
 def lensed_snr(lensed: np.ndarray, noise_sigma) -> np.ndarray:
@@ -284,6 +287,7 @@ class MockFactory:
         instead of the member inside the cluster.
         """
         from lenssearch.simulate.local import IsolatedLens, LocalLens, field_sie, member_component
+        from lenssearch.simulate.truth import member_truth
 
         row = self.scene.member_row(member_id)
         r0, c0 = self.scene.window(row["pix_col"], row["pix_row"], self.n)
@@ -299,7 +303,11 @@ class MockFactory:
             mass = field_sie(member_component(self.scene.model, centre, source=source),
                              self.sim.isolated_sigma_scale, source)
             cut_lens = grid_lens = IsolatedLens(centre, mass, gamma, angle, self.z_lens, self.cosmology)
+            truth = member_truth(None, None, centre, centre_xy, mass, (gamma, angle))
         else:
+            own = (member_component(self.scene.model, centre, source=source)
+                   if self.scene.model is not None else None)
+            truth = member_truth(self.scene.model, own, centre, centre_xy)
             # two local lenses of the same field: the cutout's sub-pixels need exact values only for the few
             # components near the cutout; the lens grid (critical line, images) covers a larger region
             cut_lens = LocalLens(centre, cut_half, self.scene.model, self.scene.deflection_map, source=source)
@@ -311,7 +319,7 @@ class MockFactory:
         half_cut = self.n / 2 * pix
         outside = (np.abs(grid.xx - centre_xy[0]) > half_cut) | (np.abs(grid.yy - centre_xy[1]) > half_cut)
         return MemberLens(member_id, r0, c0, centre_xy, centre_radec, ax.astype(np.float32),
-                          ay.astype(np.float32), grid, outside)
+                          ay.astype(np.float32), grid, outside, truth)
 
     # ------------------------------------------------------------------------------------------ one mock
     def can_reach_peak(self, cand: Candidate) -> bool:
@@ -400,6 +408,7 @@ class MockFactory:
             "arc_peak_sigma": arc_peak_sigma(injected, self.noise_sigma),
             "cutout_ra": ml.centre_radec[0], "cutout_dec": ml.centre_radec[1],
             "cutout_row0": ml.row0, "cutout_col0": ml.col0,
+            "truth": ml.truth.at(line.theta_e_arcsec, f),  # truth.ecsv (simulate/truth.py), not metadata.ecsv
         }
         failed = visibility_failure(meta, self.sim.visibility)
         if failed is not None:
@@ -560,6 +569,7 @@ def run_simulate(cfg, fields_dir: str | Path, out_dir: str | Path, reports_dir: 
     from lenssearch.simulate.colours import ColourModel
     from lenssearch.simulate.scene import check_fields
     from lenssearch.simulate.store import write_cutout_set
+    from lenssearch.simulate.truth import TRUTH_FILE, truth_table
 
     t0 = time.perf_counter()
     fields = list_fields(fields_dir)
@@ -585,8 +595,10 @@ def run_simulate(cfg, fields_dir: str | Path, out_dir: str | Path, reports_dir: 
     table = metadata_table(all_rows)
     table.meta["stage"] = "simulate"
     table.meta["seed"] = int(cfg.base.seed)
+    truth = truth_table([{"id": r["id"], "environment": r["environment"], **r["truth"]} for r in all_rows])
     write_cutout_set(out_dir, cutouts, table, bands=bands, pixel_scale_arcsec=cfg.base.pixel_scale_arcsec,
-                     kind="mock", seed=cfg.base.seed, zeropoints_ab=zeropoints)
+                     kind="mock", seed=cfg.base.seed, zeropoints_ab=zeropoints,
+                     extra_files={TRUTH_FILE: lambda path: truth.write(path, format="ascii.ecsv")})
     metrics = simulate_metrics(table, rejected)
     if reports_dir is not None:
         from lenssearch.simulate.figures import population_figures
