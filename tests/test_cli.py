@@ -39,9 +39,9 @@ def test_help_has_no_placeholder_on_flags(verb):
 
 
 def test_train_lists_its_networks():
-    from lenssearch.models import MODELS
+    from lenssearch.models import CLASSIFIERS
 
-    assert set(typing.get_args(Network)) == set(MODELS)
+    assert set(typing.get_args(Network)) == set(CLASSIFIERS)
     text = _help("train")
     assert "<vgg|sc_vgg|resnet|f435w|f606w|f814w>" in text
     result = CliRunner().invoke(app, ["train", "alexnet", "--kb", "x.h5", "--models", "m", "--reports", "r"])

@@ -671,6 +671,34 @@ def train_cmd(
     typer.echo(f"wrote {reports / 'predictions.ecsv'}")
 
 
+@app.command("modeling")
+@verb
+def modeling_cmd(
+    kb: Annotated[Path, typer.Option("--kb", help="The knowledge base whose lenses it learns (modeling.kb_variant).")],
+    truth: Annotated[Path, typer.Option("--truth", help="The lenses' truth (data/mocks/<variant>/truth.ecsv).")],
+    models: Annotated[Path, typer.Option("--models", help="Checkpoints and the trained network: models/modeling.")],
+    reports: Annotated[Path, typer.Option("--reports", help="Validation report and cuts: reports/modeling.")],
+    tracking_uri: TrackingOption = None,
+    mlflow: MlflowFlag = True,
+    metrics_out: MetricsOption = None,
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Train the modeling network (lens parameters with 1-sigma uncertainties), validate it, set the rejection
+    cuts and register it as lenssearch-modeling."""
+    import json
+
+    from lenssearch.modeling.stage import run_modeling
+
+    cfg = load(params, profile)
+    m = run_modeling(cfg, kb, truth, models, reports, metrics_out, log_mlflow=mlflow, tracking_uri=tracking_uri)
+    typer.echo(json.dumps({"theta_e_median_abs_error_arcsec": round(m["theta_e_median_abs_error_arcsec"], 4),
+                           "coverage_1sigma": {p: round(s["coverage_1sigma"], 3) for p, s in m["parameters"].items()},
+                           "test_nonlenses_rejected_fraction": m["test_nonlenses_rejected_fraction"],
+                           "version": m.get("version")}))
+    typer.echo(f"wrote {reports}")
+
+
 independent_app = typer.Typer(
     help="The independent test set (lenstronomy, never trained on): simulate it, score every model on it.",
     no_args_is_help=True,

@@ -611,6 +611,53 @@ class IndependentConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ModelingNetworkConfig:
+    """The modeling network's architecture (:mod:`lenssearch.models.modeling`)."""
+
+    input_pixels: int  # side of the raw cutouts it takes (the KB's)
+    binning: int  # average pooling inside the model
+    normalisation_softening: float
+    stem_stride: int  # 1: the stem keeps the (binned) resolution; 2: halves it like the classifier's
+    filters: tuple[int, ...]  # ResNet stages
+    blocks_per_stage: int
+    dense_units: int
+    dropout: float
+    leaky_relu_slope: float
+    log_sigma_range: tuple[float, float]  # standardised log-sigma is clipped to it
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelingRejectConfig:
+    """The ``model-candidates`` stage's cuts on the predicted uncertainties (HOLISMOKES XVI, Sect. 3.2)."""
+
+    parameters: tuple[str, ...]  # the parameters whose sigma is cut (of simulate/truth.PARAMETERS)
+    margin: float  # cut = margin x the largest sigma among the held-out KB lenses (>= 1: none of them is lost)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelingConfig:
+    """The ``modeling`` stage: a network that predicts the lens parameters with uncertainties (HOLISMOKES IX)."""
+
+    kb_variant: str  # the lenses (and truth) of this KB variant
+    test_fold: int  # the KB fold held out for the validation report and the cuts; the others train
+    network: ModelingNetworkConfig
+    batch_size: int
+    learning_rate: float
+    max_epochs: int
+    early_stopping_patience: int
+    reduce_lr_patience: int
+    reduce_lr_factor: float
+    min_learning_rate: float
+    mixed_precision: bool
+    theta_e_bins: tuple[float, ...]  # edges of the validation's theta_E bins (arcsec)
+    snr_bins: tuple[float, ...]  # edges of its arc-S/N bins
+    theta_e_min_arcsec: float  # the theta_E accuracy figure uses lenses at or above this
+    registered_model: str
+    experiment: str
+    reject: ModelingRejectConfig
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The whole configuration: one attribute per section of ``params.yaml``."""
 
@@ -627,6 +674,7 @@ class Config:
     tune: TuneConfig
     promote: PromoteConfig
     hpsearch: HPSearchConfig
+    modeling: ModelingConfig
     variants: dict[str, Any]  # KB ground-truth variants: name -> overlay of the simulate/negatives/kb sections
     independent: IndependentConfig
 

@@ -27,6 +27,18 @@ MAGNITUDE = "[-40, 50]"  # AB magnitudes and their splits
 ANY = "finite"
 
 RANGES: dict[str, dict[str, Any]] = {
+    "ModelingNetworkConfig": {
+        "input_pixels": AT_LEAST_ONE, "binning": AT_LEAST_ONE, "normalisation_softening": POSITIVE,
+        "stem_stride": "[1, 4]", "filters": AT_LEAST_ONE, "blocks_per_stage": AT_LEAST_ONE,
+        "dense_units": AT_LEAST_ONE, "dropout": "[0, 1)", "leaky_relu_slope": "[0, 1]", "log_sigma_range": "[-20, 20]",
+    },
+    "ModelingRejectConfig": {"margin": "[1, inf)"},
+    "ModelingConfig": {
+        "test_fold": NON_NEGATIVE, "batch_size": AT_LEAST_ONE, "learning_rate": POSITIVE, "max_epochs": AT_LEAST_ONE,
+        "early_stopping_patience": AT_LEAST_ONE, "reduce_lr_patience": AT_LEAST_ONE, "reduce_lr_factor": "(0, 1)",
+        "min_learning_rate": POSITIVE, "theta_e_bins": NON_NEGATIVE, "snr_bins": "[0, inf]",
+        "theta_e_min_arcsec": NON_NEGATIVE,
+    },
     "BaseConfig": {"seed": NON_NEGATIVE, "pixel_scale_arcsec": "(0, 10]"},
     "CosmologyConfig": {"H0": "(0, 500]", "Om0": "[0, 1]"},
     "CriticalLinesConfig": {
@@ -189,6 +201,7 @@ ORDERED: tuple[tuple[str, str, Optional[str]], ...] = (
     ("FieldGalaxyConfig", "z_range", None),
     ("StarConfig", "mag_bright_F814W", "mag_limit_F814W"),
     ("ValidateConfig", "noise_ratio_range", None),
+    ("ModelingNetworkConfig", "log_sigma_range", None),
     ("ValidateConfig", "mock_fraction_range", None),
     ("ValidateConfig", "theta_e_range_arcsec", None),
     ("SearchConfig", "qtp_min", "tp_min"),

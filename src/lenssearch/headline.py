@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 #: of their keys, so the stages share this short vocabulary (a count is ``n``, a ROC area ``auc``, ...), and the
 #: table fits a terminal.
 VOCABULARY = ("n", "acceptance", "success", "n_failing", "auc", "accuracy", "gate", "threshold", "purity",
-              "completeness", "tpr", "version")
+              "completeness", "tpr", "version", "mae", "coverage", "rejected")
 #: A headline has at most this many numbers.
 MAX_KEYS = 4
 
@@ -108,11 +108,28 @@ def independent(doc: Mapping) -> dict:
     return {"auc": champion.get("auc"), "tpr": (champion.get("tpr_at_fpr") or {}).get("0.01")}
 
 
+def modeling(doc: Mapping) -> dict:
+    """The ``theta_E`` median absolute error (``mae``, arcsec, theta_E >= 0.5"), the worst parameter's 1-sigma
+    ``coverage`` (0.683 ideal), the test non-lenses ``rejected`` by the cuts, the registered ``version``."""
+    coverages = [s.get("coverage_1sigma") for s in (doc.get("parameters") or {}).values()]
+    worst = max(coverages, key=lambda c: abs(c - 0.6827)) if coverages else None
+    return {"mae": doc.get("theta_e_median_abs_error_arcsec"), "coverage": worst,
+            "rejected": doc.get("test_nonlenses_rejected_fraction"),
+            "version": int(doc["version"]) if doc.get("version") else None}
+
+
+def model_candidates(doc: Mapping) -> dict:
+    """``n`` candidates modeled, the non-lens candidates ``rejected`` by the cuts, the planted lenses kept
+    (``completeness``)."""
+    return {"n": doc.get("n_candidates"), "rejected": doc.get("nonlens_rejected_fraction_modeling"),
+            "completeness": doc.get("planted_kept_fraction")}
+
+
 #: stage -> headline of its full result document
 HEADLINES: dict[str, Callable[[Mapping], dict]] = {
     "field": field, "simulate": simulate, "negatives": negatives, "kb": kb, "validate": validate,
     "train": train, "evaluate": evaluate, "committee": committee, "tune": tune, "promote": promote,
-    "search": search, "independent": independent,
+    "search": search, "independent": independent, "modeling": modeling, "model-candidates": model_candidates,
 }
 
 

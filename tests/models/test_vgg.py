@@ -10,7 +10,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from lenssearch.config import NetworkConfig
-from lenssearch.models import MODELS, RobustNormalization, build_model, network_bands
+from lenssearch.models import CLASSIFIERS, RobustNormalization, build_model, network_bands
 from lenssearch.models.layers import MAD_TO_SIGMA
 
 CFG = NetworkConfig(
@@ -29,7 +29,7 @@ def raw_cutouts(n: int, bands: int, seed: int = 0) -> np.ndarray:
     )
 
 
-@pytest.mark.parametrize("network", sorted(MODELS))
+@pytest.mark.parametrize("network", sorted(CLASSIFIERS))
 def test_builders_take_raw_cutouts_and_return_one_probability(network):
     model = build_model(network, CFG)
     bands = 1 if network.startswith("f") else 3

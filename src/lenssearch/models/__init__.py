@@ -1,10 +1,11 @@
-"""Network builders (VGG, SC-VGG, single-band VGGs) and the layers that keep input preparation inside them."""
+"""Network builders (VGG, SC-VGG, single-band VGGs, ResNet, the modeling network) and the layers that keep input preparation inside them."""
 
 from lenssearch.models.layers import BandSelect, QuietModel, RobustNormalization
-from lenssearch.models.vgg import BANDS, MODELS, build_model, build_sc_vgg, build_vgg, network_bands, split_model
+from lenssearch.models.vgg import BANDS, CLASSIFIERS, MODELS, build_model, build_sc_vgg, build_vgg, network_bands, split_model
 
 __all__ = [
     "BANDS",
+    "CLASSIFIERS",
     "MODELS",
     "BandSelect",
     "QuietModel",

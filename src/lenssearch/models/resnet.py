@@ -33,20 +33,28 @@ def _residual_block(x, filters: int, stride: int, slope: float, name: str):
     return keras.layers.LeakyReLU(slope, name=f"{name}_out")(y)
 
 
+def resnet_features(x, filters: tuple[int, ...], blocks_per_stage: int, slope: float, prefix: str = "",
+                    stem_stride: int = 2):
+    """Stem, residual stages and global average pooling, on prepared inputs (the classifier's and the modeling
+    network's common body)."""
+    filters = tuple(filters)
+    if not filters:
+        raise ValueError("resnet: the filters must have at least one stage")
+    # the stem halves the resolution at once, as ResNets do (He et al. 2016: a strided 7x7 convolution)
+    x = keras.layers.Conv2D(filters[0], 5, strides=stem_stride, padding="same", use_bias=False,
+                            name=f"{prefix}stem_conv")(x)
+    x = keras.layers.BatchNormalization(name=f"{prefix}stem_bn")(x)
+    x = keras.layers.LeakyReLU(slope, name=f"{prefix}stem_act")(x)
+    for stage, width in enumerate(filters, start=1):
+        for block in range(1, blocks_per_stage + 1):
+            stride = 2 if (stage > 1 and block == 1) else 1
+            x = _residual_block(x, width, stride, slope, f"{prefix}stage{stage}_block{block}")
+    return keras.layers.GlobalAveragePooling2D(name=f"{prefix}pool")(x)
+
+
 def resnet_head(x, cfg: Any, prefix: str = ""):
     """Stem, residual stages, global average pooling, dense head and sigmoid, on prepared inputs."""
-    filters = tuple(cfg.resnet_filters)
-    if not filters:
-        raise ValueError("train.network.resnet_filters must have at least one stage")
-    # the stem halves the resolution at once, as ResNets do (He et al. 2016: a strided 7x7 convolution)
-    x = keras.layers.Conv2D(filters[0], 5, strides=2, padding="same", use_bias=False, name=f"{prefix}stem_conv")(x)
-    x = keras.layers.BatchNormalization(name=f"{prefix}stem_bn")(x)
-    x = keras.layers.LeakyReLU(cfg.leaky_relu_slope, name=f"{prefix}stem_act")(x)
-    for stage, width in enumerate(filters, start=1):
-        for block in range(1, cfg.resnet_blocks_per_stage + 1):
-            stride = 2 if (stage > 1 and block == 1) else 1
-            x = _residual_block(x, width, stride, cfg.leaky_relu_slope, f"{prefix}stage{stage}_block{block}")
-    x = keras.layers.GlobalAveragePooling2D(name=f"{prefix}pool")(x)
+    x = resnet_features(x, cfg.resnet_filters, cfg.resnet_blocks_per_stage, cfg.leaky_relu_slope, prefix)
     x = keras.layers.Dense(cfg.dense_units[0], name=f"{prefix}dense1")(x)
     x = keras.layers.LeakyReLU(cfg.leaky_relu_slope, name=f"{prefix}dense1_act")(x)
     if cfg.dropout > 0:

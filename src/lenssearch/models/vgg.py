@@ -134,12 +134,22 @@ def _build_resnet(input_shape: tuple[int, int, int], cfg: Any, name: str = "resn
     return build_resnet(input_shape, cfg, name)
 
 
+def _build_modeling(input_shape: tuple[int, int, int], cfg: Any, name: str = "modeling") -> keras.Model:
+    """The modeling network: lens parameters and their uncertainties (:mod:`lenssearch.models.modeling`)."""
+    from lenssearch.models.modeling import build_modeling
+
+    return build_modeling(input_shape, cfg, name)
+
+
 MODELS: dict[str, Callable[..., keras.Model]] = {
     "vgg": build_vgg,
     "sc_vgg": build_sc_vgg,
     "resnet": _build_resnet,
     **{band.lower(): _single_band(band) for band in BANDS},
+    "modeling": _build_modeling,  # configured by the modeling section, trained by `lenssearch modeling`
 }
+#: The lens classifiers (trained by `lenssearch train`, configured by train.network).
+CLASSIFIERS: tuple[str, ...] = tuple(k for k in MODELS if k != "modeling")
 
 
 def network_bands(network: str, bands: tuple[str, ...] = BANDS) -> tuple[int, ...]:

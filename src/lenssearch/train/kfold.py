@@ -318,13 +318,13 @@ def train_network(
 
     from lenssearch import tracking
     from lenssearch.config import as_dict, flatten
-    from lenssearch.models import MODELS, build_model, network_bands, split_model
+    from lenssearch.models import CLASSIFIERS, build_model, network_bands, split_model
 
     import time
 
     t_start = time.perf_counter()
-    if network not in MODELS:
-        raise LensSearchError(f"unknown network '{network}' (known: {', '.join(MODELS)})")
+    if network not in CLASSIFIERS:
+        raise LensSearchError(f"unknown network '{network}' (known: {', '.join(CLASSIFIERS)})")
     cfg = network_train_config(cfg, network)
     check_train_config(cfg.train, network)
     models_dir, reports_dir = Path(models_dir), Path(reports_dir)

@@ -1,0 +1,142 @@
+"""The modeling network's data: the KB's lenses with their truth, the splits, and the augmentation.
+
+The lenses of one KB variant (``modeling.kb_variant``: ``data/kb/<variant>.h5``) are joined by id to the truth the
+simulation recorded for them (``data/mocks/<variant>/truth.ecsv``, :mod:`lenssearch.simulate.truth`). The KB's
+folds give the splits, so no lens is in two of them and they match the classifiers' folds:
+
+- ``test``: fold ``modeling.test_fold``, held out: the validation report and the rejection cuts;
+- ``validation``: the KB's validation split (fold -1): early stopping, the learning-rate schedule and the
+  calibration of the sigmas;
+- ``train``: the other folds.
+
+Augmentation: each training epoch applies one of the eight symmetries of the square to every cutout (the
+classifiers' :func:`lenssearch.train.data.dihedral_permutations`, drawn from ``(seed, epoch)``) and transforms the
+truth with it: a position ``(x, y)`` maps by the 2 x 2 matrix ``M`` of the symmetry and a spin-2 quantity
+(ellipticity, shear) as the tensor ``[[e1, e2], [e2, -e1]] -> M T M^T``; ``theta_E`` is invariant. The cutout
+centre, pixel ``(n - 1) / 2``, is the centre of the symmetries, so the lens centre's offset transforms exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from lenssearch.errors import InputFileError, LensSearchError
+from lenssearch.simulate.truth import PARAMETERS
+
+#: Parameters that transform as positions, and as spin-2 pairs, under the symmetries.
+POSITION = ("lens_x_arcsec", "lens_y_arcsec")
+SPIN2 = (("lens_e1", "lens_e2"), ("shear_gamma1", "shear_gamma2"))
+
+
+@dataclasses.dataclass
+class LensSet:
+    """The KB's lenses with truth: cutouts (raw), parameters (``N x P``, order :data:`PARAMETERS`), ids, folds and
+    the KB metadata rows (arc S/N, ``theta_E``, environment)."""
+
+    cutouts: np.ndarray
+    truth: np.ndarray
+    ids: np.ndarray
+    fold: np.ndarray
+    metadata: object  # astropy Table, same rows
+    bands: tuple[str, ...]
+
+    def split(self, test_fold: int) -> dict[str, np.ndarray]:
+        """Row indices of ``train``, ``validation`` and ``test`` (see the module docstring)."""
+        rows = {"train": np.flatnonzero((self.fold >= 0) & (self.fold != test_fold)),
+                "validation": np.flatnonzero(self.fold == -1),
+                "test": np.flatnonzero(self.fold == test_fold)}
+        for name, idx in rows.items():
+            if idx.size == 0:
+                raise LensSearchError(f"modeling: the {name} split has no lens (modeling.test_fold = {test_fold}, "
+                                      f"KB folds {sorted(set(self.fold.tolist()))})")
+        return rows
+
+
+def read_lens_set(kb_path: str | Path, truth_path: str | Path) -> LensSet:
+    """The lenses of the KB ``kb_path`` with their truth from ``truth_path``.
+
+    Raises
+    ------
+    InputFileError
+        A KB lens without a truth row, or a truth value that is not finite (a map-only field), named with its id.
+    """
+    from lenssearch.kb.build import read_kb_metadata
+    from lenssearch.simulate.truth import read_truth
+    from lenssearch.train.data import read_knowledge_base
+
+    kb = read_knowledge_base(kb_path)
+    meta = read_kb_metadata(kb_path)
+    truth = read_truth(truth_path)
+    lens = np.flatnonzero(kb.labels == 1)
+    if lens.size == 0:
+        raise InputFileError(f"{kb_path}: no lens (label 1) to train a modeling network on")
+    index = {str(i): k for k, i in enumerate(truth["id"])}
+    missing = [str(kb.ids[r]) for r in lens if str(kb.ids[r]) not in index]
+    if missing:
+        raise InputFileError(f"{truth_path}: no truth for {len(missing)} lens(es) of {kb_path}, e.g. '{missing[0]}' "
+                             "(the KB and the mocks come from different simulate runs?)")
+    rows = np.array([index[str(kb.ids[r])] for r in lens])
+    values = np.stack([np.asarray(truth[p], dtype=np.float64)[rows] for p in PARAMETERS], axis=1)
+    bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    if bad.size:
+        raise InputFileError(f"{truth_path}: lens '{kb.ids[lens[bad[0]]]}' has no finite truth for "
+                             f"{[p for p, v in zip(PARAMETERS, values[bad[0]]) if not np.isfinite(v)]} (a field "
+                             "without a parametric lens model cannot train the modeling network)")
+    cutouts = kb.cutouts[lens]
+    return LensSet(cutouts, values.astype(np.float32), kb.ids[lens], kb.fold[lens], meta[lens], kb.bands)
+
+
+def symmetry_matrices() -> np.ndarray:
+    """8 x 2 x 2: the matrix acting on ``(x, y)`` (x along columns, y along rows) of each symmetry ``k`` of
+    :func:`lenssearch.train.data.dihedral_permutations` (bit 0 transposes, then bit 1 flips the rows, then bit 2
+    flips the columns)."""
+    out = []
+    for k in range(8):
+        m = np.eye(2)
+        if k & 1:
+            m = np.array([[0.0, 1.0], [1.0, 0.0]]) @ m
+        if k & 2:
+            m = np.diag([1.0, -1.0]) @ m
+        if k & 4:
+            m = np.diag([-1.0, 1.0]) @ m
+        out.append(m)
+    return np.stack(out)
+
+
+def transform_truth(truth: np.ndarray, choice: np.ndarray) -> np.ndarray:
+    """The truth of cutouts transformed by symmetries ``choice`` (one per row, 0..7)."""
+    out = np.array(truth, dtype=np.float64, copy=True)
+    m = symmetry_matrices()[choice]  # N x 2 x 2
+    ix, iy = (PARAMETERS.index(p) for p in POSITION)
+    xy = np.stack([out[:, ix], out[:, iy]], axis=1)
+    xy = np.einsum("nij,nj->ni", m, xy)
+    out[:, ix], out[:, iy] = xy[:, 0], xy[:, 1]
+    for a, b in SPIN2:
+        ia, ib = PARAMETERS.index(a), PARAMETERS.index(b)
+        t = np.zeros((len(out), 2, 2))
+        t[:, 0, 0], t[:, 0, 1], t[:, 1, 0], t[:, 1, 1] = out[:, ia], out[:, ib], out[:, ib], -out[:, ia]
+        t = m @ t @ np.transpose(m, (0, 2, 1))
+        out[:, ia], out[:, ib] = t[:, 0, 0], t[:, 0, 1]
+    return out.astype(truth.dtype)
+
+
+def augmented_epoch(images: np.ndarray, truth: np.ndarray, rows: np.ndarray, seed: int, epoch: int):
+    """One training epoch: ``rows`` in a seeded random order, each cutout under a random symmetry with its truth
+    transformed alike. ``images`` are prepared (square) cutouts; returns new arrays."""
+    from lenssearch.train.data import dihedral_permutations
+
+    rng = np.random.default_rng([seed, 15, epoch])
+    order = rng.permutation(rows)
+    choice = rng.integers(0, 8, order.size)
+    n, side = images.shape[0], images.shape[1]
+    perms = dihedral_permutations(side)
+    flat = images.reshape(n, side * side, -1)
+    out = np.empty((order.size, side * side, images.shape[-1]), dtype=images.dtype)
+    for k in range(8):
+        sel = np.flatnonzero(choice == k)
+        if sel.size:
+            out[sel] = flat[order[sel]][:, perms[k]]
+    return out.reshape(order.size, side, side, -1), transform_truth(truth[order], choice)

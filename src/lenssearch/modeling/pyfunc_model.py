@@ -1,0 +1,48 @@
+"""MLflow "models from code" definition of the modeling network (registered as ``lenssearch-modeling``).
+
+Not imported by lenssearch: :func:`lenssearch.modeling.stage.log_modeling_model` passes this file's path to
+``mlflow.pyfunc.log_model(python_model=...)``. Its artifact ``keras_model`` is the trained network (``.keras``;
+its custom layers need ``lenssearch`` importable, as the classifiers' do); ``model_config`` holds the parameter
+names in output order.
+
+Input: raw cutouts N x H x W x B float32 (e-/s, band order F435W, F606W, F814W), like every network. Output: a
+pandas DataFrame, one row per cutout, columns ``pred_<parameter>`` (the predicted mean) then ``sigma_<parameter>``
+(its calibrated 1-sigma uncertainty) for each parameter (see ``lenssearch.simulate.truth``).
+"""
+
+import mlflow
+import numpy as np
+from mlflow.pyfunc import PythonModel
+
+
+class LensModelingModel(PythonModel):
+    """The lens parameters and their uncertainties as a table."""
+
+    def load_context(self, context):
+        import keras
+
+        import lenssearch.models  # noqa: F401  (registers the custom layers)
+
+        self.model = keras.saving.load_model(context.artifacts["keras_model"], compile=False)
+        self.parameters = list(context.model_config["parameters"])
+        self.batch_size = int(context.model_config.get("batch_size", 128))
+
+    def predict(self, context, model_input, params=None):
+        import pandas as pd
+
+        if isinstance(model_input, dict) and len(model_input) == 1:  # a named tensor input
+            model_input = next(iter(model_input.values()))
+        x = np.asarray(model_input, dtype=np.float32)
+        if x.ndim != 4:
+            raise ValueError(f"lenssearch-modeling: input must be N x H x W x B cutouts, got shape {x.shape}")
+        p = len(self.parameters)
+        if len(x):
+            out = np.asarray(self.model.predict(x, batch_size=self.batch_size, verbose=0), dtype=np.float64)
+        else:
+            out = np.zeros((0, 2 * p))
+        columns = {f"pred_{name}": out[:, k] for k, name in enumerate(self.parameters)}
+        columns.update({f"sigma_{name}": np.exp(out[:, p + k]) for k, name in enumerate(self.parameters)})
+        return pd.DataFrame(columns)
+
+
+mlflow.models.set_model(LensModelingModel())

@@ -1,0 +1,209 @@
+"""The ``modeling`` stage: train, calibrate, validate and register the modeling network; set the rejection cuts.
+
+1. the lenses of ``modeling.kb_variant`` with their truth (:mod:`lenssearch.modeling.data`), split by KB fold;
+2. training (:mod:`lenssearch.modeling.fit`), resumable, one MLflow parent run in ``modeling.experiment`` with the
+   per-epoch losses;
+3. calibration of the sigmas on the validation lenses, then the validation report on the test lenses
+   (:mod:`lenssearch.modeling.report`): ``reports/modeling/`` and the run's metrics and artifacts;
+4. the rejection cuts (HOLISMOKES XVI, Sect. 3.2): for each parameter of ``modeling.reject.parameters``, ``margin``
+   x the largest predicted sigma among the held-out lenses (test and validation), so that none of them is
+   rejected; measured on the test fold's non-lenses of the same KB (hard negatives included) by confuser kind;
+5. registration as ``modeling.registered_model`` (a pyfunc returning a table of ``pred_`` and ``sigma_``
+   columns, :mod:`lenssearch.modeling.pyfunc_model`) with the cuts as version tags; ``model.json`` names the
+   version for the ``model-candidates`` stage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lenssearch.errors import LensSearchError
+from lenssearch.io import atomic_path
+from lenssearch.simulate.truth import PARAMETERS
+
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_test_nonlenses(kb_path: str | Path, fold: int):
+    """Raw cutouts and metadata of the KB's non-lenses in ``fold`` (read without loading the whole KB)."""
+    import h5py
+
+    from lenssearch.kb.build import read_kb_metadata
+
+    with h5py.File(kb_path, "r") as h5:
+        rows = np.flatnonzero((h5["labels"][...] == 0) & (h5["fold"][...] == fold))
+        cutouts = h5["cutouts"][rows] if rows.size else np.zeros((0, *h5["cutouts"].shape[1:]), np.float32)
+    return np.asarray(cutouts, np.float32), read_kb_metadata(kb_path)[rows]
+
+
+def rejection_cuts(sigma: np.ndarray, parameters, margin: float) -> dict[str, float]:
+    """``margin`` x the largest sigma of each cut parameter among ``sigma``'s rows (held-out lenses)."""
+    return {p: float(margin * np.max(sigma[:, PARAMETERS.index(p)])) for p in parameters}
+
+
+def reject(sigma: np.ndarray, cuts: dict[str, float]) -> tuple[np.ndarray, list[str]]:
+    """Rows whose sigma exceeds a cut, and for each row the '+'-joined parameters that exceed theirs."""
+    over = np.stack([sigma[:, PARAMETERS.index(p)] > c for p, c in cuts.items()], axis=1) if cuts else \
+        np.zeros((len(sigma), 0), bool)
+    names = list(cuts)
+    return over.any(axis=1), ["+".join(n for n, o in zip(names, row) if o) for row in over]
+
+
+def log_modeling_model(keras_path: Path, input_example: np.ndarray, registered_name: str, tags: dict,
+                       description: str) -> str:
+    """Log the network as a pyfunc (models from code, :mod:`lenssearch.modeling.pyfunc_model`) on the active run
+    and register it; returns the version."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    from lenssearch.tracking import _requirements, describe_registered_model
+
+    n_bands = input_example.shape[-1]
+    outputs = [ColSpec("double", f"pred_{p}") for p in PARAMETERS] + [ColSpec("double", f"sigma_{p}")
+                                                                       for p in PARAMETERS]
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, n_bands))]),
+                               outputs=Schema(outputs))
+    info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_CODE),
+                                   artifacts={"keras_model": str(keras_path)},
+                                   model_config={"parameters": list(PARAMETERS), "batch_size": 128},
+                                   signature=signature, pip_requirements=_requirements(),
+                                   registered_model_name=registered_name)
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_name, version, key, str(value))
+    describe_registered_model(registered_name, description, version, description)
+    return version
+
+
+def run_modeling(cfg, kb_path, truth_path, models_dir, reports_dir, metrics_path=None, *, log_mlflow: bool = True,
+                 tracking_uri: str | None = None, progress: bool = True) -> dict:
+    """The stage (see the module docstring); returns the metrics written to ``reports_dir/metrics.json``."""
+    from lenssearch import tracking
+    from lenssearch.config import flatten, as_dict
+    from lenssearch.modeling import fit, report
+    from lenssearch.modeling.data import read_lens_set
+    from lenssearch.models.modeling import set_calibration
+
+    t0 = time.perf_counter()
+    m = cfg.modeling
+    unknown = [p for p in m.reject.parameters if p not in PARAMETERS]
+    if unknown:
+        raise LensSearchError(f"modeling.reject.parameters: unknown parameter(s) {unknown} (known: {list(PARAMETERS)})")
+    reports_dir, models_dir = Path(reports_dir), Path(models_dir)
+    lenses = read_lens_set(kb_path, truth_path)
+    if lenses.cutouts.shape[1] != m.network.input_pixels:
+        raise LensSearchError(f"{kb_path}: cutouts are {lenses.cutouts.shape[1]} pixels a side but "
+                              f"modeling.network.input_pixels is {m.network.input_pixels}")
+    rows = lenses.split(m.test_fold)
+    kb_hash = tracking.kb_dvc_hash(kb_path)
+    print_ = fit.fingerprint(cfg, kb_hash, fit.file_md5(truth_path))
+
+    run_ctx = None
+    if log_mlflow:
+        tracking.setup(tracking_uri)
+
+    def run_for(state):
+        nonlocal run_ctx
+        if not log_mlflow:
+            return None
+        run_ctx = tracking.network_run("modeling", flatten({"modeling": as_dict(m)}),
+                                       {"lenssearch.stage": "modeling", "kb_dvc_md5": kb_hash, "fingerprint": print_,
+                                        "git_commit": tracking.git_commit()},
+                                       run_id=state.get("mlflow_run_id"), tracking_uri=tracking_uri,
+                                       experiment=m.experiment)
+        return run_ctx.__enter__()
+
+    try:
+        model, state = fit.train(cfg, lenses, rows, models_dir, print_, run_for, progress)
+        # calibration on the validation lenses, then every figure on the test lenses
+        val_mean, val_sigma = fit.predict(model, lenses.cutouts[rows["validation"]])
+        factors = fit.calibration_factors(lenses.truth[rows["validation"]], val_mean, val_sigma)
+        set_calibration(model, factors)
+        keras_path = models_dir / "model.keras"
+        fit.keras_save(model.save, keras_path)
+        test = rows["test"]
+        mean, sigma = fit.predict(model, lenses.cutouts[test])
+        val_sigma = val_sigma * factors
+        truth = lenses.truth[test].astype(np.float64)
+        meta = lenses.metadata[test]
+        stats = report.parameter_stats(truth, mean, sigma)
+        i_te = PARAMETERS.index("theta_e_arcsec")
+        big = truth[:, i_te] >= m.theta_e_min_arcsec
+        theta_mae = float(np.median(np.abs(mean[big, i_te] - truth[big, i_te]))) if big.any() else float("nan")
+        cuts = rejection_cuts(np.concatenate([sigma, val_sigma]), m.reject.parameters, m.reject.margin)
+        nl_cut, nl_meta = read_test_nonlenses(kb_path, m.test_fold)
+        nl_mean, nl_sigma = fit.predict(model, nl_cut)
+        nl_rejected, _ = reject(nl_sigma, cuts)
+        lens_rejected, _ = reject(np.concatenate([sigma, val_sigma]), cuts)
+        kinds = np.asarray(nl_meta["confuser"]).astype(str) if len(nl_meta) else np.zeros(0, str)
+        by_kind = {k: {"n": int(np.sum(kinds == k)), "rejected_fraction": float(np.mean(nl_rejected[kinds == k]))}
+                   for k in sorted(set(kinds.tolist()))}
+
+        reports_dir.mkdir(parents=True, exist_ok=True)
+        pred = report.predictions_table(lenses.ids[test], truth, mean, sigma, meta, "test")
+        with atomic_path(reports_dir / "predictions.ecsv") as tmp:
+            pred.write(tmp, format="ascii.ecsv")
+        snr = np.asarray(meta["lensed_snr"], float)
+        tables = {"by_theta_e.ecsv": report.binned_table(truth[:, i_te], m.theta_e_bins, truth, mean, sigma,
+                                                         "theta_e_arcsec", "arcsec"),
+                  "by_snr.ecsv": report.binned_table(snr, m.snr_bins, truth, mean, sigma, "lensed_snr", None)}
+        for name, table in tables.items():
+            with atomic_path(reports_dir / name) as tmp:
+                table.write(tmp, format="ascii.ecsv")
+        figures = [report.scatter_figure(reports_dir / "scatter.png", truth, mean, sigma),
+                   report.calibration_figure(reports_dir / "calibration.png", truth, mean, sigma)]
+        metrics = {
+            "n_train": int(rows["train"].size), "n_validation": int(rows["validation"].size), "n_test": int(test.size),
+            "epochs": int(state["epoch"] + 1), "best_epoch": int(state["best_epoch"]),
+            "theta_e_median_abs_error_arcsec": theta_mae, "theta_e_min_arcsec": m.theta_e_min_arcsec,
+            "parameters": stats, "calibration_factors": dict(zip(PARAMETERS, map(float, factors))),
+            "cuts_sigma": cuts, "held_out_lenses_rejected": int(lens_rejected.sum()),
+            "test_nonlenses": int(len(nl_cut)), "test_nonlenses_rejected_fraction":
+                float(nl_rejected.mean()) if len(nl_cut) else None, "test_nonlenses_by_kind": by_kind,
+            "median_sigma_nonlenses": {p: float(np.median(nl_sigma[:, k])) for k, p in enumerate(PARAMETERS)}
+            if len(nl_cut) else {},
+        }
+        model_info = {}
+        if log_mlflow:
+            flat = {"theta_e_median_abs_error_arcsec": theta_mae, "held_out_lenses_rejected": metrics[
+                "held_out_lenses_rejected"], "test_nonlenses_rejected_fraction": metrics[
+                "test_nonlenses_rejected_fraction"]}
+            for p, s in stats.items():
+                flat.update({f"{p}/{k}": v for k, v in s.items() if k != "n"})
+            tracking.log_summary(flat, [*figures, reports_dir / "predictions.ecsv", *(reports_dir / n for n in tables)])
+            tags = {"fingerprint": print_, "kb_dvc_md5": kb_hash, "git_commit": tracking.git_commit(),
+                    "theta_e_median_abs_error_arcsec": f"{theta_mae:.4f}",
+                    **{f"cut_sigma_{p}": f"{c:.6g}" for p, c in cuts.items()},
+                    **{f"coverage_1sigma_{p}": f"{s['coverage_1sigma']:.3f}" for p, s in stats.items()}}
+            version = log_modeling_model(keras_path, lenses.cutouts[test[:2]], m.registered_model, tags,
+                                         "Lens parameters (SIE + external shear: centre, theta_E, e1, e2, gamma1, "
+                                         "gamma2) with calibrated 1-sigma uncertainties (HOLISMOKES IX); trained "
+                                         f"on the '{m.kb_variant}' KB's lenses. Input: raw cutouts. Output: a table "
+                                         "of pred_<parameter> and sigma_<parameter>.")
+            model_info = {"model_uri": f"models:/{m.registered_model}/{version}", "version": version,
+                          "run_id": state.get("mlflow_run_id")}
+    finally:
+        if run_ctx is not None:
+            run_ctx.__exit__(None, None, None)
+    metrics["seconds"] = round(time.perf_counter() - t0, 1)
+    metrics["version"] = model_info.get("version")
+    _write_json(reports_dir / "metrics.json", metrics)
+    _write_json(reports_dir / "model.json", {**model_info, "cuts_sigma": cuts, "parameters": list(PARAMETERS),
+                                             "keras_model": str(models_dir / "model.keras")})
+    from lenssearch.headline import write_headline
+
+    write_headline("modeling", metrics, metrics_path)
+    return metrics
