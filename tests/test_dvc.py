@@ -34,6 +34,8 @@ VERB_MODULES = {
     "search-field": ["lenssearch.search.demo"],
     "search": ["lenssearch.search.pipeline"],
     "known-lenses": ["lenssearch.search.known"],
+    "modeling": ["lenssearch.modeling.stage"],
+    "model-candidates": ["lenssearch.modeling.candidates"],
     "independent simulate": ["lenssearch.independent.simulate"],
     "independent score": ["lenssearch.independent.score"],
 }

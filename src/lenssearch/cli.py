@@ -699,6 +699,38 @@ def modeling_cmd(
     typer.echo(f"wrote {reports}")
 
 
+@app.command("model-candidates")
+@verb
+def model_candidates_cmd(
+    candidates: Annotated[Path, typer.Option("--candidates", help="The search's candidates (candidates.ecsv).")],
+    field: Annotated[Path, typer.Option("--field", help="Field directory (image_<BAND>.fits) the candidates are in.")],
+    modeling: Annotated[Path, typer.Option("--modeling", help="model.json of the modeling stage (model URI, cuts).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder of candidates.ecsv, planted.ecsv, metrics, gallery.")],
+    planted: Annotated[Optional[Path], typer.Option(
+        "--planted", help="Planted or known lenses (ECSV with ra, dec): none of them may be rejected.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model URI instead of model.json's.")] = None,
+    tracking_uri: TrackingOption = None,
+    metrics_out: MetricsOption = None,
+    params: ParamsOption = Path("params.yaml"),
+    profile: ProfileOption = None,
+) -> None:
+    """Predict the lens parameters of the search's candidates and reject those whose uncertainties exceed the
+    modeling stage's cuts (HOLISMOKES XVI, Sect. 3.2); a gallery with the predicted centre and Einstein radius."""
+    import json
+
+    from lenssearch.headline import write_headline
+    from lenssearch.modeling.candidates import run_model_candidates
+
+    cfg = load(params, profile)
+    m = run_model_candidates(cfg, candidates, field, modeling, out, planted_path=planted, model_uri=model,
+                             tracking_uri=tracking_uri)
+    write_headline("model-candidates", m, metrics_out)
+    keys = ("n_candidates", "rejected_fraction_modeling", "rejected_fraction_cleaning", "rejected_fraction_combined",
+            "nonlens_rejected_fraction_modeling", "planted_wrongly_rejected")
+    typer.echo(json.dumps({k: m.get(k) for k in keys}))
+    typer.echo(f"wrote {out}")
+
+
 independent_app = typer.Typer(
     help="The independent test set (lenstronomy, never trained on): simulate it, score every model on it.",
     no_args_is_help=True,

@@ -224,3 +224,22 @@ def test_visibility_cuts_keep_only_visible_arcs_and_the_peak_bound_holds(cfg, te
     # the draws do not depend on how many processes make the fields, nor on the run
     run_simulate(c, test_fields, tmp_path / "again", None, progress=False, variant="visible")
     assert (tmp_path / "mocks" / CUTOUTS).read_bytes() == (tmp_path / "again" / CUTOUTS).read_bytes()
+
+
+def test_simulate_writes_truth_for_every_mock(cfg, mocks):
+    """truth.ecsv: same ids and order as metadata.ecsv, finite, theta_E equal to the metadata's."""
+    from astropy.table import Table
+
+    from lenssearch.simulate.truth import PARAMETERS, TRUTH_COLUMNS, read_truth
+
+    out = mocks[0]
+    meta = Table.read(out / METADATA)
+    truth = read_truth(out / "truth.ecsv")
+    assert list(truth.colnames) == list(TRUTH_COLUMNS)
+    assert list(truth["id"]) == list(meta["id"])
+    assert np.allclose(truth["theta_e_arcsec"], meta["theta_e_arcsec"])
+    for p in PARAMETERS:
+        assert np.all(np.isfinite(truth[p])), p
+    half_pixel = 0.5 * cfg.base.pixel_scale_arcsec * np.sqrt(2) + 1e-6
+    assert np.all(np.hypot(truth["lens_x_arcsec"], truth["lens_y_arcsec"]) <= half_pixel)
+    assert truth["theta_e_arcsec"].unit == "arcsec" and truth["lens_e1"].description

@@ -21,7 +21,7 @@ class LensModelingModel(PythonModel):
     def load_context(self, context):
         import keras
 
-        import lenssearch.models  # noqa: F401  (registers the custom layers)
+        import lenssearch.models.modeling  # noqa: F401  (registers the custom layers)
 
         self.model = keras.saving.load_model(context.artifacts["keras_model"], compile=False)
         self.parameters = list(context.model_config["parameters"])

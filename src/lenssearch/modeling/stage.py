@@ -23,6 +23,7 @@ import numpy as np
 
 from lenssearch.errors import LensSearchError
 from lenssearch.io import atomic_path
+from lenssearch.modeling.cuts import reject, rejection_cuts
 from lenssearch.simulate.truth import PARAMETERS
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -44,19 +45,6 @@ def read_test_nonlenses(kb_path: str | Path, fold: int):
         rows = np.flatnonzero((h5["labels"][...] == 0) & (h5["fold"][...] == fold))
         cutouts = h5["cutouts"][rows] if rows.size else np.zeros((0, *h5["cutouts"].shape[1:]), np.float32)
     return np.asarray(cutouts, np.float32), read_kb_metadata(kb_path)[rows]
-
-
-def rejection_cuts(sigma: np.ndarray, parameters, margin: float) -> dict[str, float]:
-    """``margin`` x the largest sigma of each cut parameter among ``sigma``'s rows (held-out lenses)."""
-    return {p: float(margin * np.max(sigma[:, PARAMETERS.index(p)])) for p in parameters}
-
-
-def reject(sigma: np.ndarray, cuts: dict[str, float]) -> tuple[np.ndarray, list[str]]:
-    """Rows whose sigma exceeds a cut, and for each row the '+'-joined parameters that exceed theirs."""
-    over = np.stack([sigma[:, PARAMETERS.index(p)] > c for p, c in cuts.items()], axis=1) if cuts else \
-        np.zeros((len(sigma), 0), bool)
-    names = list(cuts)
-    return over.any(axis=1), ["+".join(n for n, o in zip(names, row) if o) for row in over]
 
 
 def log_modeling_model(keras_path: Path, input_example: np.ndarray, registered_name: str, tags: dict,
@@ -148,7 +136,8 @@ def run_modeling(cfg, kb_path, truth_path, models_dir, reports_dir, metrics_path
         nl_mean, nl_sigma = fit.predict(model, nl_cut)
         nl_rejected, _ = reject(nl_sigma, cuts)
         lens_rejected, _ = reject(np.concatenate([sigma, val_sigma]), cuts)
-        kinds = np.asarray(nl_meta["confuser"]).astype(str) if len(nl_meta) else np.zeros(0, str)
+        kinds = (np.asarray(nl_meta["confuser"]).astype(str) if "confuser" in nl_meta.colnames
+                 else np.full(len(nl_meta), "non-lens"))
         by_kind = {k: {"n": int(np.sum(kinds == k)), "rejected_fraction": float(np.mean(nl_rejected[kinds == k]))}
                    for k in sorted(set(kinds.tolist()))}
 
@@ -156,7 +145,7 @@ def run_modeling(cfg, kb_path, truth_path, models_dir, reports_dir, metrics_path
         pred = report.predictions_table(lenses.ids[test], truth, mean, sigma, meta, "test")
         with atomic_path(reports_dir / "predictions.ecsv") as tmp:
             pred.write(tmp, format="ascii.ecsv")
-        snr = np.asarray(meta["lensed_snr"], float)
+        snr = np.asarray(meta["lensed_snr"], float) if "lensed_snr" in meta.colnames else np.full(len(meta), np.nan)
         tables = {"by_theta_e.ecsv": report.binned_table(truth[:, i_te], m.theta_e_bins, truth, mean, sigma,
                                                          "theta_e_arcsec", "arcsec"),
                   "by_snr.ecsv": report.binned_table(snr, m.snr_bins, truth, mean, sigma, "lensed_snr", None)}

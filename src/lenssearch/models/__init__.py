@@ -1,6 +1,7 @@
 """Network builders (VGG, SC-VGG, single-band VGGs, ResNet, the modeling network) and the layers that keep input preparation inside them."""
 
 from lenssearch.models.layers import BandSelect, QuietModel, RobustNormalization
+from lenssearch.models.modeling import LensParameterHead
 from lenssearch.models.vgg import BANDS, CLASSIFIERS, MODELS, build_model, build_sc_vgg, build_vgg, network_bands, split_model
 
 __all__ = [
@@ -8,6 +9,7 @@ __all__ = [
     "CLASSIFIERS",
     "MODELS",
     "BandSelect",
+    "LensParameterHead",
     "QuietModel",
     "RobustNormalization",
     "build_model",

@@ -1,0 +1,243 @@
+"""The modeling network: augmentation, loss, calibration, the stage end to end, resuming, model-candidates."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lenssearch.modeling.data import symmetry_matrices, transform_truth
+from lenssearch.simulate.truth import PARAMETERS, TRUTH_COLUMNS
+
+REPO = Path(__file__).resolve().parents[2]
+SIZE = 32
+
+
+def _moments_ellipticity(image):
+    """(e1, e2) of an image from its second moments ((1 - q)/(1 + q) convention for an elliptical Gaussian)."""
+    n = image.shape[0]
+    y, x = np.mgrid[:n, :n] - (n - 1) / 2.0  # x along columns, y along rows
+    w = image / image.sum()
+    qxx, qyy, qxy = (w * x * x).sum(), (w * y * y).sum(), (w * x * y).sum()
+    chi = np.array([qxx - qyy, 2 * qxy]) / (qxx + qyy)
+    chi_abs = np.hypot(*chi)
+    q = np.sqrt((1 - chi_abs) / (1 + chi_abs))
+    return chi / chi_abs * (1 - q) / (1 + q)
+
+
+def _elliptical_gaussian(n, q, angle_deg, x0=0.0, y0=0.0):
+    y, x = np.mgrid[:n, :n] - (n - 1) / 2.0
+    phi = np.deg2rad(angle_deg)
+    xr = np.cos(phi) * (x - x0) + np.sin(phi) * (y - y0)
+    yr = -np.sin(phi) * (x - x0) + np.cos(phi) * (y - y0)
+    return np.exp(-0.5 * ((xr / 6.0) ** 2 + (yr * 1.0 / (6.0 * q)) ** 2))
+
+
+def test_symmetries_transform_the_truth_like_the_pixels():
+    """Under each of the eight symmetries of the augmentation, a blob's centre and its measured ellipticity move
+    as transform_truth says."""
+    from lenssearch.train.data import dihedral_permutations
+
+    n = 64
+    image = _elliptical_gaussian(n, 0.5, 30.0, x0=5.0, y0=-3.0)
+    perms = dihedral_permutations(n)
+    truth = np.zeros((8, len(PARAMETERS)), np.float64)
+    truth[:, PARAMETERS.index("lens_x_arcsec")] = 5.0
+    truth[:, PARAMETERS.index("lens_y_arcsec")] = -3.0
+    e = _moments_ellipticity(_elliptical_gaussian(n, 0.5, 30.0))
+    truth[:, PARAMETERS.index("lens_e1")], truth[:, PARAMETERS.index("lens_e2")] = e
+    truth[:, PARAMETERS.index("shear_gamma1")], truth[:, PARAMETERS.index("shear_gamma2")] = e
+    moved = transform_truth(truth, np.arange(8))
+    y, x = np.mgrid[:n, :n] - (n - 1) / 2.0
+    for k in range(8):
+        out = image.ravel()[perms[k]].reshape(n, n)
+        cx, cy = (out * x).sum() / out.sum(), (out * y).sum() / out.sum()
+        assert (cx, cy) == pytest.approx((moved[k, 0], moved[k, 1]), abs=1e-4)
+        centred = _elliptical_gaussian(n, 0.5, 30.0).ravel()[perms[k]].reshape(n, n)
+        measured = _moments_ellipticity(centred)
+        for a, b in (("lens_e1", "lens_e2"), ("shear_gamma1", "shear_gamma2")):
+            assert measured == pytest.approx([moved[k, PARAMETERS.index(a)], moved[k, PARAMETERS.index(b)]],
+                                             abs=1e-4)
+    assert np.all(moved[:, PARAMETERS.index("theta_e_arcsec")] == 0.0)
+    assert len({tuple(np.round(m.ravel(), 6)) for m in symmetry_matrices()}) == 8
+
+
+def test_gaussian_nll_is_the_gaussian_log_likelihood():
+    from scipy.stats import norm
+
+    from lenssearch.models.modeling import gaussian_nll
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(5, 3))
+    mean = rng.normal(size=(5, 3))
+    log_sigma = rng.normal(scale=0.3, size=(5, 3))
+    got = np.asarray(gaussian_nll(y.astype(np.float32), np.concatenate([mean, log_sigma], 1).astype(np.float32)))
+    expected = -(norm.logpdf(y, mean, np.exp(log_sigma)) + 0.5 * np.log(2 * np.pi)).mean(axis=1)
+    assert got == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
+def test_calibration_factor_restores_one_sigma_coverage():
+    from lenssearch.modeling.fit import ONE_SIGMA, calibration_factors
+
+    rng = np.random.default_rng(1)
+    truth = rng.normal(0.0, 2.0, size=(20000, 2))
+    mean = np.zeros_like(truth)
+    sigma = np.ones_like(truth)  # overconfident by a factor 2
+    c = calibration_factors(truth, mean, sigma)
+    assert c == pytest.approx([2.0, 2.0], rel=0.03)
+    fresh = rng.normal(0.0, 2.0, size=(20000, 2))
+    assert np.mean(np.abs(fresh) <= c * sigma, axis=0) == pytest.approx([ONE_SIGMA] * 2, abs=0.01)
+
+
+# ------------------------------------------------------------------------------------------- the stage
+def _config():
+    from lenssearch.config import load_config
+
+    cfg = load_config(REPO / "params.yaml")
+    m = cfg.modeling
+    net = dataclasses.replace(m.network, input_pixels=SIZE, filters=(4, 8), dense_units=8)
+    m = dataclasses.replace(m, network=net, max_epochs=3, batch_size=16, mixed_precision=False,
+                            snr_bins=(0.0, np.inf))
+    return dataclasses.replace(cfg, modeling=m)
+
+
+def _toy_truth(kb_path: Path, path: Path) -> Path:
+    import h5py
+    from astropy.table import Table
+
+    with h5py.File(kb_path) as h5:
+        ids = [i.decode() for i in h5["ids"][...]]
+        labels = h5["labels"][...]
+    rng = np.random.default_rng(2)
+    rows = [i for i, lab in zip(ids, labels) if lab == 1]
+    t = Table({"id": rows})
+    for p in TRUTH_COLUMNS[1:]:
+        t[p] = rng.normal(0.5, 0.2, len(rows)) if p != "environment" else ["cluster"] * len(rows)
+    t.write(path, format="ascii.ecsv")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from lenssearch.modeling.stage import run_modeling
+    from lenssearch.train.toy_kb import write_toy_kb
+
+    root = tmp_path_factory.mktemp("modeling")
+    kb = write_toy_kb(root / "kb.h5", n_lenses=90, n_nonlenses=30, size=SIZE, seed=4)
+    truth = _toy_truth(kb, root / "truth.ecsv")
+    uri = f"sqlite:///{root}/mlflow.db"
+    cfg = _config()
+    metrics = run_modeling(cfg, kb, truth, root / "models", root / "reports", root / "headline.json",
+                           tracking_uri=uri, progress=False)
+    return cfg, root, kb, truth, uri, metrics
+
+
+def test_stage_writes_the_report_and_registers_a_table_model(trained):
+    import mlflow
+
+    cfg, root, kb, truth, uri, metrics = trained
+    reports = root / "reports"
+    for name in ("predictions.ecsv", "by_theta_e.ecsv", "by_snr.ecsv", "scatter.png", "calibration.png",
+                 "metrics.json", "model.json"):
+        assert (reports / name).is_file(), name
+    assert set(metrics["parameters"]) == set(PARAMETERS)
+    assert metrics["held_out_lenses_rejected"] == 0  # the cuts keep every held-out lens, by construction
+    info = json.loads((reports / "model.json").read_text())
+    assert info["model_uri"] == "models:/lenssearch-modeling/1"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/lenssearch-modeling/1")
+    from lenssearch.train.toy_kb import toy_cutouts
+
+    raw = toy_cutouts(np.array([1, 0, 1]), np.random.default_rng(5), SIZE)
+    table = model.predict(raw)
+    assert list(table.columns) == [f"pred_{p}" for p in PARAMETERS] + [f"sigma_{p}" for p in PARAMETERS]
+    assert len(table) == 3 and np.all(table[[f"sigma_{p}" for p in PARAMETERS]].to_numpy() > 0)
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(info["run_id"])
+    assert "epoch/val_loss" in run.data.metrics and "theta_e_arcsec/coverage_1sigma" in run.data.metrics
+    history = client.get_metric_history(info["run_id"], "epoch/loss")
+    assert [m.step for m in history] == list(range(metrics["epochs"]))
+    tags = client.get_model_version("lenssearch-modeling", "1").tags
+    assert float(tags["cut_sigma_theta_e_arcsec"]) == pytest.approx(info["cuts_sigma"]["theta_e_arcsec"], rel=1e-5)
+    headline = json.loads((root / "headline.json").read_text())
+    assert set(headline) == {"mae", "coverage", "rejected", "version"}
+
+
+def test_a_killed_training_resumes_to_the_same_weights(trained, tmp_path, monkeypatch):
+    """Interrupted after its first epoch, a training re-run resumes and ends with the losses of a straight one."""
+    from lenssearch.modeling import data as modeling_data
+    from lenssearch.modeling.stage import run_modeling
+
+    cfg, root, kb, truth, uri, metrics = trained
+    straight = json.loads((root / "models" / "state.json").read_text())["history"]
+    real = modeling_data.augmented_epoch
+    calls = {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(modeling_data, "augmented_epoch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_modeling(cfg, kb, truth, tmp_path / "models", tmp_path / "reports", log_mlflow=False, progress=False)
+    state = json.loads((tmp_path / "models" / "state.json").read_text())
+    assert state["epoch"] == 0 and not (tmp_path / "reports" / "metrics.json").exists()
+    monkeypatch.setattr(modeling_data, "augmented_epoch", real)
+    run_modeling(cfg, kb, truth, tmp_path / "models", tmp_path / "reports", log_mlflow=False, progress=False)
+    resumed = json.loads((tmp_path / "models" / "state.json").read_text())["history"]
+    assert resumed["loss"] == pytest.approx(straight["loss"], rel=1e-5)
+    assert resumed["val_loss"] == pytest.approx(straight["val_loss"], rel=1e-5)
+
+
+def test_model_candidates_rejects_by_the_cuts_and_draws_the_gallery(trained, tmp_path):
+    from astropy.table import Table
+
+    from lenssearch.modeling.candidates import run_model_candidates
+    from tests.search.search_helpers import make_field, positions_table
+
+    cfg, root, kb, truth, uri, metrics = trained
+    field = make_field(tmp_path / "field", sources=[(100, 100, 0.5, 4.0), (300, 250, 0.5, 4.0), (400, 80, 1, 3)])
+    positions_table(tmp_path / "cands.ecsv", [(100, 100), (300, 250), (400, 80)],
+                    extra={"score": [0.9, 0.8, 0.7], "is_lens": [True, True, False], "rejected_by": ["", "", ""]})
+    positions_table(tmp_path / "planted.ecsv", [(100, 100), (300, 250)])
+    info = json.loads((root / "reports" / "model.json").read_text())
+    for cut, expect_rejected in ((1e-12, 1.0), (1e12, 0.0)):
+        model_json = tmp_path / f"model_{cut}.json"
+        model_json.write_text(json.dumps({**info, "cuts_sigma": {"theta_e_arcsec": cut}}))
+        out = tmp_path / f"out_{cut}"
+        m = run_model_candidates(cfg, tmp_path / "cands.ecsv", field, model_json, out,
+                                 planted_path=tmp_path / "planted.ecsv", tracking_uri=uri, progress=False)
+        assert m["rejected_fraction_modeling"] == expect_rejected
+        assert m["nonlens_rejected_fraction_modeling"] == expect_rejected
+        assert m["planted_wrongly_rejected"] == (2 if expect_rejected else 0)
+        table = Table.read(out / "candidates.ecsv")
+        assert table["pred_theta_e_arcsec"].unit == "arcsec" and table["sigma_theta_e_arcsec"].description
+        assert np.all(np.isfinite(table["pred_ra"])) and (out / "gallery" / "index.html").is_file()
+        assert len(list((out / "gallery").glob("*.png"))) == 3
+
+
+def test_model_candidates_bad_input_is_one_line_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "cands.ecsv").write_text("not an ecsv\n")
+    cmd = [sys.executable, "-m", "lenssearch", "model-candidates", "--candidates", str(tmp_path / "cands.ecsv"),
+           "--field", str(tmp_path), "--modeling", str(tmp_path / "missing.json"), "--out", str(tmp_path / "o")]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "missing.json" in res.stderr and not (tmp_path / "o").exists()
+    (tmp_path / "model.json").write_text(json.dumps({"model_uri": "models:/no-such-model/1", "cuts_sigma": {}}))
+    positions = tmp_path / "ok.ecsv"
+    positions.write_text("# %ECSV 1.0\n# ---\n# datatype:\n# - {name: id, datatype: string}\n"
+                         "# - {name: ra, datatype: float64}\n# - {name: dec, datatype: float64}\nid ra dec\na 1.0 2.0\n")
+    cmd[cmd.index("--modeling") + 1] = str(tmp_path / "model.json")
+    cmd[cmd.index("--candidates") + 1] = str(positions)
+    res = subprocess.run(cmd + ["--tracking-uri", f"sqlite:///{tmp_path}/m.db"], capture_output=True, text=True,
+                         cwd=REPO)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "no-such-model" in res.stderr
