@@ -631,7 +631,7 @@ class ModelingRejectConfig:
     """The ``model-candidates`` stage's cuts on the predicted uncertainties (HOLISMOKES XVI, Sect. 3.2)."""
 
     parameters: tuple[str, ...]  # the parameters whose sigma is cut (of simulate/truth.PARAMETERS)
-    margin: float  # cut = margin x the largest sigma among the held-out KB lenses (>= 1: none of them is lost)
+    margin: float  # sigma range [lowest / margin, highest x margin] of the held-out KB lenses (>= 1: none lost)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -162,7 +162,8 @@ def test_stage_writes_the_report_and_registers_a_table_model(trained):
     history = client.get_metric_history(info["run_id"], "epoch/loss")
     assert [m.step for m in history] == list(range(metrics["epochs"]))
     tags = client.get_model_version("lenssearch-modeling", "1").tags
-    assert float(tags["cut_sigma_theta_e_arcsec"]) == pytest.approx(info["cuts_sigma"]["theta_e_arcsec"], rel=1e-5)
+    lo, hi = info["cuts_sigma"]["theta_e_arcsec"]
+    assert 0 < lo <= hi and tags["cut_sigma_theta_e_arcsec"] == f"[{lo:.6g}, {hi:.6g}]"
     headline = json.loads((root / "headline.json").read_text())
     assert set(headline) == {"mae", "coverage", "rejected", "version"}
 
@@ -207,10 +208,10 @@ def test_model_candidates_rejects_by_the_cuts_and_draws_the_gallery(trained, tmp
                     extra={"score": [0.9, 0.8, 0.7], "is_lens": [True, True, False], "rejected_by": ["", "", ""]})
     positions_table(tmp_path / "planted.ecsv", [(100, 100), (300, 250)])
     info = json.loads((root / "reports" / "model.json").read_text())
-    for cut, expect_rejected in ((1e-12, 1.0), (1e12, 0.0)):
-        model_json = tmp_path / f"model_{cut}.json"
+    for k, (cut, expect_rejected) in enumerate((([0.0, 1e-12], 1.0), ([1e6, 1e12], 1.0), ([0.0, 1e12], 0.0))):
+        model_json = tmp_path / f"model_{k}.json"
         model_json.write_text(json.dumps({**info, "cuts_sigma": {"theta_e_arcsec": cut}}))
-        out = tmp_path / f"out_{cut}"
+        out = tmp_path / f"out_{k}"
         m = run_model_candidates(cfg, tmp_path / "cands.ecsv", field, model_json, out,
                                  planted_path=tmp_path / "planted.ecsv", tracking_uri=uri, progress=False)
         assert m["rejected_fraction_modeling"] == expect_rejected
@@ -233,6 +234,10 @@ def test_model_candidates_bad_input_is_one_line_exit_2(tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "missing.json" in res.stderr and not (tmp_path / "o").exists()
     (tmp_path / "model.json").write_text(json.dumps({"model_uri": "models:/no-such-model/1", "cuts_sigma": {}}))
+    (tmp_path / "bad.json").write_text(json.dumps({"model_uri": "models:/x/1", "cuts_sigma": {"theta_e_arcsec": 1}}))
+    res = subprocess.run([*cmd[:cmd.index("--modeling") + 1], str(tmp_path / "bad.json"), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "[low, high]" in res.stderr
     positions = tmp_path / "ok.ecsv"
     positions.write_text("# %ECSV 1.0\n# ---\n# datatype:\n# - {name: id, datatype: string}\n"
                          "# - {name: ra, datatype: float64}\n# - {name: dec, datatype: float64}\nid ra dec\na 1.0 2.0\n")

@@ -2,12 +2,12 @@
 
 HOLISMOKES XVI (Sect. 3.2): the candidates' lens parameters are predicted with their uncertainties, and a
 candidate whose uncertainty on any cut parameter exceeds its cut is rejected as a likely non-lens; the cuts
-(``model.json`` of the ``modeling`` stage: ``margin`` x the largest sigma among the KB's held-out lenses) keep every
-held-out lens. This stage
+(``model.json`` of the ``modeling`` stage: the range of each sigma among the KB's held-out lenses,
+:mod:`lenssearch.modeling.cuts`) keep every held-out lens. This stage
 
 1. cuts each candidate of ``candidates.ecsv`` (the search's list above threshold, with its sep cleaning columns)
    from the field's images, the KB's cutout size, and predicts ``pred_<parameter>`` and ``sigma_<parameter>``;
-2. flags ``modeling_rejected`` (and ``modeling_rejected_by``: the parameters over their cuts), and gives the
+2. flags ``modeling_rejected`` (and ``modeling_rejected_by``: the parameters outside their cuts), and gives the
    predicted lens centre on the sky (``pred_ra``, ``pred_dec``);
 3. does the same for every planted (or known) lens of the field at its catalogue position, whether or not the
    search found it: a lens the cuts would reject is counted as wrongly rejected;
@@ -69,6 +69,7 @@ def run_model_candidates(cfg, candidates_path, field_dir, model_json, out_dir, *
                          model_uri: str | None = None, tracking_uri: str | None = None, progress: bool = True) -> dict:
     """The stage (see the module docstring); returns the metrics written to ``out_dir/metrics.json``."""
     from lenssearch import tracking
+    from lenssearch.modeling.cuts import parse_cuts
     from lenssearch.modeling.gallery import write_modeling_gallery
     from lenssearch.search.inputs import FieldImages
     from lenssearch.search.sources import read_planted
@@ -80,12 +81,10 @@ def run_model_candidates(cfg, candidates_path, field_dir, model_json, out_dir, *
         raise InputFileError(f"{model_json}: no such file (run the modeling stage)")
     try:
         info = json.loads(model_json.read_text())
-        cuts = {str(k): float(v) for k, v in info["cuts_sigma"].items()}
+        raw_cuts = dict(info["cuts_sigma"])
     except (ValueError, KeyError, TypeError) as exc:
         raise InputFileError(f"{model_json}: not a modeling model.json ({exc})") from None
-    unknown = [p for p in cuts if p not in PARAMETERS]
-    if unknown:
-        raise InputFileError(f"{model_json}: cuts on unknown parameter(s) {unknown}")
+    cuts = parse_cuts(raw_cuts, str(model_json))
     uri = model_uri or info.get("model_uri")
     if not uri:
         raise InputFileError(f"{model_json}: no model_uri (the modeling stage ran without MLflow); give --model")

@@ -5,9 +5,10 @@
    per-epoch losses;
 3. calibration of the sigmas on the validation lenses, then the validation report on the test lenses
    (:mod:`lenssearch.modeling.report`): ``reports/modeling/`` and the run's metrics and artifacts;
-4. the rejection cuts (HOLISMOKES XVI, Sect. 3.2): for each parameter of ``modeling.reject.parameters``, ``margin``
-   x the largest predicted sigma among the held-out lenses (test and validation), so that none of them is
-   rejected; measured on the test fold's non-lenses of the same KB (hard negatives included) by confuser kind;
+4. the rejection cuts (HOLISMOKES XVI, Sect. 3.2, :mod:`lenssearch.modeling.cuts`): for each parameter of
+   ``modeling.reject.parameters``, the range of the predicted sigma among the held-out lenses (test and
+   validation), widened by ``margin``, so that none of them is rejected; measured on the test fold's non-lenses
+   of the same KB (hard negatives included) by confuser kind;
 5. registration as ``modeling.registered_model`` (a pyfunc returning a table of ``pred_`` and ``sigma_``
    columns, :mod:`lenssearch.modeling.pyfunc_model`) with the cuts as version tags; ``model.json`` names the
    version for the ``model-candidates`` stage.
@@ -175,7 +176,7 @@ def run_modeling(cfg, kb_path, truth_path, models_dir, reports_dir, metrics_path
             tracking.log_summary(flat, [*figures, reports_dir / "predictions.ecsv", *(reports_dir / n for n in tables)])
             tags = {"fingerprint": print_, "kb_dvc_md5": kb_hash, "git_commit": tracking.git_commit(),
                     "theta_e_median_abs_error_arcsec": f"{theta_mae:.4f}",
-                    **{f"cut_sigma_{p}": f"{c:.6g}" for p, c in cuts.items()},
+                    **{f"cut_sigma_{p}": f"[{c[0]:.6g}, {c[1]:.6g}]" for p, c in cuts.items()},
                     **{f"coverage_1sigma_{p}": f"{s['coverage_1sigma']:.3f}" for p, s in stats.items()}}
             version = log_modeling_model(keras_path, lenses.cutouts[test[:2]], m.registered_model, tags,
                                          "Lens parameters (SIE + external shear: centre, theta_E, e1, e2, gamma1, "
