@@ -246,3 +246,30 @@ def test_model_candidates_bad_input_is_one_line_exit_2(tmp_path):
     res = subprocess.run(cmd + ["--tracking-uri", f"sqlite:///{tmp_path}/m.db"], capture_output=True, text=True,
                          cwd=REPO)
     assert res.returncode == 2 and "Traceback" not in res.stderr and "no-such-model" in res.stderr
+
+
+def test_symmetrised_prediction_of_an_equivariant_measurement_is_the_measurement():
+    """A 'network' that measures the centroid and the second-moment ellipticity of the image is equivariant: the
+    mean over the eight views, mapped back to the cutout's frame, equals its single-view answer, with no spread."""
+    from lenssearch.modeling.data import predict_symmetrised
+
+    def measure(x):
+        n = x.shape[1]
+        y, xx = np.mgrid[:n, :n] - (n - 1) / 2.0
+        img = x[..., 0]
+        w = img / img.sum(axis=(1, 2), keepdims=True)
+        cx, cy = (w * xx).sum(axis=(1, 2)), (w * y).sum(axis=(1, 2))
+        e = np.array([_moments_ellipticity(i) for i in img])
+        out = np.zeros((len(x), len(PARAMETERS)))
+        out[:, 0], out[:, 1] = cx, cy
+        out[:, PARAMETERS.index("theta_e_arcsec")] = img.max(axis=(1, 2))
+        out[:, 3], out[:, 4] = e[:, 0], e[:, 1]
+        out[:, 5], out[:, 6] = 0.5 * e[:, 0], 0.5 * e[:, 1]
+        return out, np.full_like(out, 0.1)
+
+    images = np.stack([_elliptical_gaussian(48, 0.6, a, x0=x0, y0=y0) for a, x0, y0 in
+                       ((20.0, 3.0, -2.0), (110.0, -4.0, 1.0))])[..., None].astype(np.float32)
+    single, _ = measure(images)
+    mean, sigma = predict_symmetrised(measure, images)
+    assert mean == pytest.approx(single, abs=1e-4)
+    assert sigma == pytest.approx(np.full_like(sigma, 0.1), abs=1e-3)

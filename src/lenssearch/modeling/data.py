@@ -14,6 +14,7 @@ classifiers' :func:`lenssearch.train.data.dihedral_permutations`, drawn from ``(
 truth with it: a position ``(x, y)`` maps by the 2 x 2 matrix ``M`` of the symmetry and a spin-2 quantity
 (ellipticity, shear) as the tensor ``[[e1, e2], [e2, -e1]] -> M T M^T``; ``theta_E`` is invariant. The cutout
 centre, pixel ``(n - 1) / 2``, is the centre of the symmetries, so the lens centre's offset transforms exactly.
+Predictions average the eight views of a cutout (:func:`predict_symmetrised`).
 """
 
 from __future__ import annotations
@@ -108,8 +109,14 @@ def symmetry_matrices() -> np.ndarray:
 
 def transform_truth(truth: np.ndarray, choice: np.ndarray) -> np.ndarray:
     """The truth of cutouts transformed by symmetries ``choice`` (one per row, 0..7)."""
+    return transform_parameters(truth, symmetry_matrices()[np.asarray(choice)])
+
+
+def transform_parameters(values: np.ndarray, matrices: np.ndarray) -> np.ndarray:
+    """Parameters (rows, :data:`PARAMETERS` order) under the 2 x 2 ``matrices`` (one per row, or one for all)."""
+    truth = values
     out = np.array(truth, dtype=np.float64, copy=True)
-    m = symmetry_matrices()[choice]  # N x 2 x 2
+    m = np.broadcast_to(np.asarray(matrices, dtype=np.float64), (len(out), 2, 2))
     ix, iy = (PARAMETERS.index(p) for p in POSITION)
     xy = np.stack([out[:, ix], out[:, iy]], axis=1)
     xy = np.einsum("nij,nj->ni", m, xy)
@@ -121,6 +128,30 @@ def transform_truth(truth: np.ndarray, choice: np.ndarray) -> np.ndarray:
         t = m @ t @ np.transpose(m, (0, 2, 1))
         out[:, ia], out[:, ib] = t[:, 0, 0], t[:, 0, 1]
     return out.astype(truth.dtype)
+
+
+def predict_symmetrised(predict, cutouts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sigma of raw square cutouts over their eight symmetries (test-time augmentation).
+
+    ``predict(x) -> (mean, sigma)`` of one view; each view's means are mapped back to the cutout's frame (the
+    inverse of the symmetry, ``M^T``) and averaged, and the sigma combines the views' own sigmas and their scatter:
+    ``sigma^2 = mean_k sigma_k^2 + var_k mean_k`` (the spread of the views is the network's own uncertainty on the
+    image, largest where no arc anchors the answer).
+    """
+    from lenssearch.train.data import dihedral_permutations
+
+    x = np.asarray(cutouts, dtype=np.float32)
+    n, side = x.shape[0], x.shape[1]
+    perms = dihedral_permutations(side)
+    flat = x.reshape(n, side * side, -1)
+    means, variances = [], []
+    for k, matrix in enumerate(symmetry_matrices()):
+        view = np.ascontiguousarray(flat[:, perms[k]].reshape(x.shape))
+        mean, sigma = predict(view)
+        means.append(transform_parameters(np.asarray(mean, np.float64), matrix.T))
+        variances.append(np.asarray(sigma, np.float64) ** 2)
+    means = np.stack(means)
+    return means.mean(axis=0), np.sqrt(np.mean(variances, axis=0) + means.var(axis=0))
 
 
 def augmented_epoch(images: np.ndarray, truth: np.ndarray, rows: np.ndarray, seed: int, epoch: int):

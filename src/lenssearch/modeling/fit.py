@@ -10,8 +10,8 @@ After every epoch the weights, the optimizer's state and a small ``state.json`` 
 validation loss, patience, history, MLflow run id, fingerprint) are written to ``models_dir``; a killed training
 re-run with the same configuration and KB resumes after the last finished epoch (the same batches as straight
 through); another fingerprint starts afresh. The validation loss drives a reduce-on-plateau schedule and early
-stopping; the best epoch's weights are kept. Finally the sigmas are calibrated on the validation lenses: each
-parameter's sigma is multiplied by the factor that puts 68.27% of the validation truths inside the 1-sigma
+stopping; the best epoch's weights are kept. Predictions average the eight symmetries of each cutout
+(:func:`predict`). Finally the sigmas are calibrated on the validation lenses: each parameter's sigma is multiplied by the factor that puts 68.27% of the validation truths inside the 1-sigma
 interval (:func:`calibration_factors`), so that the test set's coverage measures calibration on unseen lenses.
 """
 
@@ -204,8 +204,12 @@ def train(cfg, lenses, rows: dict, models_dir: str | Path, print_: str, run_id_c
 
 
 def predict(model, cutouts: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """``(mean, sigma)`` of raw cutouts."""
+    """``(mean, sigma)`` of raw cutouts over their eight symmetries
+    (:func:`lenssearch.modeling.data.predict_symmetrised`), as the registered model predicts them."""
+    from lenssearch.modeling.data import predict_symmetrised
+
     if len(cutouts) == 0:
         p = model.output_shape[-1] // 2
         return np.zeros((0, p)), np.zeros((0, p))
-    return split_prediction(model.predict(np.asarray(cutouts, np.float32), batch_size=batch_size, verbose=0))
+    return predict_symmetrised(
+        lambda x: split_prediction(model.predict(x, batch_size=batch_size, verbose=0)), cutouts)

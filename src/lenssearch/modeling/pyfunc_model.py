@@ -7,7 +7,8 @@ names in output order.
 
 Input: raw cutouts N x H x W x B float32 (e-/s, band order F435W, F606W, F814W), like every network. Output: a
 pandas DataFrame, one row per cutout, columns ``pred_<parameter>`` (the predicted mean) then ``sigma_<parameter>``
-(its calibrated 1-sigma uncertainty) for each parameter (see ``lenssearch.simulate.truth``).
+(its calibrated 1-sigma uncertainty) for each parameter (see ``lenssearch.simulate.truth``), both over the
+cutout's eight symmetries (``lenssearch.modeling.data.predict_symmetrised``), as the modeling stage validated it.
 """
 
 import mlflow
@@ -35,13 +36,20 @@ class LensModelingModel(PythonModel):
         x = np.asarray(model_input, dtype=np.float32)
         if x.ndim != 4:
             raise ValueError(f"lenssearch-modeling: input must be N x H x W x B cutouts, got shape {x.shape}")
+        from lenssearch.modeling.data import predict_symmetrised
+
         p = len(self.parameters)
+
+        def one_view(view):
+            out = np.asarray(self.model.predict(view, batch_size=self.batch_size, verbose=0), dtype=np.float64)
+            return out[:, :p], np.exp(out[:, p:])
+
         if len(x):
-            out = np.asarray(self.model.predict(x, batch_size=self.batch_size, verbose=0), dtype=np.float64)
+            mean, sigma = predict_symmetrised(one_view, x)
         else:
-            out = np.zeros((0, 2 * p))
-        columns = {f"pred_{name}": out[:, k] for k, name in enumerate(self.parameters)}
-        columns.update({f"sigma_{name}": np.exp(out[:, p + k]) for k, name in enumerate(self.parameters)})
+            mean, sigma = np.zeros((0, p)), np.zeros((0, p))
+        columns = {f"pred_{name}": mean[:, k] for k, name in enumerate(self.parameters)}
+        columns.update({f"sigma_{name}": sigma[:, k] for k, name in enumerate(self.parameters)})
         return pd.DataFrame(columns)
 
 
