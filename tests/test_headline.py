@@ -24,6 +24,10 @@ DOCS = {
     "search": {"n_candidates": 6, "candidates_purity": 1 / 3, "lenses_recovered_fraction": 0.5, "threshold": 0.52,
                "n_scored": 300},
     "independent": {"models": {"champion": {"auc": 0.63, "tpr_at_fpr": {"0.01": 0.003}}}},
+    "modeling": {"theta_e_median_abs_error_arcsec": 0.08, "test_nonlenses_rejected_fraction": 0.02, "version": "2",
+                 "parameters": {"lens_x_arcsec": {"coverage_1sigma": 0.70}, "theta_e_arcsec": {"coverage_1sigma": 0.62}}},
+    "model-candidates": {"n_candidates": 14, "nonlens_rejected_fraction_modeling": 0.0,
+                         "kb_nonlens_candidates_rejected_fraction": 0.05, "planted_kept_fraction": 1.0},
 }
 
 
@@ -45,6 +49,11 @@ def test_values():
     assert headline.headline("tune", DOCS["tune"]) == {"n": 3, "purity": 0.8, "completeness": 0.8}
     assert headline.headline("promote", DOCS["promote"]) == {"version": 3, "gate": 0.97, "threshold": 0.5}
     assert headline.headline("evaluate", DOCS["evaluate"]) == {"auc": 0.7}
+    # the worst 1-sigma coverage is the one farthest from 0.683
+    assert headline.headline("modeling", DOCS["modeling"]) == {"mae": 0.08, "coverage": 0.62, "rejected": 0.02,
+                                                                "version": 2}
+    assert headline.headline("model-candidates", DOCS["model-candidates"]) == {"n": 14, "rejected": 0.05,
+                                                                                "completeness": 1.0}
 
 
 def test_written_from_a_report_file(tmp_path):

@@ -709,6 +709,13 @@ def model_candidates_cmd(
     planted: Annotated[Optional[Path], typer.Option(
         "--planted", help="Planted or known lenses (ECSV with ra, dec): none of them may be rejected.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Model URI instead of model.json's.")] = None,
+    kb_nonlenses: Annotated[Optional[Path], typer.Option(
+        "--kb-nonlenses", help="test_nonlenses.ecsv of the modeling stage: also report the KB's held-out non-lens "
+        "candidates (needs --predictions, --promotion, --committees).")] = None,
+    predictions: Annotated[Optional[Path], typer.Option(
+        "--predictions", help="Folder of reports/<network>/predictions.ecsv (out-of-fold scores).")] = None,
+    promotion: Annotated[Optional[Path], typer.Option("--promotion", help="promotion.json (champion, threshold).")] = None,
+    committees: Annotated[Optional[Path], typer.Option("--committees", help="The committee stage's best.json.")] = None,
     tracking_uri: TrackingOption = None,
     metrics_out: MetricsOption = None,
     params: ParamsOption = Path("params.yaml"),
@@ -722,11 +729,17 @@ def model_candidates_cmd(
     from lenssearch.modeling.candidates import run_model_candidates
 
     cfg = load(params, profile)
+    kb_check = None
+    if kb_nonlenses is not None:
+        if None in (predictions, promotion, committees):
+            fail("--kb-nonlenses needs --predictions, --promotion and --committees")
+        kb_check = {"nonlenses_path": kb_nonlenses, "predictions_dir": predictions, "promotion_path": promotion,
+                    "committees_path": committees}
     m = run_model_candidates(cfg, candidates, field, modeling, out, planted_path=planted, model_uri=model,
-                             tracking_uri=tracking_uri)
+                             tracking_uri=tracking_uri, kb_check=kb_check)
     write_headline("model-candidates", m, metrics_out)
     keys = ("n_candidates", "rejected_fraction_modeling", "rejected_fraction_cleaning", "rejected_fraction_combined",
-            "nonlens_rejected_fraction_modeling", "planted_wrongly_rejected")
+            "nonlens_rejected_fraction_modeling", "kb_nonlens_candidates_rejected_fraction", "planted_wrongly_rejected")
     typer.echo(json.dumps({k: m.get(k) for k in keys}))
     typer.echo(f"wrote {out}")
 

@@ -645,9 +645,7 @@ class ModelingConfig:
     learning_rate: float
     max_epochs: int
     early_stopping_patience: int
-    reduce_lr_patience: int
-    reduce_lr_factor: float
-    min_learning_rate: float
+    min_learning_rate: float  # the cosine decay's floor, reached at max_epochs
     mixed_precision: bool
     theta_e_bins: tuple[float, ...]  # edges of the validation's theta_E bins (arcsec)
     snr_bins: tuple[float, ...]  # edges of its arc-S/N bins

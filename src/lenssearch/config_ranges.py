@@ -35,8 +35,7 @@ RANGES: dict[str, dict[str, Any]] = {
     "ModelingRejectConfig": {"margin": "[1, inf)"},
     "ModelingConfig": {
         "test_fold": NON_NEGATIVE, "batch_size": AT_LEAST_ONE, "learning_rate": POSITIVE, "max_epochs": AT_LEAST_ONE,
-        "early_stopping_patience": AT_LEAST_ONE, "reduce_lr_patience": AT_LEAST_ONE, "reduce_lr_factor": "(0, 1)",
-        "min_learning_rate": POSITIVE, "theta_e_bins": NON_NEGATIVE, "snr_bins": "[0, inf]",
+        "early_stopping_patience": AT_LEAST_ONE, "min_learning_rate": POSITIVE, "theta_e_bins": NON_NEGATIVE, "snr_bins": "[0, inf]",
         "theta_e_min_arcsec": NON_NEGATIVE,
     },
     "BaseConfig": {"seed": NON_NEGATIVE, "pixel_scale_arcsec": "(0, 10]"},

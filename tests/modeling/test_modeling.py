@@ -273,3 +273,30 @@ def test_symmetrised_prediction_of_an_equivariant_measurement_is_the_measurement
     mean, sigma = predict_symmetrised(measure, images)
     assert mean == pytest.approx(single, abs=1e-4)
     assert sigma == pytest.approx(np.full_like(sigma, 0.1), abs=1e-3)
+
+
+def test_kb_nonlens_candidates_use_the_champions_out_of_fold_score(tmp_path):
+    """The KB check counts the held-out non-lenses above the champion committee's threshold (its members'
+    out-of-fold probabilities combined by its rule) and the fraction of them that the modeling cuts reject."""
+    from astropy.table import Table
+
+    from lenssearch.modeling.candidates import kb_nonlens_candidates
+
+    ids = [f"n{i}" for i in range(6)]
+    p_a = [0.9, 0.8, 0.7, 0.2, 0.1, 0.95]
+    p_b = [0.7, 0.1, 0.9, 0.9, 0.1, 0.85]
+    for net, p in (("a", p_a), ("b", p_b)):
+        (tmp_path / net).mkdir()
+        Table({"id": ids + ["l0"], "fold": [0] * 7, "network": [net] * 7, "label": [0] * 6 + [1],
+               "probability": p + [0.99]}).write(tmp_path / net / "predictions.ecsv", format="ascii.ecsv")
+    (tmp_path / "promotion.json").write_text(json.dumps({"best": "mean(a+b)", "threshold": 0.5}))
+    (tmp_path / "best.json").write_text(json.dumps({"committees": [{"name": "mean(a+b)", "members": ["a", "b"],
+                                                                    "rule": "mean"}]}))
+    Table({"id": ids, "confuser": ["ring", "spiral", "ring", "plain", "plain", "pair"],
+           "modeling_rejected": [True, False, False, True, True, False]}).write(tmp_path / "nl.ecsv",
+                                                                                format="ascii.ecsv")
+    out = kb_nonlens_candidates(tmp_path / "nl.ecsv", tmp_path, tmp_path / "promotion.json", tmp_path / "best.json")
+    # mean scores: 0.8, 0.45, 0.8, 0.55, 0.1, 0.9 -> candidates n0, n2, n3, n5; rejected among them: n0, n3
+    assert out["n_candidates"] == 4 and out["rejected_fraction_modeling"] == 0.5
+    assert out["by_kind"]["ring"] == {"n_candidates": 2, "rejected": 1}
+    assert out["rejected_fraction_all_nonlenses"] == 0.5

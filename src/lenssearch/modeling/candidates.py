@@ -13,7 +13,10 @@ candidate whose uncertainty on any cut parameter exceeds its cut is rejected as 
    search found it: a lens the cuts would reject is counted as wrongly rejected;
 4. reports the fraction of candidates rejected by the modeling, by the sep cleaning (and duplicates), and by
    either, overall and among the non-lens candidates (``is_lens`` from the search's match to the planted lenses);
-5. writes the graders' gallery (:mod:`lenssearch.modeling.gallery`).
+5. with ``kb_check``, the same fraction among the KB's held-out non-lens candidates: the test-fold non-lenses (hard
+   negatives included) that the champion's out-of-fold score puts above its threshold (:func:`kb_nonlens_candidates`;
+   a demo field has few non-lens candidates, the KB hundreds);
+6. writes the graders' gallery (:mod:`lenssearch.modeling.gallery`).
 """
 
 from __future__ import annotations
@@ -65,8 +68,44 @@ def _add_predictions(table, frame, pra, pdec, cuts: dict) -> None:
     describe_columns(table)
 
 
+def kb_nonlens_candidates(nonlenses_path, predictions_dir, promotion_path, committees_path) -> dict:
+    """The KB's held-out non-lenses (``test_nonlenses.ecsv`` of the ``modeling`` stage) that the champion's
+    out-of-fold score puts above its threshold: non-lens candidates with real statistics, and the fraction of them
+    that the modeling cuts reject, overall and by confuser kind."""
+    from lenssearch.evaluate.committee import combine
+    from lenssearch.evaluate.common import load_wide, read_committees
+
+    nonlenses = read_ecsv(nonlenses_path, "modeling stage's held-out non-lenses")
+    try:
+        promotion = json.loads(Path(promotion_path).read_text())
+        best, threshold = str(promotion["best"]), float(promotion["threshold"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputFileError(f"{promotion_path}: not a promotion.json ({exc})") from None
+    committee = next((c for c in read_committees(Path(committees_path)) if c.get("name") == best), None)
+    members, rule = (list(committee["members"]), committee["rule"]) if committee else ([best], None)
+    wide = load_wide(Path(predictions_dir), members)
+    scores = np.stack([np.asarray(wide[f"p_{m}"], float) for m in members])
+    score = combine(scores, rule) if rule else scores[0]
+    by_id = dict(zip(np.asarray(wide["id"]).astype(str), score))
+    ids = np.asarray(nonlenses["id"]).astype(str)
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise InputFileError(f"{nonlenses_path}: {len(missing)} non-lens(es) have no out-of-fold score of '{best}' "
+                             f"in {predictions_dir}, e.g. '{missing[0]}' (the modeling and train stages use other KBs?)")
+    oof = np.array([by_id[i] for i in ids])
+    cand = oof >= threshold
+    rejected = np.asarray(nonlenses["modeling_rejected"], bool)
+    kinds = np.asarray(nonlenses["confuser"]).astype(str)
+    return {"champion": best, "threshold": threshold, "n_nonlenses": int(len(ids)), "n_candidates": int(cand.sum()),
+            "rejected_fraction_modeling": _rate(rejected[cand]),
+            "rejected_fraction_all_nonlenses": _rate(rejected),
+            "by_kind": {k: {"n_candidates": int((cand & (kinds == k)).sum()),
+                            "rejected": int((cand & rejected & (kinds == k)).sum())} for k in sorted(set(kinds))}}
+
+
 def run_model_candidates(cfg, candidates_path, field_dir, model_json, out_dir, *, planted_path=None,
-                         model_uri: str | None = None, tracking_uri: str | None = None, progress: bool = True) -> dict:
+                         model_uri: str | None = None, tracking_uri: str | None = None, progress: bool = True,
+                         kb_check: dict | None = None) -> dict:
     """The stage (see the module docstring); returns the metrics written to ``out_dir/metrics.json``."""
     from lenssearch import tracking
     from lenssearch.modeling.cuts import parse_cuts
@@ -94,6 +133,7 @@ def run_model_candidates(cfg, candidates_path, field_dir, model_json, out_dir, *
             raise InputFileError(f"{candidates_path}: candidate list lacks column '{col}'")
     planted = read_planted(planted_path)
     pyfunc = tracking.load_pyfunc(uri, tracking_uri)
+    t0 = time.perf_counter()
     size = cfg.modeling.network.input_pixels
     pix = cfg.base.pixel_scale_arcsec
     with FieldImages.from_field_dir(field_dir, tuple(cfg.base.bands)) as images:
@@ -130,6 +170,10 @@ def run_model_candidates(cfg, candidates_path, field_dir, model_json, out_dir, *
         wrong = np.asarray(planted["modeling_rejected"], bool) if len(planted) else np.zeros(0, bool)
         metrics.update({"n_planted": int(len(planted)), "planted_wrongly_rejected": int(wrong.sum()),
                         "planted_kept_fraction": _rate(~wrong)})
+    if kb_check:
+        kb = kb_nonlens_candidates(**kb_check)
+        metrics["kb_nonlens_candidates"] = kb
+        metrics["kb_nonlens_candidates_rejected_fraction"] = kb["rejected_fraction_modeling"]
     n_modeled = len(cands) + (len(planted) if planted is not None else 0)
     metrics["candidates_per_second"] = n_modeled / t_model if t_model > 0 else None
 

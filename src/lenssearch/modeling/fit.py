@@ -9,8 +9,8 @@ and standard deviation of each parameter over the training lenses and their eigh
 After every epoch the weights, the optimizer's state and a small ``state.json`` (epoch, learning rate, best
 validation loss, patience, history, MLflow run id, fingerprint) are written to ``models_dir``; a killed training
 re-run with the same configuration and KB resumes after the last finished epoch (the same batches as straight
-through); another fingerprint starts afresh. The validation loss drives a reduce-on-plateau schedule and early
-stopping; the best epoch's weights are kept. Predictions average the eight symmetries of each cutout
+through); another fingerprint starts afresh. The learning rate follows a cosine decay over ``max_epochs``
+(:func:`cosine_learning_rate`); the validation loss drives early stopping and the best epoch's weights are kept. Predictions average the eight symmetries of each cutout
 (:func:`predict`). Finally the sigmas are calibrated on the validation lenses: each parameter's sigma is multiplied by the factor that puts 68.27% of the validation truths inside the 1-sigma
 interval (:func:`calibration_factors`), so that the test set's coverage measures calibration on unseen lenses.
 """
@@ -110,6 +110,14 @@ def _save_checkpoint(models_dir: Path, model, optimizer, state: dict) -> None:
         tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
+def cosine_learning_rate(m, epoch: int) -> float:
+    """The learning rate of ``epoch``: a cosine decay from ``learning_rate`` to ``min_learning_rate`` over
+    ``max_epochs`` (Loshchilov & Hutter 2017, without restarts): a fixed schedule, not one driven by the noisy
+    validation loss of a small validation split."""
+    t = min(max(epoch, 0), m.max_epochs) / m.max_epochs
+    return float(m.min_learning_rate + 0.5 * (m.learning_rate - m.min_learning_rate) * (1.0 + np.cos(np.pi * t)))
+
+
 def train(cfg, lenses, rows: dict, models_dir: str | Path, print_: str, run_id_callback=None, progress: bool = True):
     """Train (or resume) the modeling network on ``lenses`` (:class:`~lenssearch.modeling.data.LensSet`) with the
     splits ``rows``; returns ``(model, state)``. ``run_id_callback(state)`` gives the MLflow run id to log the
@@ -141,9 +149,9 @@ def train(cfg, lenses, rows: dict, models_dir: str | Path, print_: str, run_id_c
                                progress=progress)
     val_x, val_y = prepared[rows["validation"]], lenses.truth[rows["validation"]]
     if state is None:
-        state = {"fingerprint": print_, "epoch": -1, "learning_rate": m.learning_rate, "best_val_loss": None,
-                 "best_epoch": -1, "since_best": 0, "since_lr": 0, "history": {"loss": [], "val_loss": [],
-                                                                               "learning_rate": []}, "stopped": False}
+        state = {"fingerprint": print_, "epoch": -1, "learning_rate": cosine_learning_rate(m, 0), "best_val_loss": None,
+                 "best_epoch": -1, "since_best": 0, "history": {"loss": [], "val_loss": [], "learning_rate": []},
+                 "stopped": False}
     else:
         model.load_weights(models_dir / "checkpoint.weights.h5")
         optimizer.build(regressor.trainable_variables)
@@ -176,16 +184,13 @@ def train(cfg, lenses, rows: dict, models_dir: str | Path, print_: str, run_id_c
         h["val_loss"].append(val_loss)
         h["learning_rate"].append(state["learning_rate"])
         if state["best_val_loss"] is None or val_loss < state["best_val_loss"]:
-            state.update(best_val_loss=val_loss, best_epoch=epoch, since_best=0, since_lr=0)
+            state.update(best_val_loss=val_loss, best_epoch=epoch, since_best=0)
             keras_save(model.save_weights, models_dir / "best.weights.h5")
         else:
             state["since_best"] += 1
-            state["since_lr"] += 1
-            if state["since_lr"] >= m.reduce_lr_patience:
-                state["learning_rate"] = max(state["learning_rate"] * m.reduce_lr_factor, m.min_learning_rate)
-                state["since_lr"] = 0
             if state["since_best"] >= m.early_stopping_patience:
                 state["stopped"] = True
+        state["learning_rate"] = cosine_learning_rate(m, epoch + 1)
         state["epoch"] = epoch
         if client is not None:
             import time

@@ -144,3 +144,18 @@ def predictions_table(ids, truth, mean, sigma, metadata, split: str):
             table[col] = metadata[col]
     table["split"].description = "split of the KB lenses: test (held out) or validation (calibration)"
     return describe_columns(table)
+
+
+def nonlens_table(metadata, mean, sigma, rejected, rejected_by, kinds):
+    """The KB's held-out non-lenses with the modeling network's answer and the cuts' verdict (one row each)."""
+    from astropy.table import Table
+
+    from lenssearch.io import describe_columns
+
+    table = Table({"id": np.asarray(metadata["id"]).astype(str), "confuser": np.asarray(kinds).astype(str)})
+    for k, name in enumerate(PARAMETERS):
+        table[f"pred_{name}"] = mean[:, k]
+        table[f"sigma_{name}"] = sigma[:, k]
+    table["modeling_rejected"] = np.asarray(rejected, bool)
+    table["modeling_rejected_by"] = np.asarray(rejected_by, dtype=str) if len(rejected_by) else np.zeros(0, str)
+    return describe_columns(table)

@@ -135,10 +135,10 @@ def run_modeling(cfg, kb_path, truth_path, models_dir, reports_dir, metrics_path
         cuts = rejection_cuts(np.concatenate([sigma, val_sigma]), m.reject.parameters, m.reject.margin)
         nl_cut, nl_meta = read_test_nonlenses(kb_path, m.test_fold)
         nl_mean, nl_sigma = fit.predict(model, nl_cut)
-        nl_rejected, _ = reject(nl_sigma, cuts)
-        lens_rejected, _ = reject(np.concatenate([sigma, val_sigma]), cuts)
+        nl_rejected, nl_by = reject(nl_sigma, cuts)
         kinds = (np.asarray(nl_meta["confuser"]).astype(str) if "confuser" in nl_meta.colnames
                  else np.full(len(nl_meta), "non-lens"))
+        lens_rejected, _ = reject(np.concatenate([sigma, val_sigma]), cuts)
         by_kind = {k: {"n": int(np.sum(kinds == k)), "rejected_fraction": float(np.mean(nl_rejected[kinds == k]))}
                    for k in sorted(set(kinds.tolist()))}
 
@@ -146,6 +146,9 @@ def run_modeling(cfg, kb_path, truth_path, models_dir, reports_dir, metrics_path
         pred = report.predictions_table(lenses.ids[test], truth, mean, sigma, meta, "test")
         with atomic_path(reports_dir / "predictions.ecsv") as tmp:
             pred.write(tmp, format="ascii.ecsv")
+        nl_table = report.nonlens_table(nl_meta, nl_mean, nl_sigma, nl_rejected, nl_by, kinds)
+        with atomic_path(reports_dir / "test_nonlenses.ecsv") as tmp:
+            nl_table.write(tmp, format="ascii.ecsv")
         snr = np.asarray(meta["lensed_snr"], float) if "lensed_snr" in meta.colnames else np.full(len(meta), np.nan)
         tables = {"by_theta_e.ecsv": report.binned_table(truth[:, i_te], m.theta_e_bins, truth, mean, sigma,
                                                          "theta_e_arcsec", "arcsec"),
