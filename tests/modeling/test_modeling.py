@@ -156,6 +156,15 @@ def test_stage_writes_the_report_and_registers_a_table_model(trained):
     table = model.predict(raw)
     assert list(table.columns) == [f"pred_{p}" for p in PARAMETERS] + [f"sigma_{p}" for p in PARAMETERS]
     assert len(table) == 3 and np.all(table[[f"sigma_{p}" for p in PARAMETERS]].to_numpy() > 0)
+    # the registered model answers what the stage validated: symmetrised means, calibrated sigmas
+    import keras
+
+    from lenssearch.modeling import fit
+
+    keras_model = keras.saving.load_model(root / "models" / "model.keras", compile=False)
+    mean, sigma = fit.predict(keras_model, raw, [info["calibration"][p] for p in PARAMETERS])
+    assert table[[f"pred_{p}" for p in PARAMETERS]].to_numpy() == pytest.approx(mean, rel=1e-4, abs=1e-6)
+    assert table[[f"sigma_{p}" for p in PARAMETERS]].to_numpy() == pytest.approx(sigma, rel=1e-4, abs=1e-6)
     client = mlflow.MlflowClient(uri)
     run = client.get_run(info["run_id"])
     assert "epoch/val_loss" in run.data.metrics and "theta_e_arcsec/coverage_1sigma" in run.data.metrics

@@ -208,13 +208,15 @@ def train(cfg, lenses, rows: dict, models_dir: str | Path, print_: str, run_id_c
     return model, state
 
 
-def predict(model, cutouts: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def predict(model, cutouts: np.ndarray, calibration=None, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """``(mean, sigma)`` of raw cutouts over their eight symmetries
-    (:func:`lenssearch.modeling.data.predict_symmetrised`), as the registered model predicts them."""
+    (:func:`lenssearch.modeling.data.predict_symmetrised`), sigma times ``calibration`` (one factor per parameter)
+    when given: what the registered model returns."""
     from lenssearch.modeling.data import predict_symmetrised
 
+    p = model.output_shape[-1] // 2
     if len(cutouts) == 0:
-        p = model.output_shape[-1] // 2
         return np.zeros((0, p)), np.zeros((0, p))
-    return predict_symmetrised(
+    mean, sigma = predict_symmetrised(
         lambda x: split_prediction(model.predict(x, batch_size=batch_size, verbose=0)), cutouts)
+    return mean, sigma * (np.ones(p) if calibration is None else np.asarray(calibration, float))

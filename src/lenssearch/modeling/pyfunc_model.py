@@ -3,7 +3,8 @@
 Not imported by lenssearch: :func:`lenssearch.modeling.stage.log_modeling_model` passes this file's path to
 ``mlflow.pyfunc.log_model(python_model=...)``. Its artifact ``keras_model`` is the trained network (``.keras``;
 its custom layers need ``lenssearch`` importable, as the classifiers' do); ``model_config`` holds the parameter
-names in output order.
+names in output order and ``calibration``, the factor of each parameter's sigma (measured on the validation lenses
+after the symmetrised prediction).
 
 Input: raw cutouts N x H x W x B float32 (e-/s, band order F435W, F606W, F814W), like every network. Output: a
 pandas DataFrame, one row per cutout, columns ``pred_<parameter>`` (the predicted mean) then ``sigma_<parameter>``
@@ -27,6 +28,8 @@ class LensModelingModel(PythonModel):
         self.model = keras.saving.load_model(context.artifacts["keras_model"], compile=False)
         self.parameters = list(context.model_config["parameters"])
         self.batch_size = int(context.model_config.get("batch_size", 128))
+        factors = context.model_config.get("calibration") or [1.0] * len(self.parameters)
+        self.calibration = np.asarray(factors, dtype=float)
 
     def predict(self, context, model_input, params=None):
         import pandas as pd
@@ -46,6 +49,7 @@ class LensModelingModel(PythonModel):
 
         if len(x):
             mean, sigma = predict_symmetrised(one_view, x)
+            sigma = sigma * self.calibration
         else:
             mean, sigma = np.zeros((0, p)), np.zeros((0, p))
         columns = {f"pred_{name}": mean[:, k] for k, name in enumerate(self.parameters)}

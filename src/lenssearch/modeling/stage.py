@@ -49,7 +49,7 @@ def read_test_nonlenses(kb_path: str | Path, fold: int):
 
 
 def log_modeling_model(keras_path: Path, input_example: np.ndarray, registered_name: str, tags: dict,
-                       description: str) -> str:
+                       description: str, calibration=None) -> str:
     """Log the network as a pyfunc (models from code, :mod:`lenssearch.modeling.pyfunc_model`) on the active run
     and register it; returns the version."""
     import mlflow
@@ -66,7 +66,9 @@ def log_modeling_model(keras_path: Path, input_example: np.ndarray, registered_n
                                outputs=Schema(outputs))
     info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_CODE),
                                    artifacts={"keras_model": str(keras_path)},
-                                   model_config={"parameters": list(PARAMETERS), "batch_size": 128},
+                                   model_config={"parameters": list(PARAMETERS), "batch_size": 128,
+                                                 "calibration": [float(c) for c in (calibration if calibration
+                                                                 is not None else np.ones(len(PARAMETERS)))]},
                                    signature=signature, pip_requirements=_requirements(),
                                    registered_model_name=registered_name)
     version = str(info.registered_model_version)
@@ -84,7 +86,6 @@ def run_modeling(cfg, kb_path, truth_path, models_dir, reports_dir, metrics_path
     from lenssearch.config import flatten, as_dict
     from lenssearch.modeling import fit, report
     from lenssearch.modeling.data import read_lens_set
-    from lenssearch.models.modeling import set_calibration
 
     t0 = time.perf_counter()
     m = cfg.modeling
@@ -120,11 +121,10 @@ def run_modeling(cfg, kb_path, truth_path, models_dir, reports_dir, metrics_path
         # calibration on the validation lenses, then every figure on the test lenses
         val_mean, val_sigma = fit.predict(model, lenses.cutouts[rows["validation"]])
         factors = fit.calibration_factors(lenses.truth[rows["validation"]], val_mean, val_sigma)
-        set_calibration(model, factors)
         keras_path = models_dir / "model.keras"
         fit.keras_save(model.save, keras_path)
         test = rows["test"]
-        mean, sigma = fit.predict(model, lenses.cutouts[test])
+        mean, sigma = fit.predict(model, lenses.cutouts[test], factors)
         val_sigma = val_sigma * factors
         truth = lenses.truth[test].astype(np.float64)
         meta = lenses.metadata[test]
@@ -134,7 +134,7 @@ def run_modeling(cfg, kb_path, truth_path, models_dir, reports_dir, metrics_path
         theta_mae = float(np.median(np.abs(mean[big, i_te] - truth[big, i_te]))) if big.any() else float("nan")
         cuts = rejection_cuts(np.concatenate([sigma, val_sigma]), m.reject.parameters, m.reject.margin)
         nl_cut, nl_meta = read_test_nonlenses(kb_path, m.test_fold)
-        nl_mean, nl_sigma = fit.predict(model, nl_cut)
+        nl_mean, nl_sigma = fit.predict(model, nl_cut, factors)
         nl_rejected, nl_by = reject(nl_sigma, cuts)
         kinds = (np.asarray(nl_meta["confuser"]).astype(str) if "confuser" in nl_meta.colnames
                  else np.full(len(nl_meta), "non-lens"))
@@ -185,7 +185,7 @@ def run_modeling(cfg, kb_path, truth_path, models_dir, reports_dir, metrics_path
                                          "Lens parameters (SIE + external shear: centre, theta_E, e1, e2, gamma1, "
                                          "gamma2) with calibrated 1-sigma uncertainties (HOLISMOKES IX); trained "
                                          f"on the '{m.kb_variant}' KB's lenses. Input: raw cutouts. Output: a table "
-                                         "of pred_<parameter> and sigma_<parameter>.")
+                                         "of pred_<parameter> and sigma_<parameter>.", factors)
             model_info = {"model_uri": f"models:/{m.registered_model}/{version}", "version": version,
                           "run_id": state.get("mlflow_run_id")}
     finally:
@@ -195,6 +195,7 @@ def run_modeling(cfg, kb_path, truth_path, models_dir, reports_dir, metrics_path
     metrics["version"] = model_info.get("version")
     _write_json(reports_dir / "metrics.json", metrics)
     _write_json(reports_dir / "model.json", {**model_info, "cuts_sigma": cuts, "parameters": list(PARAMETERS),
+                                             "calibration": dict(zip(PARAMETERS, map(float, factors))),
                                              "keras_model": str(models_dir / "model.keras")})
     from lenssearch.headline import write_headline
 

@@ -5,11 +5,12 @@ classifiers (binning and robust normalisation inside the model) ends in a dense 
 standardised mean and log-sigma of each of the ``P`` parameters (:data:`lenssearch.simulate.truth.PARAMETERS`),
 and :class:`LensParameterHead` turns them into physical units:
 
-    mean_p = offset_p + scale_p z_p,      log sigma_p = log scale_p + clip(s_p, lo, hi) + log c_p
+    mean_p = offset_p + scale_p z_p,      log sigma_p = log scale_p + clip(s_p, lo, hi)
 
 ``offset`` and ``scale`` are the training set's mean and standard deviation of each parameter (set before
-training), ``[lo, hi]`` (``modeling.network.log_sigma_range``) keeps the loss finite early in training, and
-``c_p`` is the calibration factor measured after training on the validation lenses (1 before). The output is
+training) and ``[lo, hi]`` (``modeling.network.log_sigma_range``) keeps the loss finite early in training. The
+calibration of the sigmas is applied to the prediction over a cutout's eight symmetries, outside the network
+(:func:`lenssearch.modeling.fit.predict`, the registered pyfunc). The output is
 ``N x 2P``: the means, then the log-sigmas. The loss is the Gaussian negative log-likelihood
 (:func:`gaussian_nll`), so a network that cannot tell a parameter answers the prior's mean and width.
 
@@ -41,7 +42,6 @@ class LensParameterHead(keras.layers.Layer):
         p = self.n_parameters
         self.offset = self.add_weight(name="offset", shape=(p,), initializer="zeros", trainable=False)
         self.scale = self.add_weight(name="scale", shape=(p,), initializer="ones", trainable=False)
-        self.calibration = self.add_weight(name="calibration", shape=(p,), initializer="ones", trainable=False)
 
     def call(self, inputs):
         x = ops.cast(inputs, "float32")
@@ -49,7 +49,7 @@ class LensParameterHead(keras.layers.Layer):
         z, s = x[:, :p], x[:, p:]
         lo, hi = self.log_sigma_range
         mean = self.offset + self.scale * z
-        log_sigma = ops.log(self.scale) + ops.clip(s, lo, hi) + ops.log(self.calibration)
+        log_sigma = ops.log(self.scale) + ops.clip(s, lo, hi)
         return ops.concatenate([mean, log_sigma], axis=-1)
 
     def compute_output_shape(self, input_shape):
@@ -79,11 +79,6 @@ def set_standardisation(model: keras.Model, offset, scale) -> None:
     layer = head(model)
     layer.offset.assign(np.asarray(offset, np.float32))
     layer.scale.assign(np.asarray(scale, np.float32))
-
-
-def set_calibration(model: keras.Model, factors) -> None:
-    """Multiply the predicted sigmas by ``factors`` (one per parameter; measured on validation lenses)."""
-    head(model).calibration.assign(np.asarray(factors, np.float32))
 
 
 def build_modeling(input_shape: tuple[int, int, int], cfg: Any, name: str = "modeling",
