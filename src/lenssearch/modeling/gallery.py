@@ -16,7 +16,7 @@ import numpy as np
 UPSCALE = 3
 CIRCLE = (80, 255, 120)
 BAND = (255, 220, 80)
-CROSS = (255, 80, 80)
+CROSS = (0, 230, 255)
 
 
 def _ring(rgb: np.ndarray, cx: float, cy: float, radius: float, colour, dotted: bool = False) -> None:
