@@ -39,7 +39,9 @@ def main() -> None:
     from lenssearch._runtime import apply_offline_env
     from lenssearch.config import load_config
     from lenssearch.modeling import fit
-    from lenssearch.modeling.stage import log_modeling_model
+    from lenssearch.modeling.stage import PYFUNC_CODE
+    from lenssearch.simulate.truth import PARAMETERS
+    from lenssearch.tracking import log_modeling_model
     from lenssearch.models.modeling import build_modeling
     from lenssearch.search.inputs import FieldImages
 
@@ -56,8 +58,8 @@ def main() -> None:
         fit.keras_save(model.save, tmp / "model.keras")
         exp = mlflow.create_experiment("bench", artifact_location=(tmp / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=exp):
-            version = log_modeling_model(tmp / "model.keras", np.zeros((1, n, n, 3), np.float32), "bench-modeling",
-                                         {}, "benchmark")
+            version = log_modeling_model(PYFUNC_CODE, tmp / "model.keras", PARAMETERS, np.ones(len(PARAMETERS)),
+                                         len(cfg.base.bands), "bench-modeling", {}, "benchmark")
         pyfunc = mlflow.pyfunc.load_model(f"models:/bench-modeling/{version}")
         field = make_field(tmp / "field", cfg.base.bands)
         rng = np.random.default_rng(0)

@@ -701,6 +701,45 @@ def log_committee_model(
     return info.model_uri
 
 
+def log_modeling_model(code_path: str | Path, keras_path: str | Path, parameters, calibration, n_bands: int,
+                       registered_name: str, tags: Mapping, description: str) -> str:
+    """Log the modeling network on the active run as a pyfunc ("models from code": ``code_path``, its artifact
+    ``keras_model`` the saved network, its ``model_config`` the parameter names and the sigma calibration factors)
+    and register it as ``registered_name`` with ``tags``; returns the version. Output signature: a table of
+    ``pred_<parameter>`` and ``sigma_<parameter>`` columns."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    parameters = list(parameters)
+    outputs = [ColSpec("double", f"pred_{p}") for p in parameters] + [ColSpec("double", f"sigma_{p}")
+                                                                       for p in parameters]
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, int(n_bands)))]),
+                               outputs=Schema(outputs))
+    config = {"parameters": parameters, "batch_size": 128, "calibration": [float(c) for c in calibration]}
+    info = mlflow.pyfunc.log_model(name="model", python_model=str(code_path), artifacts={"keras_model": str(keras_path)},
+                                   model_config=config, signature=signature, pip_requirements=_requirements(),
+                                   registered_model_name=registered_name)
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_name, version, key, str(value))
+    describe_registered_model(registered_name, description, version, description)
+    return version
+
+
+def log_step(run_id: str, values: Mapping[str, float], step: int, prefix: str = "epoch/") -> None:
+    """Log one step's metrics (e.g. an epoch's losses) to run ``run_id`` as they happen."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    entries = [Metric(f"{prefix}{k}", v, now, int(step)) for k, v in _finite(values).items()]
+    if entries:
+        MlflowClient().log_batch(run_id, metrics=entries)
+
+
 class Champion:
     """The version an alias points to, with the gate metric stored in its tags."""
 

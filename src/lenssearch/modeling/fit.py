@@ -163,11 +163,6 @@ def train(cfg, lenses, rows: dict, models_dir: str | Path, print_: str, run_id_c
             var.assign(value)
     run_id = run_id_callback(state) if run_id_callback else None
     state["mlflow_run_id"] = run_id
-    client = None
-    if run_id:
-        from mlflow import MlflowClient
-
-        client = MlflowClient()
     bar = tqdm(total=m.max_epochs, initial=state["epoch"] + 1, desc="modeling", unit="epoch", disable=not progress)
     epoch = state["epoch"] + 1
     while epoch < m.max_epochs and not state["stopped"]:
@@ -192,13 +187,10 @@ def train(cfg, lenses, rows: dict, models_dir: str | Path, print_: str, run_id_c
                 state["stopped"] = True
         state["learning_rate"] = cosine_learning_rate(m, epoch + 1)
         state["epoch"] = epoch
-        if client is not None:
-            import time
+        if run_id:
+            from lenssearch import tracking
 
-            from mlflow.entities import Metric
-
-            now = int(time.time() * 1000)
-            client.log_batch(run_id, metrics=[Metric(f"epoch/{k}", float(v[-1]), now, epoch) for k, v in h.items()])
+            tracking.log_step(run_id, {k: v[-1] for k, v in h.items()}, epoch)
         _save_checkpoint(models_dir, model, optimizer, state)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", val=f"{val_loss:.3f}")

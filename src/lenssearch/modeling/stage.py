@@ -48,37 +48,6 @@ def read_test_nonlenses(kb_path: str | Path, fold: int):
     return np.asarray(cutouts, np.float32), read_kb_metadata(kb_path)[rows]
 
 
-def log_modeling_model(keras_path: Path, input_example: np.ndarray, registered_name: str, tags: dict,
-                       description: str, calibration=None) -> str:
-    """Log the network as a pyfunc (models from code, :mod:`lenssearch.modeling.pyfunc_model`) on the active run
-    and register it; returns the version."""
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema, TensorSpec
-
-    from lenssearch.tracking import _requirements, describe_registered_model
-
-    n_bands = input_example.shape[-1]
-    outputs = [ColSpec("double", f"pred_{p}") for p in PARAMETERS] + [ColSpec("double", f"sigma_{p}")
-                                                                       for p in PARAMETERS]
-    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, n_bands))]),
-                               outputs=Schema(outputs))
-    info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_CODE),
-                                   artifacts={"keras_model": str(keras_path)},
-                                   model_config={"parameters": list(PARAMETERS), "batch_size": 128,
-                                                 "calibration": [float(c) for c in (calibration if calibration
-                                                                 is not None else np.ones(len(PARAMETERS)))]},
-                                   signature=signature, pip_requirements=_requirements(),
-                                   registered_model_name=registered_name)
-    version = str(info.registered_model_version)
-    client = MlflowClient()
-    for key, value in tags.items():
-        client.set_model_version_tag(registered_name, version, key, str(value))
-    describe_registered_model(registered_name, description, version, description)
-    return version
-
-
 def run_modeling(cfg, kb_path, truth_path, models_dir, reports_dir, metrics_path=None, *, log_mlflow: bool = True,
                  tracking_uri: str | None = None, progress: bool = True) -> dict:
     """The stage (see the module docstring); returns the metrics written to ``reports_dir/metrics.json``."""
@@ -181,11 +150,12 @@ def run_modeling(cfg, kb_path, truth_path, models_dir, reports_dir, metrics_path
                     "theta_e_median_abs_error_arcsec": f"{theta_mae:.4f}",
                     **{f"cut_sigma_{p}": f"[{c[0]:.6g}, {c[1]:.6g}]" for p, c in cuts.items()},
                     **{f"coverage_1sigma_{p}": f"{s['coverage_1sigma']:.3f}" for p, s in stats.items()}}
-            version = log_modeling_model(keras_path, lenses.cutouts[test[:2]], m.registered_model, tags,
-                                         "Lens parameters (SIE + external shear: centre, theta_E, e1, e2, gamma1, "
-                                         "gamma2) with calibrated 1-sigma uncertainties (HOLISMOKES IX); trained "
-                                         f"on the '{m.kb_variant}' KB's lenses. Input: raw cutouts. Output: a table "
-                                         "of pred_<parameter> and sigma_<parameter>.", factors)
+            description = ("Lens parameters (SIE + external shear: centre, theta_E, e1, e2, gamma1, gamma2) with "
+                           "calibrated 1-sigma uncertainties (HOLISMOKES IX); trained on the "
+                           f"'{m.kb_variant}' KB's lenses. Input: raw cutouts. Output: a table of pred_<parameter> "
+                           "and sigma_<parameter>.")
+            version = tracking.log_modeling_model(PYFUNC_CODE, keras_path, PARAMETERS, factors,
+                                                  lenses.cutouts.shape[-1], m.registered_model, tags, description)
             model_info = {"model_uri": f"models:/{m.registered_model}/{version}", "version": version,
                           "run_id": state.get("mlflow_run_id")}
     finally:
