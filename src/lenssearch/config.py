@@ -463,6 +463,7 @@ class VisibilityConfig:
     magnification_min: float  # total magnification of the source
     peak_sigma_min: float  # brightest lensed-source pixel (noiseless, PSF-convolved), in background sigma, any band
     lensed_snr_min: float  # matched-filter S/N of the lensed source, the bands in quadrature
+    images_in_cutout_min: int  # point-source images (|mu| >= image_min_abs_magnification) inside the cutout
     draws_per_round_max: int  # candidates drawn per round at most (draws follow the measured acceptance)
 
 

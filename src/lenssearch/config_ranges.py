@@ -144,7 +144,8 @@ RANGES: dict[str, dict[str, Any]] = {
     },
     # ---- KB variants, hard negatives, the independent test set
     "VisibilityConfig": {"magnification_min": NON_NEGATIVE, "peak_sigma_min": NON_NEGATIVE,
-                         "lensed_snr_min": NON_NEGATIVE, "draws_per_round_max": AT_LEAST_ONE},
+                         "lensed_snr_min": NON_NEGATIVE, "images_in_cutout_min": NON_NEGATIVE,
+                         "draws_per_round_max": AT_LEAST_ONE},
     "ConfuserConfig": {
         "neighbour_radius_arcsec": NON_NEGATIVE, "disc_re_arcsec": POSITIVE, "disc_mag_offset": ANY,
         "spiral_arms": NON_NEGATIVE, "spiral_pitch_deg": "[0, 90]", "edge_on_axis_ratio": "(0, 1]",

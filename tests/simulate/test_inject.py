@@ -196,14 +196,15 @@ def test_visibility_cuts_keep_only_visible_arcs_and_the_peak_bound_holds(cfg, te
     from lenssearch.simulate.render import SersicSource, flux_from_ab
     from lenssearch.simulate.scene import FieldScene
 
-    vis = dataclasses.replace(cfg.simulate.visibility, magnification_min=5.0, peak_sigma_min=5.0, lensed_snr_min=20.0)
+    vis = dataclasses.replace(cfg.simulate.visibility, magnification_min=5.0, peak_sigma_min=5.0, lensed_snr_min=20.0,
+                              images_in_cutout_min=2)
     c = dataclasses.replace(cfg, simulate=dataclasses.replace(cfg.simulate, n_mocks=6, visibility=vis,
                                                               theta_e_weighting="uniform"))
     metrics = run_simulate(c, test_fields, tmp_path / "mocks", None, progress=False, variant="visible")
     _, meta, _ = read_cutout_set(tmp_path / "mocks")
     assert len(meta) == 6 and all(str(i).startswith("visible-mock-") for i in meta["id"])
     assert np.all(meta["magnification"] >= 5.0) and np.all(meta["arc_peak_sigma"] >= 5.0)
-    assert np.all(meta["lensed_snr"] >= 20.0)
+    assert np.all(meta["lensed_snr"] >= 20.0) and np.all(meta["n_images_in_cutout"] >= 2)
     snr = np.sqrt(sum(np.asarray(meta[f"lensed_snr_{b}"]) ** 2 for b in ("F435W", "F606W", "F814W")))
     np.testing.assert_allclose(meta["lensed_snr"], snr, rtol=1e-9)
     rejected = metrics["rejected"]["TEST"]

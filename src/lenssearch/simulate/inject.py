@@ -45,7 +45,8 @@ from lenssearch.errors import LensSearchError
 SIMULATE_STREAM = 101
 
 REJECTION_REASONS = ("no_critical_line_at_z_s", "theta_e_out_of_range_at_z_s", "placement_failed",
-                     "no_image_in_cutout", "magnification_below_min", "peak_below_min", "lensed_snr_below_min")
+                     "no_image_in_cutout", "magnification_below_min", "peak_below_min", "lensed_snr_below_min",
+                     "images_in_cutout_below_min")
 
 METADATA_COLUMNS = (
     "id", "label", "field", "member_id", "line_id", "z_lens", "theta_e_arcsec", "theta_e_catalogue_arcsec",
@@ -120,6 +121,8 @@ def visibility_failure(meta: dict, visibility) -> str | None:
         return "peak_below_min"
     if meta["lensed_snr"] < visibility.lensed_snr_min:
         return "lensed_snr_below_min"
+    if meta["n_images_in_cutout"] < visibility.images_in_cutout_min:
+        return "images_in_cutout_below_min"
     return None
 
 
