@@ -192,13 +192,16 @@ class FieldImages:
             self._noise = np.asarray(sigmas, dtype=np.float64)
         return self._noise
 
-    def cut(self, x: np.ndarray, y: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    def cut(self, x: np.ndarray, y: np.ndarray, size: int, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Cut ``size`` x ``size`` cutouts centred on pixel positions, in all bands.
 
         The cutout's pixel ``size // 2`` (both axes) is the image pixel nearest to the position. Pixels off the
         image are zero; the returned fraction says how much of each cutout lies on the image. Cutouts wholly
         inside the image are one gather per band from a sliding-window view of the memory map (only their pixels
         are read); those at an edge are copied one by one, zero-padded.
+
+        ``out``: a float32 array of at least n x size x size x B to cut into (a search reuses one per batch: a
+        fresh array of that size costs its page faults every time); the cutouts are its first n rows.
 
         Returns
         -------
@@ -209,7 +212,8 @@ class FieldImages:
         y = np.atleast_1d(np.asarray(y, float))
         n = x.size
         ny, nx = self.shape
-        out = np.zeros((n, size, size, len(self.bands)), dtype=np.float32)
+        reused = out is not None
+        out = out[:n] if reused else np.zeros((n, size, size, len(self.bands)), dtype=np.float32)
         half = size // 2
         x0 = np.floor(x + 0.5).astype(np.int64) - half
         y0 = np.floor(y + 0.5).astype(np.int64) - half
@@ -220,6 +224,8 @@ class FieldImages:
         inside[on] = (xb - xa)[on] * (yb - ya)[on] / size**2
         full = np.flatnonzero(on & (inside == 1.0))
         partial = np.flatnonzero(on & (inside < 1.0))
+        if reused:
+            out[np.flatnonzero(inside < 1.0)] = 0.0  # pixels off the image are zero
         for b, data in enumerate(self.data):
             if len(full):
                 windows = np.lib.stride_tricks.sliding_window_view(data, (size, size))
