@@ -244,6 +244,14 @@ def run_search(
     """
     cfg = config.search
     out_dir = Path(out_dir)
+    if engine not in ("local", "ray"):
+        raise SearchInputError(f"--engine {engine!r}: expected 'local' or 'ray'")
+    if engine == "ray":
+        from lenssearch.search.ray_engine import require_ray
+
+        require_ray()
+        if isinstance(model_uri, Scorer):
+            raise SearchInputError("--engine ray loads the model in its workers: give a model URI")
     check_output_folder(out_dir, files=OUTPUT_FILES, folders=("gallery",))
     scorer = model_uri if isinstance(model_uri, Scorer) else load_scorer(model_uri or cfg.model_uri,
                                                                          tracking_uri=tracking_uri)
@@ -263,14 +271,10 @@ def run_search(
             if engine == "ray":  # steps 1-4
                 from lenssearch.search.ray_engine import score_on_ray
 
-                if isinstance(model_uri, Scorer):
-                    raise SearchInputError("--engine ray loads the model in its workers: give a model URI")
                 score_on_ray(inp, model_uri or cfg.model_uri, tracking_uri, config, spec, truth, scores_path, meta,
                              out_dir, progress, on_chunk)
-            elif engine == "local":
-                score_locally(inp, scorer, cfg, spec, truth, scores_path, meta, progress, on_chunk)
             else:
-                raise SearchInputError(f"--engine {engine!r}: expected 'local' or 'ray'")
+                score_locally(inp, scorer, cfg, spec, truth, scores_path, meta, progress, on_chunk)
             s = catalogue.scan(scores_path, threshold, truth, cfg.great_expectations)  # step 5
             meta["members"] = list(s.members)
             c = s.candidates

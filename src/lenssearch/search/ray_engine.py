@@ -40,6 +40,18 @@ RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "
            "GX_ANALYTICS_ENABLED": "false"}
 
 
+def require_ray() -> None:
+    """Refuse ``--engine ray`` in one line, before anything is loaded or written, where Ray Data cannot be imported."""
+    try:
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        from lenssearch.search.inputs import SearchInputError
+
+        raise SearchInputError(f"--engine ray needs Ray Data, which cannot be imported here ({exc}); install it "
+                               "with pip install 'ray[data]' (the version in requirements.lock), or use --engine "
+                               "local") from None
+
+
 def shard_dir(out_dir: str | Path) -> Path:
     return Path(out_dir) / SHARDS
 
