@@ -211,7 +211,10 @@ def failure_labels(failed: dict[str, np.ndarray]) -> np.ndarray:
     """One string per cutout: the names of the failed checks joined by ``+``, or ``""``."""
     names = list(failed)
     n = len(next(iter(failed.values()))) if failed else 0
-    return np.asarray(["+".join(name for name in names if failed[name][i]) for i in range(n)], dtype=object)
+    out = np.full(n, "", dtype=object)
+    for i in np.flatnonzero(np.any([failed[name] for name in names], axis=0)) if names and n else ():
+        out[i] = "+".join(name for name in names if failed[name][i])
+    return out
 
 
 def run_expectations(stats: dict[str, np.ndarray], ctx: ValidationContext) -> tuple[np.ndarray, list[dict]]:
