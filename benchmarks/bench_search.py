@@ -15,7 +15,9 @@ Figures printed, each measured in one run, side by side on this machine (its loa
 4. memory: resident anonymous memory (RssAnon) of a fresh process running a local search of ``--memory-size``
    positions (default 10^6) with a cheap real Keras model (central crop, mean, sigmoid), sampled after every
    chunk; the slope over the second half in bytes per position (least squares), extrapolated to 10^8 positions;
-   and the RSS of each Ray actor during the 2-actor run, its slope in bytes per position handled.
+   and the RssAnon of each of 2 Ray actors, sampled every 0.5 s during a Ray search of ``--ray-memory-size``
+   positions (default 2e5) with the same model (and during the 2-actor throughput run), its second-half slope in
+   bytes per position the actor handled.
 
 Usage: ``python benchmarks/bench_search.py [--quick]`` (``make bench``); ``--memory-size 1e5`` for a shorter
 memory run, ``--only ratio|ray|memory``; ``--use-model models:/lenssearch@champion --use-tracking-uri
@@ -191,8 +193,17 @@ def warm_up_ge(cfg) -> None:
     run_expectations(stats, ctx)
 
 
+def rss_anon(pid: int | str = "self") -> int:
+    """Resident anonymous memory (bytes) of a process: its heap, not the pages of memory-mapped files."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 class ActorMemory:
-    """RSS of the Ray actors (``ray::`` processes running BatchScorer), sampled every 0.5 s."""
+    """RssAnon of the Ray actors (``ray::`` processes running BatchScorer), sampled every 0.5 s (RSS would count
+    the pages of the memory-mapped field that an actor has read, which grow to the field's size)."""
 
     def __init__(self):
         self.samples: dict[int, list[tuple[float, int]]] = {}
@@ -207,8 +218,8 @@ class ActorMemory:
             for p in psutil.process_iter(["pid", "cmdline"]):
                 try:
                     if "BatchScorer" in " ".join(p.info["cmdline"] or []):
-                        self.samples.setdefault(p.pid, []).append((time.perf_counter(), p.memory_info().rss))
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                        self.samples.setdefault(p.pid, []).append((time.perf_counter(), rss_anon(p.pid)))
+                except (psutil.NoSuchProcess, psutil.AccessDenied, FileNotFoundError, ProcessLookupError):
                     pass
             self._stop.wait(0.5)
 
@@ -216,6 +227,25 @@ class ActorMemory:
         self._stop.set()
         self._thread.join()
         return self.samples
+
+
+def ray_config(cfg, workers: int, chunk_rows: int | None = None):
+    """``cfg`` with a local Ray of 2 CPUs and ``workers`` actors of 1 CPU each."""
+    rcfg = dataclasses.replace(cfg.search.ray, workers=workers, num_cpus=2, cpus_per_worker=1)
+    return dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, ray=rcfg,
+                                                               chunk_rows=chunk_rows or cfg.search.chunk_rows))
+
+
+def report_actors(samples: dict, rate_per_actor: float) -> None:
+    """Each actor's RssAnon: first sample, peak, last, and the slope over the second half of its samples (the model
+    loaded and traced), in kB/s and in bytes per position it handled (``rate_per_actor`` positions/s)."""
+    for pid, s in samples.items():
+        t, rss = zip(*s)
+        half = len(t) // 2
+        b, se = slope(t[half:], rss[half:])
+        print(f"  actor {pid}: RssAnon {rss[0] / 2**20:.0f} -> {max(rss) / 2**20:.0f} (peak) -> {rss[-1] / 2**20:.0f} "
+              f"MB over {len(s)} samples ({t[-1] - t[0]:.0f} s); second-half slope {b / 2**10:.1f} +- {se / 2**10:.1f} "
+              f"kB/s ~ {b / rate_per_actor:.1f} +- {se / rate_per_actor:.1f} bytes/position")
 
 
 def slope(xs, ys) -> tuple[float, float]:
@@ -239,12 +269,6 @@ def memory_child(args) -> None:
     from lenssearch.search.pipeline import run_search
     from lenssearch.search.sources import open_field
 
-    def rss_anon() -> int:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-        return 0
-
     with open_field(cfg.base.bands, cfg.search.detection, field_dir=args.field, catalogue=args.catalogue) as inp:
         run_search(cfg, inp, args.out, model_uri=args.model, tracking_uri=args.tracking_uri, log_mlflow=False,
                    write_gallery=False, progress=False,
@@ -256,6 +280,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer cutouts (a rough figure)")
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     ap.add_argument("--memory-size", type=float, default=1e6)
+    ap.add_argument("--ray-memory-size", type=float, default=2e5, help="positions of the Ray memory run (2 actors)")
     ap.add_argument("--only", choices=("ratio", "ray", "memory"))
     ap.add_argument("--repeat", type=int, default=3, help="ratio runs (bare, search, bare); the median is reported")
     ap.add_argument("--use-model", help="a registered model URI instead of the demo-size VGG (e.g. the champion)")
@@ -315,29 +340,17 @@ def main() -> None:
             print(f"bare predict {bare:.1f} cutouts/s; local search {steady:.1f} cutouts/s; ratio local/bare "
                   f"{ratio:.2f} (median of {len(results)}; >= 0.8 required); {machine_load()}")
         if args.only in (None, "ray"):
-            # steady rate: the difference of two runs (n/4 and n positions) cancels the start of Ray and of the actors
+            # steady rate: from the first chunk to the last (8 chunks), after Ray and the actors have started
             rates = {}
             for workers in (1, 2):
-                rcfg = dataclasses.replace(bcfg.search.ray, workers=workers, num_cpus=2, cpus_per_worker=1)
-                wcfg = dataclasses.replace(bcfg, search=dataclasses.replace(bcfg.search, ray=rcfg,
-                                                                            chunk_rows=n // 8))
-                walls = {}
-                for size in (n // 4, n):
-                    probe = ActorMemory() if workers == 2 and size == n else None
-                    walls[size], _, _ = timed_search(wcfg, field, positions(field, size), tmp / f"ray{workers}-{size}",
-                                                     model, uri, "ray")
-                    if probe is not None:
-                        for pid, s in probe.stop().items():
-                            t, rss = zip(*s)
-                            half = len(t) // 2
-                            b, se = slope(t[half:], rss[half:])
-                            per_position = b / (rates_guess := n / walls[size])
-                            print(f"  actor {pid}: RSS {rss[0] / 2**20:.0f} -> {max(rss) / 2**20:.0f} (peak) -> "
-                                  f"{rss[-1] / 2**20:.0f} MB over {len(s)} samples; second-half slope "
-                                  f"{b / 2**10:.1f} +- {se / 2**10:.1f} kB/s ~ {per_position:.0f} bytes/position")
-                rates[workers] = (n - n // 4) / (walls[n] - walls[n // 4])
-                print(f"ray {workers} worker(s): {rates[workers]:.1f} cutouts/s steady (walls {walls[n // 4]:.1f} s for "
-                      f"{n // 4}, {walls[n]:.1f} s for {n}); {machine_load()}")
+                wcfg = ray_config(bcfg, workers, n // 8)
+                probe = ActorMemory() if workers == 2 else None
+                wall, rates[workers], _ = timed_search(wcfg, field, positions(field, n), tmp / f"ray{workers}", model,
+                                                       uri, "ray")
+                if probe is not None:
+                    report_actors(probe.stop(), rates[workers] / workers)
+                print(f"ray {workers} worker(s): {rates[workers]:.1f} cutouts/s steady (wall {wall:.1f} s for {n}); "
+                      f"{machine_load()}")
             print(f"ratio ray2/ray1 {rates[2] / rates[1]:.2f} (2 actors x 1 CPU on {os.cpu_count()} CPUs)")
         if args.only in (None, "memory"):
             size = int(args.memory_size if not args.quick else min(args.memory_size, 1e5))
@@ -357,6 +370,13 @@ def main() -> None:
                   f"{rss[0] / 2**20:.0f} MB after the first chunk, {rss[-1] / 2**20:.0f} MB at the end; second-half "
                   f"slope {b:.2f} +- {se:.2f} bytes/position -> {b * 1e8 / 2**20:+.0f} MB at 1e8 positions; "
                   f"{machine_load()}")
+            size = int(args.ray_memory_size if not args.quick else min(args.ray_memory_size, 2e4))
+            probe = ActorMemory()
+            wall, rate, _ = timed_search(ray_config(load(args.params, threshold=2.0), 2), field,
+                                         positions(field, size, seed=3), tmp / "mem-ray", model, uri, "ray")
+            print(f"memory, ray search of {size} positions with 2 actors ({wall:.0f} s, tiny model, {rate:.0f} "
+                  f"cutouts/s steady): RssAnon of each actor")
+            report_actors(probe.stop(), rate / 2)
 
 
 if __name__ == "__main__":
