@@ -65,15 +65,6 @@ def cut(pixels: FieldImages | CutoutStack, rows: dict[str, np.ndarray], size: in
     return out, np.ones(len(index))
 
 
-def score_padded(scorer: Scorer, cutouts: np.ndarray, batch_size: int):
-    """Step 3: the model's scores of ``cutouts``, given to it as a batch of ``batch_size`` (zeros after them)."""
-    n = len(cutouts)
-    full = np.zeros((max(batch_size, n), *cutouts.shape[1:]), dtype=np.float32)
-    full[:n] = cutouts
-    scores = scorer.score(full)
-    return scores.main[:n], {name: values[:n] for name, values in scores.members.items()}
-
-
 def empty_results(n: int, spec: BatchSpec, members) -> dict[str, np.ndarray]:
     """Result columns of ``n`` rows not scored (status ``outside``)."""
     out = {
@@ -162,11 +153,6 @@ def finish_batch(p: Prepared, main: np.ndarray, members: dict[str, np.ndarray], 
     return out
 
 
-def score_batch(p: Prepared, scorer: Scorer, spec: BatchSpec) -> dict[str, np.ndarray]:
-    """Step 3 for one prepared batch: score the valid cutouts, measure the candidates; the result columns."""
-    return finish_batch(p, *score_prepared(p, scorer), spec)
-
-
 def process_batch(rows: dict[str, np.ndarray], pixels, scorer: Scorer, spec: BatchSpec,
                   buffer: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Cut, check and score one batch of catalogue rows; measure its candidates (see the module's docstring).
@@ -174,4 +160,5 @@ def process_batch(rows: dict[str, np.ndarray], pixels, scorer: Scorer, spec: Bat
     ``rows`` holds at least ``row``, ``x_pix``, ``y_pix``, ``on_image`` (at most ``spec.batch_size`` rows);
     ``buffer``: a batch buffer to cut into (:func:`new_buffer`), reused from one call to the next.
     """
-    return score_batch(prepare_batch(rows, pixels, spec, buffer), scorer, spec)
+    prepared = prepare_batch(rows, pixels, spec, buffer)
+    return finish_batch(prepared, *score_prepared(prepared, scorer), spec)
