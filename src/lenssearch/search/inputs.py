@@ -196,7 +196,8 @@ class FieldImages:
             self._noise = np.asarray(sigmas, dtype=np.float64)
         return self._noise
 
-    def cut(self, x: np.ndarray, y: np.ndarray, size: int, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def cut(self, x: np.ndarray, y: np.ndarray, size: int,
+            out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Cut ``size`` x ``size`` cutouts centred on pixel positions, in all bands.
 
         The cutout's pixel ``size // 2`` (both axes) is the image pixel nearest to the position. Pixels off the
@@ -231,7 +232,8 @@ class FieldImages:
         partial = np.flatnonzero(on & (inside < 1.0))
         if reused:
             out[np.flatnonzero(inside < 1.0)] = 0.0  # pixels off the image are zero
-        windows = [np.lib.stride_tricks.sliding_window_view(data, (size, size)) for data in self.data]
+        windows = [np.lib.stride_tricks.sliding_window_view(data, (size, size)) for data in self.data
+                   ] if len(full) else []  # (an image smaller than a cutout has no window)
         for g in range(0, len(full), CUT_GROUP):  # a few cutouts at a time, all bands: they stay in the cache
             rows = full[g : g + CUT_GROUP]
             for b, window in enumerate(windows):
