@@ -4,15 +4,20 @@ Figures printed, each measured in one run, side by side on this machine (its loa
 
 1. ``ratio local/bare``: end-to-end local search cutouts/s (memory-mapped FITS, cutting, checks, great-expectations
    once per chunk, scoring, cleaning of the 2% candidates, catalogue) over the bare model's ``predict`` cutouts/s
-   on cutouts already in memory, the same registered model (a demo-size VGG, untrained: the same cost per cutout,
-   registered in a temporary MLflow store) and the same batch shape; must be >= 0.8;
+   on cutouts already in memory, the same loaded model (a demo-size VGG, untrained: the same cost per cutout,
+   registered in a temporary MLflow store), called the same way (``Scorer.score``) with the same batch shape; each
+   run is bare, search, bare (the mean of the two bare rates is its baseline), ``--repeat`` runs (default 3) and
+   their median; one-time costs are paid before any timing on both sides (the model's graph tracing; a search of
+   256 positions for the imports of sep, pyarrow's writer, ...); must be >= 0.8;
 2. ``ratio ray2/ray1``: steady Ray throughput (first to last chunk, after the actors have loaded the model) with 2
    actors over 1 actor, each actor holding 1 CPU;
 3. the per-batch costs (cut + checks; model) and an estimate for 1.1e8 cutouts on N GPUs (docs/search_scale.md);
 4. memory: resident anonymous memory (RssAnon) of a fresh process running a local search of ``--memory-size``
    positions (default 10^6) with a cheap real Keras model (central crop, mean, sigmoid), sampled after every
    chunk; the slope over the second half in bytes per position (least squares), extrapolated to 10^8 positions;
-   and the RSS of each Ray actor during the 2-actor run, its slope in bytes per position handled.
+   and the RssAnon of each of 2 Ray actors, sampled every 0.5 s during a Ray search of ``--ray-memory-size``
+   positions (default 2e5) with the same model (and during the 2-actor throughput run), its second-half slope in
+   bytes per position the actor handled.
 
 Usage: ``python benchmarks/bench_search.py [--quick]`` (``make bench``); ``--memory-size 1e5`` for a shorter
 memory run, ``--only ratio|ray|memory``; ``--use-model models:/lenssearch@champion --use-tracking-uri
@@ -128,31 +133,32 @@ def timed_search(cfg, field, catalogue, out, model, tracking_uri, engine="local"
     return wall, steady, res
 
 
-def bare_and_costs(cfg, field, model, tracking_uri, n_batches: int) -> dict:
-    """The bare model's cutouts/s (predict on cutouts in memory), and the per-batch cost of cut + checks."""
-    from lenssearch.search.batch import cut, score_padded
-    from lenssearch.search.checks import ValidationContext, validate_batch
+def bare_and_costs(cfg, field, scorer, n_batches: int) -> dict:
+    """The bare model's cutouts/s (``scorer.score``, the search's own call, on a batch of cutouts already in memory,
+    of the search's batch shape), and the per-batch cost of cut + checks."""
+    from lenssearch.search.batch import BatchSpec, new_buffer, prepare_batch, score_prepared
+    from lenssearch.search.checks import ValidationContext
     from lenssearch.search.inputs import FieldImages
-    from lenssearch.search.scoring import load_scorer
-
-    scorer = load_scorer(model, tracking_uri=tracking_uri)
     bs, size = cfg.search.batch_size, cfg.search.cutout_pixels
     rng = np.random.default_rng(3)
     with FieldImages.from_field_dir(field, cfg.base.bands) as images:
-        rows = {"x_pix": rng.uniform(100, FIELD_PIXELS - 100, bs), "y_pix": rng.uniform(100, FIELD_PIXELS - 100, bs)}
-        cutouts, _ = cut(images, rows, size)
+        rows = {"row": np.arange(bs), "x_pix": rng.uniform(100, FIELD_PIXELS - 100, bs),
+                "y_pix": rng.uniform(100, FIELD_PIXELS - 100, bs), "on_image": np.ones(bs, bool)}
         ctx = ValidationContext(size, tuple(cfg.base.bands), images.noise_sigma, cfg.validate)
+        spec = BatchSpec(ctx, bs, None, cfg.search.cleaning, 0.03)
+        buffer = new_buffer(spec, len(cfg.base.bands))
+        cutouts = prepare_batch(rows, images, spec).batch  # in memory, the model's batch shape
         scorer.score(cutouts)  # graph tracing, once
         t0 = time.perf_counter()
         for _ in range(n_batches):
             scorer.score(cutouts)
         t_model = (time.perf_counter() - t0) / n_batches
+        prepare_batch(rows, images, spec, buffer)
         t0 = time.perf_counter()
         for _ in range(n_batches):
-            c, _ = cut(images, rows, size)
-            validate_batch(c, ctx)
+            prepare_batch(rows, images, spec, buffer)  # as the search: cut into a reused buffer, check
         t_cpu = (time.perf_counter() - t0) / n_batches
-        main, _ = score_padded(scorer, cutouts, bs)
+        main, _ = score_prepared(prepare_batch(rows, images, spec, buffer), scorer)
         from lenssearch.search import cleaning
 
         t0 = time.perf_counter()
@@ -187,8 +193,17 @@ def warm_up_ge(cfg) -> None:
     run_expectations(stats, ctx)
 
 
+def rss_anon(pid: int | str = "self") -> int:
+    """Resident anonymous memory (bytes) of a process: its heap, not the pages of memory-mapped files."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 class ActorMemory:
-    """RSS of the Ray actors (``ray::`` processes running BatchScorer), sampled every 0.5 s."""
+    """RssAnon of the Ray actors (``ray::`` processes running BatchScorer), sampled every 0.5 s (RSS would count
+    the pages of the memory-mapped field that an actor has read, which grow to the field's size)."""
 
     def __init__(self):
         self.samples: dict[int, list[tuple[float, int]]] = {}
@@ -203,8 +218,8 @@ class ActorMemory:
             for p in psutil.process_iter(["pid", "cmdline"]):
                 try:
                     if "BatchScorer" in " ".join(p.info["cmdline"] or []):
-                        self.samples.setdefault(p.pid, []).append((time.perf_counter(), p.memory_info().rss))
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                        self.samples.setdefault(p.pid, []).append((time.perf_counter(), rss_anon(p.pid)))
+                except (psutil.NoSuchProcess, psutil.AccessDenied, FileNotFoundError, ProcessLookupError):
                     pass
             self._stop.wait(0.5)
 
@@ -212,6 +227,25 @@ class ActorMemory:
         self._stop.set()
         self._thread.join()
         return self.samples
+
+
+def ray_config(cfg, workers: int, chunk_rows: int | None = None):
+    """``cfg`` with a local Ray of 2 CPUs and ``workers`` actors of 1 CPU each."""
+    rcfg = dataclasses.replace(cfg.search.ray, workers=workers, num_cpus=2, cpus_per_worker=1)
+    return dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, ray=rcfg,
+                                                               chunk_rows=chunk_rows or cfg.search.chunk_rows))
+
+
+def report_actors(samples: dict, rate_per_actor: float) -> None:
+    """Each actor's RssAnon: first sample, peak, last, and the slope over the second half of its samples (the model
+    loaded and traced), in kB/s and in bytes per position it handled (``rate_per_actor`` positions/s)."""
+    for pid, s in samples.items():
+        t, rss = zip(*s)
+        half = len(t) // 2
+        b, se = slope(t[half:], rss[half:])
+        print(f"  actor {pid}: RssAnon {rss[0] / 2**20:.0f} -> {max(rss) / 2**20:.0f} (peak) -> {rss[-1] / 2**20:.0f} "
+              f"MB over {len(s)} samples ({t[-1] - t[0]:.0f} s); second-half slope {b / 2**10:.1f} +- {se / 2**10:.1f} "
+              f"kB/s ~ {b / rate_per_actor:.1f} +- {se / rate_per_actor:.1f} bytes/position")
 
 
 def slope(xs, ys) -> tuple[float, float]:
@@ -235,12 +269,6 @@ def memory_child(args) -> None:
     from lenssearch.search.pipeline import run_search
     from lenssearch.search.sources import open_field
 
-    def rss_anon() -> int:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-        return 0
-
     with open_field(cfg.base.bands, cfg.search.detection, field_dir=args.field, catalogue=args.catalogue) as inp:
         run_search(cfg, inp, args.out, model_uri=args.model, tracking_uri=args.tracking_uri, log_mlflow=False,
                    write_gallery=False, progress=False,
@@ -252,7 +280,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer cutouts (a rough figure)")
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     ap.add_argument("--memory-size", type=float, default=1e6)
+    ap.add_argument("--ray-memory-size", type=float, default=2e5, help="positions of the Ray memory run (2 actors)")
     ap.add_argument("--only", choices=("ratio", "ray", "memory"))
+    ap.add_argument("--repeat", type=int, default=3, help="ratio runs (bare, search, bare); the median is reported")
     ap.add_argument("--use-model", help="a registered model URI instead of the demo-size VGG (e.g. the champion)")
     ap.add_argument("--use-tracking-uri", help="its MLflow store (e.g. sqlite:///mlflow.db)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -280,7 +310,11 @@ def main() -> None:
             else:
                 model, uri = register_model(cfg, tmp / "registry", "vgg")
             print(f"model {model}")
-            costs = bare_and_costs(cfg, field, model, uri, 4 if args.quick else 8)
+            from lenssearch.search.scoring import load_scorer
+
+            scorer = load_scorer(model, tracking_uri=uri)  # one scorer for the bare model and the search
+            n_bare = 4 if args.quick else 8
+            costs = bare_and_costs(cfg, field, scorer, n_bare)  # the graph traced before any timing
             bcfg = load(args.params, threshold=costs["threshold"])
             t_ge = ge_cost(cfg, cfg.search.chunk_rows)
             print(f"per batch of {costs['batch']}: model {costs['t_model_batch']:.3f} s, cut + checks "
@@ -290,42 +324,33 @@ def main() -> None:
         if args.only in (None, "ratio"):
             warm_up_ge(cfg)
             cat = positions(field, n)
-            from lenssearch.search.scoring import load_scorer
-
-            scorer = load_scorer(model, tracking_uri=uri)  # loaded and traced before the timing, as the bare model is
-            size = cfg.search.cutout_pixels
-            scorer.score(np.zeros((cfg.search.batch_size, size, size, len(cfg.base.bands)), np.float32))
-            wall, _, _ = timed_search(bcfg, field, cat, tmp / "local", scorer, uri)  # chunks of search.chunk_rows
-            steady = n / wall
-            bare2, _ = bare_and_costs(cfg, field, model, uri, 4 if args.quick else 8)["bare_cps"], None
-            bare = (costs["bare_cps"] + bare2) / 2  # before and after the search: the machine's load drifts
-            print(f"bare predict {bare:.1f} cutouts/s (before {costs['bare_cps']:.1f}, after {bare2:.1f}); "
-                  f"local search {steady:.1f} cutouts/s over {n}; ratio local/bare {steady / bare:.2f} "
-                  f"(>= 0.8 required); {machine_load()}")
+            timed_search(bcfg, field, positions(field, 256), tmp / "warm", scorer, uri)  # one-time imports (sep, ...)
+            results = []
+            before = costs["bare_cps"]
+            for rep in range(args.repeat):
+                wall, _, _ = timed_search(bcfg, field, cat, tmp / f"local{rep}", scorer, uri)  # chunks of chunk_rows
+                steady = n / wall
+                after = bare_and_costs(cfg, field, scorer, n_bare)["bare_cps"]
+                bare = (before + after) / 2  # before and after the search: the machine's load drifts
+                results.append((steady, bare, steady / bare))
+                print(f"  run {rep + 1}: bare predict {bare:.1f} cutouts/s (before {before:.1f}, after {after:.1f}); "
+                      f"local search {steady:.1f} cutouts/s over {n}; ratio {steady / bare:.2f}; {machine_load()}")
+                before = after
+            steady, bare, ratio = (float(np.median(v)) for v in zip(*results))
+            print(f"bare predict {bare:.1f} cutouts/s; local search {steady:.1f} cutouts/s; ratio local/bare "
+                  f"{ratio:.2f} (median of {len(results)}; >= 0.8 required); {machine_load()}")
         if args.only in (None, "ray"):
-            # steady rate: the difference of two runs (n/4 and n positions) cancels the start of Ray and of the actors
+            # steady rate: from the first chunk to the last (8 chunks), after Ray and the actors have started
             rates = {}
             for workers in (1, 2):
-                rcfg = dataclasses.replace(bcfg.search.ray, workers=workers, num_cpus=2, cpus_per_worker=1)
-                wcfg = dataclasses.replace(bcfg, search=dataclasses.replace(bcfg.search, ray=rcfg,
-                                                                            chunk_rows=n // 8))
-                walls = {}
-                for size in (n // 4, n):
-                    probe = ActorMemory() if workers == 2 and size == n else None
-                    walls[size], _, _ = timed_search(wcfg, field, positions(field, size), tmp / f"ray{workers}-{size}",
-                                                     model, uri, "ray")
-                    if probe is not None:
-                        for pid, s in probe.stop().items():
-                            t, rss = zip(*s)
-                            half = len(t) // 2
-                            b, se = slope(t[half:], rss[half:])
-                            per_position = b / (rates_guess := n / walls[size])
-                            print(f"  actor {pid}: RSS {rss[0] / 2**20:.0f} -> {max(rss) / 2**20:.0f} (peak) -> "
-                                  f"{rss[-1] / 2**20:.0f} MB over {len(s)} samples; second-half slope "
-                                  f"{b / 2**10:.1f} +- {se / 2**10:.1f} kB/s ~ {per_position:.0f} bytes/position")
-                rates[workers] = (n - n // 4) / (walls[n] - walls[n // 4])
-                print(f"ray {workers} worker(s): {rates[workers]:.1f} cutouts/s steady (walls {walls[n // 4]:.1f} s for "
-                      f"{n // 4}, {walls[n]:.1f} s for {n}); {machine_load()}")
+                wcfg = ray_config(bcfg, workers, n // 8)
+                probe = ActorMemory() if workers == 2 else None
+                wall, rates[workers], _ = timed_search(wcfg, field, positions(field, n), tmp / f"ray{workers}", model,
+                                                       uri, "ray")
+                if probe is not None:
+                    report_actors(probe.stop(), rates[workers] / workers)
+                print(f"ray {workers} worker(s): {rates[workers]:.1f} cutouts/s steady (wall {wall:.1f} s for {n}); "
+                      f"{machine_load()}")
             print(f"ratio ray2/ray1 {rates[2] / rates[1]:.2f} (2 actors x 1 CPU on {os.cpu_count()} CPUs)")
         if args.only in (None, "memory"):
             size = int(args.memory_size if not args.quick else min(args.memory_size, 1e5))
@@ -345,6 +370,13 @@ def main() -> None:
                   f"{rss[0] / 2**20:.0f} MB after the first chunk, {rss[-1] / 2**20:.0f} MB at the end; second-half "
                   f"slope {b:.2f} +- {se:.2f} bytes/position -> {b * 1e8 / 2**20:+.0f} MB at 1e8 positions; "
                   f"{machine_load()}")
+            size = int(args.ray_memory_size if not args.quick else min(args.ray_memory_size, 2e4))
+            probe = ActorMemory()
+            wall, rate, _ = timed_search(ray_config(load(args.params, threshold=2.0), 2), field,
+                                         positions(field, size, seed=3), tmp / "mem-ray", model, uri, "ray")
+            print(f"memory, ray search of {size} positions with 2 actors ({wall:.0f} s, tiny model, {rate:.0f} "
+                  f"cutouts/s steady): RssAnon of each actor")
+            report_actors(probe.stop(), rate / 2)
 
 
 if __name__ == "__main__":

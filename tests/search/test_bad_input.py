@@ -277,3 +277,19 @@ def test_temporary_of_a_killed_search_is_removed_by_the_next_search(good_field, 
     assert result.exit_code == 0, result.output
     assert not stale[0].exists()
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+# --------------------------------------------------------------------------------- --engine ray without Ray
+def test_engine_ray_without_ray_is_one_line(good_field, tmp_path, registry, monkeypatch):
+    """Where Ray cannot be imported, ``--engine ray`` is refused in one line (exit 2, no traceback), before the
+    model is loaded or anything is written."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "ray" or m.startswith("ray.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    out = tmp_path / "out"
+    result = _cli(["search", "--engine", "ray", "--field", good_field, "--catalogue", good_field / "members.ecsv",
+                   "--out", out], registry)
+    _assert_refused(result, "--engine ray needs Ray Data", "pip install 'ray[data]'", out=out)
+    assert len(result.output.strip().splitlines()) == 1, result.output

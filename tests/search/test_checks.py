@@ -87,3 +87,53 @@ def test_great_expectations_flags_the_same_rows(vcfg):
     passed, failures = run_expectations(stats, c)
     assert passed.tolist() == inline_ok.tolist() == [True, False, True, False, True, False, True]
     assert {f["column"] for f in failures} >= {"finite_fraction", "noise_ratio_F435W", "bg_level_sigma_F435W"}
+
+
+def _reference_band_statistics(cutout, b, width=12):
+    """One cutout, one band, on its own: the good pairs' 1.4826 MAD / sqrt(2) (the last of an even number left out,
+    as ``_median_rows``) and the lowest corner median (of a cutout with an unusable pixel: ``np.median`` of the
+    corners with at least ``width`` usable pixels)."""
+    from lenssearch.search import checks
+
+    size = cutout.shape[0]
+    rows = cutout[checks._noise_rows(size, width, checks.ROW_STRIDE), :, b]
+    d = (rows[:, 1:] - rows[:, :-1]).ravel()
+    good = np.isfinite(d) & (rows[:, 1:] != 0).ravel() & (rows[:, :-1] != 0).ravel()
+    d = d[good]
+    sigma = checks._robust_sigma_rows(d[None])[0] if d.size >= checks.MIN_NOISE_PAIRS else np.nan
+    corners = [cutout[r0 : r0 + width, c0 : c0 + width, b].ravel() for r0 in (0, size - width)
+               for c0 in (0, size - width)]
+    usable = [np.isfinite(c) & (c != 0) for c in corners]
+    if all(u.all() for u in usable):  # a clean cutout: every corner's median of 143 of its 144 pixels
+        return min(checks._median_rows(c[None])[0] for c in corners), sigma
+    medians = [np.median(c[u]) for c, u in zip(corners, usable) if u.sum() >= width]
+    level = min(medians) if medians else np.nan
+    return level, sigma
+
+
+def test_statistics_at_edges_are_those_of_each_cutout_alone(vcfg):
+    """Cutouts at an edge (zero padding), with NaN or scattered empty pixels go through the vectorised path for
+    rows that are not clean: the same values, bit for bit, as computing each cutout on its own."""
+    from lenssearch.search.checks import _band_statistics
+
+    rng = np.random.default_rng(0)
+    cut = batch(48, seed=3)
+    for i in range(len(cut)):
+        kind = i % 6
+        if kind == 1:
+            cut[i, :, : rng.integers(1, 127), :] = 0.0  # off the image on the left
+        elif kind == 2:
+            cut[i, -rng.integers(1, 127):, -rng.integers(1, 127):, :] = 0.0  # a corner off the image
+        elif kind == 3:
+            cut[i, rng.integers(0, 128, 60), rng.integers(0, 128, 60), rng.integers(0, 3)] = np.nan
+        elif kind == 4:
+            cut[i, rng.integers(0, 128, 4000), rng.integers(0, 128, 4000), :] = 0.0  # scattered empty pixels
+        elif kind == 5:
+            cut[i, : rng.integers(100, 128), :, rng.integers(0, 3)] = 0.0  # most of a band empty
+    cut[0] = 0.0  # wholly off the image: no statistics
+    for b in range(3):
+        level, sigma = _band_statistics(cut, b, 12)
+        expected = np.array([_reference_band_statistics(c, b) for c in cut])
+        np.testing.assert_array_equal(level, expected[:, 0])
+        np.testing.assert_array_equal(sigma, expected[:, 1])
+        assert np.isnan(level[0]) and np.isnan(sigma[0]) and np.isfinite(sigma).sum() > len(cut) // 2

@@ -26,6 +26,26 @@ def test_cut_matches_direct_slicing_and_pads_edges(tmp_path):
         assert inside[1] == pytest.approx(42 * 35 / 64**2)
 
 
+def test_cut_into_a_reused_buffer_and_from_an_image_smaller_than_a_cutout(tmp_path):
+    """Cutting into a buffer that held other cutouts gives the cutouts of a fresh array (padding zeroed); an image
+    smaller than the cutout gives its pixels, zero-padded, and no error."""
+    field = make_field(tmp_path / "f", shape=(300, 400))
+    with FieldImages.from_field_dir(field, BANDS) as images:
+        x, y = [100.2, 3.0, 390.0, 200.0], [150.6, 290.0, 10.0, 150.0]
+        fresh, inside = images.cut(x, y, 64)
+        buffer = np.full((6, 64, 64, 3), 7.0, np.float32)
+        cut, inside_buffered = images.cut(x, y, 64, out=buffer)
+        assert np.shares_memory(cut, buffer) and cut.shape == fresh.shape
+        np.testing.assert_array_equal(cut, fresh)
+        np.testing.assert_array_equal(inside_buffered, inside)
+    small = make_field(tmp_path / "small", shape=(50, 60))
+    with FieldImages.from_field_dir(small, BANDS) as images:
+        cut, inside = images.cut([30.0], [25.0], 64)
+        raw = fits.getdata(small / "image_F814W.fits")
+        np.testing.assert_array_equal(cut[0, 7:57, 2:62, 2], raw)
+        assert inside[0] == pytest.approx(50 * 60 / 64**2)
+
+
 def test_world_to_pixel_round_trip(tmp_path):
     field = make_field(tmp_path / "f")
     with FieldImages.from_field_dir(field, BANDS) as images:

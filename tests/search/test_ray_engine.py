@@ -133,3 +133,42 @@ def test_killed_ray_search_leaves_no_process_and_resumes(field, registry, tmp_pa
     np.testing.assert_allclose(np.asarray(resumed.scores["score"]), np.asarray(local.scores["score"]),
                                rtol=2**-23, equal_nan=True)
     assert not shards.exists()
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="Linux")
+def test_ctrl_c_on_a_ray_search_leaves_no_process(field, registry, tmp_path):
+    """Ctrl-C in a terminal (SIGINT to the search's process group, Ray's processes included) once a shard is on
+    disk: exit 130 without a traceback, no Ray process left, nothing that looks complete, nothing new in /dev/shm."""
+    params = yaml.safe_load(PARAMS.read_text())
+    params["search"].update(batch_size=1, chunk_rows=1)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "out"
+    shards = out / ".scores-shards"
+    cmd = [sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           "sys.argv[0] = 'lenssearch'; from lenssearch.cli import main; main()",  # SIGINT as a terminal job has it
+           "search", "--engine", "ray", "--field", str(field), "--catalogue", str(field / "members.ecsv"),
+           "--out", str(out), "--params", str(tmp_path / "params.yaml"), "--tracking-uri", registry]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and not list(shards.glob("part-*.parquet")):
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
+        family = _descendants(proc.pid)
+        shm = shm_in_use([proc.pid, *family])
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    err = err.decode()
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    deadline = time.time() + 60
+    while time.time() < deadline and any(_alive(p) for p in family):
+        time.sleep(0.2)
+    assert family and not [p for p in family if _alive(p)], "Ray processes outlived the search"
+    assert not {p.name for p in out.iterdir()} & {"scores.parquet", "candidates.ecsv", "counts.ecsv", "metrics.json",
+                                                   "gallery"}
+    assert not [p for p in shm if Path(p).exists()], shm

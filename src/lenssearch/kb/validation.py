@@ -272,14 +272,17 @@ def _quiet_gx():
 def run_suite(df, expectations, suite_name: str = "lenssearch_kb", docs_dir: str | Path | None = None):
     """Run expectations on ``df`` through a file data context; returns ``(checkpoint result, docs index)``.
 
-    The context lives in a temporary directory; with ``docs_dir`` its rendered data docs are copied there.
+    With ``docs_dir`` the context lives in a temporary directory and its rendered data docs are copied there;
+    without, it is an ephemeral (in-memory) context.
     """
     _quiet_gx()
     import great_expectations as gx
 
-    root = Path(tempfile.mkdtemp(prefix="lenssearch-gx-"))
+    root = Path(tempfile.mkdtemp(prefix="lenssearch-gx-")) if docs_dir is not None else None
     try:
-        context = gx.get_context(mode="file", project_root_dir=root)
+        # without data docs nothing needs a file context (it re-reads its YAML on every access: half the run)
+        context = (gx.get_context(mode="file", project_root_dir=root) if root is not None
+                   else gx.get_context(mode="ephemeral"))
         try:
             from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -309,7 +312,8 @@ def run_suite(df, expectations, suite_name: str = "lenssearch_kb", docs_dir: str
             index = docs_dir / "index.html"
         return result, index
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _jsonable(value):

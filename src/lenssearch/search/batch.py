@@ -1,9 +1,11 @@
 """Steps 1-3 of a search, for one batch of positions: cut, check, score (and measure the candidates for cleaning).
 
-:func:`process_batch` is the one function that both engines run: the local engine calls it batch after batch
-(:mod:`lenssearch.search.pipeline`), the Ray engine in an actor pool that holds the model
-(:mod:`lenssearch.search.ray_engine`). It takes a batch of catalogue rows (``row``, ``x_pix``, ``y_pix``,
-``on_image``) and returns one value per row of each result column:
+:func:`process_batch` is the one function that both engines run, in three steps: :func:`prepare_batch` (cut,
+check), :func:`score_prepared` (the model) and :func:`finish_batch` (result columns, candidates measured). The Ray
+engine calls it in an actor pool that holds the model (:mod:`lenssearch.search.ray_engine`); the local engine
+(:mod:`lenssearch.search.pipeline`) runs the same three steps batch after batch, the model in its main thread and
+the other two in a helper thread, so the model never waits for the cutting. It takes a batch of catalogue rows
+(``row``, ``x_pix``, ``y_pix``, ``on_image``) and returns one value per row of each result column:
 
 - ``status``: ``outside`` (not on the image), ``invalid`` (failed a check), ``scored``;
 - ``validation``: the failed checks, joined by ``+`` (:mod:`~lenssearch.search.checks`);
@@ -13,7 +15,8 @@
 - the checks' statistics (``finite_fraction``, ``bg_level_<band>``, ...), the table great-expectations runs on.
 
 The model always sees the same batch shape (``batch_size`` cutouts, the valid ones then zeros): a model's runtime
-keeps state for every input shape it meets.
+keeps state for every input shape it meets. The cutouts are cut straight into that batch (a buffer reused from one
+batch to the next): no copy of the cutouts is made between the memory map and the model.
 """
 
 from __future__ import annotations
@@ -39,25 +42,27 @@ class BatchSpec:
     pixel_scale_arcsec: float
 
 
-def cut(pixels: FieldImages | CutoutStack, rows: dict[str, np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray]:
+def new_buffer(spec: BatchSpec, n_bands: int, rows: int | None = None) -> np.ndarray:
+    """A batch buffer: ``max(batch_size, rows)`` cutouts, float32 (the model's fixed batch shape)."""
+    size = spec.ctx.size
+    return np.zeros((max(spec.batch_size, rows or 0), size, size, n_bands), dtype=np.float32)
+
+
+def cut(pixels: FieldImages | CutoutStack, rows: dict[str, np.ndarray], size: int,
+        out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Step 1: the cutouts of ``rows`` (all on the image), cut from the field's memory-mapped band images or read
-    from the stack; and the fraction of each that lies on the image."""
+    from the stack (into the first rows of ``out`` if given); and the fraction of each that lies on the image."""
     if isinstance(pixels, FieldImages):
-        return pixels.cut(rows["x_pix"], rows["y_pix"], size)
+        return pixels.cut(rows["x_pix"], rows["y_pix"], size, out=out)
     index = np.asarray(rows["row"], dtype=np.int64)
     if len(index) == 0:
         return np.zeros((0, size, size, pixels.n_bands), np.float32), np.zeros(0)
     block = pixels.read(int(index.min()), int(index.max()) + 1)
-    return np.ascontiguousarray(block[index - index.min()]), np.ones(len(index))
-
-
-def score_padded(scorer: Scorer, cutouts: np.ndarray, batch_size: int):
-    """Step 3: the model's scores of ``cutouts``, given to it as a batch of ``batch_size`` (zeros after them)."""
-    n = len(cutouts)
-    full = np.zeros((max(batch_size, n), *cutouts.shape[1:]), dtype=np.float32)
-    full[:n] = cutouts
-    scores = scorer.score(full)
-    return scores.main[:n], {name: values[:n] for name, values in scores.members.items()}
+    if out is None:
+        return np.ascontiguousarray(block[index - index.min()]), np.ones(len(index))
+    out = out[: len(index)]
+    out[:] = block[index - index.min()]
+    return out, np.ones(len(index))
 
 
 def empty_results(n: int, spec: BatchSpec, members) -> dict[str, np.ndarray]:
@@ -79,26 +84,50 @@ class Prepared:
 
     n: int  # rows of the batch
     idx: np.ndarray  # the rows on the image
-    cutouts: np.ndarray
     inside: np.ndarray
     stats: dict[str, np.ndarray]
     failed: dict[str, np.ndarray]
     ok: np.ndarray  # of ``idx``: passed every check
+    batch: np.ndarray  # what the model sees: the valid cutouts first, then zeros (at least ``batch_size`` rows)
+
+    @property
+    def valid(self) -> np.ndarray:
+        """The cutouts that passed every check (a view of the batch)."""
+        return self.batch[: int(np.count_nonzero(self.ok))]
 
 
-def prepare_batch(rows: dict[str, np.ndarray], pixels, spec: BatchSpec) -> Prepared:
-    """Steps 1-2 for one batch: cut the rows on the image, check the cutouts."""
+def prepare_batch(rows: dict[str, np.ndarray], pixels, spec: BatchSpec, buffer: np.ndarray | None = None) -> Prepared:
+    """Steps 1-2 for one batch: cut the rows on the image, check the cutouts, and lay out the model's batch.
+
+    The cutouts are cut into ``buffer`` (:func:`new_buffer`; a new one if None) and stay there: the valid ones
+    are moved to the front (where any failed a check) and the rows after them zeroed, so the buffer is the padded
+    batch the model scores. The caller must not reuse ``buffer`` before it is done with the returned batch.
+    """
     idx = np.flatnonzero(np.asarray(rows["on_image"], dtype=bool))
-    cutouts, inside = cut(pixels, {k: np.asarray(v)[idx] for k, v in rows.items()}, spec.ctx.size)
+    n_bands = len(spec.ctx.bands)
+    if buffer is None or len(buffer) < len(idx):
+        buffer = new_buffer(spec, n_bands, len(idx))
+    cutouts, inside = cut(pixels, {k: np.asarray(v)[idx] for k, v in rows.items()}, spec.ctx.size, out=buffer)
     stats, failed = validate_batch(cutouts, spec.ctx)
     ok = ~np.any(np.column_stack(list(failed.values())), axis=1) if len(idx) else np.zeros(0, bool)
-    return Prepared(len(rows["row"]), idx, cutouts, inside, stats, failed, ok)
+    k = int(np.count_nonzero(ok))
+    if k < len(idx):
+        buffer[:k] = cutouts[ok]  # (the right side is a copy)
+    buffer[k:] = 0.0
+    return Prepared(len(rows["row"]), idx, inside, stats, failed, ok, buffer)
 
 
-def score_batch(p: Prepared, scorer: Scorer, spec: BatchSpec) -> dict[str, np.ndarray]:
-    """Step 3 for one prepared batch: score the valid cutouts, measure the candidates; the result columns."""
+def score_prepared(p: Prepared, scorer: Scorer) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Step 3: the model's scores of the valid cutouts (the whole padded batch is scored: one input shape)."""
+    k = int(np.count_nonzero(p.ok))
+    scores = scorer.score(p.batch)
+    return scores.main[:k], {name: values[:k] for name, values in scores.members.items()}
+
+
+def finish_batch(p: Prepared, main: np.ndarray, members: dict[str, np.ndarray], spec: BatchSpec) -> dict[str, np.ndarray]:
+    """The result columns of a scored batch; the candidates (score >= ``spec.measure_above``) measured for
+    cleaning while their cutouts are in memory."""
     n, idx, ok = p.n, p.idx, p.ok
-    main, members = score_padded(scorer, p.cutouts[ok], spec.batch_size)
     out = empty_results(n, spec, members)
     out["status"][idx] = np.where(ok, "scored", "invalid")
     out["validation"][idx] = failure_labels(p.failed)
@@ -108,9 +137,9 @@ def score_batch(p: Prepared, scorer: Scorer, spec: BatchSpec) -> dict[str, np.nd
     for name, values in members.items():
         out[f"score_{name}"][scored] = values
     if spec.measure_above is not None:
-        cand = main >= spec.measure_above
-        if cand.any():
-            measured = cleaning.measure_cutouts(p.cutouts[ok][cand], spec.ctx.noise_sigma, spec.ctx.bands,
+        cand = np.flatnonzero(main >= spec.measure_above)
+        if len(cand):
+            measured = cleaning.measure_cutouts(p.batch[cand], spec.ctx.noise_sigma, spec.ctx.bands,
                                                 spec.pixel_scale_arcsec, spec.cleaning)
             for name, values in measured.items():
                 out[name][scored[cand]] = values
@@ -124,9 +153,12 @@ def score_batch(p: Prepared, scorer: Scorer, spec: BatchSpec) -> dict[str, np.nd
     return out
 
 
-def process_batch(rows: dict[str, np.ndarray], pixels, scorer: Scorer, spec: BatchSpec) -> dict[str, np.ndarray]:
+def process_batch(rows: dict[str, np.ndarray], pixels, scorer: Scorer, spec: BatchSpec,
+                  buffer: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Cut, check and score one batch of catalogue rows; measure its candidates (see the module's docstring).
 
-    ``rows`` holds at least ``row``, ``x_pix``, ``y_pix``, ``on_image`` (at most ``spec.batch_size`` rows).
+    ``rows`` holds at least ``row``, ``x_pix``, ``y_pix``, ``on_image`` (at most ``spec.batch_size`` rows);
+    ``buffer``: a batch buffer to cut into (:func:`new_buffer`), reused from one call to the next.
     """
-    return score_batch(prepare_batch(rows, pixels, spec), scorer, spec)
+    prepared = prepare_batch(rows, pixels, spec, buffer)
+    return finish_batch(prepared, *score_prepared(prepared, scorer), spec)

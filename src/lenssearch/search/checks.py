@@ -93,6 +93,41 @@ def _robust_sigma_rows(d: np.ndarray) -> np.ndarray:
     return MAD_TO_SIGMA * _median_rows(np.abs(d - med)).astype(np.float64) / np.sqrt(2.0)
 
 
+def _last_kept(keep: np.ndarray) -> np.ndarray:
+    """``keep`` without the last kept value of each row that keeps an even number of them (as :func:`_median_rows`
+    drops the last of an even number of values)."""
+    count = keep.sum(axis=1)
+    even = np.flatnonzero((count % 2 == 0) & (count > 0))
+    keep = keep.copy()
+    keep[even, keep.shape[1] - 1 - np.argmax(keep[even, ::-1], axis=1)] = False
+    return keep
+
+
+def _kth_kept(d: np.ndarray, keep: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """The ``k``-th smallest of the kept (finite) values of each row: one sort, the others sorted last."""
+    ranked = np.sort(np.where(keep, d, np.inf), axis=1)
+    return ranked[np.arange(len(d)), np.maximum(k, 0)]
+
+
+def _robust_sigma_kept(d: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """:func:`_robust_sigma_rows` of the kept values of each row (in their order), every row at once."""
+    keep = _last_kept(keep)
+    k = keep.sum(axis=1) // 2
+    med = _kth_kept(d, keep, k)[:, None]
+    return MAD_TO_SIGMA * _kth_kept(np.abs(d - med), keep, k).astype(np.float64) / np.sqrt(2.0)
+
+
+def _median_kept(d: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``np.median`` of the kept (finite) values of each row (the mean of the middle two of an even number, in the
+    values' precision), every row at once; NaN where none is kept."""
+    count = keep.sum(axis=1)
+    ranked = np.sort(np.where(keep, d, np.inf), axis=1)
+    rows = np.arange(len(d))
+    low, high = ranked[rows, np.maximum((count - 1) // 2, 0)], ranked[rows, count // 2 - (count == 0)]
+    out = np.where(count % 2 == 1, low, (low + high) / d.dtype.type(2))
+    return np.where(count > 0, out, np.nan)
+
+
 def _band_statistics(cutouts: np.ndarray, b: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Background level (lowest data-corner median) and border noise of band ``b`` of n cutouts n x S x S x B.
 
@@ -104,16 +139,19 @@ def _band_statistics(cutouts: np.ndarray, b: int, width: int) -> tuple[np.ndarra
         return np.zeros(0), np.zeros(0)
     flat = np.ascontiguousarray(cutouts).reshape(n, -1)
     rows = cutouts[..., b][:, _noise_rows(size, width, ROW_STRIDE), :]  # n x r x S (a gather of whole rows)
-    diff = (rows[:, :, 1:] - rows[:, :, :-1]).reshape(n, -1)
-    good = np.isfinite(diff) & (rows[:, :, 1:] != 0).reshape(n, -1) & (rows[:, :, :-1] != 0).reshape(n, -1)
+    data = rows != 0
+    diff = rows[:, :, 1:] - rows[:, :, :-1]
+    good = np.isfinite(diff)
+    good &= data[:, :, 1:]
+    good &= data[:, :, :-1]
+    diff, good = diff.reshape(n, -1), good.reshape(n, -1)
     sigma = np.full(n, np.nan)
     clean = good.all(axis=1)
     if clean.any():
         sigma[clean] = _robust_sigma_rows(diff[clean] if not clean.all() else diff)
-    for i in np.flatnonzero(~clean):
-        d = diff[i][good[i]]
-        if d.size >= MIN_NOISE_PAIRS:
-            sigma[i] = _robust_sigma_rows(d[None])[0]
+    some = np.flatnonzero(~clean & (good.sum(axis=1) >= MIN_NOISE_PAIRS))  # at an edge: the good pairs
+    if len(some):
+        sigma[some] = _robust_sigma_kept(diff[some], good[some])
     corners = np.take(flat, _corner_pixels(size, width) * n_bands + b, axis=1)  # n x 4 x width^2
     usable = np.isfinite(corners) & (corners != 0)
     level = np.full(n, np.nan)
@@ -121,10 +159,11 @@ def _band_statistics(cutouts: np.ndarray, b: int, width: int) -> tuple[np.ndarra
     if clean.any():
         per_corner = corners[clean].reshape(-1, corners.shape[2])
         level[clean] = _median_rows(per_corner).reshape(-1, 4).min(axis=1)
-    for i in np.flatnonzero(~clean):
-        medians = [np.median(c[u]) for c, u in zip(corners[i], usable[i]) if u.sum() >= width]
-        if medians:
-            level[i] = min(medians)
+    some = np.flatnonzero(~clean)  # at an edge: the lowest median of the corners with >= width usable pixels
+    if len(some):
+        c, u = corners[some].reshape(-1, corners.shape[2]), usable[some].reshape(-1, corners.shape[2])
+        medians = np.where(u.sum(axis=1) >= width, _median_kept(c, u), np.inf).reshape(-1, 4).min(axis=1)
+        level[some] = np.where(np.isfinite(medians), medians, np.nan)
     return level, sigma
 
 
@@ -211,7 +250,10 @@ def failure_labels(failed: dict[str, np.ndarray]) -> np.ndarray:
     """One string per cutout: the names of the failed checks joined by ``+``, or ``""``."""
     names = list(failed)
     n = len(next(iter(failed.values()))) if failed else 0
-    return np.asarray(["+".join(name for name in names if failed[name][i]) for i in range(n)], dtype=object)
+    out = np.full(n, "", dtype=object)
+    for i in np.flatnonzero(np.any([failed[name] for name in names], axis=0)) if names and n else ():
+        out[i] = "+".join(name for name in names if failed[name][i])
+    return out
 
 
 def run_expectations(stats: dict[str, np.ndarray], ctx: ValidationContext) -> tuple[np.ndarray, list[dict]]:

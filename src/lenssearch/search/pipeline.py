@@ -30,7 +30,7 @@ from astropy.table import Table
 
 from lenssearch.io import atomic_path, check_output_folder, describe_columns
 from lenssearch.search import catalogue, cleaning
-from lenssearch.search.batch import BatchSpec, prepare_batch, score_batch
+from lenssearch.search.batch import BatchSpec, finish_batch, prepare_batch, score_prepared
 from lenssearch.search.checks import ValidationContext
 from lenssearch.search.inputs import SearchInputError
 from lenssearch.search.results import ScoresFile, Truth, concat_results, finish_chunk, position_chunk, truth_column
@@ -142,27 +142,34 @@ def batch_spec(config, inp: SearchInput, measure_above: float | None) -> BatchSp
 
 # ----------------------------------------------------------------------------------------------- steps 1-4
 def score_chunk(inp: SearchInput, start: int, stop: int, scorer: Scorer, spec: BatchSpec, truth: Truth,
-                great_expectations: bool, bar=None):
+                great_expectations: bool, bar=None, buffers: list | None = None):
     """Steps 1-4 for catalogue rows ``start:stop``: every batch through :func:`.batch.prepare_batch` (cut,
-    check) and :func:`.batch.score_batch` (score, measure the candidates), then the chunk's great-expectations run
-    and truth (:func:`.results.finish_chunk`)."""
+    check), :func:`.batch.score_prepared` (the model) and :func:`.batch.finish_batch` (result columns, candidates
+    measured), then the chunk's great-expectations run and truth (:func:`.results.finish_chunk`).
+
+    The model scores batch i in this thread while one helper thread finishes batch i-1 and cuts and checks batch
+    i+1 (numpy, sep and the model's runtime release the interpreter lock). The helper runs its tasks in the order
+    given, so batch i-1 is finished before batch i+1 is cut into its buffer: two batch buffers (``buffers``,
+    kept by the caller from one chunk to the next) are all the cutouts in memory.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     pos, rows = position_chunk(inp, start, stop)
     batches = [{k: v[b : b + spec.batch_size] for k, v in rows.items()} for b in range(0, len(pos), spec.batch_size)]
-    parts = []
-    # the next batch is cut and checked in a thread while the model scores this one (numpy and the model's
-    # runtime release the interpreter lock): at most two batches of cutouts in memory
+    buffers = buffers if buffers is not None else [None, None]
+    finished = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="search-cut") as pool:
-        ahead = pool.submit(prepare_batch, batches[0], inp.pixels, spec)
+        ahead = pool.submit(prepare_batch, batches[0], inp.pixels, spec, buffers[0])
         for i, batch in enumerate(batches):
             prepared = ahead.result()
+            buffers[i % 2] = prepared.batch
             if i + 1 < len(batches):
-                ahead = pool.submit(prepare_batch, batches[i + 1], inp.pixels, spec)
-            parts.append(score_batch(prepared, scorer, spec))
+                ahead = pool.submit(prepare_batch, batches[i + 1], inp.pixels, spec, buffers[(i + 1) % 2])
+            finished.append(pool.submit(finish_batch, prepared, *score_prepared(prepared, scorer), spec))
             del prepared
             if bar is not None:
                 bar.update(len(batch["row"]))
+        parts = [f.result() for f in finished]
     return finish_chunk(pos, rows, concat_results(parts), spec.ctx, truth, great_expectations)
 
 
@@ -173,8 +180,10 @@ def score_table(inp: SearchInput, scorer: Scorer, config, measure_above: float |
     cfg, n = config.search, len(inp.positions)
     spec = batch_spec(config, inp, measure_above)
     truth = truth or Truth(None, None, None, cfg.match_radius_arcsec, cfg.tp_min, cfg.qtp_min)
+    buffers = [None, None]
     return pa.concat_tables([score_chunk(inp, start, min(start + cfg.chunk_rows, n), scorer, spec, truth,
-                                         cfg.great_expectations) for start in range(0, n, cfg.chunk_rows)])
+                                         cfg.great_expectations, buffers=buffers)
+                             for start in range(0, n, cfg.chunk_rows)])
 
 
 def score_locally(inp: SearchInput, scorer: Scorer, cfg, spec: BatchSpec, truth: Truth, path: Path, meta: dict,
@@ -184,11 +193,12 @@ def score_locally(inp: SearchInput, scorer: Scorer, cfg, spec: BatchSpec, truth:
 
     n = len(inp.positions)
     out = ScoresFile(path, meta)
+    buffers = [None, None]  # the two batch buffers, reused by every chunk
     try:
         with tqdm(total=n, desc="search", unit="row", disable=not progress, mininterval=2.0) as bar:
             for start in range(0, n, cfg.chunk_rows):
                 stop = min(start + cfg.chunk_rows, n)
-                out.append(score_chunk(inp, start, stop, scorer, spec, truth, cfg.great_expectations, bar))
+                out.append(score_chunk(inp, start, stop, scorer, spec, truth, cfg.great_expectations, bar, buffers))
                 if on_chunk is not None:
                     on_chunk(stop)
     finally:
@@ -234,6 +244,14 @@ def run_search(
     """
     cfg = config.search
     out_dir = Path(out_dir)
+    if engine not in ("local", "ray"):
+        raise SearchInputError(f"--engine {engine!r}: expected 'local' or 'ray'")
+    if engine == "ray":
+        from lenssearch.search.ray_engine import require_ray
+
+        require_ray()
+        if isinstance(model_uri, Scorer):
+            raise SearchInputError("--engine ray loads the model in its workers: give a model URI")
     check_output_folder(out_dir, files=OUTPUT_FILES, folders=("gallery",))
     scorer = model_uri if isinstance(model_uri, Scorer) else load_scorer(model_uri or cfg.model_uri,
                                                                          tracking_uri=tracking_uri)
@@ -253,14 +271,10 @@ def run_search(
             if engine == "ray":  # steps 1-4
                 from lenssearch.search.ray_engine import score_on_ray
 
-                if isinstance(model_uri, Scorer):
-                    raise SearchInputError("--engine ray loads the model in its workers: give a model URI")
                 score_on_ray(inp, model_uri or cfg.model_uri, tracking_uri, config, spec, truth, scores_path, meta,
                              out_dir, progress, on_chunk)
-            elif engine == "local":
-                score_locally(inp, scorer, cfg, spec, truth, scores_path, meta, progress, on_chunk)
             else:
-                raise SearchInputError(f"--engine {engine!r}: expected 'local' or 'ray'")
+                score_locally(inp, scorer, cfg, spec, truth, scores_path, meta, progress, on_chunk)
             s = catalogue.scan(scores_path, threshold, truth, cfg.great_expectations)  # step 5
             meta["members"] = list(s.members)
             c = s.candidates

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lenssearch.search.batch import BatchSpec, process_batch
+from lenssearch.search.batch import BatchSpec, new_buffer, process_batch
 from lenssearch.search.results import ScoresFile, Truth, finish_chunk, position_chunk
 
 #: Folder of a Ray search's shards inside its output folder (hidden: nothing in it looks like a finished output).
@@ -38,6 +38,18 @@ SHARDS = ".scores-shards"
 #: Environment of the local Ray and its workers: offline, quiet.
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "TF_CPP_MIN_LOG_LEVEL": "2",
            "GX_ANALYTICS_ENABLED": "false"}
+
+
+def require_ray() -> None:
+    """Refuse ``--engine ray`` in one line, before anything is loaded or written, where Ray Data cannot be imported."""
+    try:
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        from lenssearch.search.inputs import SearchInputError
+
+        raise SearchInputError(f"--engine ray needs Ray Data, which cannot be imported here ({exc}); install it "
+                               "with pip install 'ray[data]' (the version in requirements.lock), or use --engine "
+                               "local") from None
 
 
 def shard_dir(out_dir: str | Path) -> Path:
@@ -59,9 +71,12 @@ class BatchScorer:
         self.scorer = load_scorer(model_uri, tracking_uri=tracking_uri)
         self.pixels = open_pixels(pixels)
         self.spec = spec
+        self.buffer = None  # the batch buffer, reused from one call to the next
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = process_batch(batch, self.pixels, self.scorer, self.spec)
+        if self.buffer is None:
+            self.buffer = new_buffer(self.spec, len(self.spec.ctx.bands))
+        out = process_batch(batch, self.pixels, self.scorer, self.spec, self.buffer)
         out["row"] = np.asarray(batch["row"], np.int64)
         return {k: (v.astype(str) if v.dtype == object else v) for k, v in out.items()}
 
