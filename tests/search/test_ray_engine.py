@@ -116,13 +116,7 @@ def test_killed_ray_search_leaves_no_process_and_resumes(field, registry, tmp_pa
             proc.kill()
             proc.wait()
     assert code == 143, proc.stderr.read().decode()[-3000:]
-    deadline = time.time() + 60
-    while time.time() < deadline and any(_alive(p) for p in family):
-        time.sleep(0.2)
-    assert family and not [p for p in family if _alive(p)], "Ray processes outlived the search"
-    assert not {p.name for p in out.iterdir()} & {"scores.parquet", "candidates.ecsv", "counts.ecsv", "metrics.json",
-                                                   "gallery"}
-    assert not [p for p in shm if Path(p).exists()], shm
+    _assert_nothing_left(family, out, shm)
     assert 2 <= len(written) < 13
 
     cfg = with_search(load_config(tmp_path / "params.yaml"))
@@ -133,6 +127,18 @@ def test_killed_ray_search_leaves_no_process_and_resumes(field, registry, tmp_pa
     np.testing.assert_allclose(np.asarray(resumed.scores["score"]), np.asarray(local.scores["score"]),
                                rtol=2**-23, equal_nan=True)
     assert not shards.exists()
+
+
+def _assert_nothing_left(family, out, shm):
+    """After a stopped search: no Ray process (waiting up to 60 s for them to exit), no output that looks complete,
+    no shared-memory segment it held."""
+    deadline = time.time() + 60
+    while time.time() < deadline and any(_alive(p) for p in family):
+        time.sleep(0.2)
+    assert family and not [p for p in family if _alive(p)], "Ray processes outlived the search"
+    assert not {p.name for p in out.iterdir()} & {"scores.parquet", "candidates.ecsv", "counts.ecsv", "metrics.json",
+                                                   "gallery"}
+    assert not [p for p in shm if Path(p).exists()], shm
 
 
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="Linux")
@@ -165,10 +171,4 @@ def test_ctrl_c_on_a_ray_search_leaves_no_process(field, registry, tmp_path):
     err = err.decode()
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
-    deadline = time.time() + 60
-    while time.time() < deadline and any(_alive(p) for p in family):
-        time.sleep(0.2)
-    assert family and not [p for p in family if _alive(p)], "Ray processes outlived the search"
-    assert not {p.name for p in out.iterdir()} & {"scores.parquet", "candidates.ecsv", "counts.ecsv", "metrics.json",
-                                                   "gallery"}
-    assert not [p for p in shm if Path(p).exists()], shm
+    _assert_nothing_left(family, out, shm)

@@ -114,8 +114,7 @@ def transform_truth(truth: np.ndarray, choice: np.ndarray) -> np.ndarray:
 
 def transform_parameters(values: np.ndarray, matrices: np.ndarray) -> np.ndarray:
     """Parameters (rows, :data:`PARAMETERS` order) under the 2 x 2 ``matrices`` (one per row, or one for all)."""
-    truth = values
-    out = np.array(truth, dtype=np.float64, copy=True)
+    out = np.array(values, dtype=np.float64, copy=True)
     m = np.broadcast_to(np.asarray(matrices, dtype=np.float64), (len(out), 2, 2))
     ix, iy = (PARAMETERS.index(p) for p in POSITION)
     xy = np.stack([out[:, ix], out[:, iy]], axis=1)
@@ -127,7 +126,7 @@ def transform_parameters(values: np.ndarray, matrices: np.ndarray) -> np.ndarray
         t[:, 0, 0], t[:, 0, 1], t[:, 1, 0], t[:, 1, 1] = out[:, ia], out[:, ib], out[:, ib], -out[:, ia]
         t = m @ t @ np.transpose(m, (0, 2, 1))
         out[:, ia], out[:, ib] = t[:, 0, 0], t[:, 0, 1]
-    return out.astype(truth.dtype)
+    return out.astype(values.dtype)
 
 
 def predict_symmetrised(predict, cutouts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

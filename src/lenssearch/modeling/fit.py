@@ -40,14 +40,6 @@ def fingerprint(cfg, kb_hash: str, truth_hash: str) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def file_md5(path: str | Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 24), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def standardisation(truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of each parameter over ``truth`` and its eight symmetries."""
     from lenssearch.modeling.data import transform_truth

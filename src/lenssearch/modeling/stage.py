@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -68,24 +69,23 @@ def run_modeling(cfg, kb_path, truth_path, models_dir, reports_dir, metrics_path
                               f"modeling.network.input_pixels is {m.network.input_pixels}")
     rows = lenses.split(m.test_fold)
     kb_hash = tracking.kb_dvc_hash(kb_path)
-    print_ = fit.fingerprint(cfg, kb_hash, fit.file_md5(truth_path))
+    print_ = fit.fingerprint(cfg, kb_hash, tracking.kb_dvc_hash(truth_path))
 
-    run_ctx = None
     if log_mlflow:
         tracking.setup(tracking_uri)
+    runs = contextlib.ExitStack()
 
     def run_for(state):
-        nonlocal run_ctx
+        """The MLflow run of this training (resumed from ``state`` after a kill), open until the stage ends."""
         if not log_mlflow:
             return None
-        run_ctx = tracking.network_run("modeling", flatten({"modeling": as_dict(m)}),
-                                       {"lenssearch.stage": "modeling", "kb_dvc_md5": kb_hash, "fingerprint": print_,
-                                        "git_commit": tracking.git_commit()},
-                                       run_id=state.get("mlflow_run_id"), tracking_uri=tracking_uri,
-                                       experiment=m.experiment)
-        return run_ctx.__enter__()
+        return runs.enter_context(tracking.network_run(
+            "modeling", flatten({"modeling": as_dict(m)}),
+            {"lenssearch.stage": "modeling", "kb_dvc_md5": kb_hash, "fingerprint": print_,
+             "git_commit": tracking.git_commit()},
+            run_id=state.get("mlflow_run_id"), tracking_uri=tracking_uri, experiment=m.experiment))
 
-    try:
+    with runs:
         model, state = fit.train(cfg, lenses, rows, models_dir, print_, run_for, progress)
         # calibration on the validation lenses, then every figure on the test lenses
         val_mean, val_sigma = fit.predict(model, lenses.cutouts[rows["validation"]])
@@ -101,25 +101,22 @@ def run_modeling(cfg, kb_path, truth_path, models_dir, reports_dir, metrics_path
         i_te = PARAMETERS.index("theta_e_arcsec")
         big = truth[:, i_te] >= m.theta_e_min_arcsec
         theta_mae = float(np.median(np.abs(mean[big, i_te] - truth[big, i_te]))) if big.any() else float("nan")
-        cuts = rejection_cuts(np.concatenate([sigma, val_sigma]), m.reject.parameters, m.reject.margin)
+        held_out_sigma = np.concatenate([sigma, val_sigma])
+        cuts = rejection_cuts(held_out_sigma, m.reject.parameters, m.reject.margin)
         nl_cut, nl_meta = read_test_nonlenses(kb_path, m.test_fold)
         nl_mean, nl_sigma = fit.predict(model, nl_cut, factors)
         nl_rejected, nl_by = reject(nl_sigma, cuts)
         kinds = (np.asarray(nl_meta["confuser"]).astype(str) if "confuser" in nl_meta.colnames
                  else np.full(len(nl_meta), "non-lens"))
-        lens_rejected, _ = reject(np.concatenate([sigma, val_sigma]), cuts)
+        lens_rejected, _ = reject(held_out_sigma, cuts)
         by_kind = {k: {"n": int(np.sum(kinds == k)), "rejected_fraction": float(np.mean(nl_rejected[kinds == k]))}
                    for k in sorted(set(kinds.tolist()))}
 
         reports_dir.mkdir(parents=True, exist_ok=True)
-        pred = report.predictions_table(lenses.ids[test], truth, mean, sigma, meta, "test")
-        with atomic_path(reports_dir / "predictions.ecsv") as tmp:
-            pred.write(tmp, format="ascii.ecsv")
-        nl_table = report.nonlens_table(nl_meta, nl_mean, nl_sigma, nl_rejected, nl_by, kinds)
-        with atomic_path(reports_dir / "test_nonlenses.ecsv") as tmp:
-            nl_table.write(tmp, format="ascii.ecsv")
         snr = np.asarray(meta["lensed_snr"], float) if "lensed_snr" in meta.colnames else np.full(len(meta), np.nan)
-        tables = {"by_theta_e.ecsv": report.binned_table(truth[:, i_te], m.theta_e_bins, truth, mean, sigma,
+        tables = {"predictions.ecsv": report.predictions_table(lenses.ids[test], truth, mean, sigma, meta, "test"),
+                  "test_nonlenses.ecsv": report.nonlens_table(nl_meta, nl_mean, nl_sigma, nl_rejected, nl_by, kinds),
+                  "by_theta_e.ecsv": report.binned_table(truth[:, i_te], m.theta_e_bins, truth, mean, sigma,
                                                          "theta_e_arcsec", "arcsec"),
                   "by_snr.ecsv": report.binned_table(snr, m.snr_bins, truth, mean, sigma, "lensed_snr", None)}
         for name, table in tables.items():
@@ -145,7 +142,7 @@ def run_modeling(cfg, kb_path, truth_path, models_dir, reports_dir, metrics_path
                 "test_nonlenses_rejected_fraction"]}
             for p, s in stats.items():
                 flat.update({f"{p}/{k}": v for k, v in s.items() if k != "n"})
-            tracking.log_summary(flat, [*figures, reports_dir / "predictions.ecsv", *(reports_dir / n for n in tables)])
+            tracking.log_summary(flat, [*figures, *(reports_dir / n for n in tables)])
             tags = {"fingerprint": print_, "kb_dvc_md5": kb_hash, "git_commit": tracking.git_commit(),
                     "theta_e_median_abs_error_arcsec": f"{theta_mae:.4f}",
                     **{f"cut_sigma_{p}": f"[{c[0]:.6g}, {c[1]:.6g}]" for p, c in cuts.items()},
@@ -158,9 +155,6 @@ def run_modeling(cfg, kb_path, truth_path, models_dir, reports_dir, metrics_path
                                                   lenses.cutouts.shape[-1], m.registered_model, tags, description)
             model_info = {"model_uri": f"models:/{m.registered_model}/{version}", "version": version,
                           "run_id": state.get("mlflow_run_id")}
-    finally:
-        if run_ctx is not None:
-            run_ctx.__exit__(None, None, None)
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
     metrics["version"] = model_info.get("version")
     _write_json(reports_dir / "metrics.json", metrics)
