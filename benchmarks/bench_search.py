@@ -137,7 +137,7 @@ def bare_and_costs(cfg, field, scorer, n_batches: int) -> dict:
     """The bare model's cutouts/s (``scorer.score``, the search's own call, on a batch of cutouts already in memory,
     of the search's batch shape), and the per-batch cost of cut + checks."""
     from lenssearch.search.batch import BatchSpec, new_buffer, prepare_batch, score_prepared
-    from lenssearch.search.checks import ValidationContext
+    from lenssearch.kb.statistics import ValidationContext
     from lenssearch.search.inputs import FieldImages
     bs, size = cfg.search.batch_size, cfg.search.cutout_pixels
     rng = np.random.default_rng(3)
@@ -170,7 +170,8 @@ def bare_and_costs(cfg, field, scorer, n_batches: int) -> dict:
 
 def ge_cost(cfg, rows: int) -> float:
     """Seconds of one great-expectations run on the statistics of ``rows`` cutouts (one chunk)."""
-    from lenssearch.search.checks import ValidationContext, run_expectations
+    from lenssearch.kb.statistics import ValidationContext
+    from lenssearch.search.checks import run_expectations
 
     bands = tuple(cfg.base.bands)
     ctx = ValidationContext(cfg.search.cutout_pixels, bands, np.ones(len(bands)), cfg.validate)
@@ -186,7 +187,8 @@ def ge_cost(cfg, rows: int) -> float:
 
 def warm_up_ge(cfg) -> None:
     """Import great-expectations once (a one-time cost of a process, like the model's graph tracing)."""
-    from lenssearch.search.checks import ValidationContext, run_expectations
+    from lenssearch.kb.statistics import ValidationContext
+    from lenssearch.search.checks import run_expectations
 
     ctx = ValidationContext(4, tuple(cfg.base.bands), np.ones(3), cfg.validate)
     stats = {"shape_ok": np.ones(2, bool), "dtype": np.array(["float32"] * 2), "finite_fraction": np.ones(2)}

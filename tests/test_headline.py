@@ -24,7 +24,7 @@ DOCS = {
     "search": {"n_candidates": 6, "candidates_purity": 1 / 3, "lenses_recovered_fraction": 0.5, "threshold": 0.52,
                "n_scored": 300},
     "independent": {"models": {"champion": {"auc": 0.63, "tpr_at_fpr": {"0.01": 0.003}}}},
-    "modeling": {"theta_e_median_abs_error_arcsec": 0.08, "test_nonlenses_rejected_fraction": 0.02, "version": "2",
+    "modeling": {"theta_e_median_abs_error_arcsec": 0.08, "nonlenses_rejected_fraction": 0.02, "version": "2",
                  "parameters": {"lens_x_arcsec": {"coverage_1sigma": 0.70}, "theta_e_arcsec": {"coverage_1sigma": 0.62}}},
     "model-candidates": {"n_candidates": 14, "nonlens_rejected_fraction_modeling": 0.0,
                          "kb_nonlens_candidates_rejected_fraction": 0.05, "planted_kept_fraction": 1.0},

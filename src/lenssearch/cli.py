@@ -694,7 +694,7 @@ def modeling_cmd(
     m = run_modeling(cfg, kb, truth, models, reports, metrics_out, log_mlflow=mlflow, tracking_uri=tracking_uri)
     typer.echo(json.dumps({"theta_e_median_abs_error_arcsec": round(m["theta_e_median_abs_error_arcsec"], 4),
                            "coverage_1sigma": {p: round(s["coverage_1sigma"], 3) for p, s in m["parameters"].items()},
-                           "test_nonlenses_rejected_fraction": m["test_nonlenses_rejected_fraction"],
+                           "nonlenses_rejected_fraction": m["nonlenses_rejected_fraction"],
                            "version": m.get("version")}))
     typer.echo(f"wrote {reports}")
 
@@ -710,7 +710,7 @@ def model_candidates_cmd(
         "--planted", help="Planted or known lenses (ECSV with ra, dec): none of them may be rejected.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Model URI instead of model.json's.")] = None,
     kb_nonlenses: Annotated[Optional[Path], typer.Option(
-        "--kb-nonlenses", help="test_nonlenses.ecsv of the modeling stage: also report the KB's held-out non-lens "
+        "--kb-nonlenses", help="nonlenses.ecsv of the modeling stage: also report the KB's held-out non-lens "
         "candidates (needs --predictions, --promotion, --committees).")] = None,
     predictions: Annotated[Optional[Path], typer.Option(
         "--predictions", help="Folder of reports/<network>/predictions.ecsv (out-of-fold scores).")] = None,

@@ -632,7 +632,9 @@ class ModelingRejectConfig:
     """The ``model-candidates`` stage's cuts on the predicted uncertainties (HOLISMOKES XVI, Sect. 3.2)."""
 
     parameters: tuple[str, ...]  # the parameters whose sigma is cut (of simulate/truth.PARAMETERS)
-    margin: float  # sigma range [lowest / margin, highest x margin] of the held-out KB lenses (>= 1: none lost)
+    margin: float  # residual range widened by log(margin) each side (>= 1: none of the held-out KB lenses lost)
+    trend_degree: int  # degree of the log-sigma trend with log predicted theta_E (0: HOLISMOKES's flat range)
+    cross_check_folds: int  # folds of the held-out lenses for the cross-checked loss of unseen lenses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -648,6 +650,7 @@ class ModelingConfig:
     early_stopping_patience: int
     min_learning_rate: float  # the cosine decay's floor, reached at max_epochs
     mixed_precision: bool
+    shift_arcsec: float  # largest offset of a lens from the cutout centre in the augmentation and held-out sets
     theta_e_bins: tuple[float, ...]  # edges of the validation's theta_E bins (arcsec)
     snr_bins: tuple[float, ...]  # edges of its arc-S/N bins
     theta_e_min_arcsec: float  # the theta_E accuracy figure uses lenses at or above this

@@ -110,11 +110,11 @@ def independent(doc: Mapping) -> dict:
 
 def modeling(doc: Mapping) -> dict:
     """The ``theta_E`` median absolute error (``mae``, arcsec, theta_E >= 0.5"), the worst parameter's 1-sigma
-    ``coverage`` (0.683 ideal), the test non-lenses ``rejected`` by the cuts, the registered ``version``."""
+    ``coverage`` (0.683 ideal), the KB's non-lenses ``rejected`` by the cuts, the registered ``version``."""
     coverages = [s.get("coverage_1sigma") for s in (doc.get("parameters") or {}).values()]
     worst = max(coverages, key=lambda c: abs(c - 0.6827)) if coverages else None
     return {"mae": doc.get("theta_e_median_abs_error_arcsec"), "coverage": worst,
-            "rejected": doc.get("test_nonlenses_rejected_fraction"),
+            "rejected": doc.get("nonlenses_rejected_fraction"),
             "version": int(doc["version"]) if doc.get("version") else None}
 
 

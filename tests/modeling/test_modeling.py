@@ -65,6 +65,47 @@ def test_symmetries_transform_the_truth_like_the_pixels():
     assert len({tuple(np.round(m.ravel(), 6)) for m in symmetry_matrices()}) == 8
 
 
+def test_shifts_move_the_lens_centre_like_the_pixels_and_commute_with_the_preparation():
+    """A rolled blob's centroid moves as shift_truth says; rolling raw cutouts by binning x k pixels and then
+    preparing them (2x2 mean, per-cutout median/MAD normalisation) puts the light where preparing and then rolling
+    by k does, with the same values up to the normalisation's subsampled statistics (as for the symmetries)."""
+    from lenssearch.config import load_config
+    from lenssearch.modeling.data import augmented_epoch, held_out_shifts, shift_images, shift_truth
+    from lenssearch.models import split_model
+    from lenssearch.models.modeling import build_modeling
+
+    n = 64
+    image = _elliptical_gaussian(n, 0.5, 30.0, x0=2.0, y0=-1.0)[None, ..., None]
+    shifts = np.array([[3, -2]])  # 3 rows (y), -2 columns (x)
+    moved = shift_images(image, shifts)[0, ..., 0]
+    y, x = np.mgrid[:n, :n] - (n - 1) / 2.0
+    truth = np.zeros((1, len(PARAMETERS)))
+    truth[0, :2] = 2.0, -1.0
+    t = shift_truth(truth, shifts, 1.0)
+    assert ((moved * x).sum() / moved.sum(), (moved * y).sum() / moved.sum()) == pytest.approx((t[0, 0], t[0, 1]),
+                                                                                               abs=1e-4)
+    assert np.array_equal(t[0, 2:], truth[0, 2:])
+
+    cfg = load_config(REPO / "params.yaml")
+    rng = np.random.default_rng(0)
+    raw = rng.normal(0, 0.01, (4, 128, 128, 3)).astype(np.float32)
+    raw[:, 60:68, 60:68, :] += 1.0
+    preparation, _ = split_model(build_modeling(raw.shape[1:], cfg.modeling.network, n_parameters=len(PARAMETERS)))
+    k = held_out_shifts(4, 0, 1, 3)
+    assert np.abs(k).max() <= 3 and np.array_equal(k, held_out_shifts(4, 0, 1, 3))
+    a = np.asarray(preparation(shift_images(raw, 2 * k), training=False))
+    b = shift_images(np.asarray(preparation(raw, training=False)), k)
+    bright = a > 3.0
+    assert bright.sum() == 4 * 16 * 3 and np.array_equal(bright, b > 3.0)
+    assert np.median(np.abs(a - b)) < 0.2  # a 256-pixel median is good to ~0.08 sigma, the MAD to ~6%
+    # the augmentation draws shifts of at most max_shift and moves the truth with them
+    prepared = np.asarray(preparation(raw, training=False))
+    lens_truth = np.zeros((4, len(PARAMETERS)), np.float32)
+    _, y0 = augmented_epoch(prepared, lens_truth, np.arange(4), 0, 0)
+    _, y3 = augmented_epoch(prepared, lens_truth, np.arange(4), 0, 0, max_shift=3, pixel_arcsec=0.06)
+    assert np.all(y0[:, :2] == 0) and np.abs(y3[:, :2]).max() <= 0.18 + 1e-6 and np.abs(y3[:, :2]).max() > 0
+
+
 def test_gaussian_nll_is_the_gaussian_log_likelihood():
     from scipy.stats import norm
 
@@ -171,8 +212,10 @@ def test_stage_writes_the_report_and_registers_a_table_model(trained):
     history = client.get_metric_history(info["run_id"], "epoch/loss")
     assert [m.step for m in history] == list(range(metrics["epochs"]))
     tags = client.get_model_version("lenssearch-modeling", "1").tags
-    lo, hi = info["cuts_sigma"]["theta_e_arcsec"]
-    assert 0 < lo <= hi and tags["cut_sigma_theta_e_arcsec"] == f"[{lo:.6g}, {hi:.6g}]"
+    lo, hi = info["cuts"]["parameters"]["theta_e_arcsec"]["log_range"]
+    assert lo <= hi and json.loads(tags["rejection_cuts"]) == info["cuts"]
+    assert metrics["held_out_lenses_rejected"] == 0 and 0 <= metrics["held_out_lenses_rejected_cross_checked"] < 1
+    assert (root / "reports" / "cuts.png").stat().st_size > 10_000
     headline = json.loads((root / "headline.json").read_text())
     assert set(headline) == {"mae", "coverage", "rejected", "version"}
 
@@ -217,9 +260,10 @@ def test_model_candidates_rejects_by_the_cuts_and_draws_the_gallery(trained, tmp
                     extra={"score": [0.9, 0.8, 0.7], "is_lens": [True, True, False], "rejected_by": ["", "", ""]})
     positions_table(tmp_path / "planted.ecsv", [(100, 100), (300, 250)])
     info = json.loads((root / "reports" / "model.json").read_text())
-    for k, (cut, expect_rejected) in enumerate((([0.0, 1e-12], 1.0), ([1e6, 1e12], 1.0), ([0.0, 1e12], 0.0))):
+    for k, (cut, expect_rejected) in enumerate((([-60.0, -50.0], 1.0), ([50.0, 60.0], 1.0), ([-60.0, 60.0], 0.0))):
         model_json = tmp_path / f"model_{k}.json"
-        model_json.write_text(json.dumps({**info, "cuts_sigma": {"theta_e_arcsec": cut}}))
+        cuts = {**info["cuts"], "parameters": {"theta_e_arcsec": {"trend": [0.0], "log_range": cut}}}
+        model_json.write_text(json.dumps({**info, "cuts": cuts}))
         out = tmp_path / f"out_{k}"
         m = run_model_candidates(cfg, tmp_path / "cands.ecsv", field, model_json, out,
                                  planted_path=tmp_path / "planted.ecsv", tracking_uri=uri, progress=False)
@@ -242,11 +286,13 @@ def test_model_candidates_bad_input_is_one_line_exit_2(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "missing.json" in res.stderr and not (tmp_path / "o").exists()
-    (tmp_path / "model.json").write_text(json.dumps({"model_uri": "models:/no-such-model/1", "cuts_sigma": {}}))
-    (tmp_path / "bad.json").write_text(json.dumps({"model_uri": "models:/x/1", "cuts_sigma": {"theta_e_arcsec": 1}}))
+    cuts = {"theta_e_range_arcsec": [0.2, 2.0], "parameters": {}}
+    (tmp_path / "model.json").write_text(json.dumps({"model_uri": "models:/no-such-model/1", "cuts": cuts}))
+    (tmp_path / "bad.json").write_text(json.dumps({"model_uri": "models:/x/1", "cuts": {
+        **cuts, "parameters": {"theta_e_arcsec": 1}}}))
     res = subprocess.run([*cmd[:cmd.index("--modeling") + 1], str(tmp_path / "bad.json"), "--out", str(tmp_path / "o")],
                          capture_output=True, text=True, cwd=REPO)
-    assert res.returncode == 2 and "Traceback" not in res.stderr and "[low, high]" in res.stderr
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "'log_range': [low, high]" in res.stderr
     positions = tmp_path / "ok.ecsv"
     positions.write_text("# %ECSV 1.0\n# ---\n# datatype:\n# - {name: id, datatype: string}\n"
                          "# - {name: ra, datatype: float64}\n# - {name: dec, datatype: float64}\nid ra dec\na 1.0 2.0\n")
@@ -285,7 +331,7 @@ def test_symmetrised_prediction_of_an_equivariant_measurement_is_the_measurement
 
 
 def test_kb_nonlens_candidates_use_the_champions_out_of_fold_score(tmp_path):
-    """The KB check counts the held-out non-lenses above the champion committee's threshold (its members'
+    """The KB check counts the cross-validation non-lenses above the champion committee's threshold (its members'
     out-of-fold probabilities combined by its rule) and the fraction of them that the modeling cuts reject."""
     from astropy.table import Table
 
@@ -301,9 +347,11 @@ def test_kb_nonlens_candidates_use_the_champions_out_of_fold_score(tmp_path):
     (tmp_path / "promotion.json").write_text(json.dumps({"best": "mean(a+b)", "threshold": 0.5}))
     (tmp_path / "best.json").write_text(json.dumps({"committees": [{"name": "mean(a+b)", "members": ["a", "b"],
                                                                     "rule": "mean"}]}))
-    Table({"id": ids, "confuser": ["ring", "spiral", "ring", "plain", "plain", "pair"],
-           "modeling_rejected": [True, False, False, True, True, False]}).write(tmp_path / "nl.ecsv",
-                                                                                format="ascii.ecsv")
+    # n6 is in the validation split (fold -1): it has no out-of-fold score and is not a candidate
+    Table({"id": ids + ["n6"], "fold": [0, 1, 2, 0, 1, 2, -1],
+           "confuser": ["ring", "spiral", "ring", "plain", "plain", "pair", "ring"],
+           "modeling_rejected": [True, False, False, True, True, False, True]}).write(tmp_path / "nl.ecsv",
+                                                                                      format="ascii.ecsv")
     out = kb_nonlens_candidates(tmp_path / "nl.ecsv", tmp_path, tmp_path / "promotion.json", tmp_path / "best.json")
     # mean scores: 0.8, 0.45, 0.8, 0.55, 0.1, 0.9 -> candidates n0, n2, n3, n5; rejected among them: n0, n3
     assert out["n_candidates"] == 4 and out["rejected_fraction_modeling"] == 0.5

@@ -5,14 +5,10 @@ import pytest
 from .search_helpers import NOISE, PARAMS, gaussian
 
 from lenssearch.config import load_config
-from lenssearch.kb.validation import background_level_and_noise, cutout_checks
-from lenssearch.search.checks import (
-    ValidationContext,
-    cutout_statistics,
-    failure_labels,
-    run_expectations,
-    validate_batch,
-)
+from lenssearch.kb import validation
+from lenssearch.kb.statistics import ValidationContext, cutout_statistics
+from lenssearch.kb.validation import cutout_checks
+from lenssearch.search.checks import failure_labels, run_expectations, validate_batch
 
 BANDS = ("F435W", "F606W", "F814W")
 
@@ -33,20 +29,20 @@ def batch(n=7, size=128, seed=0):
     return out.astype(np.float32)
 
 
-def test_statistics_agree_with_the_kb_suite(vcfg):
-    """Same definitions as the KB suite; the noise uses a subset of the border pairs (ROW_STRIDE), the corner
-    medians 143 of 144 pixels, so agreement is statistical."""
+def test_the_kb_suite_and_the_search_share_one_implementation(vcfg):
+    """The KB's DataFrame (read in chunks, or one cutout at a time for users' lists) holds the very numbers the
+    search checks a batch with, and the noise measured on the border is the noise put in."""
     cut = batch(12)
     stats = cutout_statistics(cut, ctx(vcfg))
-    ratios = []
-    for i in range(len(cut)):
-        for b, band in enumerate(BANDS):
-            level, sigma = background_level_and_noise(cut[i, ..., b])
-            assert stats[f"bg_level_{band}"][i] == pytest.approx(level, abs=0.1 * NOISE[b])
-            ratios.append(stats[f"bg_sigma_{band}"][i] / sigma)
-    assert np.all(np.abs(np.asarray(ratios) - 1.0) < 0.25)
-    assert np.median(ratios) == pytest.approx(1.0, abs=0.03)
+    noise = dict(zip(BANDS, NOISE))
+    for cutouts in (cut, list(cut)):
+        df = validation.cutout_statistics(cutouts, expected_noise=noise, bands=BANDS)
+        for column, values in stats.items():
+            np.testing.assert_array_equal(df[column].to_numpy(), values, err_msg=column)
     np.testing.assert_allclose(np.median([stats[f"noise_ratio_{b}"] for b in BANDS], axis=1), 1.0, atol=0.05)
+    np.testing.assert_allclose([stats[f"bg_level_sigma_{b}"] for b in BANDS], 0.0, atol=0.5)
+    odd = validation.cutout_statistics([cut[0], cut[1, :64]], expected_noise=noise, bands=BANDS)
+    assert odd["shape_ok"].tolist() == [True, False] and np.isnan(odd["noise_ratio_F435W"][1])
 
 
 def test_each_failure_flags_only_its_cutout(vcfg):
@@ -93,7 +89,7 @@ def _reference_band_statistics(cutout, b, width=12):
     """One cutout, one band, on its own: the good pairs' 1.4826 MAD / sqrt(2) (the last of an even number left out,
     as ``_median_rows``) and the lowest corner median (of a cutout with an unusable pixel: ``np.median`` of the
     corners with at least ``width`` usable pixels)."""
-    from lenssearch.search import checks
+    from lenssearch.kb import statistics as checks
 
     size = cutout.shape[0]
     rows = cutout[checks._noise_rows(size, width, checks.ROW_STRIDE), :, b]
@@ -114,7 +110,7 @@ def _reference_band_statistics(cutout, b, width=12):
 def test_statistics_at_edges_are_those_of_each_cutout_alone(vcfg):
     """Cutouts at an edge (zero padding), with NaN or scattered empty pixels go through the vectorised path for
     rows that are not clean: the same values, bit for bit, as computing each cutout on its own."""
-    from lenssearch.search.checks import _band_statistics
+    from lenssearch.kb.statistics import band_statistics
 
     rng = np.random.default_rng(0)
     cut = batch(48, seed=3)
@@ -132,7 +128,7 @@ def test_statistics_at_edges_are_those_of_each_cutout_alone(vcfg):
             cut[i, : rng.integers(100, 128), :, rng.integers(0, 3)] = 0.0  # most of a band empty
     cut[0] = 0.0  # wholly off the image: no statistics
     for b in range(3):
-        level, sigma = _band_statistics(cut, b, 12)
+        level, sigma = band_statistics(cut, b, 12)
         expected = np.array([_reference_band_statistics(c, b) for c in cut])
         np.testing.assert_array_equal(level, expected[:, 0])
         np.testing.assert_array_equal(sigma, expected[:, 1])

@@ -37,11 +37,8 @@ import numpy as np
 from lenssearch.errors import LensSearchError
 
 DEFAULT_BANDS = ("F435W", "F606W", "F814W")
-#: Width (pixels) of the cutout border on which the background is measured.
-BORDER_PIXELS = 12
 #: Number of failing rows quoted per expectation in the summary.
 N_EXAMPLES = 5
-MAD_TO_SIGMA = 1.482602218505602
 
 
 @dataclasses.dataclass
@@ -99,35 +96,20 @@ class ValidationResult:
 
 
 # ------------------------------------------------------------------------------------------------ statistics
-def background_level_and_noise(image: np.ndarray, width: int = BORDER_PIXELS) -> tuple[float, float]:
-    """Background level and noise sigma of one band of a cutout, robust to the central galaxy's light.
-
-    - noise: from differences of horizontally adjacent pixels on the ``width``-pixel border,
-      ``sigma = 1.4826 MAD(d) / sqrt(2)``; smooth light (galaxy wings, intracluster light) cancels in ``d``;
-    - level: the lowest of the medians of the four ``width x width`` corner boxes (the corners are farthest from
-      the centred galaxy; the lowest is the least contaminated by neighbours).
-    """
-    img = np.asarray(image, dtype=np.float64)
-    mask = np.ones(img.shape, dtype=bool)
-    mask[width:-width, width:-width] = False
-    pair = mask[:, 1:] & mask[:, :-1]
-    d = (img[:, 1:] - img[:, :-1])[pair]
-    d = d[np.isfinite(d)]
-    sigma = float(MAD_TO_SIGMA * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0)) if d.size else np.nan
-    corners = [img[:width, :width], img[:width, -width:], img[-width:, :width], img[-width:, -width:]]
-    medians = [np.median(c[np.isfinite(c)]) for c in corners if np.isfinite(c).any()]
-    level = float(min(medians)) if medians else np.nan
-    return level, sigma
+#: Cutouts whose statistics are computed at once (read together from the KB file): 256 x 128 x 128 x 3 float32.
+STATISTICS_CHUNK = 256
 
 
 def cutout_statistics(cutouts, metadata=None, expected_noise=None, bands: Sequence[str] = DEFAULT_BANDS,
                       expected_shape: tuple[int, int, int] = (128, 128, 3)):
-    """The per-cutout DataFrame the suite runs on.
+    """The per-cutout DataFrame the suite runs on: the statistics of :mod:`lenssearch.kb.statistics` (those the
+    search checks its cutouts with) joined with the metadata.
 
     Parameters
     ----------
     cutouts
-        An array ``N x n x n x bands`` or a sequence of arrays (users' cutouts may differ).
+        An array (or an h5py dataset) ``N x n x n x bands``, read :data:`STATISTICS_CHUNK` cutouts at a time, or a
+        sequence of arrays (users' cutouts may differ in shape).
     metadata
         Optional table/DataFrame with one row per cutout (``id``, ``label``, ``fold``, ``theta_e_arcsec``, ``z_s``,
         ``z_lens``, ``source_mag_F814W``, ``noise_sigma_<band>``, ...).
@@ -137,22 +119,24 @@ def cutout_statistics(cutouts, metadata=None, expected_noise=None, bands: Sequen
     """
     import pandas as pd
 
+    from lenssearch.kb.statistics import ValidationContext, batch_statistics
+
     n = len(cutouts)
-    rows: dict[str, list] = {"shape_ok": [], "dtype": [], "finite_fraction": []}
-    for band in bands:
-        rows[f"bg_level_{band}"] = []
-        rows[f"bg_sigma_{band}"] = []
-    for i in range(n):
-        c = np.asarray(cutouts[i])
-        rows["shape_ok"].append(tuple(c.shape) == tuple(expected_shape))
-        rows["dtype"].append(str(c.dtype))
-        finite = np.isfinite(c) if c.size else np.zeros(1, bool)
-        rows["finite_fraction"].append(float(finite.mean()))
-        ok = c.ndim == 3 and c.shape[2] == len(bands) and min(c.shape[:2]) > 2 * BORDER_PIXELS
-        for j, band in enumerate(bands):
-            level, sigma = background_level_and_noise(c[..., j]) if ok else (np.nan, np.nan)
-            rows[f"bg_level_{band}"].append(level)
-            rows[f"bg_sigma_{band}"].append(sigma)
+    size = int(expected_shape[0])
+    ctx = ValidationContext(size, tuple(bands), np.ones(len(bands)))  # ratios to the expected noise below
+    columns = ["shape_ok", "dtype", "finite_fraction", *(f"bg_{q}_{b}" for b in bands for q in ("level", "sigma"))]
+    parts = []
+    if getattr(cutouts, "ndim", None) == 4 and tuple(cutouts.shape[1:]) == tuple(expected_shape):
+        for i in range(0, n, STATISTICS_CHUNK):
+            parts.append(batch_statistics(np.asarray(cutouts[i:i + STATISTICS_CHUNK]), ctx))
+    else:  # one at a time: a cutout of another shape or dtype fails the shape check, with no statistics
+        for i in range(n):
+            c = np.asarray(cutouts[i])
+            parts.append(batch_statistics(c[None], ctx) if c.ndim == 3 else
+                         {"shape_ok": np.array([False]), "dtype": np.array([str(c.dtype)]),
+                          "finite_fraction": np.array([float(np.isfinite(c).mean()) if c.size else 0.0]),
+                          **{k: np.array([np.nan]) for k in columns[3:]}})
+    rows = {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0) for k in columns}
     df = pd.DataFrame(rows)
 
     meta = None

@@ -1,9 +1,9 @@
 """The ``model-candidates`` stage: the modeling network on the search's candidates, and the rejection by its sigmas.
 
 HOLISMOKES XVI (Sect. 3.2): the candidates' lens parameters are predicted with their uncertainties, and a
-candidate whose uncertainty on any cut parameter exceeds its cut is rejected as a likely non-lens; the cuts
-(``model.json`` of the ``modeling`` stage: the range of each sigma among the KB's held-out lenses,
-:mod:`lenssearch.modeling.cuts`) keep every held-out lens. This stage
+candidate whose uncertainty on any cut parameter leaves its cut is rejected as a likely non-lens; the cuts
+(``model.json`` of the ``modeling`` stage: the range of each sigma among the KB's held-out lenses at the
+predicted theta_E, :mod:`lenssearch.modeling.cuts`) keep every held-out lens. This stage
 
 1. cuts each candidate of ``candidates.ecsv`` (the search's list above threshold, with its sep cleaning columns)
    from the field's images, the KB's cutout size, and predicts ``pred_<parameter>`` and ``sigma_<parameter>``;
@@ -13,9 +13,9 @@ candidate whose uncertainty on any cut parameter exceeds its cut is rejected as 
    search found it: a lens the cuts would reject is counted as wrongly rejected;
 4. reports the fraction of candidates rejected by the modeling, by the sep cleaning (and duplicates), and by
    either, overall and among the non-lens candidates (``is_lens`` from the search's match to the planted lenses);
-5. with ``kb_check``, the same fraction among the KB's held-out non-lens candidates: the test-fold non-lenses (hard
-   negatives included) that the champion's out-of-fold score puts above its threshold (:func:`kb_nonlens_candidates`;
-   a demo field has few non-lens candidates, the KB hundreds);
+5. with ``kb_check``, the same fraction among the KB's non-lens candidates: the cross-validation non-lenses (hard
+   negatives included; the modeling network learns from lenses only) that the champion's out-of-fold score puts
+   above its threshold (:func:`kb_nonlens_candidates`; a demo field has few non-lens candidates, the KB ~100);
 6. writes the graders' gallery (:mod:`lenssearch.modeling.gallery`).
 """
 
@@ -62,20 +62,24 @@ def _add_predictions(table, frame, pra, pdec, cuts: dict) -> None:
     table["pred_dec"].unit = "deg"
     table["pred_dec"].description = "predicted lens centre, declination (ICRS)"
     sigma = np.stack([frame[f"sigma_{p}"].to_numpy() for p in PARAMETERS], axis=1)
-    rejected, by = reject(sigma, cuts)
+    mean = np.stack([frame[f"pred_{p}"].to_numpy() for p in PARAMETERS], axis=1)
+    rejected, by = reject(mean, sigma, cuts)
     table["modeling_rejected"] = rejected
     table["modeling_rejected_by"] = np.array(by, dtype=str) if len(by) else np.zeros(0, str)
     describe_columns(table)
 
 
 def kb_nonlens_candidates(nonlenses_path, predictions_dir, promotion_path, committees_path) -> dict:
-    """The KB's held-out non-lenses (``test_nonlenses.ecsv`` of the ``modeling`` stage) that the champion's
-    out-of-fold score puts above its threshold: non-lens candidates with real statistics, and the fraction of them
-    that the modeling cuts reject, overall and by confuser kind."""
+    """The KB's non-lenses (``nonlenses.ecsv`` of the ``modeling`` stage: none seen by the modeling network) in the
+    cross-validation folds, whose champion out-of-fold score is at or above its threshold: non-lens candidates
+    with real statistics, and the fraction of them that the modeling cuts reject, overall and by confuser kind.
+    (The validation split, fold -1, has no out-of-fold score.)"""
     from lenssearch.evaluate.committee import combine
     from lenssearch.evaluate.common import load_wide, read_committees
 
-    nonlenses = read_ecsv(nonlenses_path, "modeling stage's held-out non-lenses")
+    nonlenses = read_ecsv(nonlenses_path, "modeling stage's non-lenses")
+    if "fold" in nonlenses.colnames:
+        nonlenses = nonlenses[np.asarray(nonlenses["fold"], int) >= 0]
     try:
         promotion = json.loads(Path(promotion_path).read_text())
         best, threshold = str(promotion["best"]), float(promotion["threshold"])
@@ -120,7 +124,7 @@ def run_model_candidates(cfg, candidates_path, field_dir, model_json, out_dir, *
         raise InputFileError(f"{model_json}: no such file (run the modeling stage)")
     try:
         info = json.loads(model_json.read_text())
-        raw_cuts = dict(info["cuts_sigma"])
+        raw_cuts = dict(info["cuts"])
     except (ValueError, KeyError, TypeError) as exc:
         raise InputFileError(f"{model_json}: not a modeling model.json ({exc})") from None
     cuts = parse_cuts(raw_cuts, str(model_json))
@@ -153,7 +157,7 @@ def run_model_candidates(cfg, candidates_path, field_dir, model_json, out_dir, *
         cleaned |= np.array([str(v) not in ("", "--", "None") for v in cands["duplicate_of"]], bool)
     is_lens = np.asarray(cands["is_lens"], bool) if "is_lens" in cands.colnames else None
     metrics = {
-        "model_uri": uri, "cuts_sigma": cuts, "n_candidates": int(len(cands)),
+        "model_uri": uri, "cuts": cuts, "n_candidates": int(len(cands)),
         "rejected_fraction_modeling": _rate(modeled), "rejected_fraction_cleaning": _rate(cleaned),
         "rejected_fraction_combined": _rate(modeled | cleaned),
     }
@@ -178,7 +182,7 @@ def run_model_candidates(cfg, candidates_path, field_dir, model_json, out_dir, *
     metrics["candidates_per_second"] = n_modeled / t_model if t_model > 0 else None
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    provenance = {"model_uri": uri, "cuts_sigma": json.dumps(cuts)}
+    provenance = {"model_uri": uri, "rejection_cuts": json.dumps(cuts)}
     with atomic_path(out_dir / "candidates.ecsv") as tmp:
         describe_columns(cands, provenance).write(tmp, format="ascii.ecsv")
     if planted is not None:

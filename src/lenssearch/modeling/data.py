@@ -15,6 +15,18 @@ truth with it: a position ``(x, y)`` maps by the 2 x 2 matrix ``M`` of the symme
 (ellipticity, shear) as the tensor ``[[e1, e2], [e2, -e1]] -> M T M^T``; ``theta_E`` is invariant. The cutout
 centre, pixel ``(n - 1) / 2``, is the centre of the symmetries, so the lens centre's offset transforms exactly.
 Predictions average the eight views of a cutout (:func:`predict_symmetrised`).
+
+The lens is also moved off the cutout's centre (:func:`shift_images`): every training cutout, each epoch, by a
+random whole number of network pixels in ``[-modeling.shift_arcsec, +shift_arcsec]`` on each axis, and the
+held-out lenses and non-lenses once, by seeded draws of the same law (:func:`held_out_shifts`), with ``lens_x``
+and ``lens_y`` moved alike. The KB's lenses sit within half a pixel of the centre; a search cuts its candidates at
+detected light, which can be off the lens's mass centre, and a network that never saw an offset answers "the
+centre" whatever the image (HOLISMOKES XVI re-centred its candidates: its modeling network failed on lenses that
+were not well centred).
+The shift rolls the pixels round (the strip that leaves one side enters at the other: border noise at these
+offsets). Training shifts (and turns) the prepared cutouts, the held-out sets their raw cutouts by ``binning x k``
+pixels: the light lands on the same network pixels, and the input normalisation's median and MAD, taken on a
+subgrid of the pixels, differ by their sampling noise only (as under the symmetries).
 """
 
 from __future__ import annotations
@@ -153,9 +165,11 @@ def predict_symmetrised(predict, cutouts: np.ndarray) -> tuple[np.ndarray, np.nd
     return means.mean(axis=0), np.sqrt(np.mean(variances, axis=0) + means.var(axis=0))
 
 
-def augmented_epoch(images: np.ndarray, truth: np.ndarray, rows: np.ndarray, seed: int, epoch: int):
-    """One training epoch: ``rows`` in a seeded random order, each cutout under a random symmetry with its truth
-    transformed alike. ``images`` are prepared (square) cutouts; returns new arrays."""
+def augmented_epoch(images: np.ndarray, truth: np.ndarray, rows: np.ndarray, seed: int, epoch: int,
+                    max_shift: int = 0, pixel_arcsec: float = 1.0):
+    """One training epoch: ``rows`` in a seeded random order, each cutout under a random symmetry and then rolled by
+    a random shift of up to ``max_shift`` pixels of ``pixel_arcsec`` per axis, with its truth transformed alike.
+    ``images`` are prepared (square) cutouts; returns new arrays."""
     from lenssearch.train.data import dihedral_permutations
 
     rng = np.random.default_rng([seed, 15, epoch])
@@ -169,4 +183,35 @@ def augmented_epoch(images: np.ndarray, truth: np.ndarray, rows: np.ndarray, see
         sel = np.flatnonzero(choice == k)
         if sel.size:
             out[sel] = flat[order[sel]][:, perms[k]]
-    return out.reshape(order.size, side, side, -1), transform_truth(truth[order], choice)
+    out, moved = out.reshape(order.size, side, side, -1), transform_truth(truth[order], choice)
+    if max_shift > 0:
+        shifts = rng.integers(-max_shift, max_shift + 1, (order.size, 2))
+        out, moved = shift_images(out, shifts), shift_truth(moved, shifts, pixel_arcsec)
+    return out, moved
+
+
+def shift_images(images: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """Each image ``n x S x S x B`` rolled by its ``shifts`` row ``(rows, columns)`` (whole pixels); a new array."""
+    shifts = np.asarray(shifts, dtype=int).reshape(len(images), 2)
+    out = np.empty_like(images)
+    pairs, inverse = np.unique(shifts, axis=0, return_inverse=True)
+    for k, (dy, dx) in enumerate(pairs):
+        sel = np.flatnonzero(inverse.ravel() == k)
+        out[sel] = np.roll(images[sel], (int(dy), int(dx)), axis=(1, 2))
+    return out
+
+
+def shift_truth(truth: np.ndarray, shifts: np.ndarray, pixel_arcsec: float) -> np.ndarray:
+    """The truth of cutouts rolled by ``shifts`` (rows, columns) of ``pixel_arcsec`` pixels: the lens centre moves
+    by ``(columns, rows) x pixel_arcsec`` (x along columns, y along rows); nothing else changes."""
+    out = np.array(truth, copy=True)
+    shifts = np.asarray(shifts, dtype=np.float64).reshape(len(out), 2)
+    out[:, PARAMETERS.index("lens_x_arcsec")] += shifts[:, 1] * pixel_arcsec
+    out[:, PARAMETERS.index("lens_y_arcsec")] += shifts[:, 0] * pixel_arcsec
+    return out
+
+
+def held_out_shifts(n: int, seed: int, stream: int, max_shift: int) -> np.ndarray:
+    """Seeded ``n x 2`` whole-pixel shifts (network pixels) in ``[-max_shift, max_shift]`` for a held-out set
+    (``stream`` names it: 1 validation, 2 test lenses, 3 test non-lenses)."""
+    return np.random.default_rng([seed, 16, stream]).integers(-max_shift, max_shift + 1, (n, 2))

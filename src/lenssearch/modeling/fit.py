@@ -102,6 +102,13 @@ def _save_checkpoint(models_dir: Path, model, optimizer, state: dict) -> None:
         tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
+def shift_pixels(cfg) -> tuple[float, int]:
+    """The network's pixel (arcsec: the KB's pixel x ``modeling.network.binning``) and the largest shift of the
+    augmentation in those pixels (``modeling.shift_arcsec``, rounded down)."""
+    pixel = float(cfg.base.pixel_scale_arcsec) * int(cfg.modeling.network.binning)
+    return pixel, int(np.floor(cfg.modeling.shift_arcsec / pixel + 1e-9))
+
+
 def cosine_learning_rate(m, epoch: int) -> float:
     """The learning rate of ``epoch``: a cosine decay from ``learning_rate`` to ``min_learning_rate`` over
     ``max_epochs`` (Loshchilov & Hutter 2017, without restarts): a fixed schedule, not one driven by the noisy
@@ -118,7 +125,7 @@ def train(cfg, lenses, rows: dict, models_dir: str | Path, print_: str, run_id_c
     import tensorflow as tf
     from tqdm.auto import tqdm
 
-    from lenssearch.modeling.data import augmented_epoch
+    from lenssearch.modeling.data import augmented_epoch, held_out_shifts, shift_images, shift_truth
     from lenssearch.models import split_model
     from lenssearch.models.modeling import build_modeling, gaussian_nll, set_standardisation
     from lenssearch.train.data import prepare_cutouts
@@ -139,7 +146,10 @@ def train(cfg, lenses, rows: dict, models_dir: str | Path, print_: str, run_id_c
     regressor.compile(optimizer=optimizer, loss=gaussian_nll)
     prepared = prepare_cutouts(preparation, lenses.cutouts, tuple(range(lenses.cutouts.shape[-1])),
                                progress=progress)
-    val_x, val_y = prepared[rows["validation"]], lenses.truth[rows["validation"]]
+    pixel, max_shift = shift_pixels(cfg)
+    val_shifts = held_out_shifts(rows["validation"].size, int(cfg.base.seed), 1, max_shift)
+    val_x = shift_images(prepared[rows["validation"]], val_shifts)
+    val_y = shift_truth(lenses.truth[rows["validation"]], val_shifts, pixel)
     if state is None:
         state = {"fingerprint": print_, "epoch": -1, "learning_rate": cosine_learning_rate(m, 0), "best_val_loss": None,
                  "best_epoch": -1, "since_best": 0, "history": {"loss": [], "val_loss": [], "learning_rate": []},
@@ -159,7 +169,7 @@ def train(cfg, lenses, rows: dict, models_dir: str | Path, print_: str, run_id_c
     epoch = state["epoch"] + 1
     while epoch < m.max_epochs and not state["stopped"]:
         optimizer.learning_rate.assign(state["learning_rate"])
-        x, y = augmented_epoch(prepared, lenses.truth, rows["train"], int(cfg.base.seed), epoch)
+        x, y = augmented_epoch(prepared, lenses.truth, rows["train"], int(cfg.base.seed), epoch, max_shift, pixel)
         hist = regressor.fit(x, y, batch_size=m.batch_size, epochs=1, verbose=0, shuffle=False)
         loss = float(hist.history["loss"][-1])
         val_loss = float(regressor.evaluate(val_x, val_y, batch_size=256, verbose=0))

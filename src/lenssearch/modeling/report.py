@@ -127,6 +127,50 @@ def calibration_figure(path: Path, truth, mean, sigma) -> Path:
     return path
 
 
+def cuts_figure(path: Path, cuts: dict, lens_mean, lens_sigma, nonlens_mean, nonlens_sigma) -> Path:
+    """The counterpart of HOLISMOKES XVI Fig. 4: each cut parameter's predicted sigma against the predicted
+    theta_E, for the held-out lenses and the test non-lenses, with the allowed range between the red lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lenssearch.modeling.cuts import reject, sigma_range
+
+    names = list(cuts["parameters"])
+    i_te = PARAMETERS.index("theta_e_arcsec")
+    ncol = min(4, max(1, len(names)))
+    nrow = -(-len(names) // ncol) if names else 1
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.2 * nrow), squeeze=False)
+    rejected, _ = reject(nonlens_mean, nonlens_sigma, cuts)
+    grid = np.geomspace(*cuts["theta_e_range_arcsec"], 200)
+    for ax, p in zip(axes.ravel(), names):
+        j = PARAMETERS.index(p)
+        ax.scatter(nonlens_mean[~rejected, i_te], nonlens_sigma[~rejected, j], s=3, c="tab:orange", alpha=0.5,
+                   label="non-lenses kept", rasterized=True)
+        ax.scatter(nonlens_mean[rejected, i_te], nonlens_sigma[rejected, j], s=6, marker="x", c="k",
+                   label="non-lenses rejected", rasterized=True)
+        ax.scatter(lens_mean[:, i_te], lens_sigma[:, j], s=3, c="tab:blue", alpha=0.5, label="held-out lenses",
+                   rasterized=True)
+        low, high = sigma_range(cuts, p, grid)
+        ax.plot(grid, low, "r-", lw=1)
+        ax.plot(grid, high, "r-", lw=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("predicted θE [\"]")
+        ax.set_ylabel(f"σ of {LABELS[p]}")
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    if names:
+        axes.ravel()[0].legend(fontsize=7, markerscale=2)
+    fig.suptitle(f"Rejection cuts: allowed σ (red) at the predicted θE; {int(rejected.sum())} of "
+                 f"{len(rejected)} test non-lenses rejected", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def predictions_table(ids, truth, mean, sigma, metadata, split: str):
     """One row per lens: id, truth, ``pred_``, ``sigma_`` per parameter, ``lensed_snr``, environment."""
     from astropy.table import Table
@@ -146,13 +190,15 @@ def predictions_table(ids, truth, mean, sigma, metadata, split: str):
     return describe_columns(table)
 
 
-def nonlens_table(metadata, mean, sigma, rejected, rejected_by, kinds):
-    """The KB's held-out non-lenses with the modeling network's answer and the cuts' verdict (one row each)."""
+def nonlens_table(metadata, fold, mean, sigma, rejected, rejected_by, kinds):
+    """The KB's non-lenses (none seen by the modeling network) with its answer and the cuts' verdict (one row
+    each, with the KB fold)."""
     from astropy.table import Table
 
     from lenssearch.io import describe_columns
 
-    table = Table({"id": np.asarray(metadata["id"]).astype(str), "confuser": np.asarray(kinds).astype(str)})
+    table = Table({"id": np.asarray(metadata["id"]).astype(str), "fold": np.asarray(fold, dtype=int),
+                   "confuser": np.asarray(kinds).astype(str)})
     for k, name in enumerate(PARAMETERS):
         table[f"pred_{name}"] = mean[:, k]
         table[f"sigma_{name}"] = sigma[:, k]

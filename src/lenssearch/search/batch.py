@@ -25,8 +25,9 @@ import dataclasses
 
 import numpy as np
 
+from lenssearch.kb.statistics import ValidationContext
 from lenssearch.search import cleaning
-from lenssearch.search.checks import ValidationContext, failure_labels, validate_batch
+from lenssearch.search.checks import failure_labels, validate_batch
 from lenssearch.search.inputs import CutoutStack, FieldImages
 from lenssearch.search.scoring import Scorer
 

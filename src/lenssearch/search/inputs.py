@@ -26,6 +26,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from lenssearch.errors import InputFileError
 from lenssearch.fields.bands import check_band_keywords
 from lenssearch.io import fits_open_checked
+from lenssearch.kb.statistics import MAD_TO_SIGMA
 
 #: Column names accepted for right ascension / declination / identifiers (first match wins, case-insensitive).
 
@@ -33,9 +34,6 @@ from lenssearch.io import fits_open_checked
 RA_NAMES = ("ra", "alpha_j2000", "raj2000", "ra_deg")
 DEC_NAMES = ("dec", "delta_j2000", "dej2000", "dec_deg")
 ID_NAMES = ("id", "member_id", "source_id", "object_id", "name")
-
-#: Robust standard deviation of a Gaussian from its median absolute deviation.
-MAD_TO_SIGMA = 1.4826
 
 #: Cutouts cut together in every band (FieldImages.cut): 8 of 128 x 128 x 3 float32 (1.5 MB) stay in a core's L2
 #: cache while their three bands are interleaved (~15% less time than one band of the whole batch at a time).

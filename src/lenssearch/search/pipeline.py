@@ -31,7 +31,7 @@ from astropy.table import Table
 from lenssearch.io import atomic_path, check_output_folder, describe_columns
 from lenssearch.search import catalogue, cleaning
 from lenssearch.search.batch import BatchSpec, finish_batch, prepare_batch, score_prepared
-from lenssearch.search.checks import ValidationContext
+from lenssearch.kb.statistics import ValidationContext
 from lenssearch.search.inputs import SearchInputError
 from lenssearch.search.results import ScoresFile, Truth, concat_results, finish_chunk, position_chunk, truth_column
 from lenssearch.search.scoring import Scorer, load_scorer

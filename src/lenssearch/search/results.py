@@ -21,7 +21,8 @@ from astropy.table import Table
 
 from lenssearch.search import classes, cleaning
 from lenssearch.search.catalogues import position_rows
-from lenssearch.search.checks import ValidationContext, run_expectations
+from lenssearch.kb.statistics import ValidationContext
+from lenssearch.search.checks import run_expectations
 
 #: Truth columns of a catalogue of positions or of a stack: 1/True = lens.
 TRUTH_COLUMNS = ("is_lens", "label", "lens")

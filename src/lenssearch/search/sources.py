@@ -18,7 +18,7 @@ from astropy.table import Table
 
 from lenssearch.errors import LensSearchError
 from lenssearch.search.catalogues import FitsCatalogue, detect_sources, read_known_lenses, read_positions, read_table
-from lenssearch.search.checks import ValidationContext, cutout_statistics
+from lenssearch.kb.statistics import ValidationContext, cutout_statistics
 from lenssearch.search.inputs import CutoutStack, FieldImages, SearchInputError
 
 
