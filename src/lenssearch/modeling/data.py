@@ -213,5 +213,5 @@ def shift_truth(truth: np.ndarray, shifts: np.ndarray, pixel_arcsec: float) -> n
 
 def held_out_shifts(n: int, seed: int, stream: int, max_shift: int) -> np.ndarray:
     """Seeded ``n x 2`` whole-pixel shifts (network pixels) in ``[-max_shift, max_shift]`` for a held-out set
-    (``stream`` names it: 1 validation, 2 test lenses, 3 test non-lenses)."""
+    (``stream`` names it: 1 validation, 2 test lenses, 3 the non-lenses)."""
     return np.random.default_rng([seed, 16, stream]).integers(-max_shift, max_shift + 1, (n, 2))

@@ -129,11 +129,12 @@ def calibration_figure(path: Path, truth, mean, sigma) -> Path:
 
 def cuts_figure(path: Path, cuts: dict, lens_mean, lens_sigma, nonlens_mean, nonlens_sigma) -> Path:
     """The counterpart of HOLISMOKES XVI Fig. 4: each cut parameter's predicted sigma against the predicted
-    theta_E, for the held-out lenses and the test non-lenses, with the allowed range between the red lines."""
+    theta_E, for the held-out lenses and the KB's non-lenses, with the allowed range between the red lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
     from lenssearch.modeling.cuts import reject, sigma_range
 
@@ -157,6 +158,10 @@ def cuts_figure(path: Path, cuts: dict, lens_mean, lens_sigma, nonlens_mean, non
         ax.plot(grid, high, "r-", lw=1)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ticks = [t for t in (0.1, 0.2, 0.5, 1.0, 2.0, 5.0) if grid[0] <= t <= grid[-1]]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("predicted θE [\"]")
         ax.set_ylabel(f"σ of {LABELS[p]}")
     for ax in axes.ravel()[len(names):]:
@@ -164,7 +169,7 @@ def cuts_figure(path: Path, cuts: dict, lens_mean, lens_sigma, nonlens_mean, non
     if names:
         axes.ravel()[0].legend(fontsize=7, markerscale=2)
     fig.suptitle(f"Rejection cuts: allowed σ (red) at the predicted θE; {int(rejected.sum())} of "
-                 f"{len(rejected)} test non-lenses rejected", fontsize=10)
+                 f"{len(rejected)} KB non-lenses rejected (none of them seen in training)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
