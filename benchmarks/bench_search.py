@@ -4,9 +4,8 @@ Figures printed, each measured in one run, side by side on this machine (its loa
 
 1. ``ratio local/bare``: end-to-end local search cutouts/s (memory-mapped FITS, cutting, checks, great-expectations
    once per chunk, scoring, cleaning of the 2% candidates, catalogue) over the bare model's ``predict`` cutouts/s
-   on cutouts already in memory, the same loaded model (a demo-size VGG, untrained: the same cost per cutout,
-   registered in a temporary MLflow store), called the same way (``Scorer.score``) with the same batch shape; each
-   run is bare, search, bare (the mean of the two bare rates is its baseline), ``--repeat`` runs (default 3) and
+   on cutouts already in memory, the same loaded model (below), called the same way (``Scorer.score``) with the
+   same batch shape; each run is bare, search, bare (the mean of the two bare rates is its baseline), ``--repeat`` runs (default 3) and
    their median; one-time costs are paid before any timing on both sides (the model's graph tracing; a search of
    256 positions for the imports of sep, pyarrow's writer, ...); must be >= 0.8;
 2. ``ratio ray2/ray1``: steady Ray throughput (first to last chunk, after the actors have loaded the model) with 2
@@ -19,9 +18,13 @@ Figures printed, each measured in one run, side by side on this machine (its loa
    positions (default 2e5) with the same model (and during the 2-actor throughput run), its second-half slope in
    bytes per position the actor handled.
 
+The model of 1. and 2. is the project's champion (``models:/lenssearch@champion`` in ``mlflow.db``: the model the
+demo search runs; a committee of five networks) when ``make run`` has registered one, else (or with ``--stand-in``)
+an untrained demo-size VGG registered in a temporary store, about three times cheaper per cutout: on 2 shared
+cores the search's own ~45 ms of CPU per batch then weighs more (docs/search_scale.md).
+
 Usage: ``python benchmarks/bench_search.py [--quick]`` (``make bench``); ``--memory-size 1e5`` for a shorter
-memory run, ``--only ratio|ray|memory``; ``--use-model models:/lenssearch@champion --use-tracking-uri
-sqlite:///mlflow.db`` measures the ratios with the project's champion (a committee: the model dominates).
+memory run, ``--only ratio|ray|memory``; ``--use-model URI --use-tracking-uri URI`` for another registered model.
 """
 
 from __future__ import annotations
@@ -277,6 +280,26 @@ def memory_child(args) -> None:
                    on_chunk=lambda rows: print(f"MEM {rows} {rss_anon()}", flush=True))
 
 
+#: The model the demo search runs (``search.model_uri``), in the project's MLflow store.
+CHAMPION = "models:/lenssearch@champion"
+
+
+def champion_registered() -> bool:
+    """Whether ``mlflow.db`` beside the repository holds the champion alias (after ``make run``)."""
+    import sqlite3
+
+    db = ROOT / "mlflow.db"
+    if not db.is_file():
+        return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            row = con.execute("SELECT 1 FROM registered_model_aliases WHERE name = ? AND alias = ?",
+                              ("lenssearch", "champion")).fetchone()
+    except sqlite3.Error:
+        return False
+    return row is not None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer cutouts (a rough figure)")
@@ -285,7 +308,9 @@ def main() -> None:
     ap.add_argument("--ray-memory-size", type=float, default=2e5, help="positions of the Ray memory run (2 actors)")
     ap.add_argument("--only", choices=("ratio", "ray", "memory"))
     ap.add_argument("--repeat", type=int, default=3, help="ratio runs (bare, search, bare); the median is reported")
-    ap.add_argument("--use-model", help="a registered model URI instead of the demo-size VGG (e.g. the champion)")
+    ap.add_argument("--use-model", help="a registered model URI (default: the project's champion, the model the "
+                    "demo search runs, when mlflow.db holds one; else a demo-size VGG stand-in)")
+    ap.add_argument("--stand-in", action="store_true", help="the demo-size VGG stand-in even if a champion exists")
     ap.add_argument("--use-tracking-uri", help="its MLflow store (e.g. sqlite:///mlflow.db)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--field", type=Path, help=argparse.SUPPRESS)
@@ -309,8 +334,10 @@ def main() -> None:
         if args.only in (None, "ratio", "ray"):
             if args.use_model:
                 model, uri = args.use_model, args.use_tracking_uri
-            else:
+            elif args.stand_in or not champion_registered():
                 model, uri = register_model(cfg, tmp / "registry", "vgg")
+            else:  # the model the demo search runs
+                model, uri = CHAMPION, f"sqlite:///{ROOT / 'mlflow.db'}"
             print(f"model {model}")
             from lenssearch.search.scoring import load_scorer
 
