@@ -117,26 +117,24 @@ def test_too_many_poolings_for_the_input_raise():
         build_model("vgg", deep)
 
 
-def test_predict_is_silent_by_default_also_after_loading(tmp_path, capsys):
-    model = build_model("vgg", CFG)
+@pytest.mark.parametrize("network", ["vgg", "sc_vgg"])
+def test_predict_in_batches_is_keras_predict_bit_for_bit_and_silent(network, tmp_path, capsys):
+    """The caller's batches through predict_on_batch (no data pipeline, no progress bar per call): the same
+    probabilities as Keras' predict with that batch size, for a count that is not a multiple of it, also for a
+    saved and loaded network (a plain functional Keras model: nothing of lenssearch overrides predict)."""
+    from lenssearch.models import predict_in_batches
+
+    model = build_model(network, CFG)
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
-    capsys.readouterr()
-    loaded.predict(raw_cutouts(3, 3))  # what MLflow's Keras pyfunc wrapper calls: no progress bar
-    assert capsys.readouterr().out == ""
-
-
-@pytest.mark.parametrize("network", ["vgg", "sc_vgg"])
-def test_predict_of_arrays_equals_keras_predict_bit_for_bit(network):
-    """QuietModel scores arrays with predict_on_batch, batch_size at a time (no data pipeline per call): the same
-    probabilities as Keras' predict, for a count that is not a multiple of the batch and for an explicit batch."""
-    model = build_model(network, CFG)
+    assert type(loaded).predict is keras.Model.predict
     x = raw_cutouts(75, 3, seed=4)
-    reference = keras.Model.predict(model, x, verbose=0)
-    np.testing.assert_array_equal(model.predict(x), reference)
-    np.testing.assert_array_equal(model.predict(x, batch_size=16), keras.Model.predict(model, x, batch_size=16, verbose=0))
-    assert model.predict(x).shape == (75, 1)
-    assert model.predict(x[:0]).shape == (0, 1)  # (Keras' own predict fails on an empty array)
+    reference = model.predict(x, batch_size=16, verbose=0)
+    capsys.readouterr()
+    got = predict_in_batches(loaded, x, batch_size=16)
+    assert capsys.readouterr().out == ""
+    np.testing.assert_array_equal(got, reference)
+    assert predict_in_batches(loaded, x[:0]).shape == (0, 1)  # (Keras' own predict fails on an empty array)
 
 
 def test_resnet_has_residual_stages_that_halve_the_resolution():

@@ -17,6 +17,30 @@ import numpy as np
 from mlflow.pyfunc import PythonModel
 
 
+#: Cutouts per call of a member's Keras model (``predict_on_batch``).
+BATCH = 256
+
+
+def _scorer(pyfunc):
+    """A member as a function of cutouts: its Keras model's ``predict_on_batch``, ``BATCH`` cutouts at a time (the
+    Keras flavor's pyfunc ``predict`` would build a data pipeline and print a progress bar on every call), or the
+    pyfunc's ``predict`` for another flavor."""
+    try:
+        raw = pyfunc.get_raw_model()
+    except Exception:
+        raw = None
+    if raw is None or not callable(getattr(raw, "predict_on_batch", None)):
+        return pyfunc.predict
+
+    def predict(x):
+        if len(x) == 0:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate([np.asarray(raw.predict_on_batch(x[i:i + BATCH])).reshape(-1)
+                               for i in range(0, len(x), BATCH)])
+
+    return predict
+
+
 class CommitteeModel(PythonModel):
     """Combine member probabilities by their mean or their product."""
 
@@ -27,7 +51,7 @@ class CommitteeModel(PythonModel):
         self.rule = config["rule"]
         if self.rule not in ("mean", "product"):
             raise ValueError(f"committee rule must be 'mean' or 'product', got {self.rule!r}")
-        self.models = {m: mlflow.pyfunc.load_model(context.artifacts[m]) for m in self.members}
+        self.models = {m: _scorer(mlflow.pyfunc.load_model(context.artifacts[m])) for m in self.members}
 
     def member_scores(self, cutouts):
         """Probability of each member, shape (n_members, N)."""
@@ -40,7 +64,7 @@ class CommitteeModel(PythonModel):
         for m in self.members:
             b = self.band_index.get(m)
             xi = x if b is None else x[..., int(b) : int(b) + 1]
-            out = self.models[m].predict(xi)
+            out = self.models[m](xi)
             out = out.to_numpy() if hasattr(out, "to_numpy") else out
             scores.append(np.asarray(out, dtype=np.float64).reshape(len(x)))
         return np.stack(scores)

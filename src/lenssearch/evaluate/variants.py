@@ -62,7 +62,7 @@ def heldout_predictions(network: str, model_path: Path, kb: Path, trained_on: Pa
         for start in range(0, rows.size, batch_size):
             idx = rows[start:start + batch_size]
             block = np.asarray(data[idx], dtype=np.float32)[..., channels]
-            out[start:start + idx.size] = np.asarray(model.predict(block, batch_size=batch_size)).reshape(-1)
+            out[start:start + idx.size] = np.asarray(model.predict_on_batch(block)).reshape(-1)
     return Table({"id": np.asarray(meta["id"])[rows].astype(str), "fold": np.asarray(meta["fold"])[rows],
                   "network": np.full(rows.size, network), "label": np.asarray(meta["label"])[rows].astype(np.int8),
                   "probability": out})

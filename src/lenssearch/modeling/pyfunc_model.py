@@ -44,7 +44,8 @@ class LensModelingModel(PythonModel):
         p = len(self.parameters)
 
         def one_view(view):
-            out = np.asarray(self.model.predict(view, batch_size=self.batch_size, verbose=0), dtype=np.float64)
+            out = np.concatenate([np.asarray(self.model.predict_on_batch(view[i:i + self.batch_size]), np.float64)
+                                  for i in range(0, len(view), self.batch_size)])
             return out[:, :p], np.exp(out[:, p:])
 
         if len(x):

@@ -1,6 +1,6 @@
 """Network builders (VGG, SC-VGG, single-band VGGs, ResNet, the modeling network) and the layers that keep input preparation inside them."""
 
-from lenssearch.models.layers import BandSelect, QuietModel, RobustNormalization
+from lenssearch.models.layers import BandSelect, RobustNormalization, predict_in_batches
 from lenssearch.models.modeling import LensParameterHead
 from lenssearch.models.vgg import BANDS, CLASSIFIERS, MODELS, build_model, build_sc_vgg, build_vgg, network_bands, split_model
 
@@ -10,11 +10,11 @@ __all__ = [
     "MODELS",
     "BandSelect",
     "LensParameterHead",
-    "QuietModel",
     "RobustNormalization",
     "build_model",
     "build_sc_vgg",
     "build_vgg",
     "network_bands",
+    "predict_in_batches",
     "split_model",
 ]

@@ -26,8 +26,6 @@ import keras
 import numpy as np
 from keras import ops
 
-from lenssearch.models.layers import QuietModel
-
 
 @keras.saving.register_keras_serializable(package="lenssearch")
 class LensParameterHead(keras.layers.Layer):
@@ -105,4 +103,4 @@ def build_modeling(input_shape: tuple[int, int, int], cfg: Any, name: str = "mod
         x = keras.layers.Dropout(cfg.dropout, name="dense1_dropout")(x)
     x = keras.layers.Dense(2 * n_parameters, dtype="float32", name="standardised")(x)
     outputs = LensParameterHead(n_parameters, cfg.log_sigma_range, dtype="float32", name="lens_parameters")(x)
-    return QuietModel(inputs, outputs, name=name)
+    return keras.Model(inputs, outputs, name=name)

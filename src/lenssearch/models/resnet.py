@@ -16,8 +16,6 @@ from typing import Any
 
 import keras
 
-from lenssearch.models.layers import QuietModel
-
 
 def _residual_block(x, filters: int, stride: int, slope: float, name: str):
     shortcut = x
@@ -73,4 +71,4 @@ def build_resnet(input_shape: tuple[int, int, int], cfg: Any, name: str = "resne
         raise ValueError(f"{name}: train.network.resnet_blocks_per_stage must be >= 1")
     inputs = keras.Input(shape=input_shape, name="cutouts")
     outputs = resnet_head(_prepare(inputs, cfg, ""), cfg)
-    return QuietModel(inputs, outputs, name=name)
+    return keras.Model(inputs, outputs, name=name)

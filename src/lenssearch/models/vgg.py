@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import keras
 
-from lenssearch.models.layers import BandSelect, QuietModel, RobustNormalization
+from lenssearch.models.layers import BandSelect, RobustNormalization
 
 #: Band order of every cutout (docs/architecture.md).
 BANDS: tuple[str, ...] = ("F435W", "F606W", "F814W")
@@ -91,7 +91,7 @@ def build_vgg(input_shape: tuple[int, int, int], cfg: Any, name: str = "vgg") ->
     _check_shape(input_shape, cfg, name)
     inputs = keras.Input(shape=input_shape, name="cutouts")
     outputs = _vgg_head(_prepare(inputs, cfg, ""), cfg, "", cfg.filters)
-    return QuietModel(inputs, outputs, name=name)
+    return keras.Model(inputs, outputs, name=name)
 
 
 def build_sc_vgg(input_shape: tuple[int, int, int], cfg: Any, name: str = "sc_vgg") -> keras.Model:
@@ -112,7 +112,7 @@ def build_sc_vgg(input_shape: tuple[int, int, int], cfg: Any, name: str = "sc_vg
         band_input = BandSelect(index, name=f"{band}_select")(prepared)
         branches.append(_vgg_head(band_input, cfg, f"{band}_", cfg.sc_vgg_filters))
     outputs = keras.layers.Average(dtype="float32", name="probability")(branches)
-    return QuietModel(inputs, outputs, name=name)
+    return keras.Model(inputs, outputs, name=name)
 
 
 def _single_band(band: str) -> Callable[..., keras.Model]:

@@ -203,11 +203,27 @@ def load_scorer(uri: str, tracking_uri: str | None = None) -> Scorer:
     predict = model.predict
     signature = getattr(model.metadata, "signature", None)
     param_names = {p.name for p in signature.params.params} if signature is not None and signature.params else set()
+    keras_model = _keras_model_of(model)
     if MEMBERS_PARAM in param_names:
         def predict(x, _model=model):
             return _model.predict(x, params={MEMBERS_PARAM: True})
+    elif keras_model is not None:  # one network: the caller's batches straight to the Keras model
+        from lenssearch.models import predict_in_batches
+
+        def predict(x, _model=keras_model):
+            return predict_in_batches(_model, x)
 
     return Scorer(predict, uri, threshold_from_tags(tags), input_shape=signature_cutout_shape(model))
+
+
+def _keras_model_of(model):
+    """The Keras model inside a pyfunc of MLflow's Keras (tensorflow) flavor, else None: its wrapper's ``predict``
+    would run Keras' per-call ``predict`` (a data pipeline and a progress bar for every batch)."""
+    try:
+        raw = model.get_raw_model()
+    except Exception:  # a flavor without a raw model
+        return None
+    return raw if callable(getattr(raw, "predict_on_batch", None)) and hasattr(raw, "outputs") else None
 
 
 def signature_cutout_shape(model) -> tuple[int, int, int] | None:

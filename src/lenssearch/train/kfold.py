@@ -173,12 +173,10 @@ def fold_mean_model(fold_models: list, name: str):
     """
     import keras
 
-    from lenssearch.models import QuietModel
-
     inputs = keras.Input(shape=fold_models[0].input_shape[1:], name="cutouts")
     outputs = [keras.Model(m.inputs[0], m.outputs[0], name=f"fold_{k}")(inputs) for k, m in enumerate(fold_models)]
     mean = keras.layers.Average(dtype="float32", name="probability")(outputs) if len(outputs) > 1 else outputs[0]
-    return QuietModel(inputs, mean, name=name)
+    return keras.Model(inputs, mean, name=name)
 
 
 def _fold_mean_or_reuse(network, kb, pipelines, models_dir: Path):
