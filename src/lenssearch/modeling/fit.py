@@ -28,7 +28,7 @@ from lenssearch.io import atomic_path
 
 #: One-sigma coverage of a Gaussian: the calibration target.
 ONE_SIGMA = 0.6826894921370859
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: a plain functional Keras model (no QuietModel)
 
 
 def fingerprint(cfg, kb_hash: str, truth_hash: str) -> str:

@@ -39,7 +39,7 @@ from lenssearch.train.fit import fit_split, predict_rows
 
 RUN_SPLIT = "run"
 #: Bump when the meaning of files under models/<network>/ changes, so that old checkpoints are not reused.
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3  # 3: plain functional Keras models (no QuietModel)
 
 
 @dataclasses.dataclass
