@@ -121,7 +121,7 @@ def load_models(specs: list[tuple[str, str]], bands: tuple[str, ...], default_th
                 tracking_uri: str) -> list[LoadedModel]:
     """Load every ``(label, uri)``; LensSearchError naming the first URI that names no model."""
     from lenssearch import tracking
-    from lenssearch.search.scoring import Scorer, threshold_from_tags
+    from lenssearch.search.scoring import Scorer, batch_predictor, threshold_from_tags
 
     labels = [label for label, _ in specs]
     duplicated = sorted({x for x in labels if labels.count(x) > 1})
@@ -137,7 +137,7 @@ def load_models(specs: list[tuple[str, str]], bands: tuple[str, ...], default_th
         tuned = threshold_from_tags(tags)
         channels = model_channels(uri, _input_channels(model), bands, tags)
         # a committee pyfunc returns its score alone unless asked for its members (search.scoring.MEMBERS_PARAM)
-        predict = model.predict
+        predict = batch_predictor(model)
         loaded.append(LoadedModel(
             label=label, uri=uri, channels=channels,
             threshold=tuned if tuned is not None else float(default_threshold),

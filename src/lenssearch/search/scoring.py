@@ -200,20 +200,25 @@ def load_scorer(uri: str, tracking_uri: str | None = None) -> Scorer:
     tracking_uri = tracking.resolve_tracking_uri(tracking_uri)
     model = tracking.load_pyfunc(uri, tracking_uri=tracking_uri)
     tags = tracking.model_version_tags(uri, tracking_uri=tracking_uri)
-    predict = model.predict
     signature = getattr(model.metadata, "signature", None)
     param_names = {p.name for p in signature.params.params} if signature is not None and signature.params else set()
-    keras_model = _keras_model_of(model)
-    if MEMBERS_PARAM in param_names:
-        def predict(x, _model=model):
-            return _model.predict(x, params={MEMBERS_PARAM: True})
-    elif keras_model is not None:  # one network: the caller's batches straight to the Keras model
-        from lenssearch.models import predict_in_batches
-
-        def predict(x, _model=keras_model):
-            return predict_in_batches(_model, x)
-
+    predict = batch_predictor(model, members=MEMBERS_PARAM in param_names)
     return Scorer(predict, uri, threshold_from_tags(tags), input_shape=signature_cutout_shape(model))
+
+
+def batch_predictor(model, members: bool = False) -> Callable[[np.ndarray], Any]:
+    """The function that scores a batch with a loaded pyfunc ``model``: a committee's ``predict`` (asked for its
+    members' scores with ``members``); for one network, its Keras model's ``predict_on_batch`` on the caller's
+    batch (:func:`lenssearch.models.predict_in_batches`), not the Keras flavor's pyfunc ``predict``, which builds
+    a data pipeline and prints a progress bar on every call."""
+    if members:
+        return lambda x: model.predict(x, params={MEMBERS_PARAM: True})
+    keras_model = _keras_model_of(model)
+    if keras_model is None:
+        return model.predict
+    from lenssearch.models import predict_in_batches
+
+    return lambda x: predict_in_batches(keras_model, x)
 
 
 def _keras_model_of(model):
