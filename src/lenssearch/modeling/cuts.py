@@ -54,7 +54,7 @@ def rejection_cuts(mean: np.ndarray, sigma: np.ndarray, parameters, margin: floa
            "margin": float(margin), "parameters": {}}
     for p in parameters:
         y = np.log(np.asarray(sigma, float)[:, PARAMETERS.index(p)])
-        trend = np.polynomial.polynomial.polyfit(x, y, int(degree)) if degree > 0 else np.array([y.mean()])
+        trend = np.polynomial.polynomial.polyfit(x, y, int(degree))
         r = y - np.polynomial.polynomial.polyval(x, trend)
         out["parameters"][p] = {"trend": [float(c) for c in trend],
                                 "log_range": [float(r.min() - np.log(margin)), float(r.max() + np.log(margin))]}

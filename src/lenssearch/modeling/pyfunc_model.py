@@ -43,9 +43,10 @@ class LensModelingModel(PythonModel):
 
         p = len(self.parameters)
 
+        from lenssearch.models import predict_in_batches
+
         def one_view(view):
-            out = np.concatenate([np.asarray(self.model.predict_on_batch(view[i:i + self.batch_size]), np.float64)
-                                  for i in range(0, len(view), self.batch_size)])
+            out = np.asarray(predict_in_batches(self.model, view, self.batch_size), dtype=np.float64)
             return out[:, :p], np.exp(out[:, p:])
 
         if len(x):
