@@ -25,7 +25,7 @@ def trained(toy_kb_path, tiny_config, tmp_path_factory):
     """Train SC-VGG, killed after fold 0 (stop_after_folds=1), then re-run to completion."""
     root = tmp_path_factory.mktemp("train")
     uri = f"sqlite:///{root}/mlflow.db"
-    cfg = tiny_config(max_epochs=24, warmup_epochs=10)
+    cfg = tiny_config(max_epochs=24, warmup_epochs=10, run_model="retrain")  # the paper's run model
     models, reports = root / "models" / NETWORK, root / "reports" / NETWORK
     first = train_network(NETWORK, toy_kb_path, models, reports, cfg, tracking_uri=uri, stop_after_folds=1,
                           progress=False)
@@ -175,3 +175,33 @@ def test_a_network_can_train_for_its_own_number_of_epochs():
     assert network_train_config(cfg, "resnet").train.max_epochs == 16
     paper = load_config(repo / "params.yaml", repo / "configs" / "paper.yaml")
     assert network_train_config(paper, "vgg").train.max_epochs == paper.train.max_epochs == 100
+
+
+def test_fold_mean_run_model_is_the_mean_of_the_fold_networks_and_is_registered(toy_kb_path, tiny_config, tmp_path):
+    """``train.run_model: fold_mean`` (the demo's): no (k+1)-th training; the served model's probability is the
+    mean of the k fold networks', on the validation split and through the registered pyfunc."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = tiny_config(max_epochs=12, warmup_epochs=4, run_model="fold_mean")
+    models, reports = tmp_path / "models" / NETWORK, tmp_path / "reports" / NETWORK
+    summary = train_network(NETWORK, toy_kb_path, models, reports, cfg, tracking_uri=uri, progress=False)
+    assert summary.trained_splits == ["fold_0", "fold_1", "fold_2", "run"]
+    result = json.loads((models / "run" / "result.json").read_text())
+    assert result["kind"] == "fold_mean" and result["epochs"] == 0
+    kb = read_knowledge_base(toy_kb_path)
+    raw = kb.cutouts[kb.validation_indices]
+    folds = [keras.models.load_model(models / f"fold_{k}" / "model.keras") for k in range(3)]
+    expected = np.mean([m.predict(raw, verbose=0)[:, 0] for m in folds], axis=0)
+    run = Table.read(models / "run" / "predictions.ecsv", format="ascii.ecsv")
+    assert list(run["id"]) == list(kb.ids[kb.validation_indices])
+    assert_allclose(np.asarray(run["probability"]), expected, rtol=1e-4, atol=1e-5)
+    metrics = json.loads((reports / "metrics.json").read_text())
+    from sklearn.metrics import roc_auc_score
+
+    assert metrics["run_model_validation"]["auc"] == pytest.approx(
+        roc_auc_score(kb.labels[kb.validation_indices], expected), abs=1e-6)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    version = mlflow.MlflowClient().get_model_version(f"lenssearch-{NETWORK}", summary.registered_version)
+    assert version.tags["run_model"] == "fold_mean"
+    pyfunc = mlflow.pyfunc.load_model(f"models:/lenssearch-{NETWORK}/{summary.registered_version}")
+    assert_allclose(np.asarray(pyfunc.predict(raw[:8])).reshape(-1), expected[:8], rtol=1e-4, atol=1e-5)
