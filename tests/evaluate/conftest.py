@@ -17,7 +17,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def cfg():
-    return load_config(REPO / "params.yaml")
+    """The demo profile, every network on one KB variant: the synthetic predictions score one KB (committees across
+    variants: tests/evaluate/test_variants.py)."""
+    demo = load_config(REPO / "params.yaml")
+    return replace(demo, "train", kb_variant={n: "visible" for n in demo.train.kb_variant})
 
 
 @pytest.fixture(scope="session")

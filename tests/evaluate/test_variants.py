@@ -73,7 +73,8 @@ def test_networks_are_scored_on_every_variant(tmp_path):
     cfg = dataclasses.replace(cfg, variants={"a": {}, "b": {}},
                               train=dataclasses.replace(cfg.train, kb_variant={"vgg": "a"}),
                               evaluate=dataclasses.replace(cfg.evaluate, visible_snr_min=30.0))
-    table, baselines = variant_table(cfg, ["vgg"], tmp_path / "reports", kb_dir, tmp_path / "models")
+    heldout = {}
+    table, baselines = variant_table(cfg, ["vgg"], tmp_path / "reports", kb_dir, tmp_path / "models", heldout=heldout)
     rows = {str(r["variant"]): r for r in table}
     assert rows["a"]["source"] == "oof" and rows["b"]["source"] == "heldout"
     # out of fold: the train stage's probabilities, AUCs as scikit-learn's
@@ -87,4 +88,58 @@ def test_networks_are_scored_on_every_variant(tmp_path):
     keep = np.r_[np.arange(20), np.arange(30, 40)]
     expected = model.predict(cut_b[keep], verbose=0).ravel()
     assert np.isclose(rows["b"]["auc"], roc_auc_score(np.asarray(meta_b["label"])[keep], expected))
+    # the held-out scores are handed back for the committees across variants (only where not out of fold)
+    assert list(heldout) == [("vgg", "b")]
+    assert list(heldout["vgg", "b"]["id"]) == list(np.asarray(meta_b["id"])[keep])
+    assert np.allclose(heldout["vgg", "b"]["probability"], expected, atol=1e-6)
     assert set(baselines) == {"a", "b"} and baselines["a"]["lens_brightness_auc"] is not None
+
+
+def _predictions(net, ids, labels, folds, p):
+    return Table({"id": ids, "fold": folds, "network": [net] * len(ids), "label": labels, "probability": p})
+
+
+def test_committee_table_across_variants_is_the_union_of_out_of_fold_and_held_out_scores(tmp_path):
+    """Two networks trained on variants a and b: each variant's cutouts carry the out-of-fold score of the network
+    trained on it and the held-out score of the other; a cutout the other did not score (seen in its training)
+    is left out; a missing held-out file is a clear error."""
+    import pytest
+
+    from lenssearch.errors import InputFileError, LensSearchError
+    from lenssearch.evaluate.common import HELDOUT_DIR, heldout_path, load_wide
+
+    rng = np.random.default_rng(1)
+    ids = {v: [f"{v}-{k}" for k in range(8)] for v in "ab"}
+    labels = {v: np.array([1, 1, 1, 1, 0, 0, 0, 0], np.int8) for v in "ab"}
+    folds = {v: np.tile(np.arange(2), 4).astype(np.int16) for v in "ab"}
+    reports = tmp_path / "reports"
+    heldout_dir = reports / "evaluation" / HELDOUT_DIR
+    scores = {}
+    for net, own, other in (("vgg", "a", "b"), ("f814w", "b", "a")):
+        oof = rng.uniform(0, 1, 8)
+        (reports / net).mkdir(parents=True)
+        _predictions(net, ids[own], labels[own], folds[own], oof).write(reports / net / "predictions.ecsv")
+        held = rng.uniform(0, 1, 8)
+        keep = np.arange(8) != 7  # the last non-lens of the other variant: a plain cutout this network trained on
+        path = heldout_path(heldout_dir, net, other)
+        path.parent.mkdir(parents=True)
+        _predictions(net, np.asarray(ids[other])[keep], labels[other][keep], folds[other][keep],
+                     held[keep]).write(path)
+        scores[net, own], scores[net, other] = oof, held
+    kb_variant = {"vgg": "a", "f814w": "b"}
+    wide = load_wide(reports, ["vgg", "f814w"], kb_variant=kb_variant)
+    assert len(wide) == 14 and sorted(set(wide["variant"])) == ["a", "b"]
+    by_id = {str(r["id"]): r for r in wide}
+    assert "a-7" not in by_id and "b-7" not in by_id
+    for v in "ab":
+        for k in range(7):
+            row = by_id[f"{v}-{k}"]
+            assert row["label"] == labels[v][k] and row["variant"] == v
+            assert np.isclose(row["p_vgg"], scores["vgg", v][k]) and np.isclose(row["p_f814w"], scores["f814w", v][k])
+    # one variant: the out-of-fold table alone, as before
+    assert len(load_wide(reports, ["vgg"], kb_variant=kb_variant)) == 8
+    heldout_path(heldout_dir, "f814w", "a").unlink()
+    with pytest.raises(InputFileError, match="f814w.*'a' variant.*evaluate stage"):
+        load_wide(reports, ["vgg", "f814w"], kb_variant=kb_variant)
+    with pytest.raises(LensSearchError, match="no entry"):
+        load_wide(reports, ["vgg", "f814w"], kb_variant={"vgg": "a", "sc_vgg": "b"})

@@ -357,3 +357,41 @@ def test_kb_nonlens_candidates_use_the_champions_out_of_fold_score(tmp_path):
     assert out["n_candidates"] == 4 and out["rejected_fraction_modeling"] == 0.5
     assert out["by_kind"]["ring"] == {"n_candidates": 2, "rejected": 1}
     assert out["rejected_fraction_all_nonlenses"] == 0.5
+
+
+def test_kb_nonlens_candidates_with_members_of_another_variant(tmp_path):
+    """A committee member trained on another KB variant scores the modeling KB's non-lenses held out (the evaluate
+    stage's tables); a plain cutout it trained on has no such score and is left out, and counted."""
+    from astropy.table import Table
+
+    from lenssearch.evaluate.common import HELDOUT_DIR, heldout_path
+    from lenssearch.modeling.candidates import kb_nonlens_candidates
+
+    ids = [f"n{i}" for i in range(6)]
+    p_a = [0.9, 0.8, 0.7, 0.2, 0.1, 0.95]
+    p_b = [0.7, 0.1, 0.9, 0.9, 0.1, 0.85]
+    (tmp_path / "a").mkdir()
+    Table({"id": ids + ["l0"], "fold": [0] * 7, "network": ["a"] * 7, "label": [0] * 6 + [1],
+           "probability": p_a + [0.99]}).write(tmp_path / "a" / "predictions.ecsv", format="ascii.ecsv")
+    (tmp_path / "b").mkdir()  # b: trained on variant y, out of fold there
+    Table({"id": ["y0", "y1"], "fold": [0, 1], "network": ["b"] * 2, "label": [1, 0],
+           "probability": [0.9, 0.2]}).write(tmp_path / "b" / "predictions.ecsv", format="ascii.ecsv")
+    heldout = tmp_path / "evaluation" / HELDOUT_DIR
+    for net, tab in (("b", Table({"id": ids[:5] + ["l0"], "fold": [0] * 6, "network": ["b"] * 6,
+                                  "label": [0] * 5 + [1], "probability": p_b[:5] + [0.9]})),  # n5: seen by b
+                     ("a", Table({"id": ["y0", "y1"], "fold": [0, 1], "network": ["a"] * 2, "label": [1, 0],
+                                  "probability": [0.8, 0.3]}))):
+        path = heldout_path(heldout, net, "y" if net == "a" else "x")
+        path.parent.mkdir(parents=True)
+        tab.write(path, format="ascii.ecsv")
+    (tmp_path / "promotion.json").write_text(json.dumps({"best": "mean(a+b)", "threshold": 0.5}))
+    (tmp_path / "best.json").write_text(json.dumps({"committees": [{"name": "mean(a+b)", "members": ["a", "b"],
+                                                                    "rule": "mean"}]}))
+    Table({"id": ids, "fold": [0, 1, 2, 0, 1, 2], "confuser": ["ring", "spiral", "ring", "plain", "plain", "plain"],
+           "modeling_rejected": [True, False, False, True, True, False]}).write(tmp_path / "nl.ecsv",
+                                                                               format="ascii.ecsv")
+    out = kb_nonlens_candidates(tmp_path / "nl.ecsv", tmp_path, tmp_path / "promotion.json", tmp_path / "best.json",
+                                kb_variant={"a": "x", "b": "y"})
+    # mean scores without n5: 0.8, 0.45, 0.8, 0.55, 0.1 -> candidates n0, n2, n3; rejected among them: n0, n3
+    assert out["n_nonlenses_seen_by_a_member"] == 1 and out["n_nonlenses"] == 5
+    assert out["n_candidates"] == 3 and out["rejected_fraction_modeling"] == pytest.approx(2 / 3)

@@ -30,7 +30,7 @@ def run_committee(cfg, predictions_dir: Path, out_dir: Path, tracking_uri: str |
     """Search committees over the members, write ``committees.ecsv``, ``best.json``, figures, MLflow runs."""
     c, e = cfg.committee, cfg.evaluate
     members = list(c.members)
-    wide = load_wide(predictions_dir, members)
+    wide = load_wide(predictions_dir, members, kb_variant=cfg.train.kb_variant)
     labels = np.asarray(wide["label"])
     gate = gate_options(c.select)
     results = cm.search_committees(wide, members, list(c.rules), c.min_size, c.max_size, e.fprs, gate)

@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from astropy.table import Table
+from astropy.table import Table, vstack
 
-from lenssearch.errors import LensSearchError
+from lenssearch.errors import InputFileError, LensSearchError
 from lenssearch.evaluate import committee as cm
 from lenssearch.evaluate.data import join_predictions, read_kb_metadata, read_predictions
 from lenssearch.evaluate.metrics import (
@@ -27,11 +27,60 @@ from lenssearch.evaluate.metrics import (
 from lenssearch.io import atomic_path
 
 
-def load_wide(predictions_dir: Path, networks, kb: Path | None = None) -> Table:
-    """Read the predictions of ``networks`` (and the KB metadata when ``kb`` is given) into one wide table."""
+#: Where the evaluate stage writes the held-out predictions, inside its output folder:
+#: ``<out>/heldout/<network>/<variant>.ecsv`` (the prediction columns of the train stage).
+HELDOUT_DIR = "heldout"
+
+
+def heldout_path(heldout_dir: Path, network: str, variant: str) -> Path:
+    """The held-out predictions of ``network`` on ``variant`` (written by the evaluate stage)."""
+    return Path(heldout_dir) / network / f"{variant}.ecsv"
+
+
+def load_wide(predictions_dir: Path, networks, kb: Path | None = None, kb_variant: dict | None = None,
+              heldout_dir: Path | None = None) -> Table:
+    """Read the predictions of ``networks`` (and the KB metadata when ``kb`` is given) into one wide table.
+
+    ``kb_variant`` (``train.kb_variant``: network -> the KB variant it was trained on): when ``networks`` come from
+    more than one variant (a committee of different ground truths, HOLISMOKES XVI), the table is the union of
+    their variants' cutouts, with a ``variant`` column. On its own variant a network's score is its out-of-fold
+    probability; on another it is its run model's held-out score, read from ``heldout_dir`` (default
+    ``<predictions_dir>/evaluation/heldout``: the evaluate stage writes them, leaving out the plain member cutouts
+    that its training KB also holds). Each variant keeps the cutouts that every network scores.
+    """
+    networks = list(networks)
     preds = {n: read_predictions(Path(predictions_dir) / n / "predictions.ecsv", n) for n in networks}
-    meta = read_kb_metadata(kb) if kb is not None else None
-    return join_predictions(preds, meta)
+    variants = list(dict.fromkeys(kb_variant.get(n) for n in networks)) if kb_variant else []
+    if len(variants) <= 1:
+        meta = read_kb_metadata(kb) if kb is not None else None
+        return join_predictions(preds, meta)
+    if None in variants:
+        missing = [n for n in networks if kb_variant.get(n) is None]
+        raise LensSearchError(f"train.kb_variant has no entry for network(s) {missing}")
+    if kb is not None:
+        raise LensSearchError(f"networks {networks} were trained on different KB variants {variants}: "
+                              "one KB's metadata cannot describe their union")
+    heldout_dir = Path(predictions_dir) / "evaluation" / HELDOUT_DIR if heldout_dir is None else Path(heldout_dir)
+    parts = []
+    for variant in variants:
+        scores = {}
+        for n in networks:
+            if kb_variant[n] == variant:
+                scores[n] = preds[n]
+                continue
+            path = heldout_path(heldout_dir, n, variant)
+            if not path.exists():
+                raise InputFileError(f"{path}: no held-out predictions of '{n}' on the '{variant}' variant "
+                                     "(the evaluate stage writes them: run it with --kb-dir and --models)")
+            scores[n] = read_predictions(path, n)
+        common = set.intersection(*[set(np.asarray(t["id"]).astype(str)) for t in scores.values()])
+        if not common:
+            raise LensSearchError(f"no cutout of the '{variant}' variant is scored by all of {networks}")
+        part = join_predictions({n: t[np.isin(np.asarray(t["id"]).astype(str), list(common))]
+                                 for n, t in scores.items()})
+        part["variant"] = np.full(len(part), variant)
+        parts.append(part)
+    return vstack(parts, join_type="exact")
 
 
 def gate_options(gate) -> dict:
@@ -90,7 +139,7 @@ def subjects(cfg, predictions_dir: Path, committees_json: Path | None):
     """Names and out-of-fold scores of every network and selected committee, with the wide table."""
     committees = read_committees(committees_json)
     nets = list(dict.fromkeys([*cfg.evaluate.networks, *[m for c in committees for m in c["members"]]]))
-    wide = load_wide(predictions_dir, nets)
+    wide = load_wide(predictions_dir, nets, kb_variant=cfg.train.kb_variant)
     subjects = {n: np.asarray(wide[f"p_{n}"], dtype=float) for n in cfg.evaluate.networks}
     for c in committees:
         subjects[c["name"]] = cm.Committee(tuple(c["members"]), c["rule"]).scores(wide)

@@ -18,7 +18,7 @@ from lenssearch.errors import LensSearchError
 from lenssearch.evaluate import committee as cm
 from lenssearch.evaluate import figures, tables
 from lenssearch.evaluate.common import clean_json as _clean_json
-from lenssearch.evaluate.common import load_wide, summary_metrics
+from lenssearch.evaluate.common import HELDOUT_DIR, heldout_path, load_wide, summary_metrics
 from lenssearch.evaluate.common import write_json as _write_json
 from lenssearch.evaluate.data import join_predictions, load_published, read_kb_metadata
 from lenssearch.evaluate.metrics import roc_auc
@@ -97,7 +97,7 @@ def run_evaluate(cfg, predictions_dir: Path, kb: Path | None, out_dir: Path, rep
 
     e = cfg.evaluate
     networks = list(e.networks)
-    variant_rows, variant_baselines = None, None
+    variant_rows, variant_baselines, heldout = None, None, {}
     if kb_dir is not None:
         if e.tables_variant not in cfg.variants:
             raise LensSearchError(f"evaluate.tables_variant '{e.tables_variant}' is not one of the variants "
@@ -108,7 +108,8 @@ def run_evaluate(cfg, predictions_dir: Path, kb: Path | None, out_dir: Path, rep
         ids = set.intersection(*[set(p["id"]) for p in preds.values()])
         preds = {n: p[np.isin(p["id"], list(ids))] for n, p in preds.items()}
         wide = join_predictions(preds, read_kb_metadata(kb))
-        variant_rows, variant_baselines = V.variant_table(cfg, networks, predictions_dir, kb_dir, models_dir)
+        variant_rows, variant_baselines = V.variant_table(cfg, networks, predictions_dir, kb_dir, models_dir,
+                                                          heldout=heldout)
     else:
         wide = load_wide(predictions_dir, networks, kb)
     sel = selection(cfg)
@@ -163,6 +164,12 @@ def run_evaluate(cfg, predictions_dir: Path, kb: Path | None, out_dir: Path, rep
                 for v in sorted({str(x) for x in variant_rows["variant"]})
             }
         _write_json(tmp / "metrics.json", _clean_json(metrics))
+        for (net, variant), table in heldout.items():
+            path = heldout_path(tmp / HELDOUT_DIR, net, variant)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            describe_columns(table, {"models": f"run model of lenssearch-{net} (models/{net}/run), trained on "
+                                               f"the '{cfg.train.kb_variant.get(net)}' variant",
+                                     "kb": str(V.kb_path(kb_dir, variant))}).write(path, format="ascii.ecsv")
 
         fig_dir = tmp / "figures"
         figs = [

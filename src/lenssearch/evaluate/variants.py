@@ -5,7 +5,10 @@ probabilities of the train stage (``reports/<network>/predictions.ecsv``). On ev
 here by its run model (``models/<network>/run/model.keras``): those cutouts are independent draws on the same fields,
 except the plain member cutouts that both variants may hold (the same pixels); a plain non-lens of the scored
 variant whose member is a plain non-lens of the training variant is left out, so no scored cutout was seen in
-training. The ``source`` column says which kind of score each row is.
+training. The ``source`` column says which kind of score each row is. The evaluate stage keeps every held-out
+table (:data:`lenssearch.evaluate.common.HELDOUT_DIR`): a committee whose members were trained on different
+variants (HOLISMOKES XVI) is evaluated on the union of their variants, each member scoring the cutouts of its own
+variant out of fold and the others' held out (:func:`lenssearch.evaluate.common.load_wide`).
 
 Per (network, variant): the number of lenses and non-lenses, the AUC of all lenses, of the lenses whose lensed
 source has S/N >= ``evaluate.visible_snr_min`` in the network's bands (the ``auc_visible`` of the acceptance bar),
@@ -83,8 +86,13 @@ def network_scores(cfg, network: str, variant: str, predictions_dir: Path, kb_di
                                kb_path(kb_dir, variant), kb_path(kb_dir, trained)), "heldout"
 
 
-def variant_table(cfg, networks, predictions_dir: Path, kb_dir: Path, models_dir: Path) -> tuple[Table, dict]:
-    """One row per (network, variant) with the AUCs by S/N bin; and the host baseline per variant."""
+def variant_table(cfg, networks, predictions_dir: Path, kb_dir: Path, models_dir: Path,
+                  heldout: dict | None = None) -> tuple[Table, dict]:
+    """One row per (network, variant) with the AUCs by S/N bin; and the host baseline per variant.
+
+    ``heldout``: a dict that receives every held-out prediction table, keyed ``(network, variant)``
+    (:data:`lenssearch.evaluate.common.HELDOUT_DIR`: committees of networks trained on different variants are
+    evaluated on them)."""
     from lenssearch.evaluate.data import join_predictions
     from lenssearch.evaluate.metrics import roc_auc
     from lenssearch.evaluate.stages import _host_baseline
@@ -102,6 +110,8 @@ def variant_table(cfg, networks, predictions_dir: Path, kb_dir: Path, models_dir
         meta = read_kb_metadata(path)
         for net in networks:
             preds, source = network_scores(cfg, net, variant, predictions_dir, kb_dir, models_dir)
+            if heldout is not None and source == "heldout":
+                heldout[(net, variant)] = preds
             wide = join_predictions({net: preds}, meta)
             labels = np.asarray(wide["label"])
             p = np.asarray(wide[f"p_{net}"], dtype=float)

@@ -69,11 +69,13 @@ def _add_predictions(table, frame, pra, pdec, cuts: dict) -> None:
     describe_columns(table)
 
 
-def kb_nonlens_candidates(nonlenses_path, predictions_dir, promotion_path, committees_path) -> dict:
+def kb_nonlens_candidates(nonlenses_path, predictions_dir, promotion_path, committees_path,
+                          kb_variant: dict | None = None) -> dict:
     """The KB's non-lenses (``nonlenses.ecsv`` of the ``modeling`` stage: none seen by the modeling network) in the
     cross-validation folds, whose champion out-of-fold score is at or above its threshold: non-lens candidates
     with real statistics, and the fraction of them that the modeling cuts reject, overall and by confuser kind.
-    (The validation split, fold -1, has no out-of-fold score.)"""
+    (The validation split, fold -1, has no out-of-fold score.) ``kb_variant`` (``train.kb_variant``): a member
+    trained on another variant scores these cutouts held out (:func:`lenssearch.evaluate.common.load_wide`)."""
     from lenssearch.evaluate.committee import combine
     from lenssearch.evaluate.common import load_wide, read_committees
 
@@ -87,20 +89,26 @@ def kb_nonlens_candidates(nonlenses_path, predictions_dir, promotion_path, commi
         raise InputFileError(f"{promotion_path}: not a promotion.json ({exc})") from None
     committee = next((c for c in read_committees(Path(committees_path)) if c.get("name") == best), None)
     members, rule = (list(committee["members"]), committee["rule"]) if committee else ([best], None)
-    wide = load_wide(Path(predictions_dir), members)
+    wide = load_wide(Path(predictions_dir), members, kb_variant=kb_variant)
     scores = np.stack([np.asarray(wide[f"p_{m}"], float) for m in members])
     score = combine(scores, rule) if rule else scores[0]
     by_id = dict(zip(np.asarray(wide["id"]).astype(str), score))
     ids = np.asarray(nonlenses["id"]).astype(str)
-    missing = [i for i in ids if i not in by_id]
-    if missing:
+    scored = np.array([i in by_id for i in ids], bool)
+    mixed = kb_variant is not None and len({kb_variant.get(m) for m in members}) > 1
+    if not scored.all() and (not mixed or not scored.any()):
+        missing = ids[~scored]
         raise InputFileError(f"{nonlenses_path}: {len(missing)} non-lens(es) have no out-of-fold score of '{best}' "
                              f"in {predictions_dir}, e.g. '{missing[0]}' (the modeling and train stages use other KBs?)")
+    # members of other variants do not score the plain member cutouts that their own KB holds (seen in training)
+    n_unscored = int((~scored).sum())
+    nonlenses, ids = nonlenses[scored], ids[scored]
     oof = np.array([by_id[i] for i in ids])
     cand = oof >= threshold
     rejected = np.asarray(nonlenses["modeling_rejected"], bool)
     kinds = np.asarray(nonlenses["confuser"]).astype(str)
     return {"champion": best, "threshold": threshold, "n_nonlenses": int(len(ids)), "n_candidates": int(cand.sum()),
+            "n_nonlenses_seen_by_a_member": n_unscored,
             "rejected_fraction_modeling": _rate(rejected[cand]),
             "rejected_fraction_all_nonlenses": _rate(rejected),
             "by_kind": {k: {"n_candidates": int((cand & (kinds == k)).sum()),
