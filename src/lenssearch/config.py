@@ -476,6 +476,7 @@ class SimulateConfig:
     supersampling: int
     psf_pad_pixels: int
     buffer_re_fraction: float
+    buffer_theta_e_fraction: float  # the caustic grown by this fraction of theta_E too (0: the paper's placement)
     lens_grid_radius_arcsec: float
     lens_grid_step_arcsec: float
     image_min_abs_magnification: float

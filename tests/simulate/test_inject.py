@@ -244,3 +244,18 @@ def test_simulate_writes_truth_for_every_mock(cfg, mocks):
     half_pixel = 0.5 * cfg.base.pixel_scale_arcsec * np.sqrt(2) + 1e-6
     assert np.all(np.hypot(truth["lens_x_arcsec"], truth["lens_y_arcsec"]) <= half_pixel)
     assert truth["theta_e_arcsec"].unit == "arcsec" and truth["lens_e1"].description
+
+
+def test_theta_e_buffer_places_sources_across_the_multiple_image_region(cfg, test_fields, tmp_path):
+    """The balanced variant's placement: the caustic grown by a fraction of theta_E reaches sources far from the
+    caustic, so the same draws come out less magnified (doubles), and every kept mock is still multiply imaged."""
+    vis = dataclasses.replace(cfg.simulate.visibility, magnification_min=0.0, images_in_cutout_min=2)
+    mu = {}
+    for fraction in (0.0, 0.8):
+        c = dataclasses.replace(cfg, simulate=dataclasses.replace(cfg.simulate, n_mocks=12, visibility=vis,
+                                                                  buffer_theta_e_fraction=fraction))
+        run_simulate(c, test_fields, tmp_path / f"m{fraction}", None, progress=False)
+        _, meta, _ = read_cutout_set(tmp_path / f"m{fraction}")
+        assert np.all(meta["n_images"] >= 2) and np.all(meta["n_images_in_cutout"] >= 2)
+        mu[fraction] = np.median(meta["magnification"])
+    assert mu[0.8] < 0.7 * mu[0.0], mu

@@ -365,7 +365,8 @@ class MockFactory:
         if not self.theta_min < line.theta_e_arcsec < self.theta_max:
             return None, "theta_e_out_of_range_at_z_s"
         rng = np.random.default_rng(cand.seed)
-        pos = sample_in_caustic(rng, line.caustic_x, line.caustic_y, self.sim.buffer_re_fraction * src["re_arcsec"])
+        buffer = self.sim.buffer_re_fraction * src["re_arcsec"] + self.sim.buffer_theta_e_fraction * line.theta_e_arcsec
+        pos = sample_in_caustic(rng, line.caustic_x, line.caustic_y, buffer)
         if pos is None:
             return None, "placement_failed"
         xc, yc = ml.centre_xy
