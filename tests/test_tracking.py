@@ -220,3 +220,30 @@ def test_artifacts_are_project_relative_a_moved_clone_keeps_them_and_the_ui_serv
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_a_reused_version_is_made_the_newest_again(store):
+    """The train stage reuses a version it registered before when its inputs are back to what they were; a newer
+    version made from other inputs must not stay the one served as the newest (committees, the independent test):
+    the reused version is copied as the newest, with its tags."""
+    from mlflow import MlflowClient
+
+    class Model(mlflow.pyfunc.PythonModel):
+        def __init__(self, value):
+            self.value = value
+
+        def predict(self, context, model_input, params=None):
+            return np.full(len(model_input), self.value)
+
+    client = MlflowClient()
+    for value in (1.0, 2.0):
+        with mlflow.start_run():
+            mlflow.pyfunc.log_model(name="m", python_model=Model(value), registered_model_name="lenssearch-toy")
+    client.set_model_version_tag("lenssearch-toy", "1", "kb_variant", "visible")
+    assert tracking.make_latest("lenssearch-toy", "2") == "2"  # already the newest: nothing copied
+    assert tracking.make_latest("lenssearch-toy", "1") == "3"
+    newest = tracking.latest_version("lenssearch-toy")
+    assert str(newest.version) == "3" and newest.tags["kb_variant"] == "visible"
+    assert newest.tags["copied_from_version"] == "1"
+    model = mlflow.pyfunc.load_model(tracking.latest_model_uri("lenssearch-toy"))
+    assert np.all(model.predict(np.zeros((2, 1))) == 1.0)

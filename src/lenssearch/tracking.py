@@ -614,6 +614,28 @@ def model_version_tags(uri: str, tracking_uri: str | None = None) -> dict[str, s
     return dict(found.tags or {})
 
 
+def make_latest(name: str, version: str) -> str:
+    """Make ``version`` of the registered model ``name`` its newest one; returns the version that now is.
+
+    A stage that reuses a version it registered before (its inputs are back to what they were) would otherwise
+    leave a newer version, made from other inputs, to whoever reads the newest one (``latest_model_uri``, a
+    ``models:/<name>/latest`` URI): the version is copied (same model, tags and description) as a new one.
+    """
+    from mlflow import MlflowClient
+
+    if str(latest_version(name).version) == str(version):
+        return str(version)
+    client = MlflowClient()
+    old = client.get_model_version(name, str(version))
+    new = client.copy_model_version(f"models:/{name}/{version}", name)
+    for key, value in (old.tags or {}).items():
+        client.set_model_version_tag(name, new.version, key, value)
+    client.set_model_version_tag(name, new.version, "copied_from_version", str(version))
+    if old.description:
+        client.update_model_version(name, new.version, description=old.description)
+    return str(new.version)
+
+
 def latest_version(name: str) -> Any:
     """The newest version of the registered model ``name``.
 

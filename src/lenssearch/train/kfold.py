@@ -502,6 +502,12 @@ def train_network(
             )
             previous.update(registered_version=version, registered_run=parent_run_id)
             _write_json(run_file, previous)
+        else:  # the same trained networks as a version registered before: it must be the one served as latest
+            newest = tracking.make_latest(f"lenssearch-{network}", str(version))
+            if newest != str(version):
+                version = newest
+                previous.update(registered_version=version)
+                _write_json(run_file, previous)
         if trained:  # wall time of this call's training (benchmarks/bench_train.py sums the networks')
             seconds = time.perf_counter() - t_start
             _write_json(models_dir / "timing.json", {"train_seconds": seconds, "splits": trained})
