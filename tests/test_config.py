@@ -131,6 +131,8 @@ def test_every_numeric_parameter_has_a_range():
     ("kb.n_folds", 1, r"kb\.n_folds must be >= 2, got 1"),
     ("train.batch_size.vgg", 0, r"train\.batch_size\.vgg must be >= 1, got 0"),
     ("train.network.dropout", 1.0, r"train\.network\.dropout must be in \[0, 1\), got 1\.0"),
+    ("train.network.resnet_dropout", -0.1, r"train\.network\.resnet_dropout must be in \[0, 1\), got -0\.1"),
+    ("train.sc_vgg_branch_loss_weight", -1.0, r"train\.sc_vgg_branch_loss_weight must be in \[0, 10\], got -1\.0"),
     ("base.cosmology.Om0", -0.1, r"base\.cosmology\.Om0 must be in \[0, 1\], got -0\.1"),
     ("field.synthetic.fields.0.center_radec", [150.0, 95.0], r"field\.synthetic\.fields\[0\]\.center_radec\[1\] must be in \[-90, 90\]"),
     ("validate.noise_ratio_range", [1.5, 0.75], r"validate\.noise_ratio_range must be \[low, high\] with low <= high"),

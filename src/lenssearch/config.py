@@ -237,6 +237,7 @@ class NetworkConfig:
     normalisation_softening: float  # asinh stretch turns logarithmic above this many noise sigmas
     resnet_filters: tuple[int, ...]  # ResNet: filters of each stage (the first stage keeps the resolution)
     resnet_blocks_per_stage: int  # residual blocks (two 3x3 convolutions + identity/projection) per stage
+    resnet_dropout: Optional[float] = None  # the ResNet's dropout (its one dense layer); None: ``dropout``
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,6 +260,7 @@ class TrainConfig:
     mixed_precision: bool  # bfloat16 compute (float32 weights, loss and output) where the CPU/GPU supports it
     run_model: Literal["retrain", "fold_mean"]  # retrain on all folds, or average the k fold models' weights
     kb_variant: dict[str, str]  # network -> the KB variant (``variants``) it is trained on
+    sc_vgg_branch_loss_weight: float = 0.0  # SC-VGG: + this x the mean of its branches' own losses (0: the paper)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -92,6 +92,7 @@ RANGES: dict[str, dict[str, Any]] = {
         "batch_size": AT_LEAST_ONE, "learning_rate": POSITIVE, "max_epochs": AT_LEAST_ONE, "max_epochs_by_network": AT_LEAST_ONE,
         "warmup_epochs": NON_NEGATIVE, "early_stopping_patience": NON_NEGATIVE, "reduce_lr_patience": NON_NEGATIVE,
         "reduce_lr_factor": "(0, 1)", "min_learning_rate": NON_NEGATIVE, "examples_per_class": NON_NEGATIVE,
+        "sc_vgg_branch_loss_weight": "[0, 10]",
     },
     "SearchDetectionConfig": {"thresh_sigma": POSITIVE, "minarea_pix": AT_LEAST_ONE, "tile_pix": AT_LEAST_ONE,
                               "margin_pix": NON_NEGATIVE},
@@ -183,7 +184,8 @@ RANGES: dict[str, dict[str, Any]] = {
         "snr_min": NON_NEGATIVE, "fprs": "(0, 1]", "default_threshold": PROBABILITY,
     },
 }
-RANGES["NetworkConfig"].update({"resnet_filters": AT_LEAST_ONE, "resnet_blocks_per_stage": AT_LEAST_ONE})
+RANGES["NetworkConfig"].update({"resnet_filters": AT_LEAST_ONE, "resnet_blocks_per_stage": AT_LEAST_ONE,
+                                "resnet_dropout": "[0, 1)"})
 RANGES["NegativesConfig"].update({"hard_negatives": FRACTION})
 RANGES["SimulateConfig"].update({"isolated_fraction": FRACTION, "isolated_shear_range": "[0, 1)",
                                  "isolated_sigma_scale": POSITIVE})

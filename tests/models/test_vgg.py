@@ -150,6 +150,16 @@ def test_resnet_has_residual_stages_that_halve_the_resolution():
     assert any(isinstance(layer, keras.layers.GlobalAveragePooling2D) for layer in model.layers)
 
 
+def test_resnet_dropout_is_its_own_or_the_vggs():
+    def rates(model):
+        return [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+
+    assert rates(build_model("resnet", dataclasses.replace(CFG, dropout=0.2, resnet_dropout=0.5))) == [0.5]
+    assert rates(build_model("resnet", dataclasses.replace(CFG, dropout=0.2, resnet_dropout=None))) == [0.2]
+    assert rates(build_model("resnet", dataclasses.replace(CFG, dropout=0.2, resnet_dropout=0.0))) == []
+    assert rates(build_model("vgg", dataclasses.replace(CFG, dropout=0.2, resnet_dropout=0.5))) == [0.2, 0.2]
+
+
 def test_mixed_precision_keeps_the_preparation_and_the_output_in_float32():
     from lenssearch.train.fit import set_precision
 

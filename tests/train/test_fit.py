@@ -126,3 +126,51 @@ def test_smoothed_validation_loss_is_the_running_mean_and_resumes():
     logs = {"val_loss": losses[3]}
     resumed.on_epoch_end(3, logs)
     assert_allclose(logs[MONITOR], smoothed[3])
+
+
+def test_sc_vgg_branch_supervision_trains_the_same_network(toy_kb_path, tiny_config, tmp_path):
+    """train.sc_vgg_branch_loss_weight: the fitted model adds the branch probabilities as outputs and their own
+    losses; the network saved (one probability, the mean of the branches) and its weights are the SC-VGG's."""
+    import dataclasses
+
+    from lenssearch.train.fit import branch_supervised, branch_supervised_loss
+
+    kb = read_knowledge_base(toy_kb_path)
+    cfg = tiny_config(max_epochs=2, warmup_epochs=1).train
+    model = build_model("sc_vgg", cfg.network, kb.bands)
+    preparation, classifier = split_model(model)
+    trainer = branch_supervised(model)
+    assert {id(v) for v in trainer.trainable_variables} == {id(v) for v in model.trainable_variables}
+    prepared = prepare_cutouts(preparation, kb.cutouts.copy(), (0, 1, 2))
+    out = trainer.predict(prepared[:8], verbose=0)
+    assert out.shape == (8, 4)
+    assert_allclose(out[:, 0], classifier.predict(prepared[:8], verbose=0).ravel(), rtol=1e-5, atol=1e-7)
+    assert_allclose(out[:, 0], out[:, 1:].mean(axis=1), rtol=1e-5, atol=1e-7)  # the paper's mean of probabilities
+
+    # the loss, against numpy: BCE of the mean + weight x the mean of the branches' BCEs
+    y = np.array([1.0, 0.0, 1.0, 0.0], dtype=np.float32)
+    p = np.array([[0.7, 0.9, 0.6, 0.6], [0.2, 0.1, 0.3, 0.2], [0.5, 0.2, 0.5, 0.8], [0.4, 0.6, 0.3, 0.3]],
+                 dtype=np.float32)
+    bce = -(y[:, None] * np.log(p) + (1 - y[:, None]) * np.log(1 - p))
+    got = np.asarray(branch_supervised_loss(0.5)(y[:, None], p))
+    assert_allclose(got, bce[:, 0] + 0.5 * bce[:, 1:].mean(axis=1), rtol=1e-5)
+    assert_allclose(np.asarray(branch_supervised_loss(0.0)(y[:, None], p)),
+                    np.asarray(keras.losses.binary_crossentropy(y[:, None], p[:, :1])), rtol=1e-5)
+
+    # a training with branch supervision: the fitted model is the supervised one, the network keeps one output
+    supervised = dataclasses.replace(cfg, sc_vgg_branch_loss_weight=1.0)
+    pipes = CutoutPipelines(prepared, kb.labels, (0, 1, 2))
+    train, _ = kb.fold_indices(1)
+    net, history = fit_split("sc_vgg", supervised, kb.bands, pipes, train, kb.validation_indices, tmp_path / "a",
+                             seed=3, progress=False)
+    assert net.trainer is not net.classifier and net.trainer.output.shape[-1] == 4
+    assert net.model.output.shape[-1] == 1 and len(history["loss"]) == 2
+    rows = kb.validation_indices
+    assert_allclose(net.model.predict(kb.cutouts[rows], verbose=0).ravel(), predict_rows(net.classifier, pipes, rows),
+                    rtol=1e-5, atol=1e-6)
+    # the weight changes the training (not only the reported loss)
+    paper = dataclasses.replace(cfg, sc_vgg_branch_loss_weight=0.0)
+    plain, _ = fit_split("sc_vgg", paper, kb.bands, pipes, train, kb.validation_indices, tmp_path / "b", seed=3,
+                         progress=False)
+    assert plain.trainer is plain.classifier
+    assert not np.allclose(predict_rows(plain.classifier, pipes, rows), predict_rows(net.classifier, pipes, rows))
