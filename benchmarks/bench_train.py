@@ -45,20 +45,28 @@ def _configs():
 
 
 def _compiled(network, cfg, bands, mixed: bool | None = None):
-    """(whole network, its preparation, its compiled classifier), as the train stage builds them.
+    """(whole network, its preparation, its compiled classifier), as the train stage builds them: for an SC-VGG
+    with ``train.sc_vgg_branch_loss_weight`` > 0 the classifier fitted is the branch-supervised one.
 
     ``mixed``: bfloat16 mixed precision (default: the profile's ``train.mixed_precision``)."""
     import keras
 
     from lenssearch.models import build_model, split_model
-    from lenssearch.train.fit import make_optimizer, set_precision
+    from lenssearch.train.fit import (_first_column_accuracy, branch_supervised, branch_supervised_loss,
+                                      make_optimizer, set_precision)
 
     set_precision(cfg.train.mixed_precision if mixed is None else mixed)
     keras.utils.set_random_seed(0)
     model = build_model(network, cfg.train.network, bands)
     preparation, classifier = split_model(model)
-    classifier.compile(make_optimizer(cfg.train), "binary_crossentropy",
-                       metrics=[keras.metrics.BinaryAccuracy(name="accuracy")])
+    weight = cfg.train.sc_vgg_branch_loss_weight
+    if network == "sc_vgg" and weight > 0:
+        classifier = branch_supervised(model)
+        classifier.compile(make_optimizer(cfg.train), branch_supervised_loss(weight),
+                           metrics=[keras.metrics.MeanMetricWrapper(_first_column_accuracy, name="accuracy")])
+    else:
+        classifier.compile(make_optimizer(cfg.train), "binary_crossentropy",
+                           metrics=[keras.metrics.BinaryAccuracy(name="accuracy")])
     return model, preparation, classifier
 
 
