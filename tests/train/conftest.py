@@ -20,8 +20,9 @@ def make_tiny_config(**train_overrides):
         dense_units=(16, 8), dropout=0.1,
     )
     train = dataclasses.replace(
-        cfg.train, network=network, max_epochs=30, warmup_epochs=12, early_stopping_patience=4,
-        reduce_lr_patience=2, examples_per_class=0, batch_size={k: 16 for k in cfg.train.batch_size},
+        cfg.train, network=network, max_epochs=30, max_epochs_by_network={}, warmup_epochs=12,
+        early_stopping_patience=4, reduce_lr_patience=2, examples_per_class=0,
+        batch_size={k: 16 for k in cfg.train.batch_size},
     )
     train = dataclasses.replace(train, **train_overrides)
     return dataclasses.replace(cfg, train=train)
