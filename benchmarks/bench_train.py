@@ -52,22 +52,13 @@ def _compiled(network, cfg, bands, mixed: bool | None = None):
     import keras
 
     from lenssearch.models import build_model, split_model
-    from lenssearch.train.fit import (_first_column_accuracy, branch_supervised, branch_supervised_loss,
-                                      make_optimizer, set_precision)
+    from lenssearch.train.fit import compiled_trainer, set_precision
 
     set_precision(cfg.train.mixed_precision if mixed is None else mixed)
     keras.utils.set_random_seed(0)
     model = build_model(network, cfg.train.network, bands)
     preparation, classifier = split_model(model)
-    weight = cfg.train.sc_vgg_branch_loss_weight
-    if network == "sc_vgg" and weight > 0:
-        classifier = branch_supervised(model)
-        classifier.compile(make_optimizer(cfg.train), branch_supervised_loss(weight),
-                           metrics=[keras.metrics.MeanMetricWrapper(_first_column_accuracy, name="accuracy")])
-    else:
-        classifier.compile(make_optimizer(cfg.train), "binary_crossentropy",
-                           metrics=[keras.metrics.BinaryAccuracy(name="accuracy")])
-    return model, preparation, classifier
+    return model, preparation, compiled_trainer(network, model, classifier, cfg.train)
 
 
 def pipeline_overhead(kb_path: Path, cfg, rounds: int = 4, epochs_per_fit: int = 4) -> dict:

@@ -55,7 +55,7 @@ def resnet_head(x, cfg: Any, prefix: str = ""):
     x = resnet_features(x, cfg.resnet_filters, cfg.resnet_blocks_per_stage, cfg.leaky_relu_slope, prefix)
     x = keras.layers.Dense(cfg.dense_units[0], name=f"{prefix}dense1")(x)
     x = keras.layers.LeakyReLU(cfg.leaky_relu_slope, name=f"{prefix}dense1_act")(x)
-    dropout = cfg.dropout if getattr(cfg, "resnet_dropout", None) is None else cfg.resnet_dropout
+    dropout = cfg.dropout if cfg.resnet_dropout is None else cfg.resnet_dropout
     if dropout > 0:
         x = keras.layers.Dropout(dropout, name=f"{prefix}dense1_dropout")(x)
     return keras.layers.Dense(1, activation="sigmoid", dtype="float32", name=f"{prefix}probability")(x)

@@ -97,8 +97,8 @@ def build_vgg(input_shape: tuple[int, int, int], cfg: Any, name: str = "vgg") ->
 def build_sc_vgg(input_shape: tuple[int, int, int], cfg: Any, name: str = "sc_vgg") -> keras.Model:
     """SC-VGG: one VGG per band, the output is the mean of their probabilities (the loss acts on the mean).
 
-    Each branch has ``cfg.sc_vgg_filters`` filters per block (the VGG's own in both profiles; half width learned
-    less on the demo, docs/architecture.md). The training may add each branch's own loss to the loss on the mean
+    Each branch has ``cfg.sc_vgg_filters`` filters per block (the paper profile uses the VGG's own; the demo
+    halves them to fit its time, docs/architecture.md). The training may add each branch's own loss to the loss on the mean
     (``train.sc_vgg_branch_loss_weight``, :func:`lenssearch.train.fit.branch_supervised`).
 
     The branch outputs are the layers named ``<band>_probability`` (``band_<i>_probability`` beyond the known

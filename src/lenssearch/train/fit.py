@@ -59,11 +59,7 @@ class Network:
     model: Any
     preparation: Any
     classifier: Any
-    trainer: Any = None
-
-    def __post_init__(self):
-        if self.trainer is None:
-            self.trainer = self.classifier
+    trainer: Any
 
 
 def _load_arrays(path: Path) -> list[np.ndarray]:
@@ -210,19 +206,7 @@ def fit_split(
     fresh = build_model(network, cfg.network, bands)  # this split's initial weights and dropout seeds
     if model is None:
         preparation, classifier = split_model(fresh)
-        weight = float(getattr(cfg, "sc_vgg_branch_loss_weight", 0.0))
-        if network == "sc_vgg" and weight > 0:
-            trainer = branch_supervised(fresh)
-            trainer.compile(optimizer=make_optimizer(cfg), loss=branch_supervised_loss(weight),
-                            metrics=[keras.metrics.MeanMetricWrapper(_first_column_accuracy, name="accuracy")])
-        else:
-            trainer = classifier
-            trainer.compile(
-                optimizer=make_optimizer(cfg),
-                loss=keras.losses.BinaryCrossentropy(),
-                metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
-            )
-        net = Network(fresh, preparation, classifier, trainer)
+        net = Network(fresh, preparation, classifier, compiled_trainer(network, fresh, classifier, cfg))
         net.trainer.optimizer.build(net.trainer.trainable_variables)
     else:
         net = model
@@ -283,6 +267,25 @@ def fit_split(
     finally:
         bar.close()
     return net, state["history"]
+
+
+def compiled_trainer(network: str, model, classifier, cfg):
+    """The compiled model that the training fits for ``network``: ``classifier`` (binary cross-entropy), or for an
+    SC-VGG with ``cfg.sc_vgg_branch_loss_weight`` > 0 its :func:`branch_supervised` form with
+    :func:`branch_supervised_loss`. ``model`` is the whole network, ``classifier`` its part after the preparation,
+    ``cfg`` the ``train`` configuration."""
+    import keras
+
+    weight = cfg.sc_vgg_branch_loss_weight
+    if network == "sc_vgg" and weight > 0:
+        trainer = branch_supervised(model)
+        trainer.compile(optimizer=make_optimizer(cfg), loss=branch_supervised_loss(weight),
+                        metrics=[keras.metrics.MeanMetricWrapper(_first_column_accuracy, name="accuracy")])
+    else:
+        trainer = classifier
+        trainer.compile(optimizer=make_optimizer(cfg), loss=keras.losses.BinaryCrossentropy(),
+                        metrics=[keras.metrics.BinaryAccuracy(name="accuracy")])
+    return trainer
 
 
 def branch_supervised(model):
