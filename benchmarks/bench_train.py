@@ -118,9 +118,10 @@ def pipeline_overhead(kb_path: Path, cfg, rounds: int = 4, epochs_per_fit: int =
             "epochs_timed": len(times["pipeline"])}
 
 
-def throughput(network: str, cfg, steps: int, bands=("F435W", "F606W", "F814W"), mixed: bool = False) -> dict:
+def throughput(network: str, cfg, steps: int, bands=("F435W", "F606W", "F814W"), mixed: bool = False,
+               repeats: int = 3) -> dict:
     """Training, preparation and inference images/s of one network on random raw cutouts held in memory
-    (``mixed``: bfloat16 mixed precision)."""
+    (``mixed``: bfloat16 mixed precision): each the median of ``repeats`` timed passes after a traced one."""
     from lenssearch.models import network_bands
     from lenssearch.train.data import prepare_cutouts
 
@@ -131,20 +132,23 @@ def throughput(network: str, cfg, steps: int, bands=("F435W", "F606W", "F814W"),
     x = rng.normal(size=(batch * steps, pixels, pixels, n_bands)).astype(np.float32)
     y = (np.arange(len(x)) % 2).astype(np.float32)
     model, preparation, classifier = _compiled(network, cfg, bands, mixed)
+    def median_rate(run) -> float:
+        seconds = []
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            run()
+            seconds.append(time.perf_counter() - t0)
+        return len(x) / float(np.median(seconds))
+
     prepare_cutouts(preparation, x[:batch], tuple(range(n_bands)))  # trace
-    t0 = time.perf_counter()
+    prepare_ips = median_rate(lambda: prepare_cutouts(preparation, x.copy(), tuple(range(n_bands))))
     prepared = prepare_cutouts(preparation, x.copy(), tuple(range(n_bands)))
-    prepare_ips = len(x) / (time.perf_counter() - t0)
     classifier.fit(prepared[:batch * 2], y[:batch * 2], batch_size=batch, epochs=1, verbose=0)  # trace
-    t0 = time.perf_counter()
-    classifier.fit(prepared, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
-    train_ips = len(x) / (time.perf_counter() - t0)
-    model.predict(x[:128], batch_size=128, verbose=0)
-    t0 = time.perf_counter()
-    model.predict(x, batch_size=128, verbose=0)
-    infer_ips = len(x) / (time.perf_counter() - t0)
+    train_ips = median_rate(lambda: classifier.fit(prepared, y, batch_size=batch, epochs=1, verbose=0, shuffle=False))
+    model.predict(x[:128], batch_size=128, verbose=0)  # trace
+    infer_ips = median_rate(lambda: model.predict(x, batch_size=128, verbose=0))
     return {"train_img_s": train_ips, "prepare_img_s": prepare_ips, "infer_img_s": infer_ips,
-            "params": model.count_params()}
+            "params": model.count_params(), "repeats": max(1, repeats)}
 
 
 MEMORY_CHILD = r"""
@@ -219,6 +223,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12, help="batches per throughput measurement (demo)")
     parser.add_argument("--paper-steps", type=int, default=3, help="batches per throughput measurement (paper)")
     parser.add_argument("--paper-cutouts", type=int, default=8700, help="cutouts of the memory test (~1.7 GB)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per throughput figure (their median)")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
@@ -246,6 +251,7 @@ def main() -> None:
               f"(numpy {overhead['numpy_epoch_s']:.2f} s, cached tensors {overhead['tensors_epoch_s']:.2f} s) = "
               f"{overhead['ratio']:.3f} (target <= {OVERHEAD_TARGET}) {verdict}")
 
+        print(f"images/s: the median of {max(1, args.repeats)} timed passes each")
         print(f"{'profile':8s} {'network':8s} {'precision':10s} {'params':>9s} {'train img/s':>12s} "
               f"{'prepare img/s':>14s} {'infer img/s':>12s}")
         results["throughput"] = {}
@@ -253,7 +259,7 @@ def main() -> None:
             steps = args.steps if profile == "demo" else args.paper_steps
             for network in NETWORKS:
                 for mixed in (False, True):
-                    r = throughput(network, cfg, steps, mixed=mixed)
+                    r = throughput(network, cfg, steps, mixed=mixed, repeats=args.repeats)
                     precision = "bfloat16" if mixed else "float32"
                     results["throughput"][f"{profile}/{network}/{precision}"] = r
                     print(f"{profile:8s} {network:8s} {precision:10s} {r['params']:9d} {r['train_img_s']:12.1f} "
