@@ -379,6 +379,9 @@ class MockFactory:
         if n_in_cutout == 0:
             # e.g. a source in the buffer whose only image the cluster throws arcseconds away: no GGSL here
             return None, "no_image_in_cutout"
+        if n_in_cutout < self.sim.visibility.images_in_cutout_min:
+            # the same cut as visibility_failure's, before the render: the kept mocks are the same
+            return None, "images_in_cutout_below_min"
 
         source_rel = SersicSource(pos[0] - xc, pos[1] - yc, **shape)
         f = self.cosmology.dds_over_ds(self.z_lens, z_s)
