@@ -132,6 +132,7 @@ def throughput(network: str, cfg, steps: int, bands=("F435W", "F606W", "F814W"),
     x = rng.normal(size=(batch * steps, pixels, pixels, n_bands)).astype(np.float32)
     y = (np.arange(len(x)) % 2).astype(np.float32)
     model, preparation, classifier = _compiled(network, cfg, bands, mixed)
+
     def median_rate(run) -> float:
         seconds = []
         for _ in range(max(1, repeats)):
