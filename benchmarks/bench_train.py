@@ -234,10 +234,15 @@ def main() -> None:
     apply_offline_env()
     import tensorflow as tf
 
+    from lenssearch.train.fit import native_bfloat16, precision_policy
+
     device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
-    print(f"device: {device}; TensorFlow {tf.__version__}")
     configs = _configs()
-    results: dict = {"device": device}
+    native = native_bfloat16()
+    chosen = precision_policy(configs["demo"].train.mixed_precision)
+    print(f"device: {device}; TensorFlow {tf.__version__}; native bfloat16: {native or 'no (emulated)'}; "
+          f"train.mixed_precision {configs['demo'].train.mixed_precision!r} -> {chosen}")
+    results: dict = {"device": device, "native_bfloat16": native, "demo_policy": chosen}
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         kb_path = args.kb
         if kb_path is None:

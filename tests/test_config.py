@@ -52,6 +52,16 @@ def test_wrong_type_is_named(repo_root):
         config_from_dict(data, "params.yaml")
 
 
+def test_mixed_precision_takes_true_false_or_auto_only(repo_root):
+    data = _params(repo_root)
+    for value in (True, False, "auto"):
+        data["train"]["mixed_precision"] = value
+        assert config_from_dict(data, "params.yaml").train.mixed_precision == value
+    data["train"]["mixed_precision"] = "maybe"
+    with pytest.raises(ConfigError, match=r"'train\.mixed_precision' has value 'maybe'"):
+        config_from_dict(data, "params.yaml")
+
+
 def test_unknown_section_is_named(repo_root):
     data = _params(repo_root)
     data["trian"] = {}

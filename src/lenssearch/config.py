@@ -257,7 +257,8 @@ class TrainConfig:
     min_learning_rate: float
     examples_per_class: int  # balanced training examples per class and epoch; 0: the majority class's count
     deterministic: bool  # tf.config.experimental.enable_op_determinism
-    mixed_precision: bool  # bfloat16 compute (float32 weights, loss and output) where the CPU/GPU supports it
+    mixed_precision: Union[bool, Literal["auto"]]  # bfloat16 compute (float32 weights, loss and output); auto:
+    # where the CPU (AVX512-BF16, AMX) or a GPU computes bfloat16 natively (elsewhere it is emulated, several x slower)
     run_model: Literal["retrain", "fold_mean"]  # retrain on all folds, or average the k fold models' weights
     kb_variant: dict[str, str]  # network -> the KB variant (``variants``) it is trained on
     sc_vgg_branch_loss_weight: float = 0.0  # SC-VGG: + this x the mean of its branches' own losses (0: the paper)
@@ -652,7 +653,7 @@ class ModelingConfig:
     max_epochs: int
     early_stopping_patience: int
     min_learning_rate: float  # the cosine decay's floor, reached at max_epochs
-    mixed_precision: bool
+    mixed_precision: Union[bool, Literal["auto"]]  # as train.mixed_precision
     shift_arcsec: float  # largest offset of a lens from the cutout centre in the augmentation and held-out sets
     theta_e_bins: tuple[float, ...]  # edges of the validation's theta_E bins (arcsec)
     snr_bins: tuple[float, ...]  # edges of its arc-S/N bins

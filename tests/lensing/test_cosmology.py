@@ -33,6 +33,15 @@ def test_dds_over_ds():
     assert np.all(np.diff(values) > 0) and values[-1] < 1.0
 
 
+def test_array_forms_equal_the_scalar_ones_bit_for_bit():
+    # the simulation draws its sources' sizes and isolated lenses' efficiencies with these: the mocks must not move
+    cosmo = Cosmology(H0=70.0, Om0=0.3)
+    z = np.array([0.1, 0.3475, 0.44, 0.8, 1.37, 2.0, 4.5, 6.9])
+    np.testing.assert_array_equal(cosmo.kpc_per_arcsec_array(z), [cosmo.kpc_per_arcsec(float(v)) for v in z])
+    np.testing.assert_array_equal(cosmo.dds_over_ds_array(0.3475, z), [cosmo.dds_over_ds(0.3475, float(v)) for v in z])
+    assert cosmo.dds_over_ds_array(0.44, z)[:3].tolist() == [0.0, 0.0, 0.0]  # at or in front of the lens
+
+
 def test_kpc_per_arcsec_at_s1063_matches_lenstool_file():
     # best.par gives core_radius 20.132957" = 98.989554 kpc at z = 0.3475 (H0 = 70, Om = 0.3)
     assert Cosmology(70.0, 0.3).kpc_per_arcsec(0.3475) == pytest.approx(98.989554 / 20.132957, rel=1e-5)

@@ -72,7 +72,7 @@ def test_median_redshift_rises_with_magnitude(population):
 def test_population_ranges_and_minimum_redshift(population, cfg):
     cosmo = Cosmology(cfg.base.cosmology.H0, cfg.base.cosmology.Om0)
     z_cl = 0.45
-    t = population.sample(np.random.default_rng(5), z_cl, cosmo.kpc_per_arcsec, size=2000)
+    t = population.sample(np.random.default_rng(5), z_cl, cosmo.kpc_per_arcsec_array, size=2000)
     src = cfg.simulate.sources
     assert np.all(t["z_s"] >= z_cl + src.dz_min) and np.all(t["z_s"] <= src.z_max)
     assert np.all((t["mag_F814W"] >= src.mag_min) & (t["mag_F814W"] <= src.mag_limit))
@@ -95,7 +95,7 @@ def test_size_relation_is_the_papers(population):
 
 
 def test_population_draws_are_repeatable(population):
-    kpc = Cosmology().kpc_per_arcsec
+    kpc = Cosmology().kpc_per_arcsec_array
     a = population.sample(np.random.default_rng(7), 0.3, kpc, size=50)
     b = population.sample(np.random.default_rng(7), 0.3, kpc, size=50)
     c = population.sample(np.random.default_rng(8), 0.3, kpc, size=50)

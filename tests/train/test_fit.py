@@ -12,7 +12,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from lenssearch.models import build_model, network_bands, split_model
 from lenssearch.train.data import CutoutPipelines, prepare_cutouts, read_knowledge_base
-from lenssearch.train.fit import fit_split, predict_rows
+from lenssearch.train.fit import fit_split, native_bfloat16, precision_policy, predict_rows, resolve_precision
 
 
 class Killed(Exception):
@@ -174,3 +174,26 @@ def test_sc_vgg_branch_supervision_trains_the_same_network(toy_kb_path, tiny_con
                          progress=False)
     assert plain.trainer is plain.classifier
     assert not np.allclose(predict_rows(plain.classifier, pipes, rows), predict_rows(net.classifier, pipes, rows))
+
+
+# /proc/cpuinfo lines as Linux prints them (flags shortened)
+AMD_EPYC_AVX2 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse sse2 avx f16c avx2 fma bmi2 sha_ni vaes\n"
+INTEL_AMX = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8488C\nflags\t\t: fpu avx2 avx512f avx512bw "
+             "avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8\n")
+COOPER_LAKE = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16\n"
+
+
+def test_native_bfloat16_reads_the_cpu_flags_and_a_gpu():
+    assert native_bfloat16(AMD_EPYC_AVX2, gpu=False) is None  # emulated there: ~5x slower than float32
+    assert native_bfloat16(INTEL_AMX, gpu=False) == "amx_bf16"
+    assert native_bfloat16(COOPER_LAKE, gpu=False) == "avx512_bf16"
+    assert native_bfloat16("", gpu=False) is None
+    assert native_bfloat16(AMD_EPYC_AVX2, gpu=True) == "GPU"
+
+
+def test_auto_precision_is_bfloat16_only_where_native():
+    assert resolve_precision(True) is True and resolve_precision(False) is False
+    assert precision_policy(False) == "float32" and precision_policy(True) == "mixed_bfloat16"
+    native = native_bfloat16()
+    assert resolve_precision("auto") is (native is not None)
+    assert precision_policy("auto") == ("mixed_bfloat16" if native else "float32")

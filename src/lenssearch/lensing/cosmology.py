@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 from lenssearch.errors import LensSearchError
 
 
@@ -83,6 +85,21 @@ class Cosmology:
     def _kpc_per_arcsec(self, z: float) -> float:
         """Proper transverse size in kpc of one arcsec at redshift ``z``."""
         return float(self._astropy.kpc_proper_per_arcmin(float(z)).value) / 60.0
+
+    def kpc_per_arcsec_array(self, z) -> np.ndarray:
+        """:meth:`kpc_per_arcsec` of an array of redshifts in one astropy call (the same values, bit for bit)."""
+        return np.asarray(self._astropy.kpc_proper_per_arcmin(np.asarray(z, dtype=float)).value, dtype=float) / 60.0
+
+    def dds_over_ds_array(self, z_l: float, z_s) -> np.ndarray:
+        """:meth:`dds_over_ds` of one lens and an array of source redshifts in two astropy calls (the same values)."""
+        z_s = np.atleast_1d(np.asarray(z_s, dtype=float))
+        out = np.zeros(z_s.shape)
+        behind = z_s > float(z_l)
+        if behind.any():
+            zb = z_s[behind]
+            out[behind] = (self._astropy.angular_diameter_distance(float(z_l), zb).value
+                           / self._astropy.angular_diameter_distance(zb).value)
+        return out
 
     def dds_over_ds(self, z_l: float, z_s: float) -> float:
         """Lensing efficiency ``D_ds / D_s`` of a source at ``z_s`` behind a lens at ``z_l`` (0 if ``z_s <= z_l``)."""

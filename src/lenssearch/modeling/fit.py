@@ -34,9 +34,11 @@ LAYOUT_VERSION = 2  # 2: a plain functional Keras model (no QuietModel)
 def fingerprint(cfg, kb_hash: str, truth_hash: str) -> str:
     """What a checkpoint belongs to: the modeling section, the seed, the KB and the truth."""
     from lenssearch.config import as_dict
+    from lenssearch.train.fit import precision_policy
 
     identity = {"layout": LAYOUT_VERSION, "seed": cfg.base.seed, "modeling": as_dict(cfg.modeling),
-                "kb_md5": kb_hash, "truth_md5": truth_hash}
+                "kb_md5": kb_hash, "truth_md5": truth_hash,
+                "precision": precision_policy(cfg.modeling.mixed_precision)}  # "auto" resolves per machine
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 

@@ -61,6 +61,7 @@ def run_modeling(cfg, kb_path, truth_path, models_dir, reports_dir, metrics_path
     from lenssearch.config import flatten, as_dict
     from lenssearch.modeling import fit, report
     from lenssearch.modeling.data import read_lens_set
+    from lenssearch.train.fit import precision_policy
 
     t0 = time.perf_counter()
     m = cfg.modeling
@@ -87,7 +88,7 @@ def run_modeling(cfg, kb_path, truth_path, models_dir, reports_dir, metrics_path
         return runs.enter_context(tracking.network_run(
             "modeling", flatten({"modeling": as_dict(m)}),
             {"lenssearch.stage": "modeling", "kb_dvc_md5": kb_hash, "fingerprint": print_,
-             "git_commit": tracking.git_commit()},
+             "git_commit": tracking.git_commit(), "precision": precision_policy(m.mixed_precision)},
             run_id=state.get("mlflow_run_id"), tracking_uri=tracking_uri, experiment=m.experiment))
 
     with runs:

@@ -70,7 +70,7 @@ class ConfuserRenderer:
     cfg
         The ``negatives.confusers`` section.
     z_lens, kpc_per_arcsec
-        The cluster redshift and the cosmology's scale (for the population draws).
+        The cluster redshift and the cosmology's scale at an array of redshifts (``Cosmology.kpc_per_arcsec_array``).
     arc_mags
         F814W magnitudes of the variant's lensed arcs inside their cutouts (companions take these), or None.
     """

@@ -137,6 +137,22 @@ def split_counts(total: int, n_parts: int) -> list[int]:
     return [base + (1 if i < rest else 0) for i in range(n_parts)]
 
 
+class _Lines:
+    """A critical-line catalogue as :func:`lenssearch.lensing.critical.draw_secondary` reads it (columns by name,
+    rows by index), without an astropy Table's cost: the isolated lenses' catalogue is made once per draw."""
+
+    def __init__(self, columns: dict[str, np.ndarray]) -> None:
+        self.columns = columns
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return self.columns[key]
+        return {name: values[key] for name, values in self.columns.items()}
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values())))
+
+
 class MockFactory:
     """Makes the mocks of one field (see the module docstring).
 
@@ -229,25 +245,27 @@ class MockFactory:
         """Draw ``n`` sources and their lens members (in a fixed order of draws)."""
         from lenssearch.lensing.critical import draw_secondary
 
-        sources = self.population.sample(rng, self.z_lens, self.cosmology.kpc_per_arcsec, size=n)
+        sources = self.population.sample(rng, self.z_lens, self.cosmology.kpc_per_arcsec_array, size=n)
+        columns = {c: np.asarray(sources[c], dtype=float) for c in sources.colnames}
+        efficiency = (self.cosmology.dds_over_ds_array(self.z_lens, columns["z_s"])
+                      if self.sim.isolated_fraction > 0 else None)
         z_bins = np.array(sorted(self.catalogues))
         out = []
         for k in range(n):
-            src = {c: float(sources[c][k]) for c in sources.colnames}
+            src = {c: float(v[k]) for c, v in columns.items()}
             zb = float(z_bins[np.argmin(np.abs(z_bins - src["z_s"]))])
             isolated = bool(rng.random() < self.sim.isolated_fraction) if self.sim.isolated_fraction > 0 else False
             # an isolated lens is drawn among the members by its own (field SIE) theta_E at the source redshift
-            table = self.isolated_catalogue(src["z_s"]) if isolated else self.catalogues[zb]
+            table = self.isolated_catalogue(efficiency[k]) if isolated else self.catalogues[zb]
             row = draw_secondary(table, rng, self.theta_min, self.theta_max, weighting=self.sim.theta_e_weighting)
             seed = int(rng.integers(0, 2**63 - 1))
             out.append(Candidate(start_index + k, src, str(row["member_id"]), int(row["line_id"]),
                                  float(row["theta_e_arcsec"]), src["z_s"] if isolated else zb, seed, isolated))
         return out
 
-    def isolated_catalogue(self, z_s: float):
-        """The valid members as isolated lenses: their field-SIE Einstein radius at ``z_s`` (``line_id`` -1)."""
-        from astropy.table import Table
-
+    def isolated_catalogue(self, efficiency: float) -> "_Lines":
+        """The valid members as isolated lenses: their field-SIE Einstein radius for a source of lensing efficiency
+        ``efficiency`` (``D_ds / D_s``; ``line_id`` -1)."""
         from lenssearch.simulate.local import field_sie, member_component
 
         if self._isolated is None:
@@ -269,8 +287,7 @@ class MockFactory:
                 theta.append(float(sie.params["theta_e_arcsec"]))
             self._isolated = (np.array(ids, dtype=str), np.array(theta, dtype=float))
         ids, theta = self._isolated
-        f = self.cosmology.dds_over_ds(self.z_lens, z_s)
-        return Table({"member_id": ids, "line_id": np.full(ids.size, -1), "theta_e_arcsec": theta * f})
+        return _Lines({"member_id": ids, "line_id": np.full(ids.size, -1), "theta_e_arcsec": theta * efficiency})
 
     # ------------------------------------------------------------------------------------------ lens
     def isolated_shear(self, member_id: str) -> tuple[float, float]:

@@ -95,7 +95,7 @@ def _confuser_renderer(scene, cfg, mocks):
         arc_mags = mag[ok] - 2.5 * np.log10(mu[ok])
     return ConfuserRenderer(renderer, scene.bands, scene.zeropoints, colours, SourcePopulation.from_config(sim.sources),
                             cfg.negatives.confusers, float(scene.field.z_lens),
-                            Cosmology.from_config(cfg.base.cosmology).kpc_per_arcsec, arc_mags)
+                            Cosmology.from_config(cfg.base.cosmology).kpc_per_arcsec_array, arc_mags)
 
 
 def sky_window(scene, rng, n: int, margin: int, max_bad_fraction: float, tries: int = 1000) -> tuple[int, int]:

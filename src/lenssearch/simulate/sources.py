@@ -350,7 +350,7 @@ class SourcePopulation:
         self,
         rng: np.random.Generator,
         z_cluster,
-        kpc_per_arcsec: Callable[[float], float],
+        kpc_per_arcsec: Callable[[np.ndarray], np.ndarray],
         size: int | None = None,
     ) -> Table:
         """Draw sources behind clusters at ``z_cluster`` (a scalar with ``size``, or one value per source).
@@ -362,7 +362,7 @@ class SourcePopulation:
         z_cluster
             Lens redshift(s); sources have ``z_s >= z_cluster + dz_min``.
         kpc_per_arcsec
-            Proper kpc per arcsec at a redshift (``Cosmology.kpc_per_arcsec``).
+            Proper kpc per arcsec at an array of redshifts (``Cosmology.kpc_per_arcsec_array``).
         size
             Number of sources when ``z_cluster`` is a scalar.
 
@@ -381,7 +381,7 @@ class SourcePopulation:
         mags = self.counts.sample(rng, n, self.mag_min, self.mag_limit)
         z_s = self.redshifts.sample(rng, mags, z_cluster + self.dz_min)
         re_kpc = self.sizes.sample_kpc(rng, z_s)
-        scale = np.array([kpc_per_arcsec(float(z)) for z in z_s])
+        scale = np.asarray(kpc_per_arcsec(z_s), dtype=float)
         sersic_n = rng.uniform(*self.sersic_n_range, size=n)
         q = rng.uniform(*self.axis_ratio_range, size=n)
         angle = rng.uniform(*self.position_angle_range_deg, size=n)

@@ -35,7 +35,7 @@ from lenssearch.errors import LensSearchError
 from lenssearch.io import atomic_path, describe_columns
 from lenssearch.evaluate import metrics as M
 from lenssearch.train.data import CutoutPipelines, prepare_cutouts, read_knowledge_base
-from lenssearch.train.fit import fit_split, predict_rows
+from lenssearch.train.fit import fit_split, precision_policy, predict_rows
 
 RUN_SPLIT = "run"
 #: Bump when the meaning of files under models/<network>/ changes, so that old checkpoints are not reused.
@@ -81,6 +81,7 @@ def _fingerprint(network: str, cfg, kb_hash: str) -> str:
         "seed": cfg.base.seed,
         "train": as_dict(cfg.train),
         "kb_md5": kb_hash,
+        "precision": precision_policy(cfg.train.mixed_precision),  # "auto" resolves per machine
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
@@ -333,6 +334,7 @@ def train_network(
             f"train.network.input_pixels is {cfg.train.network.input_pixels}"
         )
     kb_hash = tracking.kb_dvc_hash(kb_path)
+    precision = precision_policy(cfg.train.mixed_precision)
     fingerprint = _fingerprint(network, cfg, kb_hash)
     _prepare_models_dir(models_dir, fingerprint)
     if cfg.train.deterministic:
@@ -362,7 +364,7 @@ def train_network(
     commit = tracking.git_commit()
     tags = {"kb_dvc_md5": kb_hash, "git_commit": commit, "fingerprint": fingerprint,
             "kb_path": str(kb_path), "kb_variant": variant, "run_model": cfg.train.run_model,
-            "precision": "mixed_bfloat16" if cfg.train.mixed_precision else "float32"}
+            "precision": precision}
     trained: list[str] = []
     cache: dict = {}
     with tracking.network_run(network, params, tags, run_id=previous.get("parent_run_id"),
