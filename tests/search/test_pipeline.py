@@ -28,6 +28,9 @@ STAR = (250, 250, 0.5, 4.0)  # bright, next to a bright star of stars.ecsv
 PAIR = [(420, 380, 0.5, 3.0), (420, 413, 0.5, 6.0)]  # 0.99" apart: duplicates, the second is more extended
 OUTSIDE = (700, 250)
 NAN_AT = (100, 450)
+#: Scores of the same cutouts in batches of different shapes: float32 networks (``mixed_precision: auto`` on a CPU
+#: without bfloat16) may differ in the last bit, as oneDNN picks its convolution kernel per shape (seen: 9e-8)
+FLOAT32_BATCH_RTOL = 1e-6
 
 
 def with_search(config, **changes):
@@ -305,7 +308,9 @@ def test_scores_are_streamed_in_chunks_with_the_same_outputs(field, keras_model,
         assert (tmp_path / "small" / name).read_text() == (tmp_path / "one" / name).read_text(), name
     a, b = small.scores, one.scores
     for name in a.colnames:
-        if name != "ge_passed":
+        if name == "score":  # float32's last bit may depend on the batch shape (the kernel the CPU library picks)
+            np.testing.assert_allclose(np.asarray(a[name]), np.asarray(b[name]), rtol=FLOAT32_BATCH_RTOL, atol=0)
+        elif name != "ge_passed":
             np.testing.assert_array_equal(np.asarray(a[name]), np.asarray(b[name]), err_msg=name)
     import pyarrow.parquet as pq
 
@@ -420,7 +425,9 @@ def test_model_sees_one_batch_shape(field, keras_model, cfg):
         res = score_table(inp, Scorer(predict, "keras:tiny"), cfg)
         ref = score_table(inp, Scorer(keras_model.predict_on_batch, "k"), with_search(cfg, batch_size=1000))
     assert len(shapes) == 3 and set(shapes) == {(cfg.search.batch_size, *shapes[0][1:])}
-    for name in ("score", "status", "validation"):
+    np.testing.assert_allclose(res.column("score").to_numpy(zero_copy_only=False),
+                               ref.column("score").to_numpy(zero_copy_only=False), rtol=FLOAT32_BATCH_RTOL, atol=0)
+    for name in ("status", "validation"):
         np.testing.assert_array_equal(res.column(name).to_numpy(zero_copy_only=False),
                                       ref.column(name).to_numpy(zero_copy_only=False))
 
