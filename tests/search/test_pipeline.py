@@ -159,7 +159,7 @@ def test_batching_gives_the_same_scores(field, keras_model, cfg):
     with open_field(BANDS, cfg.search.detection, field_dir=field, catalogue=field / "members.ecsv") as inp:
         small = score_table(inp, scorer, with_search(cfg, batch_size=3)).column("score").to_numpy()
         one = score_table(inp, scorer, with_search(cfg, batch_size=1000)).column("score").to_numpy()
-    np.testing.assert_allclose(small, one, rtol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(small, one, rtol=FLOAT32_BATCH_RTOL, equal_nan=True)
     assert np.isfinite(small).sum() == 9
 
 
