@@ -260,6 +260,8 @@ class TrainConfig:
     mixed_precision: Union[bool, Literal["auto"]]  # bfloat16 compute (float32 weights, loss and output); auto:
     # where the CPU (AVX512-BF16, AMX) or a GPU computes bfloat16 natively (elsewhere it is emulated, several x slower)
     run_model: Literal["retrain", "fold_mean"]  # retrain on all folds, or average the k fold models' weights
+    test_time_symmetries: Literal[1, 2, 4, 8]  # every prediction (out-of-fold ones included) averages this many
+    # symmetries of the square of each cutout (lenssearch.models.test_time_model); 1: none
     kb_variant: dict[str, str]  # network -> the KB variant (``variants``) it is trained on
     sc_vgg_branch_loss_weight: float = 0.0  # SC-VGG: + this x the mean of its branches' own losses (0: the paper)
 

@@ -13,6 +13,8 @@ network itself, saved and loaded with it:
   4096 of a binned demo cutout): sorting 4096 values per band and cutout would cost more than the network itself
   on a CPU, while the median of 256 noise pixels is within ~0.08 sigma of the full one.
 - :class:`BandSelect`: one band of a multi-band input (the branches of SC-VGG).
+- :class:`DihedralTransform`: one of the eight symmetries of the square (the test-time averaging of
+  :func:`lenssearch.models.vgg.test_time_model`).
 
 :func:`predict_in_batches` scores an array with ``predict_on_batch``, the caller's batches (the search, the
 committee and the modeling pyfuncs call the Keras models so, never Keras' per-call ``predict`` pipeline).
@@ -122,6 +124,45 @@ class BandSelect(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "index": self.index}
+
+
+#: The symmetries averaged at test time (``train.test_time_symmetries``), as :class:`DihedralTransform` numbers:
+#: the identity, the 180-degree rotation, the four 90-degree rotations, or all eight symmetries of the square.
+TEST_TIME_SYMMETRIES: dict[int, tuple[int, ...]] = {1: (0,), 2: (0, 6), 4: (0, 3, 5, 6), 8: tuple(range(8))}
+
+
+@keras.saving.register_keras_serializable(package="lenssearch")
+class DihedralTransform(keras.layers.Layer):
+    """One of the eight symmetries of the square applied to N x H x H x C images.
+
+    Numbered as the training's augmentation (:func:`lenssearch.train.data.dihedral_permutations`): bit 0 of
+    ``symmetry`` transposes, bit 1 then flips the rows, bit 2 the columns (3 and 5: the two 90-degree rotations,
+    6: the 180-degree rotation).
+    """
+
+    def __init__(self, symmetry: int, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= int(symmetry) < 8:
+            raise ValueError(f"DihedralTransform: symmetry must be in 0..7, got {symmetry}")
+        self.symmetry = int(symmetry)
+
+    def call(self, inputs):
+        x = inputs
+        if self.symmetry & 1:
+            x = ops.transpose(x, (0, 2, 1, 3))
+        if self.symmetry & 2:
+            x = ops.flip(x, axis=1)
+        if self.symmetry & 4:
+            x = ops.flip(x, axis=2)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        if self.symmetry & 1:
+            return (input_shape[0], input_shape[2], input_shape[1], input_shape[3])
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "symmetry": self.symmetry}
 
 
 def predict_in_batches(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import keras
 
-from lenssearch.models.layers import BandSelect, RobustNormalization
+from lenssearch.models.layers import TEST_TIME_SYMMETRIES, BandSelect, DihedralTransform, RobustNormalization
 
 #: Band order of every cutout (docs/architecture.md).
 BANDS: tuple[str, ...] = ("F435W", "F606W", "F814W")
@@ -175,6 +175,37 @@ def split_model(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     prepared = model.get_layer(PREPARATION_LAYER).output
     return (keras.Model(model.input, prepared, name=f"{model.name}_preparation"),
             keras.Model(prepared, model.output, name=f"{model.name}_classifier"))
+
+
+def symmetric_classifier(classifier: keras.Model, symmetries: int) -> keras.Model:
+    """``classifier`` (prepared cutouts in) averaged over ``symmetries`` symmetries of its input: 1 (``classifier``
+    itself), 2, 4 or 8 (:data:`lenssearch.models.layers.TEST_TIME_SYMMETRIES`). Shares ``classifier``'s layers.
+
+    Test-time augmentation: the networks learn from the eight symmetries of every cutout (the training's
+    augmentation), and a lens is one whatever its orientation; averaging the probabilities of a cutout's rotations
+    removes the part of a score that depends on it (docs/architecture.md, "Test-time symmetries").
+    """
+    if symmetries not in TEST_TIME_SYMMETRIES:
+        raise ValueError(f"test-time symmetries must be one of {sorted(TEST_TIME_SYMMETRIES)}, got {symmetries}")
+    if symmetries == 1:
+        return classifier
+    inputs = keras.Input(shape=classifier.input_shape[1:], name="prepared")
+    outputs = [classifier(DihedralTransform(k, name=f"symmetry_{k}")(inputs)) for k in TEST_TIME_SYMMETRIES[symmetries]]
+    mean = keras.layers.Average(dtype="float32", name="symmetry_mean")(outputs)
+    return keras.Model(inputs, mean, name=f"{classifier.name}_x{symmetries}")
+
+
+def test_time_model(model: keras.Model, symmetries: int) -> keras.Model:
+    """The network ``model`` (raw cutouts in) whose probability is the mean over ``symmetries`` symmetries of its
+    prepared input (:func:`symmetric_classifier`); ``model`` itself for 1. Cut by :func:`split_model` as any
+    network: its preparation is ``model``'s, its classifier the symmetric one, so the training's predictions on the
+    prepared knowledge base are those of the saved model."""
+    if symmetries == 1:
+        return model
+    preparation, classifier = split_model(model)
+    inputs = keras.Input(shape=model.input_shape[1:], name="cutouts")
+    prepared = keras.layers.Identity(name=PREPARATION_LAYER)(preparation(inputs))
+    return keras.Model(inputs, symmetric_classifier(classifier, symmetries)(prepared), name=model.name)
 
 
 def build_model(network: str, cfg: Any, bands: tuple[str, ...] = BANDS) -> keras.Model:

@@ -131,6 +131,8 @@ def _train_or_reuse(network, cfg, kb, pipelines, split, train_rows, test_rows, m
     """
     from astropy.table import Table
 
+    from lenssearch.models import symmetric_classifier, test_time_model
+
     split_dir = models_dir / split
     result_path = split_dir / "result.json"
     if result_path.exists():
@@ -146,9 +148,11 @@ def _train_or_reuse(network, cfg, kb, pipelines, split, train_rows, test_rows, m
         model=cache.get("model"), extra_callbacks=tuple(callbacks),
     )
     cache["model"] = net
-    probabilities = predict_rows(net.classifier, pipelines, test_rows)
+    symmetries = cfg.train.test_time_symmetries
+    probabilities = predict_rows(symmetric_classifier(net.classifier, symmetries), pipelines, test_rows)
     metrics = M.split_metrics(kb.labels[test_rows], probabilities)
-    net.model.save(split_dir / "model.keras")  # the whole network: raw cutouts in
+    # the whole network (raw cutouts in), averaged over the test-time symmetries as its probabilities above
+    test_time_model(net.model, symmetries).save(split_dir / "model.keras")
     _write_table(_split_table(kb, test_rows, network, probabilities), split_dir / "predictions.ecsv")
     _write_json(split_dir / "history.json", history)
     val_loss = history.get("val_loss", [])
