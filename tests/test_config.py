@@ -158,6 +158,14 @@ def test_out_of_range_parameter_is_named(repo_root, key, value, message):
         config_from_dict(data, "params.yaml")
 
 
+@pytest.mark.parametrize("value", [3, 0, 16, "4"])
+def test_test_time_symmetries_are_one_of_the_symmetry_groups(repo_root, value):
+    data = _params(repo_root)
+    data["train"]["test_time_symmetries"] = value
+    with pytest.raises(ConfigError, match=r"^params\.yaml: key 'train\.test_time_symmetries' must be one of \[1, 2, 4, 8\]"):
+        config_from_dict(data, "params.yaml")
+
+
 def test_cli_search_refuses_batch_size_zero_at_once(repo_root, tmp_path):
     """search.batch_size: 0 made the search spin forever; now the configuration is refused before any input is read."""
     data = _params(repo_root)

@@ -186,3 +186,70 @@ def test_fold_mean_model_averages_the_fold_models():
     x = raw_cutouts(4, 3, seed=2)
     expected = np.mean([m.predict(x, verbose=0) for m in folds], axis=0)
     assert_allclose(mean.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
+
+
+def lopsided_cutouts(n: int, bands: int, seed: int = 0) -> np.ndarray:
+    """:func:`raw_cutouts` plus an arc-like blob off the centre: no symmetry of the square maps a cutout onto itself."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:32, :32] - 15.5
+    arc = np.exp(-0.5 * (np.hypot(x - 6.0, y + 3.0) / 1.5) ** 2)[None, :, :, None]
+    return raw_cutouts(n, bands, seed) + (arc * rng.uniform(0.5, 1.5, (n, 1, 1, bands))).astype(np.float32)
+
+
+def test_dihedral_transform_numbers_the_symmetries_as_the_training_augmentation():
+    from lenssearch.models import DihedralTransform
+    from lenssearch.train.data import dihedral_permutations
+
+    images = np.random.default_rng(5).normal(size=(2, 6, 6, 3)).astype(np.float32)
+    flat = images.reshape(2, 36, 3)
+    for k, permutation in enumerate(dihedral_permutations(6)):
+        expected = flat[:, permutation].reshape(images.shape)
+        np.testing.assert_array_equal(np.asarray(DihedralTransform(k)(images)), expected)
+    with pytest.raises(ValueError, match="0..7"):
+        DihedralTransform(8)
+
+
+def test_symmetric_classifier_is_the_mean_over_rotations_and_rotation_invariant():
+    """Four symmetries: the mean of the classifier over the 90-degree rotations of the prepared cutout (numpy's
+    rot90 as the reference), so a rotated cutout gets the same probability; the plain classifier does not."""
+    from lenssearch.models import split_model, symmetric_classifier
+
+    keras.utils.set_random_seed(7)
+    preparation, classifier = split_model(build_model("vgg", CFG))
+    prepared = np.asarray(preparation(lopsided_cutouts(5, 3, seed=1)))
+    rotations = [np.ascontiguousarray(np.rot90(prepared, k, axes=(1, 2))) for k in range(4)]
+    four = symmetric_classifier(classifier, 4)
+    expected = np.mean([classifier.predict(r, verbose=0) for r in rotations], axis=0)
+    assert_allclose(four.predict(prepared, verbose=0), expected, rtol=1e-5, atol=1e-7)
+    assert_allclose(four.predict(rotations[1], verbose=0), expected, rtol=1e-5, atol=1e-7)
+    plain = classifier.predict(prepared, verbose=0)
+    assert np.max(np.abs(classifier.predict(rotations[1], verbose=0) - plain)) > 1e-4
+    assert symmetric_classifier(classifier, 1) is classifier
+    eight = symmetric_classifier(classifier, 8)
+    flips = rotations + [np.ascontiguousarray(r[:, :, ::-1]) for r in rotations]
+    assert_allclose(eight.predict(prepared, verbose=0),
+                    np.mean([classifier.predict(f, verbose=0) for f in flips], axis=0), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="one of"):
+        symmetric_classifier(classifier, 3)
+
+
+@pytest.mark.parametrize("network", ["sc_vgg", "f814w"])
+def test_test_time_model_is_saved_and_cut_like_any_network(network, tmp_path):
+    """The served network (raw cutouts in) is the symmetric classifier after the network's own preparation; saved
+    and loaded it gives the same probabilities, and split_model cuts it into that preparation and classifier (the
+    training's out-of-fold predictions on the prepared KB are therefore those of the saved file)."""
+    from lenssearch.models import split_model, symmetric_classifier, test_time_model
+
+    keras.utils.set_random_seed(3)
+    model = build_model(network, CFG)
+    x = lopsided_cutouts(6, len(network_bands(network)), seed=2)
+    preparation, classifier = split_model(model)
+    expected = symmetric_classifier(classifier, 4).predict(np.asarray(preparation(x)), verbose=0)
+    served = test_time_model(model, 4)
+    served.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert_allclose(loaded.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-7)
+    cut_preparation, cut_classifier = split_model(loaded)
+    assert_allclose(cut_classifier.predict(np.asarray(cut_preparation(x)), verbose=0), expected, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(model.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-6)
+    assert test_time_model(model, 1) is model
