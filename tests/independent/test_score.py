@@ -115,3 +115,40 @@ def test_model_channels():
         sc.model_channels("models:/x/1", 2, bands)
     assert sc.default_label("models:/lenssearch@champion") == "champion"
     assert sc.default_label("models:/lenssearch-sc_vgg/latest") == "sc_vgg"
+
+
+def test_a_model_given_twice_is_scored_once(cfg, small_set, registry):
+    """The champion is a version of a selected committee's logged model (its 'source_uri' tag): scoring both
+    passes every cutout through that model once, and both columns get its scores."""
+    from mlflow import MlflowClient
+
+    from lenssearch import tracking
+    from lenssearch.simulate.store import read_cutout_set
+
+    uri, models = registry
+    tracking.setup(uri)
+    version = tracking.resolve_model_version("models:/lenssearch@champion", uri)
+    source = f"models:/lenssearch/{version}"
+    client = MlflowClient(uri)
+    client.set_model_version_tag("lenssearch", version, "source_uri", source)
+    try:
+        loaded = sc.load_models([("champion", "models:/lenssearch@champion"), ("committee", source),
+                                 ("f814w", models["f814w"][0])], ("F435W", "F606W", "F814W"), 0.5, uri)
+    finally:
+        client.delete_model_version_tag("lenssearch", version, "source_uri")
+    calls = {m.label: 0 for m in loaded}
+    for m in loaded:
+        score = m.scorer.score
+
+        def counted(x, _score=score, _label=m.label):
+            calls[_label] += 1
+            return _score(x)
+
+        m.scorer.score = counted
+    meta, scores, _ = sc.score_set(small_set, loaded, batch_size=7)
+    batches = -(-len(meta) // 7)
+    assert calls == {"champion": batches, "committee": 0, "f814w": batches}
+    cutouts, _, _ = read_cutout_set(small_set)
+    assert_allclose(scores["committee"], stand_in(cutouts, models["champion"][1]), rtol=1e-5)
+    assert_allclose(scores["champion"], scores["committee"])
+    assert_allclose(scores["f814w"], stand_in(cutouts[..., 2:3], models["f814w"][1]), rtol=1e-5)

@@ -48,6 +48,7 @@ class LoadedModel:
     threshold: float
     threshold_source: str
     scorer: object  # lenssearch.search.scoring.Scorer
+    source: str = ""  # the logged model behind a registered version (its 'source_uri' tag), else the URI itself
 
 
 def _input_channels(model) -> int | None:
@@ -142,7 +143,7 @@ def load_models(specs: list[tuple[str, str]], bands: tuple[str, ...], default_th
             label=label, uri=uri, channels=channels,
             threshold=tuned if tuned is not None else float(default_threshold),
             threshold_source="tuned (version tag)" if tuned is not None else "default",
-            scorer=Scorer(predict, uri, tuned),
+            scorer=Scorer(predict, uri, tuned), source=str(tags.get("source_uri") or uri),
         ))
     return loaded
 
@@ -159,14 +160,21 @@ def score_set(set_dir: str | Path, models: list[LoadedModel], batch_size: int):
         raise InputFileError(f"{set_dir}: metadata.ecsv lacks 'label' or 'kind' (not an independent set?)")
     if batch_size < 1:
         raise LensSearchError(f"independent.batch_size must be >= 1, got {batch_size}")
-    scores = {m.label: np.empty(len(meta)) for m in models}
+    # a model given twice (the champion is the version of a selected committee's logged model) is scored once
+    first = {}
+    for m in models:
+        first.setdefault((m.source or m.uri, m.channels), m.label)
+    scored = [m for m in models if first[(m.source or m.uri, m.channels)] == m.label]
+    scores = {m.label: np.empty(len(meta)) for m in scored}
     with h5py.File(Path(set_dir) / CUTOUTS, "r") as h5:
         data = h5["cutouts"]
         for start in range(0, len(meta), batch_size):
             batch = np.asarray(data[start : start + batch_size], dtype=np.float32)
-            for m in models:
+            for m in scored:
                 x = batch if len(m.channels) == len(bands) else batch[..., list(m.channels)]
                 scores[m.label][start : start + len(batch)] = m.scorer.score(np.ascontiguousarray(x)).main
+    for m in models:
+        scores.setdefault(m.label, scores[first[(m.source or m.uri, m.channels)]])
     return meta, scores, bands
 
 
