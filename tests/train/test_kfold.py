@@ -149,6 +149,7 @@ def test_registered_model_scores_raw_cutouts_through_pyfunc(trained):
     # descriptions: what the model is, which KB variant, the gate metric (and, per version, its value)
     described = client.get_registered_model(f"lenssearch-{NETWORK}").description
     assert NETWORK in described and "variant" in described and "out-of-fold ROC AUC" in described
+    assert "four 90-degree rotations" in described  # the demo's train.test_time_symmetries: 4
     assert f"{version.tags['oof_auc'][:6]}" in version.description or "AUC" in version.description
     assert version.tags["kb_dvc_md5"] in version.description
     pyfunc = mlflow.pyfunc.load_model(f"models:/lenssearch-{NETWORK}/{summary.registered_version}")

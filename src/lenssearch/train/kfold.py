@@ -238,12 +238,16 @@ def _kb_frame(kb):
     return pd.DataFrame({"id": kb.ids.astype(str), "label": kb.labels.astype(int), "fold": kb.fold.astype(int)})
 
 
-def registered_description(network: str, variant: str, run_model: str) -> str:
+def registered_description(network: str, variant: str, run_model: str, test_time_symmetries: int = 1) -> str:
     """The description of the registered model ``lenssearch-<network>``."""
     what = {"fold_mean": "the mean of its k fold networks", "retrain": "one network trained on every fold"}
+    symmetries = {1: "", 2: ", averaged over the cutout and its 180-degree rotation",
+                  4: ", averaged over the four 90-degree rotations of the cutout",
+                  8: ", averaged over the eight rotations and reflections of the cutout"}
     return (f"lenssearch {network}: lens probability of raw calibrated cutouts (N x H x W x bands, float32), "
             f"a strong-lens classifier trained with stratified k-fold cross-validation on the knowledge-base "
-            f"variant '{variant}'; the served model is {what.get(run_model, run_model)}. Gate metric: the "
+            f"variant '{variant}'; the served model is {what.get(run_model, run_model)}"
+            f"{symmetries.get(int(test_time_symmetries), '')} (train.test_time_symmetries). Gate metric: the "
             f"out-of-fold ROC AUC (tag oof_auc; each version's description gives its value and KB hash).")
 
 
@@ -500,7 +504,8 @@ def train_network(
                 tags={"network": network, "kb_dvc_md5": kb_hash, "git_commit": commit,
                       "oof_auc": pooled["auc"], "kb_variant": variant, "run_model": cfg.train.run_model},
                 model_name=network,
-                description=registered_description(network, variant, cfg.train.run_model),
+                description=registered_description(network, variant, cfg.train.run_model,
+                                                    cfg.train.test_time_symmetries),
                 version_description=(
                     f"{network} trained on KB variant '{variant}' (DVC md5 {kb_hash}), commit {commit}; gate metric "
                     f"out-of-fold AUC {pooled['auc']:.4f} over {kb.n_folds} folds, run-model validation AUC "
