@@ -162,9 +162,8 @@ def score_set(set_dir: str | Path, models: list[LoadedModel], batch_size: int):
         raise LensSearchError(f"independent.batch_size must be >= 1, got {batch_size}")
     # a model given twice (the champion is the version of a selected committee's logged model) is scored once
     first = {}
-    for m in models:
-        first.setdefault((m.source or m.uri, m.channels), m.label)
-    scored = [m for m in models if first[(m.source or m.uri, m.channels)] == m.label]
+    same_as = {m.label: first.setdefault((m.source or m.uri, m.channels), m.label) for m in models}
+    scored = [m for m in models if same_as[m.label] == m.label]
     scores = {m.label: np.empty(len(meta)) for m in scored}
     with h5py.File(Path(set_dir) / CUTOUTS, "r") as h5:
         data = h5["cutouts"]
@@ -174,7 +173,7 @@ def score_set(set_dir: str | Path, models: list[LoadedModel], batch_size: int):
                 x = batch if len(m.channels) == len(bands) else batch[..., list(m.channels)]
                 scores[m.label][start : start + len(batch)] = m.scorer.score(np.ascontiguousarray(x)).main
     for m in models:
-        scores.setdefault(m.label, scores[first[(m.source or m.uri, m.channels)]])
+        scores.setdefault(m.label, scores[same_as[m.label]])
     return meta, scores, bands
 
 
