@@ -158,7 +158,7 @@ def test_out_of_range_parameter_is_named(repo_root, key, value, message):
         config_from_dict(data, "params.yaml")
 
 
-@pytest.mark.parametrize("value", [3, 0, 16, "4"])
+@pytest.mark.parametrize("value", [3, 0, 16, "4", True, 4.0])  # YAML true == 1 and 4.0 == 4 in Python: refused
 def test_test_time_symmetries_are_one_of_the_symmetry_groups(repo_root, value):
     data = _params(repo_root)
     data["train"]["test_time_symmetries"] = value

@@ -200,3 +200,21 @@ def test_dvc_plots_show_renders_offline(tmp_path, browser):
     WebDriverWait(browser, 30).until(
         lambda d: d.execute_script("return document.querySelectorAll('svg .mark-line, canvas').length") > 0)
     assert not browser.execute_script("return document.body.innerText").strip().startswith("Error")
+
+
+def test_a_training_stage_tracks_every_train_key_and_only_its_own_per_network_entries():
+    """train@<network>'s params are its training fingerprint's (train/kfold.py): every key of the train section,
+    and of the per-network dicts only its own entry, so one network's epochs rerun one stage."""
+    import dataclasses
+
+    from lenssearch.config import TrainConfig
+    from lenssearch.train.kfold import PER_NETWORK_KEYS
+
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["do"]
+    listed = {p for p in stage["params"] if isinstance(p, str)}
+    expected = {"base"} | {f"train.{f.name}" + (".${key}" if f.name in PER_NETWORK_KEYS else "")
+                           for f in dataclasses.fields(TrainConfig)}
+    assert listed == expected, (sorted(expected - listed), sorted(listed - expected))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())["train"]
+    for key in PER_NETWORK_KEYS:  # DVC needs each network's entry in params.yaml
+        assert set(params[key]) == set(params["kb_variant"]), key

@@ -712,8 +712,8 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(f"{source}: key '{key}' has value {value!r}, expected {_type_name(tp)}")
-    if origin is Literal:
-        if value not in get_args(tp):
+    if origin is Literal:  # the same type too: YAML's true (== 1) and 4.0 (== 4) are not the integers 1 and 4
+        if not any(type(value) is type(arg) and value == arg for arg in get_args(tp)):
             raise ConfigError(f"{source}: key '{key}' must be one of {list(get_args(tp))}, got {value!r}")
         return value
     if origin in (tuple, list):

@@ -178,6 +178,38 @@ def test_a_network_can_train_for_its_own_number_of_epochs():
     assert network_train_config(paper, "vgg").train.max_epochs == paper.train.max_epochs == 100
 
 
+def test_one_networks_epochs_or_batch_size_never_change_another_networks_training_fingerprint():
+    """The per-network dicts enter a network's fingerprint (its folders are kept or emptied by it) with its own entry
+    only: giving f814w more epochs must not retrain vgg."""
+    import dataclasses as dc
+    from pathlib import Path
+
+    from lenssearch.config import load_config
+    from lenssearch.train.kfold import _fingerprint, network_train_config
+
+    repo = Path(__file__).resolve().parents[2]
+    cfg = load_config(repo / "params.yaml")
+
+    def fingerprint(network, **changes):
+        train = cfg.train
+        for key, (name, value) in changes.items():
+            train = dc.replace(train, **{key: {**dict(getattr(train, key)), name: value}})
+        changed = dc.replace(cfg, train=train)
+        return _fingerprint(network, network_train_config(changed, network), "kb-hash")
+
+    base = fingerprint("vgg")
+    assert fingerprint("vgg", max_epochs_by_network=("f814w", 40)) == base
+    assert fingerprint("vgg", batch_size=("sc_vgg", 8)) == base
+    assert fingerprint("vgg", kb_variant=("f814w", "angora")) == base
+    assert fingerprint("vgg", max_epochs_by_network=("vgg", 40)) != base
+    assert fingerprint("vgg", batch_size=("vgg", 64)) != base
+    assert fingerprint("vgg", kb_variant=("vgg", "angora")) != base
+    assert fingerprint("f814w") != base
+    assert _fingerprint("vgg", network_train_config(dc.replace(cfg, train=dc.replace(cfg.train, learning_rate=2e-3)),
+                                                    "vgg"), "kb-hash") != base
+    assert _fingerprint("vgg", network_train_config(cfg, "vgg"), "another-kb") != base
+
+
 def test_fold_mean_run_model_is_the_mean_of_the_fold_networks_and_is_registered(toy_kb_path, tiny_config, tmp_path):
     """``train.run_model: fold_mean`` (the demo's): no (k+1)-th training; the served model's probability is the
     mean of the k fold networks', on the validation split and through the registered pyfunc."""

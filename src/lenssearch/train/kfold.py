@@ -72,14 +72,24 @@ def _write_json(path: Path, data: dict) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+# the ``train`` entries that are dicts keyed by network: the fingerprint (and the DVC stage's params) keep only the
+# trained network's entry
+PER_NETWORK_KEYS = ("batch_size", "max_epochs_by_network", "kb_variant")
+
+
 def _fingerprint(network: str, cfg, kb_hash: str) -> str:
+    """The identity of a training: its folders are reused only when it is unchanged. Of the per-network dicts, only
+    ``network``'s entry counts."""
     from lenssearch.config import as_dict
 
+    train = as_dict(cfg.train)
+    for key in PER_NETWORK_KEYS:  # only this network's entry: another network's epochs never retrain this one
+        train[key] = dict(train.get(key) or {}).get(network)
     identity = {
         "layout": LAYOUT_VERSION,
         "network": network,
         "seed": cfg.base.seed,
-        "train": as_dict(cfg.train),
+        "train": train,
         "kb_md5": kb_hash,
         "precision": precision_policy(cfg.train.mixed_precision),  # "auto" resolves per machine
     }
