@@ -137,3 +137,56 @@ def test_agrees_with_lenstronomy(convolve):
     mine = mine[..., 0]
     assert np.abs(mine - reference).max() < 2e-3 * reference.max()
     assert mine.sum() == pytest.approx(reference.sum(), rel=1e-3)
+
+
+def _layout(dx, dy, sigma, share):
+    from lenssearch.simulate.sources import ClumpLayout
+
+    return ClumpLayout(np.atleast_1d(np.asarray(dx, float)), np.atleast_1d(np.asarray(dy, float)),
+                       np.atleast_1d(np.asarray(sigma, float)), np.atleast_1d(np.asarray(share, float)))
+
+
+def test_clumps_take_their_share_of_the_flux_and_the_peak_bound_holds():
+    """Unlensed, a clumpy source keeps its total flux; each clump is the analytic Gaussian (its pixel at the peak
+    holds the Gaussian's integral over the pixel); no pixel exceeds the peak surface brightness bound."""
+    from scipy import special
+
+    from lenssearch.simulate.render import peak_surface_brightness, source_sum
+
+    r = Renderer(N, PIX, SS)
+    zero = np.zeros((N * SS, N * SS), np.float32)
+    src = SersicSource(0.2, -0.1, 0.3, 1.2, 0.6, 40.0)
+    # a compact clump centred on a pixel centre, far from the Sersic's centre
+    pixel_x = (np.arange(N) - (N - 1) / 2) * PIX
+    cx, cy = pixel_x[100], pixel_x[90]
+    clumps = _layout([cx - 0.2, 0.1], [cy + 0.1, -0.2], [0.02, 0.05], [0.2, 0.1])
+    img = r.lensed(src, zero, zero, 1.0, flux=2.0, clumps=clumps)
+    assert img.sum() == pytest.approx(2.0, rel=2e-3)
+    smooth = r.lensed(src, zero, zero, 1.0, flux=2.0 * 0.7)
+    clump_only = img - smooth
+    assert clump_only.sum() == pytest.approx(2.0 * 0.3, rel=2e-3)
+    # the clump pixel: flux 0.4 x erf(half pixel / (sigma sqrt 2))^2 (the sub-pixel mean of a Gaussian is close)
+    expected = 0.4 * special.erf(PIX / 2 / (0.02 * np.sqrt(2))) ** 2
+    other = 0.2 * np.exp(-((cx - 0.1) ** 2 + (cy + 0.2) ** 2) / (2 * 0.05**2)) / (2 * np.pi * 0.05**2) * PIX**2
+    assert clump_only[90, 100] == pytest.approx(expected + other, rel=0.02)
+    assert img.max() <= peak_surface_brightness(src, clumps, 2.0) * PIX**2
+    # the sum over a grid of source-plane nodes: the same flux (the masked sum of the magnification outside a cutout)
+    step = 0.005
+    axis = np.arange(-3.0, 3.0, step)
+    xx, yy = np.meshgrid(axis, axis)
+    assert source_sum(src, clumps, xx, yy, np.ones_like(xx, bool)) * step**2 == pytest.approx(1.0, rel=1e-3)
+
+
+def test_a_compact_clump_behind_an_sis_has_the_point_source_magnification():
+    """A clump much smaller than its distance from an SIS's centre: two images, total magnification
+    |1 + theta_E/beta| + |1 - theta_E/beta| = 2 theta_E / beta (beta < theta_E); with no smooth light left."""
+    r = Renderer(N, PIX, SS)
+    theta_e = 1.0
+    ax, ay = deflection(r, "sis", theta_e_arcsec=theta_e)
+    src = SersicSource(0.3, 0.0, 0.2, 1.0, 1.0, 0.0)
+    beta = 0.3 + 0.05
+    clumps = _layout([0.05], [0.0], [0.004], [1.0])  # all the light in the clump
+    img = r.lensed(src, ax, ay, 1.0, flux=1.0, clumps=clumps)
+    assert img.sum() == pytest.approx(2 * theta_e / beta, rel=0.01)
+    labels, n = ndimage.label(img > 0.01 * img.max())
+    assert n == 2

@@ -314,6 +314,74 @@ class SizeRelation:
         return re
 
 
+# ---------------------------------------------------------------------------------------------- clumps
+@dataclasses.dataclass(frozen=True)
+class ClumpLayout:
+    """The clumps of one source: offsets from its centre (arcsec, the image frame), Gaussian sigmas (arcsec) and
+    each clump's share of the source's total flux (the smooth Sersic keeps ``1 - sum(flux_fraction)``)."""
+
+    dx_arcsec: np.ndarray
+    dy_arcsec: np.ndarray
+    sigma_arcsec: np.ndarray
+    flux_fraction: np.ndarray
+
+    @property
+    def total_fraction(self) -> float:
+        return float(np.sum(self.flux_fraction))
+
+    def __len__(self) -> int:
+        return int(self.dx_arcsec.size)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClumpModel:
+    """Star-forming clumps on top of the smooth Sersic source.
+
+    Star-forming galaxies at the redshifts of the lensed sources are clumpy: in CANDELS, about half of them at
+    ``z ~ 1-3`` carry off-centre UV clumps, falling to ~15-30% at ``z ~ 0.5`` (Guo et al. 2015, ApJ 800, 39;
+    Shibuya et al. 2016, ApJ 821, 72). A clumpy source has one to a few clumps (Guo et al. 2015: mostly 1-3,
+    up to ~8) that hold together ~10-40% of its rest-frame UV light (Wuyts et al. 2012, ApJ 753, 114), with sizes
+    of ~0.1-1 kpc where lensing resolves them (Livermore et al. 2015, MNRAS 450, 1812; Johnson et al. 2017,
+    ApJ 843, L21). Lensed, such clumps are the knots of real arcs, which a smooth Sersic cannot show.
+
+    Each clump is a circular Gaussian of ``sigma`` drawn in ``sigma_kpc_range`` (at most ``sigma_max_re R_e``),
+    centred uniformly inside the source's ellipse (its axis ratio and angle) of ``radius_re R_e``; the clumps'
+    total share of the light is drawn in ``flux_fraction_range`` and split among them with Dirichlet(1) weights.
+    A clump has the source's SED (the morphology is the same in every band; real clumps are a little bluer).
+    ``fraction = 0`` draws nothing (the paper's smooth Sersic sources).
+    """
+
+    fraction: float
+    n_range: tuple[int, int]
+    flux_fraction_range: tuple[float, float]
+    sigma_kpc_range: tuple[float, float]
+    sigma_max_re: float
+    radius_re: float
+
+    @classmethod
+    def from_config(cls, cfg) -> "ClumpModel":
+        """Build from ``cfg.simulate.sources.clumps`` (:class:`lenssearch.config.ClumpConfig`)."""
+        return cls(float(cfg.fraction), tuple(int(v) for v in cfg.n_range), tuple(cfg.flux_fraction_range),
+                   tuple(cfg.sigma_kpc_range), float(cfg.sigma_max_re), float(cfg.radius_re))
+
+    def draw(self, rng: np.random.Generator, re_arcsec: float, re_kpc: float, axis_ratio: float,
+             angle_deg: float) -> ClumpLayout | None:
+        """The clumps of one source, or None for a smooth one (and always None, with no draw, at ``fraction`` 0)."""
+        if not self.fraction > 0 or rng.random() >= self.fraction:
+            return None
+        n = int(rng.integers(self.n_range[0], self.n_range[1] + 1))
+        total = rng.uniform(*self.flux_fraction_range)
+        shares = total * rng.dirichlet(np.ones(n))
+        arcsec_per_kpc = re_arcsec / re_kpc
+        sigma = np.minimum(rng.uniform(*self.sigma_kpc_range, size=n) * arcsec_per_kpc, self.sigma_max_re * re_arcsec)
+        # uniform in the ellipse q x'^2 + y'^2 / q <= (radius_re R_e)^2 (R_e the circularised radius)
+        r = self.radius_re * re_arcsec * np.sqrt(rng.random(n))
+        phi = rng.uniform(0.0, 2.0 * np.pi, size=n)
+        xp, yp = r * np.cos(phi) / np.sqrt(axis_ratio), r * np.sin(phi) * np.sqrt(axis_ratio)
+        c, s = np.cos(np.radians(angle_deg)), np.sin(np.radians(angle_deg))
+        return ClumpLayout(xp * c - yp * s, xp * s + yp * c, sigma, shares)
+
+
 # ---------------------------------------------------------------------------------------------- population
 @dataclasses.dataclass(frozen=True)
 class SourcePopulation:
