@@ -436,18 +436,6 @@ class HPSearchConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class ClumpConfig:
-    """Star-forming clumps of the background sources (see simulate/sources.py, ``ClumpModel``; 0: smooth Sersic)."""
-
-    fraction: float  # fraction of the sources that carry clumps
-    n_range: tuple[int, int]  # clumps per clumpy source
-    flux_fraction_range: tuple[float, float]  # the clumps' share of the source's light, all clumps together
-    sigma_kpc_range: tuple[float, float]  # Gaussian sigma of a clump
-    sigma_max_re: float  # ... at most this fraction of the source's R_e
-    radius_re: float  # clump centres uniform in the source's ellipse of this many R_e
-
-
-@dataclasses.dataclass(frozen=True)
 class SourcePopulationConfig:
     """Background sources of the mocks (Angora et al. 2023, Sect. 3.1, Table 2; see simulate/sources.py)."""
 
@@ -471,7 +459,6 @@ class SourcePopulationConfig:
     axis_ratio_range: tuple[float, float]
     position_angle_range_deg: tuple[float, float]
     sed: str
-    clumps: ClumpConfig
 
 
 @dataclasses.dataclass(frozen=True)

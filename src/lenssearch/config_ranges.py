@@ -133,10 +133,6 @@ RANGES: dict[str, dict[str, Any]] = {
         "re_slope": ANY, "re_scatter_kpc": NON_NEGATIVE, "re_scatter_dex": "[0, 1]", "re_scatter_range_sigma": ANY, "sersic_n_range": "(0, 20]",
         "axis_ratio_range": "(0, 1]", "position_angle_range_deg": "[-360, 360]",
     },
-    "ClumpConfig": {
-        "fraction": FRACTION, "n_range": AT_LEAST_ONE, "flux_fraction_range": "[0, 1)", "sigma_kpc_range": POSITIVE,
-        "sigma_max_re": POSITIVE, "radius_re": NON_NEGATIVE,
-    },
     "SimulateConfig": {
         "n_mocks": NON_NEGATIVE, "cutout_pixels": "[2, inf)", "supersampling": AT_LEAST_ONE,
         "psf_pad_pixels": NON_NEGATIVE, "buffer_re_fraction": NON_NEGATIVE, "buffer_theta_e_fraction": "[0, 2]",

@@ -508,8 +508,6 @@ COLUMNS: dict[str, tuple[str | None, str]] = {
     "position_angle_deg": ("deg", "position angle of the major axis"),
     "source_x_arcsec": ("arcsec", "source centre, x in the lens model frame"),
     "source_y_arcsec": ("arcsec", "source centre, y in the lens model frame"),
-    "source_n_clumps": (None, "star-forming clumps of the source (0: a smooth Sersic; -1: not a lens)"),
-    "source_clump_fraction": (None, "share of the source's flux in its clumps"),
     "magnification": (None, "total magnification of the source (inside and outside the cutout)"),
     "magnification_in_cutout": (None, "magnification of the source counting the flux inside the cutout"),
     "n_images": (None, "images of the source centre"),

@@ -259,19 +259,3 @@ def test_theta_e_buffer_places_sources_across_the_multiple_image_region(cfg, tes
         assert np.all(meta["n_images"] >= 2) and np.all(meta["n_images_in_cutout"] >= 2)
         mu[fraction] = np.median(meta["magnification"])
     assert mu[0.8] < 0.7 * mu[0.0], mu
-
-
-def test_clumpy_sources_record_their_clumps_and_smooth_ones_have_none(cfg, mocks, test_fields, tmp_path):
-    """The paper's smooth sources (clumps.fraction 0) have no clumps; with every source clumpy each mock records
-    1-5 clumps holding 10-40% of its light (the clumps' rendering and flux: tests/simulate/test_render.py)."""
-    _, meta, _ = read_cutout_set(mocks[0], load_cutouts=False)
-    assert np.all(meta["source_n_clumps"] == 0) and np.all(meta["source_clump_fraction"] == 0)
-    assert meta["source_n_clumps"].description and meta["source_clump_fraction"].description
-
-    clumps = dataclasses.replace(cfg.simulate.sources.clumps, fraction=1.0)
-    c = dataclasses.replace(cfg, simulate=dataclasses.replace(
-        cfg.simulate, n_mocks=4, sources=dataclasses.replace(cfg.simulate.sources, clumps=clumps)))
-    run_simulate(c, test_fields, tmp_path / "mocks", None, progress=False)
-    _, meta, _ = read_cutout_set(tmp_path / "mocks", load_cutouts=False)
-    assert np.all((meta["source_n_clumps"] >= 1) & (meta["source_n_clumps"] <= 5))
-    assert np.all((meta["source_clump_fraction"] >= 0.1) & (meta["source_clump_fraction"] <= 0.4))

@@ -126,36 +126,3 @@ def test_lognormal_size_scatter_has_the_requested_dex():
     lo, hi = sizes.bounds_kpc(2.0)
     assert np.all((re >= lo - 1e-12) & (re <= hi + 1e-12))
     assert lo == pytest.approx(sizes.mean_kpc(2.0) * 10 ** -0.5) and hi == pytest.approx(sizes.mean_kpc(2.0) * 10**0.5)
-
-
-def test_clumps_follow_their_parameters_and_fraction_zero_draws_nothing():
-    from lenssearch.simulate.sources import ClumpModel
-
-    smooth = ClumpModel(0.0, (1, 5), (0.1, 0.4), (0.1, 0.5), 0.5, 1.5)
-    rng = np.random.default_rng(1)
-    state = rng.bit_generator.state
-    assert smooth.draw(rng, 0.3, 2.5, 0.6, 30.0) is None
-    assert rng.bit_generator.state == state  # the paper's smooth sources: no draw at all
-
-    model = ClumpModel(0.5, (1, 5), (0.1, 0.4), (0.1, 0.5), 0.5, 1.5)
-    rng = np.random.default_rng(2)
-    re_arcsec, re_kpc, q, angle = 0.3, 2.5, 0.4, 30.0
-    layouts = [model.draw(rng, re_arcsec, re_kpc, q, angle) for _ in range(4000)]
-    clumpy = [c for c in layouts if c is not None]
-    assert len(clumpy) / len(layouts) == pytest.approx(0.5, abs=0.03)
-    n = np.array([len(c) for c in clumpy])
-    assert n.min() == 1 and n.max() == 5 and set(np.unique(n)) == {1, 2, 3, 4, 5}
-    total = np.array([c.total_fraction for c in clumpy])
-    assert total.min() >= 0.1 and total.max() <= 0.4
-    sigma = np.concatenate([c.sigma_arcsec for c in clumpy])
-    assert sigma.min() >= 0.1 * re_arcsec / re_kpc - 1e-12 and sigma.max() <= 0.5 * re_arcsec + 1e-12
-    # centres inside the source's ellipse of 1.5 R_e: q x'^2 + y'^2 / q <= (1.5 R_e)^2 in the source's axes
-    dx = np.concatenate([c.dx_arcsec for c in clumpy])
-    dy = np.concatenate([c.dy_arcsec for c in clumpy])
-    c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
-    xp, yp = dx * c + dy * s, -dx * s + dy * c
-    r2 = (q * xp**2 + yp**2 / q) / (1.5 * re_arcsec) ** 2
-    assert r2.max() <= 1 + 1e-9
-    # uniform in the ellipse: half of the centres within 1/sqrt(2) of its scaled radius; elongated along the angle
-    assert np.mean(r2 <= 0.5) == pytest.approx(0.5, abs=0.03)
-    assert np.std(xp) > 2 * np.std(yp)

@@ -11,15 +11,12 @@ Angora et al. (2023), Sect. 3.1: for each mock
    (:class:`lenssearch.simulate.local.LocalLens`); if the line does not exist or leaves the ``theta_E`` range at
    that redshift, the candidate is dropped and redrawn (counted in the metrics);
 4. the source centre is drawn uniformly inside the caustic grown by ``buffer_re_fraction * R_e``;
-5. the lensed source (its Sersic and, for a fraction ``sources.clumps.fraction`` of the sources, star-forming
-   clumps: :class:`lenssearch.simulate.sources.ClumpModel`) is ray-traced on the 128 x 128 cutout centred on the
-   member with ``supersampling^2`` samples per pixel (surface brightness conserved), scaled to each band's flux
-   (AB magnitude and zero point), convolved with the band's PSF and added to the field's cutout
-   (:mod:`lenssearch.simulate.render`).
+5. the lensed source is ray-traced on the 128 x 128 cutout centred on the member with ``supersampling^2``
+   samples per pixel (surface brightness conserved), scaled to each band's flux (AB magnitude and zero point),
+   convolved with the band's PSF and added to the field's cutout (:mod:`lenssearch.simulate.render`).
 
 Per mock the metadata (``metadata.ecsv``) holds the field, member, ``theta_E`` at ``z_s``, the source's
-magnitudes per band, ``R_e`` (kpc and arcsec), ``n``, ``q``, angle, its source-plane position, its clumps (number
-and share of the flux), the total
+magnitudes per band, ``R_e`` (kpc and arcsec), ``n``, ``q``, angle, its source-plane position, the total
 magnification (lensed / intrinsic F814W flux before the PSF, summed over the cutout at the sub-pixel resolution
 and over the local lens grid outside it), the number of images (point-source lens equation on the local grid,
 images with ``|mu| >= image_min_abs_magnification``, and how many of them fall inside the cutout), the lens
@@ -55,19 +52,14 @@ METADATA_COLUMNS = (
     "id", "label", "field", "member_id", "line_id", "z_lens", "theta_e_arcsec", "theta_e_catalogue_arcsec",
     "z_s_catalogue", "z_s", "source_mag_F435W", "source_mag_F606W", "source_mag_F814W", "source_re_kpc",
     "source_re_arcsec", "sersic_n", "axis_ratio", "position_angle_deg", "source_x_arcsec", "source_y_arcsec",
-    "source_n_clumps", "source_clump_fraction", "magnification", "magnification_in_cutout", "n_images", "n_images_in_cutout", "lens_mag_F814W",
+    "magnification", "magnification_in_cutout", "n_images", "n_images_in_cutout", "lens_mag_F814W",
     "lens_color_F606W_F814W", "lensed_snr_F435W", "lensed_snr_F606W", "lensed_snr_F814W", "lensed_snr",
     "arc_peak_sigma", "environment", "isolated_shear_gamma", "confuser", "confuser_mag_F814W", "confuser_x_arcsec", "confuser_y_arcsec", "cutout_ra", "cutout_dec", "cutout_row0", "cutout_col0",
 )
 
 
 #: Integer metadata columns (-1 where they do not apply).
-INTEGER_COLUMNS = ("label", "line_id", "n_images", "n_images_in_cutout", "cutout_row0", "cutout_col0",
-                   "source_n_clumps")
-
-#: Stream of a candidate's clumps, ``[candidate seed, CLUMP_STREAM]``: apart from its placement, so that sources
-#: without clumps (``simulate.sources.clumps.fraction`` 0) are drawn and placed exactly as before.
-CLUMP_STREAM = 7
+INTEGER_COLUMNS = ("label", "line_id", "n_images", "n_images_in_cutout", "cutout_row0", "cutout_col0")
 
 
 @dataclasses.dataclass
@@ -177,7 +169,7 @@ class MockFactory:
     def __init__(self, scene, cfg, colours) -> None:
         from lenssearch.lensing.cosmology import Cosmology
         from lenssearch.simulate.render import Renderer
-        from lenssearch.simulate.sources import ClumpModel, SourcePopulation
+        from lenssearch.simulate.sources import SourcePopulation
 
         self.scene = scene
         self.cfg = cfg
@@ -185,7 +177,6 @@ class MockFactory:
         self.colours = colours
         self.cosmology = Cosmology.from_config(cfg.base.cosmology)
         self.population = SourcePopulation.from_config(self.sim.sources)
-        self.clump_model = ClumpModel.from_config(self.sim.sources.clumps)
         self.z_lens = float(scene.field.z_lens)
         self.n = int(self.sim.cutout_pixels)
         self.theta_min = cfg.field.critical_lines.theta_e_min_arcsec
@@ -351,24 +342,15 @@ class MockFactory:
                           ay.astype(np.float32), grid, outside, truth)
 
     # ------------------------------------------------------------------------------------------ one mock
-    def clumps_of(self, cand: Candidate):
-        """The candidate's star-forming clumps (:class:`lenssearch.simulate.sources.ClumpLayout`) or None: drawn
-        from its own seed, the same in :meth:`can_reach_peak` and :meth:`make`."""
-        if not self.clump_model.fraction > 0:
-            return None
-        src = cand.source
-        return self.clump_model.draw(np.random.default_rng([cand.seed, CLUMP_STREAM]), src["re_arcsec"],
-                                     src["re_kpc"], src["axis_ratio"], src["position_angle_deg"])
-
     def can_reach_peak(self, cand: Candidate) -> bool:
         """Whether any placement of the candidate's source could pass ``visibility.peak_sigma_min``.
 
         Lensing conserves surface brightness and a PSF of unit sum cannot raise a maximum, so no pixel of the
-        lensed source exceeds the source's peak surface brightness (the Sersic's centre, plus the clumps' peaks)
-        times the pixel area. A source whose bound is below the cut fails it wherever it is placed: it is rejected
-        before its member's lens is computed (an exact test, not an approximation: the kept mocks are the same).
+        lensed source exceeds the source's central surface brightness times the pixel area. A source whose bound
+        is below the cut fails it wherever it is placed: it is rejected before its member's lens is computed
+        (an exact test, not an approximation: the kept mocks are the same).
         """
-        from lenssearch.simulate.render import SersicSource, flux_from_ab, peak_surface_brightness
+        from lenssearch.simulate.render import SersicSource, flux_from_ab
 
         cut = self.sim.visibility.peak_sigma_min
         if not cut > 0:
@@ -378,13 +360,13 @@ class MockFactory:
         fluxes = np.array([float(flux_from_ab(mags[b], zp)) for b, zp in zip(self.scene.bands, self.scene.zeropoints)])
         unit = SersicSource(0.0, 0.0, re_arcsec=src["re_arcsec"], sersic_n=src["sersic_n"],
                             axis_ratio=src["axis_ratio"], angle_deg=src["position_angle_deg"])
-        central = peak_surface_brightness(unit, self.clumps_of(cand)) * self.scene.pixel_scale_arcsec**2
+        central = unit.amplitude_for_flux(1.0) * np.exp(unit.bn) * self.scene.pixel_scale_arcsec**2
         return bool(np.max(fluxes * central / self.noise_sigma) >= cut)
 
     def make(self, cand: Candidate, ml: MemberLens):
         """Render one mock: ``(cutout, metadata dict)`` or ``(None, rejection reason)``."""
         from lenssearch.simulate.local import count_images, sample_in_caustic
-        from lenssearch.simulate.render import SersicSource, flux_from_ab, source_sum
+        from lenssearch.simulate.render import SersicSource, flux_from_ab, sersic_sum
 
         src = cand.source
         z_s = src["z_s"]
@@ -419,15 +401,14 @@ class MockFactory:
             return None, "images_in_cutout_below_min"
 
         source_rel = SersicSource(pos[0] - xc, pos[1] - yc, **shape)
-        clumps = self.clumps_of(cand)
         f = self.cosmology.dds_over_ds(self.z_lens, z_s)
-        injected, unit = self.renderer.render(source_rel, ml.alpha_x, ml.alpha_y, f, fluxes, clumps)
+        injected, unit = self.renderer.render(source_rel, ml.alpha_x, ml.alpha_y, f, fluxes)
         cutout = self.scene.cutout(ml.row0, ml.col0, self.n) + injected
 
         # magnification: sub-pixel render inside the cutout + the lens grid outside it
         mu_in = float(self.renderer.crop(unit).sum())
         source_abs = SersicSource(pos[0], pos[1], **shape)
-        mu_out = source_sum(source_abs, clumps, bx, by, ml.outside_cutout) * grid.step**2
+        mu_out = sersic_sum(source_abs, bx, by, ml.outside_cutout) * source_abs.amplitude_for_flux(1.0) * grid.step**2
         member = self.scene.member_row(cand.member_id)
         lens_mag = float(member["mag_F814W"]) if "mag_F814W" in member.colnames else np.nan
         lens_col = (float(member["mag_F606W"]) - lens_mag) if "mag_F606W" in member.colnames else np.nan
@@ -443,8 +424,6 @@ class MockFactory:
             "source_re_kpc": src["re_kpc"], "source_re_arcsec": src["re_arcsec"], "sersic_n": src["sersic_n"],
             "axis_ratio": src["axis_ratio"], "position_angle_deg": src["position_angle_deg"],
             "source_x_arcsec": pos[0], "source_y_arcsec": pos[1],
-            "source_n_clumps": 0 if clumps is None else len(clumps),
-            "source_clump_fraction": 0.0 if clumps is None else clumps.total_fraction,
             "magnification": mu_in + mu_out, "magnification_in_cutout": mu_in, "n_images": int(len(images[0])),
             "n_images_in_cutout": n_in_cutout,
             "lens_mag_F814W": lens_mag, "lens_color_F606W_F814W": lens_col,

@@ -1,5 +1,4 @@
-"""Fast rendering of a lensed Sersic source (with Gaussian star-forming clumps, if it has any): ray tracing with
-sub-pixel sampling and per-band PSF convolution.
+"""Fast rendering of a lensed Sersic source: ray tracing with sub-pixel sampling and per-band PSF convolution.
 
 Surface brightness is conserved by lensing (Schneider, Ehlers & Falco 1992, Sect. 5.1), so the lensed image is
 ``I(theta) = I_src(theta - (D_ds/D_s) alpha(theta))``. Each pixel is the mean of ``s x s`` sub-pixel samples
@@ -212,68 +211,6 @@ def sersic_at(source: SersicSource, bx, by) -> np.ndarray:
     return out
 
 
-@numba.njit(fastmath=True, cache=True)
-def _lensed_gaussians_mean(xs, ys, alpha_x, alpha_y, dds, cx, cy, inv_2s2, amp, ss, out):
-    """Adds to ``out`` the mean over ``ss x ss`` sub-pixels of ray-traced circular Gaussians (surface brightness
-    ``amp exp(-r^2 / 2 sigma^2)``)."""
-    n_rows, n_cols = out.shape
-    inv_ss2 = 1.0 / (ss * ss)
-    n_g = cx.size
-    for i in range(n_rows):
-        for j in range(n_cols):
-            acc = 0.0
-            for a in range(ss):
-                r = i * ss + a
-                y = ys[r]
-                for b in range(ss):
-                    c = j * ss + b
-                    bx = xs[c] - dds * alpha_x[r, c]
-                    by = y - dds * alpha_y[r, c]
-                    for k in range(n_g):
-                        dx = bx - cx[k]
-                        dy = by - cy[k]
-                        e = (dx * dx + dy * dy) * inv_2s2[k]
-                        if e < 40.0:
-                            acc += amp[k] * math.exp(-e)
-            out[i, j] += acc * inv_ss2
-
-
-def _gaussian_args(source: "SersicSource", clumps, flux: float):
-    """Kernel arrays of ``clumps`` (a :class:`lenssearch.simulate.sources.ClumpLayout`) around ``source``: centres,
-    ``1 / 2 sigma^2`` and the peak surface brightness of each for a source of total ``flux``."""
-    sigma = np.asarray(clumps.sigma_arcsec, np.float64)
-    amp = flux * np.asarray(clumps.flux_fraction, np.float64) / (2.0 * np.pi * sigma**2)
-    return (np.ascontiguousarray(source.x_arcsec + np.asarray(clumps.dx_arcsec, np.float64)),
-            np.ascontiguousarray(source.y_arcsec + np.asarray(clumps.dy_arcsec, np.float64)),
-            np.ascontiguousarray(0.5 / sigma**2), np.ascontiguousarray(amp))
-
-
-def smooth_fraction(clumps) -> float:
-    """The share of a source's flux in its smooth Sersic (1 without clumps)."""
-    return 1.0 if clumps is None else 1.0 - float(clumps.total_fraction)
-
-
-def peak_surface_brightness(source: "SersicSource", clumps, flux: float = 1.0) -> float:
-    """An upper bound on the source's surface brightness (per arcsec^2) for total ``flux``: the Sersic's centre
-    plus every clump's peak (the maximum of a sum is at most the sum of the maxima; exact without clumps)."""
-    central = smooth_fraction(clumps) * source.amplitude_for_flux(flux) * math.exp(source.bn)
-    if clumps is not None and len(clumps):
-        central += float(np.sum(_gaussian_args(source, clumps, flux)[3]))
-    return central
-
-
-def source_sum(source: "SersicSource", clumps, bx: np.ndarray, by: np.ndarray, mask: np.ndarray) -> float:
-    """``sum(I(beta))`` for unit total flux (per arcsec^2) over the nodes where ``mask`` is true: the smooth Sersic
-    and the clumps."""
-    total = sersic_sum(source, bx, by, mask) * source.amplitude_for_flux(smooth_fraction(clumps))
-    if clumps is not None and len(clumps):
-        cx, cy, inv_2s2, amp = _gaussian_args(source, clumps, 1.0)
-        px, py = np.asarray(bx, np.float64)[mask], np.asarray(by, np.float64)[mask]
-        for k in range(cx.size):
-            total += float(amp[k] * np.sum(np.exp(-((px - cx[k]) ** 2 + (py - cy[k]) ** 2) * inv_2s2[k])))
-    return total
-
-
 class PSFConvolver:
     """``same``-size FFT convolution of ``shape`` images with one PSF, whose transform is cached.
 
@@ -361,35 +298,29 @@ class Renderer:
                                   f"{alpha_x.shape} and {alpha_y.shape}")
 
     def lensed(self, source: SersicSource, alpha_x: np.ndarray, alpha_y: np.ndarray, dds_over_ds: float,
-               flux: float = 1.0, clumps=None) -> np.ndarray:
+               flux: float = 1.0) -> np.ndarray:
         """Lensed image (padded grid, float64, flux per pixel) of ``source`` with unlensed total ``flux``.
 
         ``alpha_x, alpha_y`` are the deflections at the sub-pixel positions (:meth:`grid`) at D_ds/D_s = 1.
-        ``clumps`` (a :class:`lenssearch.simulate.sources.ClumpLayout`, offsets from the source's centre) take
-        their share of ``flux`` from the Sersic.
         """
         self._check_alpha(alpha_x, alpha_y)
         out = np.empty((self.n_padded, self.n_padded))
         _lensed_sersic_mean(self.xs, self.ys, alpha_x, alpha_y, float(dds_over_ds), *source.kernel_args(),
                             self.supersampling, out)
-        out *= source.amplitude_for_flux(flux * smooth_fraction(clumps))
-        if clumps is not None and len(clumps):
-            _lensed_gaussians_mean(self.xs, self.ys, alpha_x, alpha_y, float(dds_over_ds),
-                                   *_gaussian_args(source, clumps, flux), self.supersampling, out)
-        return out * self.pixel_area
+        return out * (source.amplitude_for_flux(flux) * self.pixel_area)
 
     def crop(self, image: np.ndarray) -> np.ndarray:
         p = self.pad_pixels
         return image[p : p + self.n_pixels, p : p + self.n_pixels] if p else image
 
     def render(self, source: SersicSource, alpha_x: np.ndarray, alpha_y: np.ndarray, dds_over_ds: float,
-               fluxes: Sequence[float], clumps=None) -> tuple[np.ndarray, np.ndarray]:
+               fluxes: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
         """All bands of one mock: ``(cutout (n, n, n_bands) float32, unconvolved unit-flux image (padded))``.
 
-        The lensed morphology (the Sersic and its ``clumps``) is rendered once for unit flux, then each band is
-        scaled to its flux (e-/s) and convolved with its PSF.
+        The lensed morphology is rendered once for unit flux, then each band is scaled to its flux (e-/s) and
+        convolved with its PSF.
         """
-        unit = self.lensed(source, alpha_x, alpha_y, dds_over_ds, 1.0, clumps)
+        unit = self.lensed(source, alpha_x, alpha_y, dds_over_ds, 1.0)
         out = np.empty((self.n_pixels, self.n_pixels, len(fluxes)), dtype=np.float32)
         for k, flux in enumerate(fluxes):
             if flux == 0.0:
