@@ -530,6 +530,7 @@ class ConfuserConfig:
     ring_radius_arcsec: tuple[float, float]
     ring_width_fraction: tuple[float, float]  # ring Gaussian width / radius
     ring_knots: tuple[int, int]  # star-forming knots along the ring
+    young_fraction: tuple[float, float]  # share of a disc's or ring's F814W light in a young burst (flat f_nu)
     pair_mag_offset: tuple[float, float]  # companion early-type magnitude - host magnitude
     star_mag_range: tuple[float, float]  # F814W AB
 

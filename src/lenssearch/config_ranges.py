@@ -189,7 +189,7 @@ RANGES["NetworkConfig"].update({"resnet_filters": AT_LEAST_ONE, "resnet_blocks_p
 RANGES["NegativesConfig"].update({"hard_negatives": FRACTION})
 RANGES["SimulateConfig"].update({"isolated_fraction": FRACTION, "isolated_shear_range": "[0, 1)",
                                  "isolated_sigma_scale": POSITIVE})
-RANGES["ConfuserConfig"].update({"bulge_to_total": FRACTION})
+RANGES["ConfuserConfig"].update({"bulge_to_total": FRACTION, "young_fraction": FRACTION})
 
 #: (section, first, second): ``first <= second``; (section, field, None): the two items of a pair field do not
 #: decrease. Besides these, every field whose name holds ``_range`` and whose value is a pair is such a pair.
@@ -197,7 +197,7 @@ ORDERED: tuple[tuple[str, str, Optional[str]], ...] = (
     *((("ConfuserConfig", name, None)) for name in (
         "neighbour_radius_arcsec", "disc_re_arcsec", "disc_mag_offset", "spiral_arms", "spiral_pitch_deg",
         "edge_on_axis_ratio", "ring_radius_arcsec", "ring_width_fraction", "ring_knots", "pair_mag_offset",
-        "bulge_to_total")),
+        "bulge_to_total", "young_fraction")),
     ("CriticalLinesConfig", "theta_e_min_arcsec", "theta_e_max_arcsec"),
     ("MemberPopulationConfig", "sersic_n_range", None),
     ("MemberPopulationConfig", "axis_ratio_range", None),

@@ -140,3 +140,32 @@ def test_magnitude_matched_plain_negatives_follow_the_hosts():
     assert abs(np.median(members[taken]) - 20.0) < 0.15 and np.std(members[taken]) < 0.8
     # the members run out: every one is taken once, none twice
     assert np.unique(magnitude_matched(members[:50], hosts, 80, rng)).size == 50
+
+
+def test_rings_and_discs_take_star_forming_colours_from_the_template_to_a_young_burst(confuser_renderer, cfg):
+    """A ring's colour: the star-forming template's at the cluster redshift with young_fraction 0, AB 0 (flat f_nu)
+    with 1, and in between otherwise; drawn over [0, 1] they span the range instead of one colour per field."""
+    import dataclasses
+
+    from lenssearch.simulate.negatives import _confuser_renderer
+
+    scene, renderer = confuser_renderer
+    host = scene.members[2]
+    zp = np.asarray(scene.zeropoints)
+
+    def ring_colour(young, seed):
+        r = _confuser_renderer(scene, dataclasses.replace(cfg, negatives=dataclasses.replace(
+            cfg.negatives, confusers=dataclasses.replace(cfg.negatives.confusers, young_fraction=young))), None)
+        image, _ = r.render("ring", np.random.default_rng(seed), host)
+        flux = image.sum(axis=(0, 1))
+        return -2.5 * np.log10(flux[0] / flux[2]) + zp[0] - zp[2]
+
+    template = renderer.colours.magnitudes(22.0, renderer.z_lens)
+    expected = template["F435W"] - template["F814W"]
+    assert expected > 0.8  # a star-forming population at z ~ 0.3: F435W - F814W ~ 1
+    assert ring_colour((0.0, 0.0), 1) == pytest.approx(expected, abs=1e-3)
+    assert ring_colour((1.0, 1.0), 1) == pytest.approx(0.0, abs=1e-3)
+    half = ring_colour((0.5, 0.5), 1)
+    assert half == pytest.approx(-2.5 * np.log10(0.5 * 10 ** (-0.4 * expected) + 0.5), abs=1e-3)
+    colours = np.array([ring_colour(tuple(cfg.negatives.confusers.young_fraction), s) for s in range(12)])
+    assert colours.min() < 0.5 * expected and colours.max() > 0.6 * expected

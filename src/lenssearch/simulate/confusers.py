@@ -15,19 +15,28 @@ Kinds (``negatives.hard_negatives`` gives the fraction of the non-lenses of each
     (their F814W magnitude inside the cutout) when ``companion_mag_from_arcs``;
 ``spiral``
     a disc galaxy centred on an empty position of the field (not a member: :data:`SKY_KINDS`): a red bulge
-    (Sersic n = 4, the colours of a member) and a blue exponential disc with ``spiral_arms`` logarithmic arms
+    (Sersic n = 4, the colours of a member) and a blue exponential disc (star-forming colours, below) with
+    ``spiral_arms`` logarithmic arms
     (pitch ``spiral_pitch_deg``), bulge-to-total ``bulge_to_total``, as bright as a mock host (a member drawn as
     the lenses' hosts are, ``disc_mag_offset`` from its magnitude);
 ``edge_on``
     the same disc galaxy seen edge-on (disc axis ratio ``edge_on_axis_ratio``), on an empty position;
 ``ring``
     a ring (Gaussian radial profile of radius ``ring_radius_arcsec``, elliptical, uneven in brightness) with
-    ``ring_knots`` star-forming knots: a collisional or resonance ring, blue;
+    ``ring_knots`` star-forming knots: a collisional or resonance ring, blue (star-forming colours, below);
 ``pair``
     a second early-type galaxy (Sersic n 3-5, the host's colours) at ``neighbour_radius_arcsec``: pairs and
     mergers;
 ``star``
     a point source (the band's PSF) of ``star_mag_range`` with a stellar colour at ``neighbour_radius_arcsec``.
+
+Star-forming colours of discs and rings: the star-forming SED at the cluster redshift (one colour per field) plus a
+young burst with a flat ``f_nu`` spectrum (AB colours 0) that carries a fraction ``young_fraction`` of the F814W
+light, so colours range from the template's (F435W - F814W ~1.1 at z = 0.35) to 0. Real discs and rings span that
+range: the rings of collisional ring galaxies are young starbursts, bluer than any disc (Appleton & Struck-Marcell
+1996; Romano, Mayya & Vorobyov 2008). With the template's colour alone, every ring and disc of a field had the same
+colour, which the three-band networks learned as "a ring of that colour is no lens, a bluer one is"
+(docs/architecture.md, "Hard negatives").
 
 Every draw comes from the generator passed in (seeded per field by the ``negatives`` stage).
 """
@@ -98,6 +107,14 @@ class ConfuserRenderer:
     def _blue_mags(self, mag_f814w: float, z: float) -> dict:
         mags = self.colours.magnitudes(mag_f814w, z)
         return {b: float(mags[b]) for b in self.bands}
+
+    def _star_forming_mags(self, rng, mag_f814w: float) -> dict:
+        """A disc's or ring's magnitudes at the cluster redshift: the star-forming SED plus a young flat-``f_nu``
+        burst holding a fraction ``young_fraction`` of the F814W light (see the module docstring)."""
+        young = _uniform(rng, self.cfg.young_fraction)
+        old = self._blue_mags(mag_f814w, self.z_lens)
+        return {b: mag_f814w - 2.5 * np.log10((1.0 - young) * 10.0 ** (-0.4 * (m - mag_f814w)) + young)
+                for b, m in old.items()}
 
     def _unit_image(self, surface: np.ndarray) -> np.ndarray:
         """Sub-pixel surface brightness -> padded pixel image of unit total flux."""
@@ -171,7 +188,7 @@ class ConfuserRenderer:
         surface = np.exp(-r / h) * arm
         total = float(host["mag_F814W"]) + _uniform(rng, c.disc_mag_offset)
         bulge_mag, disc_mag = self._split(rng, total)
-        image = self._convolve(self._unit_image(surface), self._fluxes(self._blue_mags(disc_mag, self.z_lens)))
+        image = self._convolve(self._unit_image(surface), self._fluxes(self._star_forming_mags(rng, disc_mag)))
         image += self._bulge(rng, host, bulge_mag, re)
         return image, {"confuser_mag_F814W": total, "confuser_x_arcsec": 0.0, "confuser_y_arcsec": 0.0}
 
@@ -181,7 +198,7 @@ class ConfuserRenderer:
         total = float(host["mag_F814W"]) + _uniform(rng, c.disc_mag_offset)
         bulge_mag, disc_mag = self._split(rng, total)
         image = self._sersic(0.0, 0.0, re, 1.0, _uniform(rng, c.edge_on_axis_ratio), rng.uniform(0.0, 180.0),
-                             self._fluxes(self._blue_mags(disc_mag, self.z_lens)))
+                             self._fluxes(self._star_forming_mags(rng, disc_mag)))
         image += self._bulge(rng, host, bulge_mag, re)
         return image, {"confuser_mag_F814W": total, "confuser_x_arcsec": 0.0, "confuser_y_arcsec": 0.0}
 
@@ -213,7 +230,7 @@ class ConfuserRenderer:
             mag = float(rng.choice(self.arc_mags))
         else:
             mag = float(host["mag_F814W"]) + _uniform(rng, c.disc_mag_offset)
-        image = self._convolve(self._unit_image(surface), self._fluxes(self._blue_mags(mag, self.z_lens)))
+        image = self._convolve(self._unit_image(surface), self._fluxes(self._star_forming_mags(rng, mag)))
         return image, {"confuser_mag_F814W": mag, "confuser_x_arcsec": 0.0, "confuser_y_arcsec": 0.0}
 
     def pair(self, rng, host) -> tuple[np.ndarray, dict]:
