@@ -99,6 +99,20 @@ def test_worse_model_never_takes_the_alias(synthetic, mlflow_store, cfg, tmp_pat
     # ... and on the same rebuilt KB, the usual rule holds again: better moves, worse does not
     again = run_promote(cfg, rebuilt, None, thresholds, out, tracking_uri=mlflow_store)
     assert not again["alias_moved"] and again["version"] == moved["version"]
+    # ... a KB rebuilt with the same ids and labels but other cutouts (another recipe of hard negatives) is another
+    #     set too: the predictions' kb_dvc_md5 tells it
+    recipe = tmp_path / "recipe"
+    for net in ("vgg", "sc_vgg"):
+        t = Table.read(rebuilt / net / "predictions.ecsv", format="ascii.ecsv")
+        t["probability"] = 0.5 * np.asarray(t["probability"]) + 0.5 * rng.random(len(t))
+        t.meta["kb_dvc_md5"] = "0123456789abcdef0123456789abcdef"
+        (recipe / net).mkdir(parents=True)
+        t.write(recipe / net / "predictions.ecsv", format="ascii.ecsv")
+    relabel = run_promote(cfg, recipe, None, thresholds, out, tracking_uri=mlflow_store)
+    assert relabel["best_gate_value"] < moved["best_gate_value"]
+    assert relabel["alias_moved"] and "another out-of-fold set" in relabel["reason"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == relabel["version"]
+    moved = relabel
 
     # 6. a champion measured with another gate metric is not compared: the alias stays
     auc_cfg = replace(cfg, "promote", gate=GateConfig(metric="auc", purity_min=0.9, fpr=0.01))

@@ -22,14 +22,32 @@ def _candidate_key(source: str, gate: str, value: float, threshold: float) -> st
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def evaluation_set_key(wide) -> str:
-    """A fingerprint of the cutouts and labels the gate values are measured on (ids and labels, sorted).
+def evaluation_set_key(wide, kb_hashes=()) -> str:
+    """A fingerprint of the cutouts and labels the gate values are measured on (ids and labels, sorted) and of the
+    KBs they come from (``kb_hashes``: the ``kb_dvc_md5`` of each network's predictions).
 
     Two gate values are comparable only if they come from the same out-of-fold set: a KB rebuilt with another
-    recipe (more, fainter or more compact sources; other hard negatives) changes what a gate value means."""
+    recipe (more, fainter or more compact sources; other hard negatives) changes what a gate value means, even
+    when its ids and labels stay the same (ids are positional: ``visible-neg-...-00001`` whatever it shows)."""
     ids = [str(i) for i in wide["id"]] if "id" in wide.colnames else [str(k) for k in range(len(wide))]
     pairs = sorted(zip(ids, (int(v) for v in wide["label"])))
-    return hashlib.sha256("\n".join(f"{i}|{y}" for i, y in pairs).encode()).hexdigest()[:16]
+    text = "\n".join(f"{i}|{y}" for i, y in pairs)
+    kbs = sorted({str(h) for h in kb_hashes if h})
+    if kbs:
+        text += "\nkb:" + ",".join(kbs)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def kb_hashes(predictions_dir: Path, networks) -> list[str]:
+    """The ``kb_dvc_md5`` of each network's ``predictions.ecsv`` (its KB's content; absent: skipped)."""
+    from lenssearch.io import read_ecsv
+
+    out = []
+    for net in networks:
+        path = Path(predictions_dir) / net / "predictions.ecsv"
+        if path.exists():
+            out.append(str(read_ecsv(path).meta.get("kb_dvc_md5", "")))
+    return out
 
 
 def run_promote(cfg, predictions_dir: Path, committees_json: Path | None, thresholds_json: Path, out: Path,
@@ -78,7 +96,7 @@ def run_promote(cfg, predictions_dir: Path, committees_json: Path | None, thresh
     t = tuned.get(best["name"])
     threshold = float(t["threshold"]) if t else float(cfg.evaluate.threshold)
     champion = tracking.get_champion(p.registered_model, p.alias)
-    gate_set = evaluation_set_key(wide)
+    gate_set = evaluation_set_key(wide, kb_hashes(predictions_dir, cfg.evaluate.networks))
     comparable = champion is not None and champion.gate_metric == label and champion.gate_value is not None
     if champion is None:
         beats, reason = True, "no current champion"
