@@ -150,7 +150,11 @@ def _assert_nothing_left(family, out, shm):
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="Linux")
 def test_ctrl_c_on_a_ray_search_leaves_no_process(field, registry, tmp_path):
     """Ctrl-C in a terminal (SIGINT to the search's process group, Ray's processes included) once a shard is on
-    disk: exit 130 without a traceback, no Ray process left, nothing that looks complete, nothing new in /dev/shm."""
+    disk: exit 130 without a traceback, no Ray process left, nothing that looks complete, nothing new in /dev/shm.
+    60 positions, one per shard, as for SIGTERM: with 13 the search could finish before the signal landed."""
+    catalogue = tmp_path / "many.ecsv"
+    xy = [s[:2] for s in SOURCES] * 10
+    positions_table(catalogue, xy, shape=SHAPE, ids=[f"p{i}" for i in range(len(xy))])
     params = yaml.safe_load(PARAMS.read_text())
     params["search"].update(batch_size=1, chunk_rows=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -158,7 +162,7 @@ def test_ctrl_c_on_a_ray_search_leaves_no_process(field, registry, tmp_path):
     shards = out / ".scores-shards"
     cmd = [sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
            "sys.argv[0] = 'lenssearch'; from lenssearch.cli import main; main()",  # SIGINT as a terminal job has it
-           "search", "--engine", "ray", "--field", str(field), "--catalogue", str(field / "members.ecsv"),
+           "search", "--engine", "ray", "--field", str(field), "--catalogue", str(catalogue),
            "--out", str(out), "--params", str(tmp_path / "params.yaml"), "--tracking-uri", registry]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
