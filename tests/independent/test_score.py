@@ -73,6 +73,11 @@ def test_metrics_equal_scikit_learn(scored):
                 assert b["auc"] == pytest.approx(roc_auc_score(labels[sel], p[sel]), abs=1e-12)
         for kind, v in m["fpr_by_kind"].items():
             assert v["fpr"] == pytest.approx(np.mean(p[kinds == kind] >= threshold))
+            against = ((labels == 1) & (snr >= 30)) | (kinds == kind)  # bright lenses against this kind alone
+            if np.any(labels[against] == 1):
+                assert v["auc_snr_ge_30"] == pytest.approx(roc_auc_score(labels[against], p[against]), abs=1e-12)
+            else:
+                assert v["auc_snr_ge_30"] is None
         # 14 non-lenses: FPR 1e-2 and 1e-3 are below 1/N_neg, so not measurable
         assert m["tpr_at_fpr"] == {"0.01": None, "0.001": None}
     assert "champion" in (out / "summary.md").read_text() and (out / "roc.png").stat().st_size > 0

@@ -10,7 +10,8 @@ URI that names no model fails at once (CLI exit 2). Outputs, in ``--out``:
   ``S/N >= independent.snr_min`` against all non-lenses; TPR at the false-positive rates ``independent.fprs``
   (``null``, "not measurable", below ``1 / N_neg``; :func:`lenssearch.evaluate.metrics.tpr_at_fpr`); at the model's
   threshold (the version's tuned ``threshold`` tag, else ``independent.default_threshold``) the TPR and the
-  false-positive rate of every confuser kind;
+  false-positive rate of every confuser kind, and per kind the AUC of the ``S/N >= snr_min`` lenses against that
+  kind alone (``fpr_by_kind.<kind>.auc_snr_ge_<snr_min>``: which kind a model ranks above lenses);
 - ``roc.png`` (one curve per model) and ``summary.md`` (a table for the evaluation report).
 
 The arc S/N of a lens for a model is that of the bands the model sees (quadrature sum of ``lensed_snr_<band>``):
@@ -193,7 +194,8 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
 
 def model_metrics(meta, scores: np.ndarray, snr: np.ndarray, threshold: float, snr_bins, snr_min: float,
                   fprs) -> dict:
-    """AUC overall, by arc-S/N bin and at S/N >= ``snr_min``; TPR at ``fprs``; rates at ``threshold``."""
+    """AUC overall, by arc-S/N bin and at S/N >= ``snr_min``; TPR at ``fprs``; rates at ``threshold``; per
+    confuser kind its FPR at ``threshold`` and the AUC of the S/N >= ``snr_min`` lenses against that kind alone."""
     from lenssearch.evaluate.metrics import min_measurable_fpr, tpr_at_fpr
 
     labels = np.asarray(meta["label"], dtype=int)
@@ -208,10 +210,14 @@ def model_metrics(meta, scores: np.ndarray, snr: np.ndarray, threshold: float, s
                        "auc": _auc(labels[keep], scores[keep]) if sel.any() else None})
     bright = (pos & (snr >= snr_min)) | neg
     selected = scores >= threshold
+    bright_lenses = pos & (snr >= snr_min)
     fpr_by_kind = {}
     for kind in sorted(set(kinds[neg])):
         k = neg & (kinds == kind)
-        fpr_by_kind[kind] = {"n": int(k.sum()), "fpr": float(selected[k].mean())}
+        against = bright_lenses | k  # the S/N >= snr_min lenses against this kind alone: which kind the ranking fails on
+        fpr_by_kind[kind] = {"n": int(k.sum()), "fpr": float(selected[k].mean()),
+                             f"auc_snr_ge_{snr_min:g}": _auc(labels[against], scores[against])
+                             if bright_lenses.any() else None}
     tpr_threshold = float(selected[pos].mean()) if pos.any() else None
     return {
         "n_lenses": int(pos.sum()),
@@ -276,6 +282,14 @@ def summary_markdown(doc: dict) -> str:
         row += [_fmt(m["tpr_at_fpr"][f"{f:g}"]) for f in fprs]
         row += [_fmt(m["tpr_at_threshold"])]
         row += [_fmt(m["fpr_by_kind"].get(k, {}).get("fpr")) for k in kinds]
+        lines.append("| " + " | ".join(row) + " |")
+    key = f"auc_snr_ge_{snr_min:g}"
+    head = ["model"] + [f"AUC vs {k}" for k in kinds]
+    lines += ["", f"Lenses at arc S/N >= {snr_min:g} against one kind of non-lens at a time (AUC): the kinds a model "
+              "ranks above real lenses, whatever its threshold.", "",
+              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, m in models.items():
+        row = [label] + [_fmt(m["fpr_by_kind"].get(k, {}).get(key)) for k in kinds]
         lines.append("| " + " | ".join(row) + " |")
     champion = doc.get("champion")
     if champion:
@@ -397,6 +411,7 @@ def run_independent_score(cfg, set_dir: str | Path, out_dir: str | Path, model_u
             flat[f"{label}.tpr_at_threshold"] = m["tpr_at_threshold"]
             for kind, v in m["fpr_by_kind"].items():
                 flat[f"{label}.fpr_{kind}"] = v["fpr"]
+                flat[f"{label}.auc_snr_ge_{ind.snr_min:g}_vs_{kind}"] = v[f"auc_snr_ge_{ind.snr_min:g}"]
         with tracking.tracked_run("independent", experiment=ind.experiment,
                                   params={"set": str(set_dir), "models": ",".join(m.uri for m in models),
                                           "n_lenses": doc["n_lenses"], "n_nonlenses": doc["n_nonlenses"],
