@@ -89,15 +89,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="Linux")
-def test_killed_ray_search_leaves_no_process_and_resumes(field, registry, tmp_path):
-    """SIGTERM once a few shards are on disk: exit 143, no Ray process left, no scores.parquet, candidates or
-    metrics, nothing new in /dev/shm; the re-run keeps the shards already written and gives the local outputs.
-    60 positions, one per shard: Ray hands results back in bursts, and a short search could end before the
-    signal."""
+def _many_positions(tmp_path):
+    """A catalogue of 60 positions (the six sources ten times): searched one per shard, long enough for a signal to
+    land mid-search (13 positions could end before it: Ray hands results back in bursts)."""
     xy = [s[:2] for s in SOURCES] * 10
     catalogue = tmp_path / "many.ecsv"
     positions_table(catalogue, xy, shape=SHAPE, ids=[f"p{i}" for i in range(len(xy))])
+    return catalogue, xy
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="Linux")
+def test_killed_ray_search_leaves_no_process_and_resumes(field, registry, tmp_path):
+    """SIGTERM once a few shards are on disk: exit 143, no Ray process left, no scores.parquet, candidates or
+    metrics, nothing new in /dev/shm; the re-run keeps the shards already written and gives the local outputs."""
+    catalogue, xy = _many_positions(tmp_path)
     params = yaml.safe_load(PARAMS.read_text())
     params["search"].update(batch_size=1, chunk_rows=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -150,11 +155,8 @@ def _assert_nothing_left(family, out, shm):
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="Linux")
 def test_ctrl_c_on_a_ray_search_leaves_no_process(field, registry, tmp_path):
     """Ctrl-C in a terminal (SIGINT to the search's process group, Ray's processes included) once a shard is on
-    disk: exit 130 without a traceback, no Ray process left, nothing that looks complete, nothing new in /dev/shm.
-    60 positions, one per shard, as for SIGTERM: with 13 the search could finish before the signal landed."""
-    catalogue = tmp_path / "many.ecsv"
-    xy = [s[:2] for s in SOURCES] * 10
-    positions_table(catalogue, xy, shape=SHAPE, ids=[f"p{i}" for i in range(len(xy))])
+    disk: exit 130 without a traceback, no Ray process left, nothing that looks complete, nothing new in /dev/shm."""
+    catalogue, _ = _many_positions(tmp_path)
     params = yaml.safe_load(PARAMS.read_text())
     params["search"].update(batch_size=1, chunk_rows=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -208,23 +208,25 @@ def model_metrics(meta, scores: np.ndarray, snr: np.ndarray, threshold: float, s
         keep = sel | neg
         by_bin.append({"snr_min": lo, "snr_max": hi, "n_lenses": int(sel.sum()),
                        "auc": _auc(labels[keep], scores[keep]) if sel.any() else None})
-    bright = (pos & (snr >= snr_min)) | neg
-    selected = scores >= threshold
     bright_lenses = pos & (snr >= snr_min)
+    selected = scores >= threshold
+
+    def auc_bright_against(nonlenses):
+        keep = bright_lenses | nonlenses
+        return _auc(labels[keep], scores[keep]) if bright_lenses.any() else None
+
     fpr_by_kind = {}
     for kind in sorted(set(kinds[neg])):
-        k = neg & (kinds == kind)
-        against = bright_lenses | k  # the S/N >= snr_min lenses against this kind alone: which kind the ranking fails on
+        k = neg & (kinds == kind)  # and the S/N >= snr_min lenses against this kind alone: which kind ranks above them
         fpr_by_kind[kind] = {"n": int(k.sum()), "fpr": float(selected[k].mean()),
-                             f"auc_snr_ge_{snr_min:g}": _auc(labels[against], scores[against])
-                             if bright_lenses.any() else None}
+                             f"auc_snr_ge_{snr_min:g}": auc_bright_against(k)}
     tpr_threshold = float(selected[pos].mean()) if pos.any() else None
     return {
         "n_lenses": int(pos.sum()),
         "n_nonlenses": int(neg.sum()),
         "auc": _auc(labels, scores),
-        f"auc_snr_ge_{snr_min:g}": _auc(labels[bright], scores[bright]) if (pos & (snr >= snr_min)).any() else None,
-        f"n_lenses_snr_ge_{snr_min:g}": int((pos & (snr >= snr_min)).sum()),
+        f"auc_snr_ge_{snr_min:g}": auc_bright_against(neg),
+        f"n_lenses_snr_ge_{snr_min:g}": int(bright_lenses.sum()),
         "auc_by_snr_bin": by_bin,
         "tpr_at_fpr": {f"{f:g}": tpr_at_fpr(labels, scores, f) for f in fprs},
         "min_measurable_fpr": min_measurable_fpr(int(neg.sum())),
