@@ -118,7 +118,9 @@ def test_committee_table_across_variants_is_the_union_of_out_of_fold_and_held_ou
     for net, own, other in (("vgg", "a", "b"), ("f814w", "b", "a")):
         oof = rng.uniform(0, 1, 8)
         (reports / net).mkdir(parents=True)
-        _predictions(net, ids[own], labels[own], folds[own], oof).write(reports / net / "predictions.ecsv")
+        own_table = _predictions(net, ids[own], labels[own], folds[own], oof)
+        own_table.meta["kb_dvc_md5"] = f"md5-of-{own}"  # the KB the network was trained on (train stage)
+        own_table.write(reports / net / "predictions.ecsv")
         held = rng.uniform(0, 1, 8)
         keep = np.arange(8) != 7  # the last non-lens of the other variant: a plain cutout this network trained on
         path = heldout_path(heldout_dir, net, other)
@@ -136,8 +138,11 @@ def test_committee_table_across_variants_is_the_union_of_out_of_fold_and_held_ou
             row = by_id[f"{v}-{k}"]
             assert row["label"] == labels[v][k] and row["variant"] == v
             assert np.isclose(row["p_vgg"], scores["vgg", v][k]) and np.isclose(row["p_f814w"], scores["f814w", v][k])
+    # each network's training KB (its predictions' kb_dvc_md5), for promote's fingerprint of the out-of-fold set
+    assert wide.meta["kb_dvc_md5"] == {"vgg": "md5-of-a", "f814w": "md5-of-b"}
     # one variant: the out-of-fold table alone, as before
-    assert len(load_wide(reports, ["vgg"], kb_variant=kb_variant)) == 8
+    alone = load_wide(reports, ["vgg"], kb_variant=kb_variant)
+    assert len(alone) == 8 and alone.meta["kb_dvc_md5"] == {"vgg": "md5-of-a"}
     heldout_path(heldout_dir, "f814w", "a").unlink()
     with pytest.raises(InputFileError, match="f814w.*'a' variant.*evaluate stage"):
         load_wide(reports, ["vgg", "f814w"], kb_variant=kb_variant)

@@ -47,9 +47,18 @@ def load_wide(predictions_dir: Path, networks, kb: Path | None = None, kb_varian
     probability; on another it is its run model's held-out score, read from ``heldout_dir`` (default
     ``<predictions_dir>/evaluation/heldout``: the evaluate stage writes them, leaving out the plain member cutouts
     that its training KB also holds). Each variant keeps the cutouts that every network scores.
+
+    The table's ``meta["kb_dvc_md5"]`` maps each network to the ``kb_dvc_md5`` of its predictions (the content of the
+    KB it was trained on; empty when unrecorded): promote fingerprints the out-of-fold set with it.
     """
     networks = list(networks)
     preds = {n: read_predictions(Path(predictions_dir) / n / "predictions.ecsv", n) for n in networks}
+    wide = _join_variants(preds, networks, predictions_dir, kb, kb_variant, heldout_dir)
+    wide.meta["kb_dvc_md5"] = {n: str(preds[n].meta.get("kb_dvc_md5", "")) for n in networks}
+    return wide
+
+
+def _join_variants(preds: dict, networks: list, predictions_dir, kb, kb_variant, heldout_dir) -> Table:
     variants = list(dict.fromkeys(kb_variant.get(n) for n in networks)) if kb_variant else []
     if len(variants) <= 1:
         meta = read_kb_metadata(kb) if kb is not None else None

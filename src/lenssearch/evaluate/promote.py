@@ -24,7 +24,7 @@ def _candidate_key(source: str, gate: str, value: float, threshold: float) -> st
 
 def evaluation_set_key(wide, kb_hashes=()) -> str:
     """A fingerprint of the cutouts and labels the gate values are measured on (ids and labels, sorted) and of the
-    KBs they come from (``kb_hashes``: the ``kb_dvc_md5`` of each network's predictions).
+    KBs they come from (``kb_hashes``: the ``kb_dvc_md5`` of each network's predictions, ``load_wide``'s meta).
 
     Two gate values are comparable only if they come from the same out-of-fold set: a KB rebuilt with another
     recipe (more, fainter or more compact sources; other hard negatives) changes what a gate value means, even
@@ -36,18 +36,6 @@ def evaluation_set_key(wide, kb_hashes=()) -> str:
     if kbs:
         text += "\nkb:" + ",".join(kbs)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def kb_hashes(predictions_dir: Path, networks) -> list[str]:
-    """The ``kb_dvc_md5`` of each network's ``predictions.ecsv`` (its KB's content; absent: skipped)."""
-    from lenssearch.io import read_ecsv
-
-    out = []
-    for net in networks:
-        path = Path(predictions_dir) / net / "predictions.ecsv"
-        if path.exists():
-            out.append(str(read_ecsv(path).meta.get("kb_dvc_md5", "")))
-    return out
 
 
 def run_promote(cfg, predictions_dir: Path, committees_json: Path | None, thresholds_json: Path, out: Path,
@@ -96,7 +84,7 @@ def run_promote(cfg, predictions_dir: Path, committees_json: Path | None, thresh
     t = tuned.get(best["name"])
     threshold = float(t["threshold"]) if t else float(cfg.evaluate.threshold)
     champion = tracking.get_champion(p.registered_model, p.alias)
-    gate_set = evaluation_set_key(wide, kb_hashes(predictions_dir, cfg.evaluate.networks))
+    gate_set = evaluation_set_key(wide, [wide.meta["kb_dvc_md5"].get(n, "") for n in cfg.evaluate.networks])
     comparable = champion is not None and champion.gate_metric == label and champion.gate_value is not None
     if champion is None:
         beats, reason = True, "no current champion"

@@ -217,7 +217,8 @@ def model_metrics(meta, scores: np.ndarray, snr: np.ndarray, threshold: float, s
 
     fpr_by_kind = {}
     for kind in sorted(set(kinds[neg])):
-        k = neg & (kinds == kind)  # and the S/N >= snr_min lenses against this kind alone: which kind ranks above them
+        # its FPR at the threshold, and the AUC of the S/N >= snr_min lenses against it alone (which kind outranks them)
+        k = neg & (kinds == kind)
         fpr_by_kind[kind] = {"n": int(k.sum()), "fpr": float(selected[k].mean()),
                              f"auc_snr_ge_{snr_min:g}": auc_bright_against(k)}
     tpr_threshold = float(selected[pos].mean()) if pos.any() else None
