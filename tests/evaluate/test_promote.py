@@ -120,3 +120,17 @@ def test_worse_model_never_takes_the_alias(synthetic, mlflow_store, cfg, tmp_pat
     fourth = run_promote(auc_cfg, better, None, thresholds, out, tracking_uri=mlflow_store)
     assert not fourth["alias_moved"] and "no 'auc' value" in fourth["reason"]
     assert str(client.get_model_version_by_alias(name, "champion").version) == moved["version"]
+
+
+def test_a_tie_at_the_tags_precision_never_moves_the_alias():
+    """The champion's gate value is read back from its 6-decimal tag: the same gate value, rounded down in the tag
+    (0.961296 for 0.9612962962...: the committee logged again by a re-run), is a tie, not a win."""
+    from lenssearch.evaluate.promote import GATE_DECIMALS, beats_champion
+
+    value = 0.9612962962962963
+    tag = float(f"{value:.{GATE_DECIMALS}f}")
+    assert tag < value and not beats_champion(value, tag, 0.0)
+    rounded_up = 0.9234566
+    assert not beats_champion(rounded_up, float(f"{rounded_up:.{GATE_DECIMALS}f}"), 0.0)
+    assert beats_champion(value + 1e-5, tag, 0.0)  # one more cutout right out of ~5,000 is a win
+    assert not beats_champion(value + 1e-5, tag, 1e-3) and beats_champion(value + 2e-3, tag, 1e-3)

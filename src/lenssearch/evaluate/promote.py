@@ -17,8 +17,19 @@ from lenssearch.evaluate.common import clean_json, gate_label, gate_options, sub
 from lenssearch.evaluate.metrics import gate_metric, roc_auc
 
 
+#: Decimals of the ``gate_value`` tag. The challenger is compared with the champion at this precision: a tag rounded
+#: down (0.961296 for 0.9612962...) must not make the same gate value a win when promote runs again.
+GATE_DECIMALS = 6
+
+
+def beats_champion(value: float, champion_value: float, min_improvement: float) -> bool:
+    """Whether a challenger's gate value beats the champion's tag by more than ``min_improvement`` (a tie never
+    does), both at the tag's precision (:data:`GATE_DECIMALS`)."""
+    return round(float(value), GATE_DECIMALS) > round(float(champion_value), GATE_DECIMALS) + min_improvement
+
+
 def _candidate_key(source: str, gate: str, value: float, threshold: float) -> str:
-    text = f"{source}|{gate}|{value:.6f}|{threshold:.6f}"
+    text = f"{source}|{gate}|{value:.{GATE_DECIMALS}f}|{threshold:.6f}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -96,7 +107,7 @@ def run_promote(cfg, predictions_dir: Path, committees_json: Path | None, thresh
                                f"(gate_set {champion.tags.get('gate_set') or 'unrecorded'}, now {gate_set}: the KB "
                                f"changed); the alias follows the best model of the current KB")
     else:
-        beats = best["gate_value"] > champion.gate_value + p.min_improvement
+        beats = beats_champion(best["gate_value"], champion.gate_value, p.min_improvement)
         reason = (f"{best['gate_value']:.4f} {'>' if beats else '<='} champion v{champion.version} "
                   f"{champion.gate_value:.4f} + {p.min_improvement:g}")
     summary = {
@@ -120,7 +131,7 @@ def run_promote(cfg, predictions_dir: Path, committees_json: Path | None, thresh
             "qtp_lower": f"{float(t['qtp_lower']):.6g}" if t else "",
             "threshold_objective": cfg.tune.objective if t else "default",
             "gate_metric": label,
-            "gate_value": f"{best['gate_value']:.6f}",
+            "gate_value": f"{best['gate_value']:.{GATE_DECIMALS}f}",
             "gate_set": gate_set,
             "candidate": best["name"],
             "kind": best["kind"],
