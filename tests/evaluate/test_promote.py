@@ -132,5 +132,6 @@ def test_a_tie_at_the_tags_precision_never_moves_the_alias():
     assert tag < value and not beats_champion(value, tag, 0.0)
     rounded_up = 0.9234566
     assert not beats_champion(rounded_up, float(f"{rounded_up:.{GATE_DECIMALS}f}"), 0.0)
-    assert beats_champion(value + 1e-5, tag, 0.0)  # one more cutout right out of ~5,000 is a win
-    assert not beats_champion(value + 1e-5, tag, 1e-3) and beats_champion(value + 2e-3, tag, 1e-3)
+    one_more = value + 1 / 2700  # one more lens found of the KB's 2,700: a win
+    assert beats_champion(one_more, tag, 0.0)
+    assert not beats_champion(one_more, tag, 1e-3) and beats_champion(value + 2e-3, tag, 1e-3)
