@@ -459,6 +459,7 @@ class SourcePopulationConfig:
     axis_ratio_range: tuple[float, float]
     position_angle_range_deg: tuple[float, float]
     sed: str
+    young_fraction: tuple[float, float]  # F814W light fraction in a young flat-f_nu burst, per source (0: template)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -131,7 +131,7 @@ RANGES: dict[str, dict[str, Any]] = {
         "counts_log10_per_deg2_per_mag": ANY, "z_bin_mag_edges": MAGNITUDE, "z_bin_z0": POSITIVE, "z_max": REDSHIFT,
         "dz_min": NON_NEGATIVE, "re_const_kpc": NON_NEGATIVE, "re_z_pivot": NON_NEGATIVE, "re_norm_kpc": POSITIVE,
         "re_slope": ANY, "re_scatter_kpc": NON_NEGATIVE, "re_scatter_dex": "[0, 1]", "re_scatter_range_sigma": ANY, "sersic_n_range": "(0, 20]",
-        "axis_ratio_range": "(0, 1]", "position_angle_range_deg": "[-360, 360]",
+        "axis_ratio_range": "(0, 1]", "position_angle_range_deg": "[-360, 360]", "young_fraction": "[0, 1]",
     },
     "SimulateConfig": {
         "n_mocks": NON_NEGATIVE, "cutout_pixels": "[2, inf)", "supersampling": AT_LEAST_ONE,
@@ -216,6 +216,7 @@ ORDERED: tuple[tuple[str, str, Optional[str]], ...] = (
     ("SourcePopulationConfig", "sersic_n_range", None),
     ("SourcePopulationConfig", "axis_ratio_range", None),
     ("SourcePopulationConfig", "position_angle_range_deg", None),
+    ("SourcePopulationConfig", "young_fraction", None),
 )
 
 

@@ -47,3 +47,30 @@ def test_magnitudes_are_normalised_to_f814w(colours):
     mags = colours.magnitudes(26.0, 2.0)
     assert mags["F814W"] == pytest.approx(26.0)
     assert mags["F435W"] == pytest.approx(26.0 + colours.colour("F435W", 2.0))
+
+
+def test_a_young_burst_makes_sources_bluer_down_to_a_flat_f_nu(colours):
+    """``young_fraction`` y: (1 - y) of the F814W light from the template, y from a flat f_nu (AB colours 0 until
+    the IGM and the Lyman break redden it); 0 or None is the template alone, bit for bit."""
+    from lenssearch.errors import LensSearchError
+
+    for z in (1.0, 2.0):
+        flat = colours.magnitudes(25.0, z, 1.0)
+        assert flat["F814W"] == pytest.approx(25.0)
+        assert flat["F435W"] == pytest.approx(25.0, abs=0.01) and flat["F606W"] == pytest.approx(25.0, abs=0.01)
+        template = colours.magnitudes(25.0, z)
+        assert colours.magnitudes(25.0, z, 0.0) == template and colours.magnitudes(25.0, z, None) == template
+        half = colours.magnitudes(25.0, z, 0.5)
+        # half the F814W flux each: the F435W flux is the mean of the two spectra's
+        expected = 25.0 - 2.5 * np.log10(0.5 * 10 ** (-0.4 * colours.colour("F435W", z)) + 0.5)
+        assert half["F435W"] == pytest.approx(expected, abs=1e-3)  # the flat spectrum: colour 0 to 3e-4 here
+        assert flat["F435W"] < half["F435W"] < template["F435W"]
+    # at z = 4 Lyman-alpha blanketing reddens even a flat spectrum in F435W; at z = 6 it drops out of F435W
+    assert colours.magnitudes(25.0, 4.0, 1.0)["F435W"] - 25.0 > 1.0
+    assert colours.magnitudes(25.0, 6.0, 1.0)["F435W"] - 25.0 > 10.0
+    # one value per source
+    many = colours.magnitudes(np.array([24.0, 25.0]), np.array([2.0, 2.0]), np.array([0.0, 1.0]))
+    assert many["F435W"][0] == pytest.approx(colours.magnitudes(24.0, 2.0)["F435W"])
+    assert many["F435W"][1] == pytest.approx(25.0, abs=0.01)
+    with pytest.raises(LensSearchError, match="young_fraction"):
+        colours.magnitudes(25.0, 2.0, 1.5)

@@ -126,3 +126,20 @@ def test_lognormal_size_scatter_has_the_requested_dex():
     lo, hi = sizes.bounds_kpc(2.0)
     assert np.all((re >= lo - 1e-12) & (re <= hi + 1e-12))
     assert lo == pytest.approx(sizes.mean_kpc(2.0) * 10 ** -0.5) and hi == pytest.approx(sizes.mean_kpc(2.0) * 10**0.5)
+
+
+def test_a_young_fraction_range_adds_a_column_drawn_last(population):
+    """``young_fraction`` (0, 0), the default, draws nothing (the mocks of earlier runs are unchanged); a range draws
+    one value per source after every other draw, so the other columns stay the same."""
+    import dataclasses
+
+    kpc = Cosmology().kpc_per_arcsec_array
+    assert population.young_fraction_range == (0.0, 0.0)
+    plain = population.sample(np.random.default_rng(7), 0.3, kpc, size=200)
+    assert "young_fraction" not in plain.colnames
+    young = dataclasses.replace(population, young_fraction_range=(0.2, 0.9)).sample(
+        np.random.default_rng(7), 0.3, kpc, size=200)
+    for col in plain.colnames:
+        np.testing.assert_array_equal(plain[col], young[col])
+    y = np.asarray(young["young_fraction"])
+    assert 0.2 <= y.min() and y.max() <= 0.9 and y.std() > 0.1

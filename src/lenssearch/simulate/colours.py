@@ -14,6 +14,12 @@ AB magnitudes per band (Fukugita et al. 1996 / Oke & Gunn 1983):
 
 computed on a redshift grid once and interpolated (:class:`ColourModel`), so a colour costs microseconds.
 Magnitudes are normalised to the drawn F814W magnitude: ``m_b = m_F814W + (m_b - m_F814W)(z)``.
+
+A source may also carry a young burst (``simulate.sources.young_fraction``, drawn per source): a flat ``f_nu``
+spectrum (AB colours 0 before the IGM) holding a fraction ``y`` of its F814W light, redshifted and attenuated
+like the template, so ``m_b = m_F814W - 2.5 log10((1 - y) 10^(-0.4 c_b(z)) + y 10^(-0.4 c^young_b(z)))``. The
+template's UV is redder than that of z ~ 2-3 star-forming galaxies (UV slopes beta ~ -1.7 +- 0.4, Bouwens et al.
+2014; a flat ``f_nu`` is beta = -2); the confusers' discs and rings carry the same burst at the cluster redshift.
 """
 
 from __future__ import annotations
@@ -129,6 +135,7 @@ class ColourModel:
     z_grid: np.ndarray
     colours: np.ndarray
     sed: str
+    young_colours: np.ndarray  # the same for a flat-f_nu spectrum (a young burst), IGM-attenuated
 
     @classmethod
     def build(cls, bands=("F435W", "F606W", "F814W"), sed: str = "CWW_Im_ext", reference_band: str = "F814W",
@@ -143,10 +150,23 @@ class ColourModel:
             raise LensSearchError(f"simulate: no colour for band '{band}', known bands {list(self.bands)}") from None
         return np.interp(np.asarray(z, float), self.z_grid, self.colours[i])
 
-    def magnitudes(self, mag_reference, z) -> dict[str, np.ndarray]:
-        """Magnitudes in every band for sources of reference magnitude ``mag_reference`` at ``z``."""
+    def magnitudes(self, mag_reference, z, young_fraction=None) -> dict[str, np.ndarray]:
+        """Magnitudes in every band for sources of reference magnitude ``mag_reference`` at ``z``; with
+        ``young_fraction`` (per source, in [0, 1]) that fraction of the reference-band light is a young flat-f_nu
+        burst (module docstring). ``None`` or 0: the template alone."""
         mag_reference = np.asarray(mag_reference, float)
-        return {b: mag_reference + self.colour(b, z) for b in self.bands}
+        if young_fraction is None or not np.any(np.asarray(young_fraction, float) > 0):
+            return {b: mag_reference + self.colour(b, z) for b in self.bands}
+        y = np.asarray(young_fraction, float)
+        if np.any((y < 0) | (y > 1)):
+            raise LensSearchError(f"simulate: young_fraction {y} outside [0, 1]")
+        out = {}
+        for i, b in enumerate(self.bands):
+            young = np.interp(np.asarray(z, float), self.z_grid, self.young_colours[i])
+            flux = (1.0 - y) * 10.0 ** (-0.4 * self.colour(b, z)) + y * 10.0 ** (-0.4 * young)
+            colour = np.minimum(-2.5 * np.log10(np.maximum(flux, 10.0 ** (-0.4 * DROPOUT_COLOUR))), DROPOUT_COLOUR)
+            out[b] = mag_reference + colour
+        return out
 
 
 #: Colour given to a band with no transmitted flux (flux ratio 10^-20: nothing).
@@ -156,12 +176,21 @@ DROPOUT_COLOUR = 50.0
 @functools.lru_cache(maxsize=8)
 def _build_cached(bands, sed, reference_band, z_max, dz) -> ColourModel:
     wave_rest, flam_rest = read_sed(sed)
-    flam_rest = np.where(wave_rest < LYMAN_LIMIT_A, 0.0, flam_rest)
     throughputs = {b: read_bandpass(b) for b in set(bands) | {reference_band}}
     lo = min(w.min() for w, _ in throughputs.values())
     hi = max(w.max() for w, _ in throughputs.values())
     wave_obs = np.linspace(lo, hi, 4000)
     z_grid = np.round(np.arange(0.0, z_max + dz / 2, dz), 6)
+    colours = _colour_table(wave_rest, flam_rest, bands, reference_band, throughputs, wave_obs, z_grid)
+    flat_wave = np.geomspace(100.0, 3.0e5, 20000)
+    young = _colour_table(flat_wave, flat_wave**-2.0, bands, reference_band, throughputs, wave_obs, z_grid)
+    return ColourModel(tuple(bands), reference_band, z_grid, colours, sed, young)
+
+
+def _colour_table(wave_rest, flam_rest, bands, reference_band, throughputs, wave_obs, z_grid) -> np.ndarray:
+    """``m_band - m_reference`` of a rest-frame ``f_lambda`` on ``z_grid`` (no flux below the Lyman limit, Madau
+    1995 IGM)."""
+    flam_rest = np.where(wave_rest < LYMAN_LIMIT_A, 0.0, flam_rest)
     colours = np.empty((len(bands), z_grid.size))
     for j, z in enumerate(z_grid):
         # f_lambda observed ∝ f_lambda,rest(lambda/(1+z)) / (1+z); the constant cancels in colours
@@ -172,4 +201,4 @@ def _build_cached(bands, sed, reference_band, z_max, dz) -> ColourModel:
             m = ab_magnitude(wave_obs, flam, *throughputs[b])
             colours[i, j] = min(m - m_ref, DROPOUT_COLOUR) if np.isfinite(m) else DROPOUT_COLOUR
     colours.setflags(write=False)
-    return ColourModel(tuple(bands), reference_band, z_grid, colours, sed)
+    return colours

@@ -104,8 +104,8 @@ class ConfuserRenderer:
     def _fluxes(self, mags: dict) -> list[float]:
         return [float(10.0 ** (-0.4 * (mags[b] - zp))) for b, zp in zip(self.bands, self.zeropoints)]
 
-    def _blue_mags(self, mag_f814w: float, z: float) -> dict:
-        mags = self.colours.magnitudes(mag_f814w, z)
+    def _blue_mags(self, mag_f814w: float, z: float, young_fraction: float | None = None) -> dict:
+        mags = self.colours.magnitudes(mag_f814w, z, young_fraction)
         return {b: float(mags[b]) for b in self.bands}
 
     def _star_forming_mags(self, rng, mag_f814w: float) -> dict:
@@ -151,13 +151,14 @@ class ConfuserRenderer:
     def blue_companion(self, rng, host) -> tuple[np.ndarray, dict]:
         src = self.population.sample(rng, self.z_lens, self.kpc_per_arcsec, size=1)
         z = float(src["z_s"][0])
+        young = float(src["young_fraction"][0]) if "young_fraction" in src.colnames else None
         mag = float(src["mag_F814W"][0])
         if self.cfg.companion_mag_from_arcs and self.arc_mags is not None:
             mag = float(rng.choice(self.arc_mags))
         x0, y0 = _polar_offset(rng, self.cfg.neighbour_radius_arcsec)
         image = self._sersic(x0, y0, float(src["re_arcsec"][0]), float(src["sersic_n"][0]),
                              float(src["axis_ratio"][0]), float(src["position_angle_deg"][0]),
-                             self._fluxes(self._blue_mags(mag, z)))
+                             self._fluxes(self._blue_mags(mag, z, young)))
         return image, {"confuser_mag_F814W": mag, "confuser_x_arcsec": x0, "confuser_y_arcsec": y0}
 
     def _bulge(self, rng, host, mag: float, re_disc: float) -> np.ndarray:

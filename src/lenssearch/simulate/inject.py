@@ -356,7 +356,7 @@ class MockFactory:
         if not cut > 0:
             return True
         src = cand.source
-        mags = self.colours.magnitudes(src["mag_F814W"], src["z_s"])
+        mags = self.colours.magnitudes(src["mag_F814W"], src["z_s"], src.get("young_fraction"))
         fluxes = np.array([float(flux_from_ab(mags[b], zp)) for b, zp in zip(self.scene.bands, self.scene.zeropoints)])
         unit = SersicSource(0.0, 0.0, re_arcsec=src["re_arcsec"], sersic_n=src["sersic_n"],
                             axis_ratio=src["axis_ratio"], angle_deg=src["position_angle_deg"])
@@ -370,7 +370,7 @@ class MockFactory:
 
         src = cand.source
         z_s = src["z_s"]
-        mags = self.colours.magnitudes(src["mag_F814W"], z_s)
+        mags = self.colours.magnitudes(src["mag_F814W"], z_s, src.get("young_fraction"))
         fluxes = [float(flux_from_ab(mags[b], zp)) for b, zp in zip(self.scene.bands, self.scene.zeropoints)]
         shape = dict(re_arcsec=src["re_arcsec"], sersic_n=src["sersic_n"], axis_ratio=src["axis_ratio"],
                      angle_deg=src["position_angle_deg"])

@@ -328,6 +328,7 @@ class SourcePopulation:
     sersic_n_range: tuple[float, float]
     axis_ratio_range: tuple[float, float]
     position_angle_range_deg: tuple[float, float]
+    young_fraction_range: tuple[float, float] = (0.0, 0.0)  # F814W light in a young flat-f_nu burst (colours.py)
 
     @classmethod
     def from_config(cls, cfg) -> "SourcePopulation":
@@ -344,6 +345,7 @@ class SourcePopulation:
             sersic_n_range=tuple(cfg.sersic_n_range),
             axis_ratio_range=tuple(cfg.axis_ratio_range),
             position_angle_range_deg=tuple(cfg.position_angle_range_deg),
+            young_fraction_range=tuple(cfg.young_fraction),
         )
 
     def sample(
@@ -358,7 +360,8 @@ class SourcePopulation:
         Parameters
         ----------
         rng
-            The generator of every draw (in a fixed order: magnitudes, redshifts, sizes, n, q, angle).
+            The generator of every draw (in a fixed order: magnitudes, redshifts, sizes, n, q, angle, then the
+            young fraction, drawn only when ``young_fraction_range`` is not (0, 0): the other draws stay the same).
         z_cluster
             Lens redshift(s); sources have ``z_s >= z_cluster + dz_min``.
         kpc_per_arcsec
@@ -370,7 +373,7 @@ class SourcePopulation:
         -------
         Table
             Columns ``mag_F814W``, ``z_s``, ``re_kpc``, ``re_arcsec``, ``sersic_n``, ``axis_ratio``,
-            ``position_angle_deg``.
+            ``position_angle_deg``, and ``young_fraction`` when ``young_fraction_range`` is not (0, 0).
         """
         z_cluster = np.atleast_1d(np.asarray(z_cluster, float))
         if size is not None:
@@ -385,7 +388,7 @@ class SourcePopulation:
         sersic_n = rng.uniform(*self.sersic_n_range, size=n)
         q = rng.uniform(*self.axis_ratio_range, size=n)
         angle = rng.uniform(*self.position_angle_range_deg, size=n)
-        return Table(
+        table = Table(
             {
                 "mag_F814W": mags,
                 "z_s": z_s,
@@ -396,3 +399,7 @@ class SourcePopulation:
                 "position_angle_deg": angle,
             }
         )
+        if max(self.young_fraction_range) > 0:
+            table["young_fraction"] = rng.uniform(*self.young_fraction_range, size=n)
+        return table
+
