@@ -90,27 +90,28 @@ def _alive(pid: int) -> bool:
 
 
 def _many_positions(tmp_path):
-    """A catalogue of 60 positions (the six sources ten times): searched one per shard, long enough for a signal to
-    land mid-search (13 positions could end before it: Ray hands results back in bursts)."""
+    """A catalogue of 60 positions (the six sources ten times) and a params.yaml that searches them one per shard:
+    long enough for a signal to land mid-search (13 positions could end before it: Ray hands results back in
+    bursts). Returns the catalogue, the positions and the params file."""
     xy = [s[:2] for s in SOURCES] * 10
     catalogue = tmp_path / "many.ecsv"
     positions_table(catalogue, xy, shape=SHAPE, ids=[f"p{i}" for i in range(len(xy))])
-    return catalogue, xy
+    params = yaml.safe_load(PARAMS.read_text())
+    params["search"].update(batch_size=1, chunk_rows=1)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return catalogue, xy, tmp_path / "params.yaml"
 
 
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="Linux")
 def test_killed_ray_search_leaves_no_process_and_resumes(field, registry, tmp_path):
     """SIGTERM once a few shards are on disk: exit 143, no Ray process left, no scores.parquet, candidates or
     metrics, nothing new in /dev/shm; the re-run keeps the shards already written and gives the local outputs."""
-    catalogue, xy = _many_positions(tmp_path)
-    params = yaml.safe_load(PARAMS.read_text())
-    params["search"].update(batch_size=1, chunk_rows=1)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    catalogue, xy, params = _many_positions(tmp_path)
     out = tmp_path / "out"
     shards = out / ".scores-shards"
     cmd = [sys.executable, "-m", "lenssearch", "search", "--engine", "ray", "--field", str(field), "--catalogue",
            str(catalogue), "--planted", str(field / "planted.ecsv"), "--out", str(out),
-           "--params", str(tmp_path / "params.yaml"), "--tracking-uri", registry]
+           "--params", str(params), "--tracking-uri", registry]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 240
@@ -130,7 +131,7 @@ def test_killed_ray_search_leaves_no_process_and_resumes(field, registry, tmp_pa
     _assert_nothing_left(family, out, shm)
     assert 2 <= len(written) < len(xy)
 
-    cfg = with_search(load_config(tmp_path / "params.yaml"))
+    cfg = with_search(load_config(params))
     resumed = _search(cfg, field, out, registry, "ray", catalogue)
     local = _search(cfg, field, tmp_path / "local", registry, "local", catalogue)
     assert resumed.metrics == local.metrics
@@ -156,16 +157,13 @@ def _assert_nothing_left(family, out, shm):
 def test_ctrl_c_on_a_ray_search_leaves_no_process(field, registry, tmp_path):
     """Ctrl-C in a terminal (SIGINT to the search's process group, Ray's processes included) once a shard is on
     disk: exit 130 without a traceback, no Ray process left, nothing that looks complete, nothing new in /dev/shm."""
-    catalogue, _ = _many_positions(tmp_path)
-    params = yaml.safe_load(PARAMS.read_text())
-    params["search"].update(batch_size=1, chunk_rows=1)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    catalogue, _, params = _many_positions(tmp_path)
     out = tmp_path / "out"
     shards = out / ".scores-shards"
     cmd = [sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
            "sys.argv[0] = 'lenssearch'; from lenssearch.cli import main; main()",  # SIGINT as a terminal job has it
            "search", "--engine", "ray", "--field", str(field), "--catalogue", str(catalogue),
-           "--out", str(out), "--params", str(tmp_path / "params.yaml"), "--tracking-uri", registry]
+           "--out", str(out), "--params", str(params), "--tracking-uri", registry]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.time() + 240
