@@ -501,6 +501,7 @@ COLUMNS: dict[str, tuple[str | None, str]] = {
     "theta_e_catalogue_arcsec": ("arcsec", "Einstein radius of the line in the critical-line catalogue"),
     "z_s_catalogue": (None, "source redshift of that critical-line catalogue"),
     "z_s": (None, "source redshift"),
+    "source_young_fraction": (None, "share of the source's F814W light in a young flat-f_nu burst (0: the template)"),
     "source_re_kpc": ("kpc", "source Sersic effective radius"),
     "source_re_arcsec": ("arcsec", "source Sersic effective radius"),
     "sersic_n": (None, "Sersic index"),

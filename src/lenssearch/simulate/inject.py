@@ -50,8 +50,9 @@ REJECTION_REASONS = ("no_critical_line_at_z_s", "theta_e_out_of_range_at_z_s", "
 
 METADATA_COLUMNS = (
     "id", "label", "field", "member_id", "line_id", "z_lens", "theta_e_arcsec", "theta_e_catalogue_arcsec",
-    "z_s_catalogue", "z_s", "source_mag_F435W", "source_mag_F606W", "source_mag_F814W", "source_re_kpc",
-    "source_re_arcsec", "sersic_n", "axis_ratio", "position_angle_deg", "source_x_arcsec", "source_y_arcsec",
+    "z_s_catalogue", "z_s", "source_mag_F435W", "source_mag_F606W", "source_mag_F814W", "source_young_fraction",
+    "source_re_kpc", "source_re_arcsec", "sersic_n", "axis_ratio", "position_angle_deg", "source_x_arcsec",
+    "source_y_arcsec",
     "magnification", "magnification_in_cutout", "n_images", "n_images_in_cutout", "lens_mag_F814W",
     "lens_color_F606W_F814W", "lensed_snr_F435W", "lensed_snr_F606W", "lensed_snr_F814W", "lensed_snr",
     "arc_peak_sigma", "environment", "isolated_shear_gamma", "confuser", "confuser_mag_F814W", "confuser_x_arcsec", "confuser_y_arcsec", "cutout_ra", "cutout_dec", "cutout_row0", "cutout_col0",
@@ -421,6 +422,7 @@ class MockFactory:
             "theta_e_arcsec": line.theta_e_arcsec, "theta_e_catalogue_arcsec": cand.theta_e_catalogue,
             "z_s_catalogue": cand.z_catalogue, "z_s": z_s,
             **{f"source_mag_{b}": float(mags[b]) for b in ("F435W", "F606W", "F814W") if b in mags},
+            "source_young_fraction": float(src.get("young_fraction", 0.0)),
             "source_re_kpc": src["re_kpc"], "source_re_arcsec": src["re_arcsec"], "sersic_n": src["sersic_n"],
             "axis_ratio": src["axis_ratio"], "position_angle_deg": src["position_angle_deg"],
             "source_x_arcsec": pos[0], "source_y_arcsec": pos[1],
