@@ -101,6 +101,27 @@ def test_z_ge_4_mocks_drop_out_of_f435w(cfg, test_fields, tmp_path):
         assert f814 > 0 and f435 < 0.05 * f814
 
 
+def test_each_mock_records_its_sources_young_burst(cfg, mocks, test_fields, tmp_path):
+    """``source_young_fraction``: 0 with the default range (the template alone); with a range, the drawn value, and
+    the recorded source magnitudes are the colour model's for that value (bluer in F435W than the template's)."""
+    from lenssearch.simulate.colours import ColourModel
+
+    _, meta, _ = read_cutout_set(mocks[0])
+    assert tuple(cfg.simulate.sources.young_fraction) == (0.0, 0.0) and np.all(meta["source_young_fraction"] == 0.0)
+    src = dataclasses.replace(cfg.simulate.sources, young_fraction=(0.5, 1.0))
+    c = dataclasses.replace(cfg, simulate=dataclasses.replace(cfg.simulate, sources=src, n_mocks=4))
+    run_simulate(c, test_fields, tmp_path / "young", None, progress=False)
+    _, young, _ = read_cutout_set(tmp_path / "young")
+    y = np.asarray(young["source_young_fraction"])
+    assert np.all((y >= 0.5) & (y <= 1.0)) and len(set(y)) == len(y)
+    colours = ColourModel.build(tuple(cfg.base.bands), cfg.simulate.sources.sed, "F814W", cfg.simulate.sources.z_max + 0.5)
+    for k in range(len(young)):
+        mag, z = float(young["source_mag_F814W"][k]), float(young["z_s"][k])
+        expected = colours.magnitudes(mag, z, y[k])
+        assert float(young["source_mag_F435W"][k]) == pytest.approx(float(expected["F435W"]), abs=1e-6)
+        assert float(young["source_mag_F435W"][k]) < float(colours.magnitudes(mag, z)["F435W"])
+
+
 def test_same_seed_same_bytes(cfg, test_fields, tmp_path):
     c = dataclasses.replace(cfg, simulate=dataclasses.replace(cfg.simulate, n_mocks=3))
     a, b = tmp_path / "a", tmp_path / "b"
