@@ -114,7 +114,8 @@ def test_each_mock_records_its_sources_young_burst(cfg, mocks, test_fields, tmp_
     _, young, _ = read_cutout_set(tmp_path / "young")
     y = np.asarray(young["source_young_fraction"])
     assert np.all((y >= 0.5) & (y <= 1.0)) and len(set(y)) == len(y)
-    colours = ColourModel.build(tuple(cfg.base.bands), cfg.simulate.sources.sed, "F814W", cfg.simulate.sources.z_max + 0.5)
+    colours = ColourModel.build(tuple(cfg.base.bands), cfg.simulate.sources.sed, "F814W",
+                                cfg.simulate.sources.z_max + 0.5)
     for k in range(len(young)):
         mag, z = float(young["source_mag_F814W"][k]), float(young["z_s"][k])
         expected = colours.magnitudes(mag, z, y[k])

@@ -55,7 +55,8 @@ METADATA_COLUMNS = (
     "source_y_arcsec",
     "magnification", "magnification_in_cutout", "n_images", "n_images_in_cutout", "lens_mag_F814W",
     "lens_color_F606W_F814W", "lensed_snr_F435W", "lensed_snr_F606W", "lensed_snr_F814W", "lensed_snr",
-    "arc_peak_sigma", "environment", "isolated_shear_gamma", "confuser", "confuser_mag_F814W", "confuser_x_arcsec", "confuser_y_arcsec", "cutout_ra", "cutout_dec", "cutout_row0", "cutout_col0",
+    "arc_peak_sigma", "environment", "isolated_shear_gamma", "confuser", "confuser_mag_F814W", "confuser_x_arcsec",
+    "confuser_y_arcsec", "cutout_ra", "cutout_dec", "cutout_row0", "cutout_col0",
 )
 
 
