@@ -58,7 +58,8 @@ def load_wide(predictions_dir: Path, networks, kb: Path | None = None, kb_varian
     return wide
 
 
-def _join_variants(preds: dict, networks: list, predictions_dir, kb, kb_variant, heldout_dir) -> Table:
+def _join_variants(preds: dict[str, Table], networks: list[str], predictions_dir: Path, kb: Path | None,
+                   kb_variant: dict[str, str] | None, heldout_dir: Path | None) -> Table:
     variants = list(dict.fromkeys(kb_variant.get(n) for n in networks)) if kb_variant else []
     if len(variants) <= 1:
         meta = read_kb_metadata(kb) if kb is not None else None
