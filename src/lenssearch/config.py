@@ -483,6 +483,7 @@ class SimulateConfig:
     psf_pad_pixels: int
     buffer_re_fraction: float
     buffer_theta_e_fraction: float  # the caustic grown by this fraction of theta_E too (0: the paper's placement)
+    inner_caustic_fraction: float  # share of sources drawn inside the caustic (+ the R_e buffer) alone: quads
     lens_grid_radius_arcsec: float
     lens_grid_step_arcsec: float
     image_min_abs_magnification: float

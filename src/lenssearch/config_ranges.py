@@ -136,6 +136,7 @@ RANGES: dict[str, dict[str, Any]] = {
     "SimulateConfig": {
         "n_mocks": NON_NEGATIVE, "cutout_pixels": "[2, inf)", "supersampling": AT_LEAST_ONE,
         "psf_pad_pixels": NON_NEGATIVE, "buffer_re_fraction": NON_NEGATIVE, "buffer_theta_e_fraction": "[0, 2]",
+        "inner_caustic_fraction": FRACTION,
         "lens_grid_radius_arcsec": POSITIVE,
         "lens_grid_step_arcsec": POSITIVE, "image_min_abs_magnification": NON_NEGATIVE, "max_rounds": AT_LEAST_ONE,
     },

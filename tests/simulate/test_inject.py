@@ -268,14 +268,19 @@ def test_simulate_writes_truth_for_every_mock(cfg, mocks):
 
 def test_theta_e_buffer_places_sources_across_the_multiple_image_region(cfg, test_fields, tmp_path):
     """The balanced variant's placement: the caustic grown by a fraction of theta_E reaches sources far from the
-    caustic, so the same draws come out less magnified (doubles), and every kept mock is still multiply imaged."""
+    caustic, so the same draws come out less magnified (doubles), and every kept mock is still multiply imaged;
+    ``inner_caustic_fraction`` brings a share of them back inside the caustic (quads)."""
     vis = dataclasses.replace(cfg.simulate.visibility, magnification_min=0.0, images_in_cutout_min=2)
     mu = {}
-    for fraction in (0.0, 0.8):
+    for fraction, inner in ((0.0, 0.0), (0.8, 0.0), (0.8, 1.0)):
         c = dataclasses.replace(cfg, simulate=dataclasses.replace(cfg.simulate, n_mocks=12, visibility=vis,
-                                                                  buffer_theta_e_fraction=fraction))
-        run_simulate(c, test_fields, tmp_path / f"m{fraction}", None, progress=False)
-        _, meta, _ = read_cutout_set(tmp_path / f"m{fraction}")
+                                                                  buffer_theta_e_fraction=fraction,
+                                                                  inner_caustic_fraction=inner))
+        run_simulate(c, test_fields, tmp_path / f"m{fraction}-{inner}", None, progress=False)
+        _, meta, _ = read_cutout_set(tmp_path / f"m{fraction}-{inner}")
         assert np.all(meta["n_images"] >= 2) and np.all(meta["n_images_in_cutout"] >= 2)
-        mu[fraction] = np.median(meta["magnification"])
-    assert mu[0.8] < 0.7 * mu[0.0], mu
+        mu[fraction, inner] = np.median(meta["magnification"])
+    assert mu[0.8, 0.0] < 0.7 * mu[0.0, 0.0], mu
+    # every source inside the caustic itself (the doubles/quads balance's share set to 1): the theta_E buffer is
+    # ignored, and the mocks are as magnified as the paper's placement's
+    assert mu[0.8, 1.0] > 0.7 * mu[0.0, 0.0] and mu[0.8, 1.0] > 1.2 * mu[0.8, 0.0], mu
