@@ -734,7 +734,8 @@ def model_candidates_cmd(
         if None in (predictions, promotion, committees):
             fail("--kb-nonlenses needs --predictions, --promotion and --committees")
         kb_check = {"nonlenses_path": kb_nonlenses, "predictions_dir": predictions, "promotion_path": promotion,
-                    "committees_path": committees, "kb_variant": dict(cfg.train.kb_variant)}
+                    "committees_path": committees, "kb_variant": dict(cfg.train.kb_variant),
+                    "nonlens_variant": cfg.modeling.kb_variant}
     m = run_model_candidates(cfg, candidates, field, modeling, out, planted_path=planted, model_uri=model,
                              tracking_uri=tracking_uri, kb_check=kb_check)
     write_headline("model-candidates", m, metrics_out)

@@ -395,3 +395,13 @@ def test_kb_nonlens_candidates_with_members_of_another_variant(tmp_path):
     # mean scores without n5: 0.8, 0.45, 0.8, 0.55, 0.1 -> candidates n0, n2, n3; rejected among them: n0, n3
     assert out["n_nonlenses_seen_by_a_member"] == 1 and out["n_nonlenses"] == 5
     assert out["n_candidates"] == 3 and out["rejected_fraction_modeling"] == pytest.approx(2 / 3)
+    same = kb_nonlens_candidates(tmp_path / "nl.ecsv", tmp_path, tmp_path / "promotion.json", tmp_path / "best.json",
+                                 kb_variant={"a": "x", "b": "y"}, nonlens_variant="x")
+    assert same == out
+    # a champion none of whose members learned from the non-lenses' variant scores them held out all the same
+    (tmp_path / "promotion.json").write_text(json.dumps({"best": "b", "threshold": 0.5}))
+    out = kb_nonlens_candidates(tmp_path / "nl.ecsv", tmp_path, tmp_path / "promotion.json", tmp_path / "best.json",
+                                kb_variant={"a": "x", "b": "y"}, nonlens_variant="x")
+    # b held out: 0.7, 0.1, 0.9, 0.9, 0.1 (n5 seen) -> candidates n0, n2, n3; rejected among them: n0, n3
+    assert out["champion"] == "b" and out["n_nonlenses_seen_by_a_member"] == 1 and out["n_nonlenses"] == 5
+    assert out["n_candidates"] == 3 and out["rejected_fraction_modeling"] == pytest.approx(2 / 3)

@@ -71,26 +71,43 @@ def _join_variants(preds: dict[str, Table], networks: list[str], predictions_dir
         raise LensSearchError(f"networks {networks} were trained on different KB variants {variants}: "
                               "one KB's metadata cannot describe their union")
     heldout_dir = Path(predictions_dir) / "evaluation" / HELDOUT_DIR if heldout_dir is None else Path(heldout_dir)
-    parts = []
-    for variant in variants:
-        scores = {}
-        for n in networks:
-            if kb_variant[n] == variant:
-                scores[n] = preds[n]
-                continue
-            path = heldout_path(heldout_dir, n, variant)
-            if not path.exists():
-                raise InputFileError(f"{path}: no held-out predictions of '{n}' on the '{variant}' variant "
-                                     "(the evaluate stage writes them: run it with --kb-dir and --models)")
-            scores[n] = read_predictions(path, n)
-        common = set.intersection(*[set(np.asarray(t["id"]).astype(str)) for t in scores.values()])
-        if not common:
-            raise LensSearchError(f"no cutout of the '{variant}' variant is scored by all of {networks}")
-        part = join_predictions({n: t[np.isin(np.asarray(t["id"]).astype(str), list(common))]
-                                 for n, t in scores.items()})
-        part["variant"] = np.full(len(part), variant)
-        parts.append(part)
-    return vstack(parts, join_type="exact")
+    return vstack([_variant_part(preds, networks, variant, kb_variant, heldout_dir) for variant in variants],
+                  join_type="exact")
+
+
+def _variant_part(preds: dict[str, Table], networks: list[str], variant: str, kb_variant: dict[str, str],
+                  heldout_dir: Path) -> Table:
+    """The cutouts of ``variant`` that every network scores: out of fold for a network trained on it, its run
+    model's held-out score (the evaluate stage's) for the others."""
+    scores = {}
+    for n in networks:
+        if kb_variant.get(n) == variant:
+            scores[n] = preds[n]
+            continue
+        path = heldout_path(heldout_dir, n, variant)
+        if not path.exists():
+            raise InputFileError(f"{path}: no held-out predictions of '{n}' on the '{variant}' variant "
+                                 "(the evaluate stage writes them: run it with --kb-dir and --models)")
+        scores[n] = read_predictions(path, n)
+    common = set.intersection(*[set(np.asarray(t["id"]).astype(str)) for t in scores.values()])
+    if not common:
+        raise LensSearchError(f"no cutout of the '{variant}' variant is scored by all of {networks}")
+    part = join_predictions({n: t[np.isin(np.asarray(t["id"]).astype(str), list(common))]
+                             for n, t in scores.items()})
+    part["variant"] = np.full(len(part), variant)
+    return part
+
+
+def load_on_variant(predictions_dir: Path, networks, variant: str, kb_variant: dict[str, str],
+                    heldout_dir: Path | None = None) -> Table:
+    """The scores of ``networks`` on the cutouts of one KB ``variant`` (``train.kb_variant`` says where each was
+    trained): out of fold on its own variant, held out on another (:func:`load_wide`), whichever variants the
+    networks come from; the cutouts that every network scores."""
+    networks = list(networks)
+    preds = {n: read_predictions(Path(predictions_dir) / n / "predictions.ecsv", n) for n in networks
+             if kb_variant.get(n) == variant}
+    heldout_dir = Path(predictions_dir) / "evaluation" / HELDOUT_DIR if heldout_dir is None else Path(heldout_dir)
+    return _variant_part(preds, networks, variant, kb_variant, heldout_dir)
 
 
 def gate_options(gate) -> dict:

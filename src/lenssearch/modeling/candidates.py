@@ -70,14 +70,16 @@ def _add_predictions(table, frame, pra, pdec, cuts: dict) -> None:
 
 
 def kb_nonlens_candidates(nonlenses_path, predictions_dir, promotion_path, committees_path,
-                          kb_variant: dict | None = None) -> dict:
+                          kb_variant: dict | None = None, nonlens_variant: str | None = None) -> dict:
     """The KB's non-lenses (``nonlenses.ecsv`` of the ``modeling`` stage: none seen by the modeling network) in the
     cross-validation folds, whose champion out-of-fold score is at or above its threshold: non-lens candidates
     with real statistics, and the fraction of them that the modeling cuts reject, overall and by confuser kind.
     (The validation split, fold -1, has no out-of-fold score.) ``kb_variant`` (``train.kb_variant``): a member
-    trained on another variant scores these cutouts held out (:func:`lenssearch.evaluate.common.load_wide`)."""
+    trained on another variant scores these cutouts held out (:func:`lenssearch.evaluate.common.load_wide`);
+    ``nonlens_variant`` (``modeling.kb_variant``): the variant of these non-lenses, so that a champion none of whose
+    members was trained on it still scores them (:func:`lenssearch.evaluate.common.load_on_variant`)."""
     from lenssearch.evaluate.committee import combine
-    from lenssearch.evaluate.common import load_wide, read_committees
+    from lenssearch.evaluate.common import load_on_variant, load_wide, read_committees
 
     nonlenses = read_ecsv(nonlenses_path, "modeling stage's non-lenses")
     if "fold" in nonlenses.colnames:
@@ -89,13 +91,16 @@ def kb_nonlens_candidates(nonlenses_path, predictions_dir, promotion_path, commi
         raise InputFileError(f"{promotion_path}: not a promotion.json ({exc})") from None
     committee = next((c for c in read_committees(Path(committees_path)) if c.get("name") == best), None)
     members, rule = (list(committee["members"]), committee["rule"]) if committee else ([best], None)
-    wide = load_wide(Path(predictions_dir), members, kb_variant=kb_variant)
+    if kb_variant is not None and nonlens_variant is not None:
+        wide = load_on_variant(Path(predictions_dir), members, nonlens_variant, kb_variant)
+    else:
+        wide = load_wide(Path(predictions_dir), members, kb_variant=kb_variant)
     scores = np.stack([np.asarray(wide[f"p_{m}"], float) for m in members])
     score = combine(scores, rule) if rule else scores[0]
     by_id = dict(zip(np.asarray(wide["id"]).astype(str), score))
     ids = np.asarray(nonlenses["id"]).astype(str)
     scored = np.array([i in by_id for i in ids], bool)
-    mixed = kb_variant is not None and len({kb_variant.get(m) for m in members}) > 1
+    mixed = kb_variant is not None and len({kb_variant.get(m) for m in members} | {nonlens_variant} - {None}) > 1
     if not scored.all() and (not mixed or not scored.any()):
         missing = ids[~scored]
         raise InputFileError(f"{nonlenses_path}: {len(missing)} non-lens(es) have no out-of-fold score of '{best}' "
