@@ -100,7 +100,7 @@ def kb_nonlens_candidates(nonlenses_path, predictions_dir, promotion_path, commi
     by_id = dict(zip(np.asarray(wide["id"]).astype(str), score))
     ids = np.asarray(nonlenses["id"]).astype(str)
     scored = np.array([i in by_id for i in ids], bool)
-    mixed = kb_variant is not None and len({kb_variant.get(m) for m in members} | {nonlens_variant} - {None}) > 1
+    mixed = kb_variant is not None and len({kb_variant.get(m) for m in members} | ({nonlens_variant} - {None})) > 1
     if not scored.all() and (not mixed or not scored.any()):
         missing = ids[~scored]
         raise InputFileError(f"{nonlenses_path}: {len(missing)} non-lens(es) have no out-of-fold score of '{best}' "
