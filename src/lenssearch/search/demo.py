@@ -41,7 +41,7 @@ def plant_lenses(field_dir: Path, cfg, n_planted: int, rng: np.random.Generator,
 
     bands = tuple(cfg.base.bands)
     scene = FieldScene(read_field(field_dir), bands, with_lens=True)
-    colours = ColourModel.build(bands, cfg.simulate.sources.sed, "F814W", cfg.simulate.sources.z_max + 0.5)
+    colours = ColourModel.for_sources(bands, cfg.simulate.sources)
     factory = MockFactory(scene, cfg, colours)
     n = factory.n
     plants: list[tuple[int, int, np.ndarray]] = []

@@ -142,6 +142,12 @@ class ColourModel:
               z_max: float = 7.5, dz: float = 0.01) -> "ColourModel":
         return _build_cached(tuple(bands), sed, reference_band, float(z_max), float(dz))
 
+    @classmethod
+    def for_sources(cls, bands, sources) -> "ColourModel":
+        """The lensed sources' colours (``simulate.sources``: its ``sed``, to ``z_max + 0.5``), relative to F814W:
+        the one model the mocks, the hard negatives' companions and the demo search's planted lenses share."""
+        return cls.build(tuple(bands), sources.sed, "F814W", sources.z_max + 0.5)
+
     def colour(self, band: str, z) -> np.ndarray:
         """``m_band - m_reference`` at redshift(s) ``z``."""
         try:

@@ -609,7 +609,7 @@ def run_simulate(cfg, fields_dir: str | Path, out_dir: str | Path, reports_dir: 
     fields = list_fields(fields_dir)
     check_fields(fields, str(fields_dir))
     bands = tuple(cfg.base.bands)
-    colours = ColourModel.build(bands, cfg.simulate.sources.sed, "F814W", cfg.simulate.sources.z_max + 0.5)
+    colours = ColourModel.for_sources(bands, cfg.simulate.sources)
     counts = split_counts(cfg.simulate.n_mocks, len(fields))
     all_cutouts, all_rows, rejected, zeropoints = [], [], {}, {}
     jobs = [(i, field, n) for i, (field, n) in enumerate(zip(fields, counts))]

@@ -86,7 +86,7 @@ def _confuser_renderer(scene, cfg, mocks):
     sim = cfg.simulate
     renderer = Renderer(int(cfg.negatives.cutout_pixels), scene.pixel_scale_arcsec, sim.supersampling, scene.psfs(),
                         sim.psf_pad_pixels)
-    colours = ColourModel.build(tuple(scene.bands), sim.sources.sed, "F814W", sim.sources.z_max + 0.5)
+    colours = ColourModel.for_sources(scene.bands, sim.sources)
     arc_mags = None
     if mocks is not None and len(mocks):
         mu = np.asarray(mocks["magnification_in_cutout"], float)
