@@ -32,6 +32,11 @@ from lenssearch.io import atomic_path
 HELDOUT_DIR = "heldout"
 
 
+def _heldout_dir(predictions_dir: Path, heldout_dir: Path | None) -> Path:
+    """``heldout_dir``, by default ``<predictions_dir>/evaluation/heldout`` (where the evaluate stage writes)."""
+    return Path(predictions_dir) / "evaluation" / HELDOUT_DIR if heldout_dir is None else Path(heldout_dir)
+
+
 def heldout_path(heldout_dir: Path, network: str, variant: str) -> Path:
     """The held-out predictions of ``network`` on ``variant`` (written by the evaluate stage)."""
     return Path(heldout_dir) / network / f"{variant}.ecsv"
@@ -70,7 +75,7 @@ def _join_variants(preds: dict[str, Table], networks: list[str], predictions_dir
     if kb is not None:
         raise LensSearchError(f"networks {networks} were trained on different KB variants {variants}: "
                               "one KB's metadata cannot describe their union")
-    heldout_dir = Path(predictions_dir) / "evaluation" / HELDOUT_DIR if heldout_dir is None else Path(heldout_dir)
+    heldout_dir = _heldout_dir(predictions_dir, heldout_dir)
     return vstack([_variant_part(preds, networks, variant, kb_variant, heldout_dir) for variant in variants],
                   join_type="exact")
 
@@ -106,7 +111,7 @@ def load_on_variant(predictions_dir: Path, networks, variant: str, kb_variant: d
     networks = list(networks)
     preds = {n: read_predictions(Path(predictions_dir) / n / "predictions.ecsv", n) for n in networks
              if kb_variant.get(n) == variant}
-    heldout_dir = Path(predictions_dir) / "evaluation" / HELDOUT_DIR if heldout_dir is None else Path(heldout_dir)
+    heldout_dir = _heldout_dir(predictions_dir, heldout_dir)
     return _variant_part(preds, networks, variant, kb_variant, heldout_dir)
 
 
