@@ -523,6 +523,7 @@ class ConfuserConfig:
 
     neighbour_radius_arcsec: tuple[float, float]  # blue companions, pairs, stars: distance from the centre
     companion_mag_from_arcs: bool  # companions as bright as the variant's lensed arcs (else the source counts)
+    companions: tuple[int, int]  # blue companions per blue_companion non-lens, uniform in the range
     disc_re_arcsec: tuple[float, float]  # spiral and edge-on discs
     disc_mag_offset: tuple[float, float]  # disc galaxy F814W magnitude - the template member's F814W magnitude
     bulge_to_total: tuple[float, float]  # disc galaxies' bulge-to-total flux ratio

@@ -64,6 +64,32 @@ def test_blue_confusers_are_bluer_than_the_host(confuser_renderer):
         assert colour < host_colour - bluer, kind
 
 
+def test_blue_companions_come_in_groups(cfg, test_fields):
+    """``companions`` [n, n] adds n - 1 sources to the first one, drawn with the same generator after it; the
+    default [1, 1] draws no count, so the KBs made before the option stay byte for byte."""
+    from lenssearch.fields.layout import list_fields
+    from lenssearch.simulate.negatives import _confuser_renderer
+    from lenssearch.simulate.scene import FieldScene
+
+    assert cfg.negatives.confusers.companions == (1, 1)
+    scene = FieldScene(list_fields(test_fields)[0], tuple(cfg.base.bands), with_lens=False)
+    host = scene.members[2]
+    images, renderers = {}, {}
+    for count in (1, 3):
+        confusers = dataclasses.replace(cfg.negatives.confusers, companions=(count, count))
+        renderers[count] = _confuser_renderer(scene, dataclasses.replace(
+            cfg, negatives=dataclasses.replace(cfg.negatives, confusers=confusers)), None)
+        images[count], _ = renderers[count].render("blue_companion", np.random.default_rng(7), host)
+    one, three = images[1][..., 2], images[3][..., 2]
+    assert three.sum() > 1.5 * one.sum()  # two more sources of the arcs' magnitudes (some light may fall outside)
+    assert np.all(three >= one - 1e-6 * one.max())  # the first companion is the same: the others only add light
+    # one companion consumes exactly the draws of one source (no count drawn)
+    rng_render, rng_one = np.random.default_rng(7), np.random.default_rng(7)
+    renderers[1].render("blue_companion", rng_render, host)
+    renderers[1]._one_companion(rng_one)
+    assert rng_render.uniform() == rng_one.uniform()
+
+
 def _fake_mocks(path, members, counts, field="TEST"):
     from astropy.table import Table
 

@@ -10,9 +10,10 @@ a member's cutout of the same field image, so its noise, depth and PSF are those
 Kinds (``negatives.hard_negatives`` gives the fraction of the non-lenses of each; the rest are plain cutouts):
 
 ``blue_companion``
-    an unlensed star-forming galaxy of the mocks' source population (Sersic, its redshift's colours from the
-    star-forming SED) at ``neighbour_radius_arcsec`` from the centre, as bright as the variant's lensed arcs
-    (their F814W magnitude inside the cutout) when ``companion_mag_from_arcs``;
+    ``companions`` (a count range) unlensed star-forming galaxies of the mocks' source population (Sersic, their
+    redshift's colours from the star-forming SED), each at ``neighbour_radius_arcsec`` from the centre, as bright
+    as the variant's lensed arcs (their F814W magnitude inside the cutout) when ``companion_mag_from_arcs``: a
+    galaxy with a star-forming neighbour, or in a group of them (HOLISMOKES XVI, Sect. 3: groups);
 ``spiral``
     a disc galaxy centred on an empty position of the field (not a member: :data:`SKY_KINDS`): a red bulge
     (Sersic n = 4, the colours of a member) and a blue exponential disc (star-forming colours, below) with
@@ -149,6 +150,16 @@ class ConfuserRenderer:
 
     # ------------------------------------------------------------------------------------------ kinds
     def blue_companion(self, rng, host) -> tuple[np.ndarray, dict]:
+        image, mag, x0, y0 = self._one_companion(rng)
+        low, high = self.cfg.companions
+        # drawn after the first companion, and only when it can vary: [1, 1] keeps the earlier KBs byte for byte
+        count = low if low == high else int(rng.integers(low, high + 1))
+        for _ in range(count - 1):
+            image = image + self._one_companion(rng)[0]
+        return image, {"confuser_mag_F814W": mag, "confuser_x_arcsec": x0, "confuser_y_arcsec": y0}
+
+    def _one_companion(self, rng) -> tuple[np.ndarray, float, float, float]:
+        """One unlensed source of the mocks' population beside the host: image, F814W magnitude, position."""
         src = self.population.sample(rng, self.z_lens, self.kpc_per_arcsec, size=1)
         z = float(src["z_s"][0])
         young = float(src["young_fraction"][0]) if "young_fraction" in src.colnames else None
@@ -159,7 +170,7 @@ class ConfuserRenderer:
         image = self._sersic(x0, y0, float(src["re_arcsec"][0]), float(src["sersic_n"][0]),
                              float(src["axis_ratio"][0]), float(src["position_angle_deg"][0]),
                              self._fluxes(self._blue_mags(mag, z, young)))
-        return image, {"confuser_mag_F814W": mag, "confuser_x_arcsec": x0, "confuser_y_arcsec": y0}
+        return image, mag, x0, y0
 
     def _bulge(self, rng, host, mag: float, re_disc: float) -> np.ndarray:
         """A red bulge (Sersic n = 4, the member ``host``'s colours) of F814W magnitude ``mag``."""
