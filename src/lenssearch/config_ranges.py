@@ -151,7 +151,8 @@ RANGES: dict[str, dict[str, Any]] = {
                          "lensed_snr_min": NON_NEGATIVE, "images_in_cutout_min": NON_NEGATIVE,
                          "draws_per_round_max": AT_LEAST_ONE},
     "ConfuserConfig": {
-        "neighbour_radius_arcsec": NON_NEGATIVE, "companions": AT_LEAST_ONE, "disc_re_arcsec": POSITIVE, "disc_mag_offset": ANY,
+        "neighbour_radius_arcsec": NON_NEGATIVE, "companions": AT_LEAST_ONE, "disc_re_arcsec": POSITIVE,
+        "disc_mag_offset": ANY,
         "spiral_arms": NON_NEGATIVE, "spiral_pitch_deg": "[0, 90]", "edge_on_axis_ratio": "(0, 1]",
         "ring_radius_arcsec": POSITIVE, "ring_width_fraction": "(0, 1]", "ring_knots": NON_NEGATIVE,
         "pair_mag_offset": ANY, "star_mag_range": MAGNITUDE,
@@ -196,8 +197,8 @@ RANGES["ConfuserConfig"].update({"bulge_to_total": FRACTION, "young_fraction": F
 #: decrease. Besides these, every field whose name holds ``_range`` and whose value is a pair is such a pair.
 ORDERED: tuple[tuple[str, str, Optional[str]], ...] = (
     *((("ConfuserConfig", name, None)) for name in (
-        "neighbour_radius_arcsec", "companions", "disc_re_arcsec", "disc_mag_offset", "spiral_arms", "spiral_pitch_deg",
-        "edge_on_axis_ratio", "ring_radius_arcsec", "ring_width_fraction", "ring_knots", "pair_mag_offset",
+        "neighbour_radius_arcsec", "companions", "disc_re_arcsec", "disc_mag_offset", "spiral_arms",
+        "spiral_pitch_deg", "edge_on_axis_ratio", "ring_radius_arcsec", "ring_width_fraction", "ring_knots", "pair_mag_offset",
         "bulge_to_total", "young_fraction")),
     ("CriticalLinesConfig", "theta_e_min_arcsec", "theta_e_max_arcsec"),
     ("MemberPopulationConfig", "sersic_n_range", None),
