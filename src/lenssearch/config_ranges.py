@@ -198,8 +198,8 @@ RANGES["ConfuserConfig"].update({"bulge_to_total": FRACTION, "young_fraction": F
 ORDERED: tuple[tuple[str, str, Optional[str]], ...] = (
     *((("ConfuserConfig", name, None)) for name in (
         "neighbour_radius_arcsec", "companions", "disc_re_arcsec", "disc_mag_offset", "spiral_arms",
-        "spiral_pitch_deg", "edge_on_axis_ratio", "ring_radius_arcsec", "ring_width_fraction", "ring_knots", "pair_mag_offset",
-        "bulge_to_total", "young_fraction")),
+        "spiral_pitch_deg", "edge_on_axis_ratio", "ring_radius_arcsec", "ring_width_fraction", "ring_knots",
+        "pair_mag_offset", "bulge_to_total", "young_fraction")),
     ("CriticalLinesConfig", "theta_e_min_arcsec", "theta_e_max_arcsec"),
     ("MemberPopulationConfig", "sersic_n_range", None),
     ("MemberPopulationConfig", "axis_ratio_range", None),
